@@ -1,0 +1,464 @@
+"""Boundary conditions on a network, its equilibrium (Kirchhoff) solve, and the State.
+
+A :class:`Circuit` fixes the roles of nodes and edges:
+
+* ``ground``: a node held at potential 0 (all potentials are relative to it);
+* ``inputs``: clamped nodes (``int`` ids; the input is the node's potential) and/or
+  series voltage sources on edges (:class:`Edge`; the input ``s_e`` adds to the
+  resistor voltage, ``w_e = dv_e + s_e``);
+* ``outputs``: node potentials (``int``), voltage drops across edges (:class:`Edge`,
+  ``dv_e = u_a - u_b``) or across node pairs (:class:`Pair`, ``u_a - u_b``);
+* ``clamped``: extra nodes held at given potentials (default 0), e.g. for clamped
+  phases of learning rules; injected node currents ``J`` are accepted by every solve.
+
+The equilibrium is Kirchhoff's current law on the free nodes ``F`` (theory.md, 1):
+``L_FF u_F = -L_FC u_C - (B G s)_F + J_F`` with ``L = B G B^T``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import solvers
+from ._validation import _list, as_batch, check_positive_finite
+from .errors import BoundaryConditionError, FloatingComponentError, ShapeError, TopologyError
+from .network import Network
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Refers to edge ``index`` of the network (a series-source input or a drop output)."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An output read as the potential difference ``u[a] - u[b]``."""
+
+    a: int
+    b: int
+
+
+def _node(network: Network, v, role: str) -> int:
+    if isinstance(v, (bool, np.bool_)):
+        raise BoundaryConditionError(f"{role}: node ids must be integers, got {v!r}")
+    try:
+        return network.node_index(v)
+    except TopologyError as exc:
+        raise TopologyError(f"{role}: {exc}") from None
+
+
+def _edge(network: Network, e: Edge, role: str) -> int:
+    idx = int(e.index)
+    if not 0 <= idx < network.n_edges:
+        raise TopologyError(
+            f"{role}: unknown edge index {e.index}; valid indices are 0..{network.n_edges - 1}"
+        )
+    return idx
+
+
+class Circuit:
+    """A network with ground, inputs, outputs and optional extra clamps.
+
+    Parameters
+    ----------
+    network: the :class:`~kirchnet.Network`.
+    ground: node held at 0 V.
+    inputs: sequence of node ids (clamped inputs) and/or :class:`Edge` (series sources).
+        Column ``j`` of ``x`` drives ``inputs[j]``.
+    outputs: sequence of node ids, :class:`Edge` or :class:`Pair`.
+    clamped: extra clamped nodes; their potentials are the ``clamp`` argument of
+        :meth:`solve` (default 0).
+    backend: solver backend for :meth:`factorize` (see :mod:`kirchnet.solvers`).
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        ground: int = 0,
+        inputs: Sequence = (),
+        outputs: Sequence = (),
+        clamped: Sequence[int] = (),
+        backend: str = "auto",
+    ):
+        if not isinstance(network, Network):
+            raise TypeError(f"network must be a kirchnet.Network, got {type(network).__name__}")
+        if backend not in solvers.BACKENDS:
+            raise BoundaryConditionError(
+                f"unknown backend {backend!r}; choose one of {', '.join(solvers.BACKENDS)}"
+            )
+        self.network = network
+        self.backend = backend
+        n, m = network.n_nodes, network.n_edges
+        self.ground = _node(network, ground, "ground")
+
+        node_cols, node_ids, edge_cols, edge_ids = [], [], [], []
+        for j, item in enumerate(inputs):
+            if isinstance(item, Edge):
+                edge_cols.append(j)
+                edge_ids.append(_edge(network, item, "inputs"))
+            elif isinstance(item, Pair):
+                raise BoundaryConditionError("inputs: use a node id or Edge(index), not Pair")
+            else:
+                node_cols.append(j)
+                node_ids.append(_node(network, item, "inputs"))
+        self.n_inputs = len(node_cols) + len(edge_cols)
+        self.input_nodes = np.asarray(node_ids, dtype=np.int64)
+        self.source_edges = np.asarray(edge_ids, dtype=np.int64)
+        self._node_cols = np.asarray(node_cols, dtype=np.int64)
+        self._edge_cols = np.asarray(edge_cols, dtype=np.int64)
+        self.clamped_nodes = np.asarray([_node(network, v, "clamped") for v in clamped], dtype=np.int64)
+
+        for arr, what in ((self.input_nodes, "an input"), (self.source_edges, "a source edge"),
+                          (self.clamped_nodes, "a clamped node")):
+            vals, counts = np.unique(arr, return_counts=True)
+            if np.any(counts > 1):
+                raise BoundaryConditionError(
+                    f"{'edge' if 'edge' in what else 'node'} {vals[counts > 1][0]} is listed twice as {what}"
+                )
+        if self.ground in set(self.input_nodes.tolist()):
+            raise BoundaryConditionError(f"node {self.ground} is the ground and cannot also be an input")
+        if self.ground in set(self.clamped_nodes.tolist()):
+            raise BoundaryConditionError(f"node {self.ground} is the ground and cannot also be clamped")
+        both = np.intersect1d(self.input_nodes, self.clamped_nodes)
+        if both.size:
+            raise BoundaryConditionError(f"node {both[0]} is listed both as an input and as clamped")
+
+        # outputs -> sparse readout P (k x n) over node potentials
+        rows, cols, vals = [], [], []
+        self.output_specs = tuple(outputs)
+        for k, item in enumerate(outputs):
+            if isinstance(item, Edge):
+                a, b = network.edges[_edge(network, item, "outputs")]
+                rows += [k, k]; cols += [a, b]; vals += [1.0, -1.0]
+            elif isinstance(item, Pair):
+                a, b = _node(network, item.a, "outputs"), _node(network, item.b, "outputs")
+                if a == b:
+                    raise BoundaryConditionError(f"outputs: Pair({a}, {b}) reads a node against itself")
+                rows += [k, k]; cols += [a, b]; vals += [1.0, -1.0]
+            else:
+                v = _node(network, item, "outputs")
+                if v == self.ground:
+                    raise BoundaryConditionError(
+                        f"outputs: node {v} is the ground; its potential is always 0. "
+                        f"Read another node or a Pair"
+                    )
+                rows.append(k); cols.append(v); vals.append(1.0)
+        self.n_outputs = len(self.output_specs)
+        self.readout = sp.csr_array((vals, (rows, cols)), shape=(self.n_outputs, n))
+
+        is_clamped = np.zeros(n, dtype=bool)
+        is_clamped[self.ground] = True
+        is_clamped[self.input_nodes] = True
+        is_clamped[self.clamped_nodes] = True
+        self.is_clamped = is_clamped
+        self.free_nodes = np.flatnonzero(~is_clamped)
+        self._free_pos = np.full(n, -1, dtype=np.int64)
+        self._free_pos[self.free_nodes] = np.arange(self.free_nodes.size)
+        self._check_floating()
+
+        B = network.incidence()
+        self._B = B.tocsr()
+        self._BT = B.T.tocsr()
+        self._B_free = B[self.free_nodes, :].tocsr()
+        self._build_pattern()
+
+    # ------------------------------------------------------------------ setup
+    def _check_floating(self):
+        c, labels = self.network.components()
+        anchored = np.zeros(c, dtype=bool)
+        anchored[labels[self.is_clamped]] = True
+        if not anchored.all():
+            comp = int(np.flatnonzero(~anchored)[0])
+            nodes = np.flatnonzero(labels == comp)
+            raise FloatingComponentError(
+                f"the connected component with node(s) {_list(nodes)} contains no ground, input "
+                f"or clamped node, so its potentials are undetermined; connect it or clamp one "
+                f"of its nodes",
+                nodes=nodes,
+            )
+
+    def _build_pattern(self):
+        """Precompute the CSC pattern of ``L_FF`` and the scatter map from edges to entries."""
+        nf = self.free_nodes.size
+        a, b = self.network.tails, self.network.heads
+        fa, fb = self._free_pos[a], self._free_pos[b]
+        m = a.size
+        e = np.arange(m)
+        r_parts, c_parts, e_parts, s_parts = [], [], [], []
+        for rr, cc, sign, mask in ((fa, fa, 1.0, fa >= 0), (fb, fb, 1.0, fb >= 0),
+                                   (fa, fb, -1.0, (fa >= 0) & (fb >= 0)),
+                                   (fb, fa, -1.0, (fa >= 0) & (fb >= 0))):
+            r_parts.append(rr[mask]); c_parts.append(cc[mask]); e_parts.append(e[mask])
+            s_parts.append(np.full(int(mask.sum()), sign))
+        rows, cols = np.concatenate(r_parts), np.concatenate(c_parts)
+        key = cols * max(nf, 1) + rows  # column-major order = CSC order
+        uniq, inverse = np.unique(key, return_inverse=True)
+        self._scatter_slot = inverse
+        self._scatter_edge = np.concatenate(e_parts)
+        self._scatter_sign = np.concatenate(s_parts)
+        self._L_indices = (uniq % max(nf, 1)).astype(np.int32)
+        ucols = uniq // max(nf, 1)
+        self._L_indptr = np.searchsorted(ucols, np.arange(nf + 1)).astype(np.int32)
+        self._L_nnz = uniq.size
+
+    @cached_property
+    def _symbolic(self):
+        """CHOLMOD symbolic analysis of the (fixed) pattern of ``L_FF``, computed once."""
+        g = np.ones(self.network.n_edges)
+        return solvers.CholmodSymbolic(self.reduced_laplacian(g, check=False))
+
+    # ------------------------------------------------------------- properties
+    @property
+    def n_free(self) -> int:
+        return int(self.free_nodes.size)
+
+    @property
+    def n_clamped(self) -> int:
+        return int(self.clamped_nodes.size)
+
+    def __repr__(self) -> str:
+        return (f"Circuit({self.network!r}, ground={self.ground}, n_inputs={self.n_inputs}, "
+                f"n_outputs={self.n_outputs}, n_free={self.n_free})")
+
+    def check_conductances(self, conductances) -> np.ndarray:
+        """Validated ``(m,)`` float conductances (raises :class:`ParameterError`)."""
+        return check_positive_finite(conductances, self.network.n_edges, "conductances")
+
+    # ------------------------------------------------------------- matrices
+    def reduced_laplacian(self, conductances, check: bool = True) -> sp.csc_array:
+        """``L_FF`` (free x free block of ``B diag(g) B^T``), assembled by scattering ``g``."""
+        g = self.check_conductances(conductances) if check else conductances
+        data = np.bincount(self._scatter_slot, weights=self._scatter_sign * g[self._scatter_edge],
+                           minlength=self._L_nnz)
+        nf = self.n_free
+        return sp.csc_array((data, self._L_indices, self._L_indptr), shape=(nf, nf))
+
+    def edge_columns(self, edges) -> sp.csc_array:
+        """Columns ``b_e`` restricted to the free nodes (n_free x k): ``dL_FF = C diag(dg) C^T``."""
+        return sp.csc_array(self._B_free[:, np.asarray(edges, dtype=np.int64)])
+
+    # ------------------------------------------------------------- factor/solve
+    def factorize(self, conductances, backend: str | None = None, **solver_options) -> "CircuitFactorization":
+        """Factorize ``L_FF(g)`` once; the result solves any number of right-hand sides."""
+        g = self.check_conductances(conductances)
+        return CircuitFactorization(self, g, backend or self.backend, **solver_options)
+
+    def solve(self, conductances, x, currents=None, clamp=None) -> "State":
+        """Equilibrium for one sample ``x`` (n_inputs,) or a batch (batch, n_inputs)."""
+        return self.factorize(conductances).solve(x, currents=currents, clamp=clamp)
+
+    def loss_and_grad(self, conductances, x, y, loss="mse", wrt: str = "conductance",
+                      per_sample: bool = False, factorization=None, full: bool = False):
+        """Batch-mean loss and its exact gradient (adjoint method); see :func:`kirchnet.loss_and_grad`."""
+        from .gradient import loss_and_grad
+
+        return loss_and_grad(self, conductances, x, y, loss=loss, wrt=wrt, per_sample=per_sample,
+                             factorization=factorization, full=full)
+
+    # ------------------------------------------------------------- helpers
+    def driver_values(self, x, clamp, batch_hint: int | None = None):
+        """Split ``x`` into node inputs and edge sources and validate ``clamp``.
+
+        Returns ``(xn (b, n_node_inputs), xs (b, n_sources), xc (b, n_clamped), single)``.
+        """
+        X, single = as_batch(x, self.n_inputs, "x")
+        b = X.shape[0]
+        xn = X[:, self._node_cols]
+        xs = X[:, self._edge_cols]
+        if clamp is None:
+            xc = np.zeros((b, self.n_clamped))
+        else:
+            xc, _ = as_batch(clamp, self.n_clamped, "clamp")
+            if xc.shape[0] == 1 and b > 1:
+                xc = np.broadcast_to(xc, (b, self.n_clamped))
+            elif xc.shape[0] != b:
+                raise ShapeError(f"clamp has batch {xc.shape[0]} but x has batch {b}")
+        return xn, xs, xc, single
+
+    def edge_sources(self, xs: np.ndarray) -> np.ndarray | None:
+        """Series source per edge ``s`` (b, m) from the source inputs, or None."""
+        if self.source_edges.size == 0:
+            return None
+        s = np.zeros((xs.shape[0], self.network.n_edges))
+        s[:, self.source_edges] = xs
+        return s
+
+
+class CircuitFactorization:
+    """A factorized circuit at fixed conductances: solve forward, adjoint and nudged problems.
+
+    Right-hand sides on the free nodes: ``rhs_F = -B_F diag(g) (B^T u_C + s) + J_F``.
+    The drivers (node inputs, source edges, extra clamps) enter through ``D`` columns
+    ``R_drv`` (n_free x D); a batch with more samples than drivers is solved through the
+    transfer matrix ``H = L_FF^{-1} R_drv`` (D solves, computed once and kept with this
+    factorization), otherwise sample by sample in one multi-column solve.
+    """
+
+    def __init__(self, circuit: Circuit, conductances: np.ndarray, backend: str = "auto",
+                 factor: solvers.Factorization | None = None, **solver_options):
+        self.circuit = circuit
+        self.conductances = np.asarray(conductances, dtype=float)
+        self.conductances.setflags(write=False)
+        if factor is None:
+            L = circuit.reduced_laplacian(self.conductances, check=False)
+            if backend == "auto":
+                backend = solvers.choose_backend(L)
+            symbolic = circuit._symbolic if backend == "cholmod" else None
+            factor = solvers.factorize(L, backend, symbolic=symbolic, **solver_options)
+        self.factor = factor
+        #: the backend name used for full refactorizations (kept across low-rank updates)
+        self.base_backend = backend if backend != "auto" else factor.name.split("+")[0]
+        self._transfer = None
+        self._adjoint_basis = None
+
+    @property
+    def backend(self) -> str:
+        return self.factor.name
+
+    # -------------------------------------------------------------- raw solves
+    def solve_free(self, rhs: np.ndarray) -> np.ndarray:
+        """``L_FF^{-1} rhs`` for ``rhs`` (n_free,) or (n_free, k)."""
+        return self.factor.solve(rhs)
+
+    def _driver_matrix(self) -> np.ndarray:
+        """``R_drv`` (n_free x D): free-node right-hand side per unit driver value."""
+        c = self.circuit
+        g = self.conductances
+        Bf = c._B_free
+        cols = []
+        if c.input_nodes.size:
+            cols.append(-(Bf @ (sp.diags_array(g) @ c._BT[:, c.input_nodes])))
+        if c.source_edges.size:
+            cols.append(-(Bf[:, c.source_edges] @ sp.diags_array(g[c.source_edges])))
+        if c.clamped_nodes.size:
+            cols.append(-(Bf @ (sp.diags_array(g) @ c._BT[:, c.clamped_nodes])))
+        if not cols:
+            return np.zeros((c.n_free, 0))
+        return sp.hstack(cols).toarray()
+
+    def transfer(self) -> np.ndarray:
+        """``H = L_FF^{-1} R_drv`` (n_free x D): free potentials per unit driver."""
+        if self._transfer is None:
+            self._transfer = self.factor.solve(self._driver_matrix())
+        return self._transfer
+
+    def adjoint_basis(self) -> np.ndarray:
+        """``Z = L_FF^{-1} P_F^T`` (n_free x n_outputs): adjoint potentials per unit output error."""
+        if self._adjoint_basis is None:
+            PF = self.circuit.readout[:, self.circuit.free_nodes]
+            self._adjoint_basis = self.factor.solve(PF.T.toarray())
+        return self._adjoint_basis
+
+    # -------------------------------------------------------------- forward
+    def solve(self, x, currents=None, clamp=None) -> "State":
+        """Equilibrium state for a batch; ``currents`` (n,) or (b, n) are injected node currents."""
+        c = self.circuit
+        xn, xs, xc, _ = c.driver_values(x, clamp)
+        b = xn.shape[0]
+        Z = np.concatenate([xn, xs, xc], axis=1)  # (b, D) in driver order
+        D = Z.shape[1]
+        if D and b > D:
+            uF = Z @ self.transfer().T
+        elif D:
+            uF = self.factor.solve(self._driver_matrix() @ Z.T).T
+        else:
+            uF = np.zeros((b, c.n_free))
+        if currents is not None:
+            J, _ = as_batch(currents, c.network.n_nodes, "currents")
+            if J.shape[0] not in (1, b):
+                raise ShapeError(f"currents has batch {J.shape[0]} but x has batch {b}")
+            uF = uF + self.factor.solve(J[:, c.free_nodes].T).T
+        u = np.zeros((b, c.network.n_nodes))
+        u[:, c.free_nodes] = uF
+        u[:, c.input_nodes] = xn
+        u[:, c.clamped_nodes] = xc
+        return State(c, self.conductances, u, c.edge_sources(xs))
+
+    def solve_currents(self, currents) -> np.ndarray:
+        """Potentials (b, n) with every driver off and node currents ``J`` injected.
+
+        This is the "current mode" run: inputs at 0 V (clamped nodes grounded, series
+        sources shorted) and ``J`` (b, n) or (n,) injected; potentials are linear in ``J``.
+        """
+        c = self.circuit
+        J, _ = as_batch(currents, c.network.n_nodes, "currents")
+        u = np.zeros((J.shape[0], c.network.n_nodes))
+        u[:, c.free_nodes] = self.factor.solve(J[:, c.free_nodes].T).T
+        return u
+
+    # -------------------------------------------------------------- updates
+    def update(self, conductances, max_rank: int | None = None) -> "CircuitFactorization":
+        """Factorization at new conductances, by a low-rank update when few edges changed.
+
+        With ``k`` changed edges, ``L_FF`` changes by ``C diag(dg) C^T`` (``C`` the free
+        rows of their incidence columns). If ``k`` (plus earlier stacked updates) is at
+        most ``max_rank`` (default ``max(8, n_free // 50)`` and at most 256) the backend's
+        update (CHOLMOD up/downdate, Woodbury, ...) is used, else a full refactorization.
+        """
+        c = self.circuit
+        g = c.check_conductances(conductances)
+        changed = np.flatnonzero(g != self.conductances)
+        if changed.size == 0:
+            return self
+        if max_rank is None:
+            max_rank = min(256, max(8, c.n_free // 50))
+        cols = c.edge_columns(changed)
+        touches = np.asarray(abs(cols).sum(axis=0)).ravel() > 0
+        changed, cols = changed[touches], cols[:, touches]
+        if changed.size == 0:  # only edges between clamped nodes changed: L_FF unchanged
+            return CircuitFactorization(c, g, self.base_backend, factor=self.factor)
+        if changed.size + self.factor.update_rank > max_rank:
+            return CircuitFactorization(c, g, self.base_backend)
+        dg = g[changed] - self.conductances[changed]
+        return CircuitFactorization(c, g, self.base_backend, factor=self.factor.updated(cols, dg))
+
+
+@dataclass(frozen=True, eq=False)
+class State:
+    """An equilibrium of a circuit for a batch of samples (batch is the first axis).
+
+    ``potentials`` (b, n) relative to ground; derived quantities are computed on first
+    access: ``drops = B^T u`` (b, m), ``resistor_voltages = drops + s`` (b, m),
+    ``currents = g * resistor_voltages`` (b, m), ``outputs = P u`` (b, k) and dissipated
+    ``power = sum_e g_e w_e^2`` (b,).
+    """
+
+    circuit: Circuit
+    conductances: np.ndarray
+    potentials: np.ndarray
+    sources: np.ndarray | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.potentials.shape[0]
+
+    @cached_property
+    def drops(self) -> np.ndarray:
+        return np.asarray((self.circuit._BT @ self.potentials.T).T)
+
+    @cached_property
+    def resistor_voltages(self) -> np.ndarray:
+        return self.drops if self.sources is None else self.drops + self.sources
+
+    @cached_property
+    def currents(self) -> np.ndarray:
+        return self.conductances * self.resistor_voltages
+
+    @cached_property
+    def outputs(self) -> np.ndarray:
+        return np.asarray((self.circuit.readout @ self.potentials.T).T)
+
+    @cached_property
+    def power(self) -> np.ndarray:
+        return np.einsum("bm,bm->b", self.currents, self.resistor_voltages)
+
+    def energy_derivative(self) -> np.ndarray:
+        """``dE/dg_e = 1/2 w_e^2`` per sample (b, m): the local quantity of Hebbian rules."""
+        return 0.5 * self.resistor_voltages ** 2

@@ -1,0 +1,48 @@
+"""The kirchnet exception hierarchy.
+
+Every error kirchnet raises on purpose derives from :class:`KirchnetError`.
+Errors caused by bad input also derive from :class:`ValueError` so that generic
+callers (scikit-learn's checks, argument parsers) treat them as such.
+"""
+
+from __future__ import annotations
+
+
+class KirchnetError(Exception):
+    """Base class of every kirchnet error."""
+
+
+class TopologyError(KirchnetError, ValueError):
+    """The graph itself is invalid: empty, self-loops, unknown node ids."""
+
+
+class BoundaryConditionError(KirchnetError, ValueError):
+    """Inputs, outputs, ground or clamps are inconsistent."""
+
+
+class FloatingComponentError(BoundaryConditionError):
+    """A connected component has no clamped node, so its potentials are undetermined."""
+
+    def __init__(self, message: str, nodes=()):
+        super().__init__(message)
+        self.nodes = tuple(int(v) for v in nodes)
+
+
+class ParameterError(KirchnetError, ValueError):
+    """Conductances or resistances are non-positive, NaN or infinite."""
+
+    def __init__(self, message: str, edges=()):
+        super().__init__(message)
+        self.edges = tuple(int(e) for e in edges)
+
+
+class ShapeError(KirchnetError, ValueError):
+    """An array has the wrong shape."""
+
+
+class SolverError(KirchnetError, RuntimeError):
+    """A linear solver failed (unknown backend, matrix not positive definite, ...)."""
+
+
+class ConvergenceError(SolverError):
+    """An iterative solver did not reach its tolerance."""

@@ -1,0 +1,90 @@
+"""The exact ("analytical") gradient of a loss by the adjoint method (theory.md, 2).
+
+Adjoint state: ``L_FF lam_F = (dC/du)_F = P_F^T delta``, ``lam_C = 0`` (same matrix and
+factorization as the forward solve). Then
+
+* ``dC/dg_e = -(B^T lam)_e w_e``,
+* ``dC/dr_e = -g_e^2 dC/dg_e = i_e * i_adj_e`` with ``i_adj = g * (B^T lam)``.
+
+``i_adj`` are the currents of the same network with every input switched off and the
+output error injected as currents at the outputs: the gradient of each resistance is
+the product of two locally measured currents.
+
+Because ``delta`` lives on the few outputs, the adjoint is solved once per output
+(``Z = L_FF^{-1} P_F^T``, n_outputs columns), not once per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .circuit import Circuit, CircuitFactorization, State
+from .errors import ShapeError
+from .losses import get_loss
+
+
+@dataclass(frozen=True)
+class GradientResult:
+    """Everything the adjoint gradient computed, for rules and diagnostics."""
+
+    loss: float
+    grad: np.ndarray  # (m,), batch mean
+    state: State  # free (forward) state
+    delta: np.ndarray  # (b, k) output error dC_s/do
+    losses: np.ndarray  # (b,) per-sample loss
+    adjoint_potentials: np.ndarray  # (b, n) lam, with lam_C = 0
+    per_sample: np.ndarray | None = None  # (b, m) when asked
+
+
+def adjoint_potentials(factorization: CircuitFactorization, delta: np.ndarray) -> np.ndarray:
+    """``lam`` (b, n): solution of ``L_FF lam_F = P_F^T delta_s`` per sample, ``lam_C = 0``."""
+    c = factorization.circuit
+    delta = np.asarray(delta, dtype=float)
+    if delta.ndim != 2 or delta.shape[1] != c.n_outputs:
+        raise ShapeError(f"delta must have shape (batch, {c.n_outputs}), got {delta.shape}")
+    lam = np.zeros((delta.shape[0], c.network.n_nodes))
+    if delta.shape[0] > c.n_outputs:
+        lam[:, c.free_nodes] = delta @ factorization.adjoint_basis().T
+    else:
+        PF = c.readout[:, c.free_nodes]
+        lam[:, c.free_nodes] = factorization.solve_free((PF.T @ delta.T)).T
+    return lam
+
+
+def gradient_from_states(state: State, lam: np.ndarray, wrt: str = "conductance",
+                         per_sample: bool = False):
+    """``dC/dg = -(B^T lam) * w`` (or ``dC/dr``), batch mean and optionally per sample."""
+    c = state.circuit
+    adj_drop = np.asarray((c._BT @ lam.T).T)  # (b, m)
+    per = -adj_drop * state.resistor_voltages
+    if wrt in ("resistance", "r"):
+        per = -(state.conductances ** 2) * per
+    elif wrt not in ("conductance", "g"):
+        raise ValueError(f"wrt must be 'conductance' or 'resistance', got {wrt!r}")
+    return per.mean(axis=0), (per if per_sample else None)
+
+
+def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "conductance",
+                  per_sample: bool = False, factorization: CircuitFactorization | None = None,
+                  full: bool = False):
+    """Batch-mean loss and its exact gradient w.r.t. conductances or resistances.
+
+    Returns ``(loss, grad)`` (``grad`` of shape (m,)), or ``(loss, grad, per_sample_grad)``
+    with ``per_sample=True``, or a :class:`GradientResult` with ``full=True``. Pass an
+    existing ``factorization`` of the same conductances to skip refactoring.
+    """
+    loss_fn = get_loss(loss)
+    if factorization is None:
+        factorization = circuit.factorize(conductances)
+    state = factorization.solve(x)
+    values, delta = loss_fn(state.outputs, y)
+    lam = adjoint_potentials(factorization, delta)
+    grad, per = gradient_from_states(state, lam, wrt, per_sample)
+    value = float(values.mean())
+    if full:
+        return GradientResult(value, grad, state, delta, values, lam, per)
+    if per_sample:
+        return value, grad, per
+    return value, grad

@@ -1,0 +1,101 @@
+"""Losses on output voltages, behind one small interface.
+
+A loss maps outputs ``o`` (b, k) and targets ``y`` to per-sample values ``C_s`` (b,)
+and the output error ``delta = dC_s/do`` (b, k). The batch loss is the mean of ``C_s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import log_softmax, softmax
+
+from .errors import ShapeError
+
+
+class Loss:
+    """Interface: ``loss(o, y) -> (values (b,), delta (b, k))``."""
+
+    name = "loss"
+
+    def __call__(self, outputs: np.ndarray, targets) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def targets(self, targets, outputs: np.ndarray) -> np.ndarray:
+        """Validate and return targets as an array matching ``outputs``."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SquaredError(Loss):
+    """``C = 1/2 ||o - y||^2`` per sample; ``delta = o - y``. Targets (b, k) or (k,)."""
+
+    name = "mse"
+
+    def targets(self, targets, outputs):
+        y = np.asarray(targets, dtype=float)
+        if y.ndim == 1 and outputs.shape[0] == 1 and y.shape[0] == outputs.shape[1]:
+            y = y[None, :]
+        if y.ndim == 1 and outputs.shape[1] == 1 and y.shape[0] == outputs.shape[0]:
+            y = y[:, None]
+        if y.shape != outputs.shape:
+            raise ShapeError(f"targets must have shape {outputs.shape} (batch, n_outputs), got {np.shape(targets)}")
+        return y
+
+    def __call__(self, outputs, targets):
+        y = self.targets(targets, outputs)
+        delta = outputs - y
+        return 0.5 * np.einsum("bk,bk->b", delta, delta), delta
+
+
+@dataclass(frozen=True)
+class CrossEntropy(Loss):
+    """Softmax cross-entropy with output voltages as logits scaled by ``1/temperature``.
+
+    ``C = logsumexp(o/T) - o_y/T``; ``delta = (softmax(o/T) - onehot(y)) / T``. Targets
+    are integer class labels (b,) or class probabilities (b, k).
+    """
+
+    temperature: float = 1.0
+    name = "cross_entropy"
+
+    def targets(self, targets, outputs):
+        y = np.asarray(targets)
+        b, k = outputs.shape
+        if y.ndim == 1:
+            if y.shape[0] != b:
+                raise ShapeError(f"labels must have shape ({b},), got {y.shape}")
+            if not np.issubdtype(y.dtype, np.integer):
+                if not np.all(np.equal(np.mod(y, 1), 0)):
+                    raise ShapeError("class labels must be integers 0..k-1")
+            y = y.astype(np.int64)
+            if y.size and (y.min() < 0 or y.max() >= k):
+                raise ShapeError(f"class labels must lie in 0..{k - 1}")
+            onehot = np.zeros((b, k))
+            onehot[np.arange(b), y] = 1.0
+            return onehot
+        y = y.astype(float)
+        if y.shape != outputs.shape:
+            raise ShapeError(f"target probabilities must have shape {outputs.shape}, got {y.shape}")
+        return y
+
+    def __call__(self, outputs, targets):
+        p = self.targets(targets, outputs)
+        z = outputs / self.temperature
+        values = -np.einsum("bk,bk->b", p, log_softmax(z, axis=1))
+        delta = (softmax(z, axis=1) * p.sum(axis=1, keepdims=True) - p) / self.temperature
+        return values, delta
+
+
+LOSSES = {"mse": SquaredError, "squared_error": SquaredError,
+          "cross_entropy": CrossEntropy, "ce": CrossEntropy}
+
+
+def get_loss(loss) -> Loss:
+    """A :class:`Loss` from a name (``"mse"``, ``"cross_entropy"``) or an instance."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str) and loss in LOSSES:
+        return LOSSES[loss]()
+    raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)} or pass a Loss")

@@ -1,0 +1,134 @@
+"""Network generators. Every generator is deterministic given its ``seed``."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import networkx as nx
+import numpy as np
+from scipy.spatial import Delaunay
+
+from .errors import TopologyError
+from .network import Network
+
+
+def _unique_undirected(edges: np.ndarray) -> np.ndarray:
+    lo = np.minimum(edges[:, 0], edges[:, 1])
+    hi = np.maximum(edges[:, 0], edges[:, 1])
+    return np.unique(np.stack([lo, hi], axis=1), axis=0)
+
+
+def lattice(rows: int, cols: int, diagonals: bool = False) -> Network:
+    """Square lattice of ``rows x cols`` nodes; node ``r * cols + c`` sits at ``(c, r)``.
+
+    Horizontal edges point right, vertical edges point up; with ``diagonals`` each
+    cell also gets both diagonals.
+    """
+    if rows < 1 or cols < 1 or rows * cols < 2:
+        raise TopologyError(f"a lattice needs at least 2 nodes, got rows={rows}, cols={cols}")
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    parts = [
+        np.stack([idx[:, :-1].ravel(), idx[:, 1:].ravel()], axis=1),
+        np.stack([idx[:-1, :].ravel(), idx[1:, :].ravel()], axis=1),
+    ]
+    if diagonals:
+        parts.append(np.stack([idx[:-1, :-1].ravel(), idx[1:, 1:].ravel()], axis=1))
+        parts.append(np.stack([idx[:-1, 1:].ravel(), idx[1:, :-1].ravel()], axis=1))
+    edges = np.concatenate([p for p in parts if p.size])
+    cc, rr = np.meshgrid(np.arange(cols), np.arange(rows))
+    pos = np.stack([cc.ravel(), rr.ravel()], axis=1).astype(float)
+    return Network(rows * cols, edges, positions=pos)
+
+
+def random_connected(
+    n: int, m: int | None = None, mean_degree: float | None = None, seed: int = 0
+) -> Network:
+    """Random connected simple graph: a random spanning tree plus random extra edges.
+
+    Give exactly one of ``m`` (number of edges, ``n-1 <= m <= n(n-1)/2``) or
+    ``mean_degree`` (``m = round(n * mean_degree / 2)``).
+    """
+    if (m is None) == (mean_degree is None):
+        raise TopologyError("give exactly one of m or mean_degree")
+    if n < 2:
+        raise TopologyError(f"a random connected graph needs n >= 2, got {n}")
+    if m is None:
+        m = int(round(n * float(mean_degree) / 2))
+    max_m = n * (n - 1) // 2
+    if not n - 1 <= m <= max_m:
+        raise TopologyError(f"m must be between n-1={n - 1} and n(n-1)/2={max_m}, got {m}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    # random recursive tree: node perm[k] attaches to a uniformly chosen earlier node
+    parents = perm[(rng.random(n - 1) * np.arange(1, n)).astype(np.int64)]
+    tree = np.stack([parents, perm[1:]], axis=1)
+    edges = _unique_undirected(tree)
+    while edges.shape[0] < m:
+        need = m - edges.shape[0]
+        cand = rng.integers(0, n, size=(2 * need + 16, 2))
+        cand = cand[cand[:, 0] != cand[:, 1]]
+        merged = _unique_undirected(np.concatenate([edges, cand]))
+        if merged.shape[0] > m:
+            # keep the tree edges and a random subset of the new ones
+            lo, hi = edges[:, 0] * n + edges[:, 1], merged[:, 0] * n + merged[:, 1]
+            new = merged[~np.isin(hi, lo)]
+            new = new[rng.permutation(new.shape[0])[:need]]
+            merged = np.concatenate([edges, new])
+        edges = merged
+    flip = rng.random(edges.shape[0]) < 0.5
+    edges = np.where(flip[:, None], edges[:, ::-1], edges)
+    return Network(n, edges[rng.permutation(edges.shape[0])])
+
+
+def random_regular(n: int, degree: int, seed: int = 0) -> Network:
+    """Random ``degree``-regular graph (networkx); retried with new seeds until connected."""
+    if degree < 1 or degree >= n or (n * degree) % 2:
+        raise TopologyError(f"no {degree}-regular graph on {n} nodes (need degree < n, n*degree even)")
+    for attempt in range(100):
+        G = nx.random_regular_graph(degree, n, seed=seed + 7919 * attempt)
+        if nx.is_connected(G):
+            return Network(n, np.asarray(list(G.edges), dtype=np.int64))
+    raise TopologyError(f"could not draw a connected {degree}-regular graph on {n} nodes")
+
+
+def delaunay(n: int, seed: int = 0) -> Network:
+    """Delaunay triangulation of ``n`` uniform random points in the unit square."""
+    if n < 3:
+        raise TopologyError(f"a Delaunay triangulation needs n >= 3 points, got {n}")
+    rng = np.random.default_rng(seed)
+    pts = rng.random((n, 2))
+    tri = Delaunay(pts)
+    s = tri.simplices
+    edges = np.concatenate([s[:, [0, 1]], s[:, [1, 2]], s[:, [0, 2]]])
+    return Network(n, _unique_undirected(edges), positions=pts)
+
+
+def layered(sizes: Sequence[int]) -> Network:
+    """Layered (crossbar) network: complete bipartite between consecutive layers.
+
+    Nodes are numbered layer by layer; edges point from layer ``l`` to ``l + 1``.
+    Positions put layer ``l`` at ``x = l``.
+    """
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise TopologyError(f"layered needs at least two non-empty layers, got {sizes}")
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    parts, pos = [], []
+    for l, size in enumerate(sizes):
+        ys = np.linspace(0, 1, size) if size > 1 else np.array([0.5])
+        pos.append(np.stack([np.full(size, float(l)), ys], axis=1))
+        if l + 1 < len(sizes):
+            a = np.arange(offsets[l], offsets[l + 1])
+            b = np.arange(offsets[l + 1], offsets[l + 2])
+            A, Bm = np.meshgrid(a, b, indexing="ij")
+            parts.append(np.stack([A.ravel(), Bm.ravel()], axis=1))
+    return Network(int(offsets[-1]), np.concatenate(parts), positions=np.concatenate(pos))
+
+
+def complete(n: int) -> Network:
+    """Complete graph on ``n`` nodes, edges ``i -> j`` for ``i < j``."""
+    if n < 2:
+        raise TopologyError(f"a complete graph needs n >= 2, got {n}")
+    i, j = np.triu_indices(n, k=1)
+    ang = 2 * np.pi * np.arange(n) / n
+    return Network(n, np.stack([i, j], axis=1), positions=np.stack([np.cos(ang), np.sin(ang)], 1))
