@@ -16,7 +16,8 @@ Because ``delta`` lives on the few outputs, the adjoint is solved once per outpu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from .errors import ShapeError
 from .losses import get_loss
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GradientResult:
     """Everything the adjoint gradient computed, for rules and diagnostics."""
 
@@ -34,8 +35,13 @@ class GradientResult:
     state: State  # free (forward) state
     delta: np.ndarray  # (b, k) output error dC_s/do
     losses: np.ndarray  # (b,) per-sample loss
-    adjoint_potentials: np.ndarray  # (b, n) lam, with lam_C = 0
+    factorization: CircuitFactorization = field(repr=False)
     per_sample: np.ndarray | None = None  # (b, m) when asked
+
+    @cached_property
+    def adjoint_potentials(self) -> np.ndarray:
+        """``lam`` (b, n), the adjoint state (computed on first access)."""
+        return adjoint_potentials(self.factorization, self.delta)
 
 
 def adjoint_potentials(factorization: CircuitFactorization, delta: np.ndarray) -> np.ndarray:
@@ -66,6 +72,26 @@ def gradient_from_states(state: State, lam: np.ndarray, wrt: str = "conductance"
     return per.mean(axis=0), (per if per_sample else None)
 
 
+def contracted_gradient(factorization: CircuitFactorization, state: State,
+                        delta: np.ndarray) -> np.ndarray:
+    """Batch-mean ``dC/dg`` without any (batch x m) array.
+
+    With ``lam_s = Z delta_s`` (``Z`` = adjoint basis on all nodes, n x k), for edge
+    ``e = (a, b)``: ``sum_s (lam_s[a] - lam_s[b]) w_se = sum_j (Z[a,j] - Z[b,j]) (M[j,a] - M[j,b] + Ms[j,e])``
+    with ``M = delta^T U`` (k x n) and ``Ms = delta^T S`` (k x m). Cost O(b k n + k m).
+    """
+    c = factorization.circuit
+    Z = np.zeros((c.network.n_nodes, c.n_outputs))
+    Z[c.free_nodes] = factorization.adjoint_basis()
+    M = delta.T @ state.potentials  # (k, n)
+    a, b = c.network.tails, c.network.heads
+    W = M[:, a] - M[:, b]
+    if state.sources is not None:
+        W += delta.T @ state.sources
+    Y = (Z[a] - Z[b]).T  # (k, m)
+    return -np.einsum("km,km->m", Y, W) / delta.shape[0]
+
+
 def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "conductance",
                   per_sample: bool = False, factorization: CircuitFactorization | None = None,
                   full: bool = False):
@@ -78,13 +104,20 @@ def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "
     loss_fn = get_loss(loss)
     if factorization is None:
         factorization = circuit.factorize(conductances)
+    if wrt not in ("conductance", "g", "resistance", "r"):
+        raise ValueError(f"wrt must be 'conductance' or 'resistance', got {wrt!r}")
     state = factorization.solve(x)
     values, delta = loss_fn(state.outputs, y)
-    lam = adjoint_potentials(factorization, delta)
-    grad, per = gradient_from_states(state, lam, wrt, per_sample)
+    if per_sample or delta.shape[0] <= circuit.n_outputs:
+        lam = adjoint_potentials(factorization, delta)
+        grad, per = gradient_from_states(state, lam, wrt, per_sample)
+    else:  # few outputs, many samples: contract through the adjoint basis
+        grad, per = contracted_gradient(factorization, state, delta), None
+        if wrt in ("resistance", "r"):
+            grad = -(state.conductances ** 2) * grad
     value = float(values.mean())
     if full:
-        return GradientResult(value, grad, state, delta, values, lam, per)
+        return GradientResult(value, grad, state, delta, values, factorization, per)
     if per_sample:
         return value, grad, per
     return value, grad
