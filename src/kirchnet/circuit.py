@@ -207,6 +207,53 @@ class Circuit:
         ucols = uniq // max(nf, 1)
         self._L_indptr = np.searchsorted(ucols, np.arange(nf + 1)).astype(np.int32)
         self._L_nnz = uniq.size
+        self._dense_slot = rows * max(nf, 1) + cols  # row-major slot of each contribution
+
+        # Driver columns: R_drv[f, j] = sum over contributions of sign * g[edge].
+        # Node drivers (inputs, extra clamps) in driver order: node inputs, sources, clamps.
+        D_nodes = np.concatenate([self.input_nodes, np.full(self.source_edges.size, -1),
+                                  self.clamped_nodes])
+        col_of_node = np.full(self.network.n_nodes, -1, dtype=np.int64)
+        node_js = np.flatnonzero(D_nodes >= 0)
+        col_of_node[D_nodes[node_js]] = node_js
+        dr, dc, de, ds = [], [], [], []
+        # -L_FC u_C: edge (a, b) with a free and b a driver node gives +g_e at a (and vice versa)
+        for free_end, other in ((fa, b), (fb, a)):
+            mask = (free_end >= 0) & (col_of_node[other] >= 0)
+            dr.append(free_end[mask]); dc.append(col_of_node[other][mask]); de.append(e[mask])
+            ds.append(np.ones(int(mask.sum())))
+        # series source s_e on edge (a, b): -g_e B_F[:, e] -> -g_e at a, +g_e at b
+        for j, edge in enumerate(self.source_edges):
+            col = self.input_nodes.size + j
+            for end, sign in ((fa[edge], -1.0), (fb[edge], 1.0)):
+                if end >= 0:
+                    dr.append(np.array([end])); dc.append(np.array([col]))
+                    de.append(np.array([edge])); ds.append(np.array([sign]))
+        self.n_drivers = int(D_nodes.size)
+        self._drv_slot = np.concatenate(dr) * max(self.n_drivers, 1) + np.concatenate(dc)
+        self._drv_edge = np.concatenate(de)
+        self._drv_sign = np.concatenate(ds)
+
+    @cached_property
+    def auto_backend(self) -> str:
+        """The backend ``"auto"`` picks for this circuit (depends only on the pattern of ``L_FF``)."""
+        return solvers.choose_backend(self.reduced_laplacian(np.ones(self.network.n_edges), check=False))
+
+    @cached_property
+    def _readout_gather(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(nodes, P_used)``: outputs are ``potentials[:, nodes] @ P_used.T``."""
+        nodes = np.unique(self.readout.indices)
+        return nodes, self.readout[:, nodes].toarray()
+
+    @cached_property
+    def readout_free_T(self) -> np.ndarray:
+        """Dense ``P_F^T`` (n_free x k): the adjoint right-hand side per unit output error."""
+        return self.readout[:, self.free_nodes].T.toarray()
+
+    def read_outputs(self, potentials: np.ndarray) -> np.ndarray:
+        """Outputs ``o = P u`` (b, k) from potentials (b, n)."""
+        nodes, P = self._readout_gather
+        return potentials[:, nodes] @ P.T
 
     @cached_property
     def _symbolic(self):
@@ -232,6 +279,23 @@ class Circuit:
         return check_positive_finite(conductances, self.network.n_edges, "conductances")
 
     # ------------------------------------------------------------- matrices
+    def reduced_laplacian_dense(self, conductances, check: bool = True) -> np.ndarray:
+        """Dense ``L_FF`` scattered directly from the edge values (small networks)."""
+        g = self.check_conductances(conductances) if check else conductances
+        nf = self.n_free
+        return np.bincount(self._dense_slot, weights=self._scatter_sign * g[self._scatter_edge],
+                           minlength=nf * nf).reshape(nf, nf)
+
+    def driver_matrix(self, conductances) -> np.ndarray:
+        """``R_drv`` (n_free x D): free-node right-hand side per unit driver value.
+
+        Drivers in order: node inputs, source edges, extra clamped nodes; column j is
+        ``-L_{F,j}`` for a node driver and ``-g_e B_F[:, e]`` for a series source.
+        """
+        nf, D = self.n_free, self.n_drivers
+        return np.bincount(self._drv_slot, weights=self._drv_sign * conductances[self._drv_edge],
+                           minlength=nf * D).reshape(nf, D)
+
     def reduced_laplacian(self, conductances, check: bool = True) -> sp.csc_array:
         """``L_FF`` (free x free block of ``B diag(g) B^T``), assembled by scattering ``g``."""
         g = self.check_conductances(conductances) if check else conductances
@@ -307,9 +371,12 @@ class CircuitFactorization:
         self.conductances = np.asarray(conductances, dtype=float)
         self.conductances.setflags(write=False)
         if factor is None:
-            L = circuit.reduced_laplacian(self.conductances, check=False)
             if backend == "auto":
-                backend = solvers.choose_backend(L)
+                backend = circuit.auto_backend if circuit.n_free > solvers.DENSE_MAX else "dense"
+            if backend == "dense":
+                L = circuit.reduced_laplacian_dense(self.conductances, check=False)
+            else:
+                L = circuit.reduced_laplacian(self.conductances, check=False)
             symbolic = circuit._symbolic if backend == "cholmod" else None
             factor = solvers.factorize(L, backend, symbolic=symbolic, **solver_options)
         self.factor = factor
@@ -328,20 +395,16 @@ class CircuitFactorization:
         return self.factor.solve(rhs)
 
     def _driver_matrix(self) -> np.ndarray:
-        """``R_drv`` (n_free x D): free-node right-hand side per unit driver value."""
-        c = self.circuit
-        g = self.conductances
-        Bf = c._B_free
-        cols = []
-        if c.input_nodes.size:
-            cols.append(-(Bf @ (sp.diags_array(g) @ c._BT[:, c.input_nodes])))
-        if c.source_edges.size:
-            cols.append(-(Bf[:, c.source_edges] @ sp.diags_array(g[c.source_edges])))
-        if c.clamped_nodes.size:
-            cols.append(-(Bf @ (sp.diags_array(g) @ c._BT[:, c.clamped_nodes])))
-        if not cols:
-            return np.zeros((c.n_free, 0))
-        return sp.hstack(cols).toarray()
+        return self.circuit.driver_matrix(self.conductances)
+
+    def prepare(self) -> "CircuitFactorization":
+        """Compute the transfer matrix and the adjoint basis together (one multi-column solve)."""
+        need_t, need_a = self._transfer is None, self._adjoint_basis is None
+        if need_t and need_a:
+            R = self._driver_matrix()
+            X = self.factor.solve(np.hstack([R, self.circuit.readout_free_T]))
+            self._transfer, self._adjoint_basis = X[:, :R.shape[1]], X[:, R.shape[1]:]
+        return self
 
     def transfer(self) -> np.ndarray:
         """``H = L_FF^{-1} R_drv`` (n_free x D): free potentials per unit driver."""
@@ -349,11 +412,20 @@ class CircuitFactorization:
             self._transfer = self.factor.solve(self._driver_matrix())
         return self._transfer
 
+    def transfer_full(self) -> np.ndarray:
+        """``Hfull`` (n x D): potentials of every node per unit driver (drivers' own rows are 1)."""
+        c = self.circuit
+        Hf = np.zeros((c.network.n_nodes, c.n_drivers))
+        Hf[c.free_nodes] = self.transfer()
+        ni, ns = c.input_nodes.size, c.source_edges.size
+        Hf[c.input_nodes, np.arange(ni)] = 1.0
+        Hf[c.clamped_nodes, ni + ns + np.arange(c.clamped_nodes.size)] = 1.0
+        return Hf
+
     def adjoint_basis(self) -> np.ndarray:
         """``Z = L_FF^{-1} P_F^T`` (n_free x n_outputs): adjoint potentials per unit output error."""
         if self._adjoint_basis is None:
-            PF = self.circuit.readout[:, self.circuit.free_nodes]
-            self._adjoint_basis = self.factor.solve(PF.T.toarray())
+            self._adjoint_basis = self.factor.solve(self.circuit.readout_free_T)
         return self._adjoint_basis
 
     # -------------------------------------------------------------- forward
@@ -453,7 +525,7 @@ class State:
 
     @cached_property
     def outputs(self) -> np.ndarray:
-        return np.asarray((self.circuit.readout @ self.potentials.T).T)
+        return self.circuit.read_outputs(self.potentials)
 
     @cached_property
     def power(self) -> np.ndarray:

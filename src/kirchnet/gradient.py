@@ -32,11 +32,20 @@ class GradientResult:
 
     loss: float
     grad: np.ndarray  # (m,), batch mean
-    state: State  # free (forward) state
     delta: np.ndarray  # (b, k) output error dC_s/do
     losses: np.ndarray  # (b,) per-sample loss
+    outputs: np.ndarray  # (b, k) free-state outputs
     factorization: CircuitFactorization = field(repr=False)
+    x: np.ndarray = field(repr=False)
     per_sample: np.ndarray | None = None  # (b, m) when asked
+    free_state: State | None = field(default=None, repr=False)
+
+    @cached_property
+    def state(self) -> State:
+        """The free (forward) state (solved on first access if the fast path skipped it)."""
+        if self.free_state is not None:
+            return self.free_state
+        return self.factorization.solve(self.x)
 
     @cached_property
     def adjoint_potentials(self) -> np.ndarray:
@@ -80,16 +89,22 @@ def contracted_gradient(factorization: CircuitFactorization, state: State,
     ``e = (a, b)``: ``sum_s (lam_s[a] - lam_s[b]) w_se = sum_j (Z[a,j] - Z[b,j]) (M[j,a] - M[j,b] + Ms[j,e])``
     with ``M = delta^T U`` (k x n) and ``Ms = delta^T S`` (k x m). Cost O(b k n + k m).
     """
+    M = delta.T @ state.potentials  # (k, n)
+    Ms = None if state.sources is None else delta.T @ state.sources
+    return _contract(factorization, M, Ms) / delta.shape[0]
+
+
+def _contract(factorization: CircuitFactorization, M: np.ndarray, Ms: np.ndarray | None) -> np.ndarray:
+    """``-sum_j (Z[a,j] - Z[b,j]) (M[j,a] - M[j,b] + Ms[j,e])`` for every edge ``e = (a, b)``."""
     c = factorization.circuit
     Z = np.zeros((c.network.n_nodes, c.n_outputs))
     Z[c.free_nodes] = factorization.adjoint_basis()
-    M = delta.T @ state.potentials  # (k, n)
     a, b = c.network.tails, c.network.heads
     W = M[:, a] - M[:, b]
-    if state.sources is not None:
-        W += delta.T @ state.sources
+    if Ms is not None:
+        W += Ms
     Y = (Z[a] - Z[b]).T  # (k, m)
-    return -np.einsum("km,km->m", Y, W) / delta.shape[0]
+    return -np.einsum("km,km->m", Y, W)
 
 
 def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "conductance",
@@ -106,18 +121,39 @@ def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "
         factorization = circuit.factorize(conductances)
     if wrt not in ("conductance", "g", "resistance", "r"):
         raise ValueError(f"wrt must be 'conductance' or 'resistance', got {wrt!r}")
-    state = factorization.solve(x)
-    values, delta = loss_fn(state.outputs, y)
-    if per_sample or delta.shape[0] <= circuit.n_outputs:
-        lam = adjoint_potentials(factorization, delta)
-        grad, per = gradient_from_states(state, lam, wrt, per_sample)
-    else:  # few outputs, many samples: contract through the adjoint basis
-        grad, per = contracted_gradient(factorization, state, delta), None
-        if wrt in ("resistance", "r"):
-            grad = -(state.conductances ** 2) * grad
+    xn, xs, xc, _ = circuit.driver_values(x, None)
+    b, D, k = xn.shape[0], circuit.n_drivers, circuit.n_outputs
+    state = None
+    if not per_sample and b > D and b > k:
+        # Low-rank path: u = Zd Hfull^T never formed; O((D + k)(n + m)) after the solves.
+        Zd = np.concatenate([xn, xs, xc], axis=1)
+        Hfull = factorization.prepare().transfer_full()  # (n, D)
+        outputs = Zd @ circuit.read_outputs(Hfull.T)
+        values, delta = loss_fn(outputs, y)
+        M = (delta.T @ Zd) @ Hfull.T  # (k, n) = delta^T U
+        Ms = None
+        if circuit.source_edges.size:
+            Ms = np.zeros((k, circuit.network.n_edges))
+            Ms[:, circuit.source_edges] = delta.T @ xs
+        grad = _contract(factorization, M, Ms) / b
+        per = None
+    else:
+        state = factorization.solve(x)
+        outputs = state.outputs
+        values, delta = loss_fn(outputs, y)
+        if per_sample or b <= k:
+            lam = adjoint_potentials(factorization, delta)
+            grad, per = gradient_from_states(state, lam, "conductance", per_sample)
+        else:
+            grad, per = contracted_gradient(factorization, state, delta), None
+    if wrt in ("resistance", "r"):
+        grad = -(factorization.conductances ** 2) * grad
+        if per is not None:
+            per = -(factorization.conductances ** 2) * per
     value = float(values.mean())
     if full:
-        return GradientResult(value, grad, state, delta, values, factorization, per)
+        return GradientResult(value, grad, delta, values, outputs, factorization,
+                              np.asarray(x, dtype=float), per, state)
     if per_sample:
         return value, grad, per
     return value, grad

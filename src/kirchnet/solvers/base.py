@@ -63,7 +63,11 @@ class WoodburyFactorization(Factorization):
     def __init__(self, base: Factorization, C, d):
         d = np.asarray(d, dtype=float)
         C = sp.csc_array(C) if sp.issparse(C) else np.asarray(C, dtype=float)
-        super().__init__(base.matrix + sp.csc_array(C @ sp.diags_array(d) @ C.T))
+        change = C @ sp.diags_array(d) @ C.T
+        if sp.issparse(base.matrix):
+            super().__init__(sp.csc_array(base.matrix + sp.csc_array(change)))
+        else:
+            super().__init__(np.asarray(base.matrix) + _dense(change))
         self.base = base
         self.name = f"{base.name}+woodbury"
         self._C = C

@@ -1,0 +1,99 @@
+"""Core benchmark: factorize, batched forward solve and exact loss_and_grad on lattices.
+
+Usage: python benchmarks/bench_core.py [--sizes 1e2,1e3,1e4,1e5,1e6] [--batch 64] [--repeats 3]
+
+For each lattice of ~N nodes it prints the best-of-``repeats`` times of
+  factorize        circuit.factorize(g)
+  forward          factorization.solve(x) for a batch, outputs read
+  loss_and_grad    circuit.loss_and_grad(g, x, y) from scratch (factorize included)
+and the ratio ``loss_and_grad / (factorize + forward)`` (target <= 1.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import kirchnet as kn
+from kirchnet import topologies
+
+
+def best_of(fn, repeats):
+    best = np.inf
+    out = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def lattice_circuit(n_nodes: int):
+    side = max(2, int(round(np.sqrt(n_nodes))))
+    net = topologies.lattice(side, side)
+    n = net.n_nodes
+    # 4 input nodes on the left edge, 2 outputs on the right edge, ground bottom-left
+    left = [side * r for r in np.linspace(1, side - 1, 4).astype(int)]
+    right = [side * r + side - 1 for r in np.linspace(0, side - 1, 2).astype(int)]
+    inputs = sorted(set(left) - {0})
+    outputs = sorted(set(right) - set(inputs) - {0})
+    return kn.Circuit(net, ground=0, inputs=inputs, outputs=outputs), side
+
+
+def run(sizes, batch, repeats, backend="auto"):
+    rows = []
+    for size in sizes:
+        circuit, side = lattice_circuit(int(size))
+        net = circuit.network
+        rng = np.random.default_rng(0)
+        g = rng.uniform(0.1, 10.0, net.n_edges)
+        x = rng.uniform(-1, 1, (batch, circuit.n_inputs))
+        y = rng.uniform(-0.5, 0.5, (batch, circuit.n_outputs))
+        reps = repeats if net.n_nodes <= 300_000 else 1
+        t_fac, fac = best_of(lambda: circuit.factorize(g, backend=backend), reps)
+
+        def forward():
+            f = circuit.factorize(g, backend=backend) if False else fac
+            f._transfer = None  # measure the solves, not a cached transfer matrix
+            return f.solve(x).outputs
+
+        t_fwd, _ = best_of(forward, reps)
+        t_lg, _ = best_of(lambda: circuit.loss_and_grad(g, x, y), reps)
+        rows.append({
+            "nodes": net.n_nodes, "edges": net.n_edges, "backend": fac.backend,
+            "factorize_s": t_fac, "forward_s": t_fwd, "loss_and_grad_s": t_lg,
+            "ratio": t_lg / (t_fac + t_fwd),
+        })
+        r = rows[-1]
+        print(f"  {side}x{side}: factorize {t_fac:.4f}s forward {t_fwd:.4f}s "
+              f"loss_and_grad {t_lg:.4f}s ratio {r['ratio']:.2f}", flush=True)
+    return rows
+
+
+def table(rows, batch):
+    out = ["| nodes | edges | backend | factorize (s) | forward, batch %d (s) | loss_and_grad (s) | ratio |" % batch,
+           "|---:|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['nodes']:,} | {r['edges']:,} | {r['backend']} | {r['factorize_s']:.4g} | "
+                   f"{r['forward_s']:.4g} | {r['loss_and_grad_s']:.4g} | {r['ratio']:.2f} |")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1e2,1e3,1e4,1e5,1e6")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--backend", default="auto")
+    args = ap.parse_args()
+    sizes = [float(s) for s in args.sizes.split(",")]
+    print(f"kirchnet {kn.__version__}, CHOLMOD available: {kn.solvers.cholmod_available()}")
+    rows = run(sizes, args.batch, args.repeats, args.backend)
+    print()
+    print(table(rows, args.batch))
+
+
+if __name__ == "__main__":
+    main()
