@@ -10,9 +10,9 @@ STAMP := $(VENV)/.kirchnet-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[dist,test]"
 	@# optional fast backends (CHOLMOD needs libsuitesparse-dev); kirchnet works without them
-	$(PIP) install -q -e ".[fast,test]" || echo "WARNING: optional fast solver backends not installed; using scipy fallbacks"
+	$(PIP) install -q -e ".[fast,dist,test]" || echo "WARNING: optional fast solver backends not installed; using scipy fallbacks"
 	touch $(STAMP)
 
 venv: $(STAMP)
