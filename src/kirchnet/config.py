@@ -1,0 +1,254 @@
+"""The training configuration schema (pydantic), loadable from TOML or a dict.
+
+A config file looks like (every table and key optional except ``task.name``)::
+
+    name = "lattice-iris"      # free text, used in reports
+    seed = 0                   # seeds network, task split, initial conductances, shuffling
+    epochs = 50
+    batch_size = 32            # omit for full batch
+    parametrization = "conductance"   # or "resistance" (step on r with dC/dr = -g^2 dC/dg)
+
+    [network]                  # kind: lattice | delaunay | random | regular | layered | complete
+    kind = "lattice"
+    rows = 8
+    cols = 8
+    g_init = [0.5, 2.0]        # initial conductances ~ U(low, high)
+
+    [task]                     # name: teacher_student | iris | digits | allostery
+    name = "iris"
+
+    [rule]                     # name: analytical | ep | cl | acl | insitu | gep | finite_difference
+    name = "ep"
+    beta = 0.01
+    variant = "centered"
+
+    [optimizer]                # name: sgd | momentum | adam
+    name = "sgd"
+    lr = 0.1
+
+    [constraints]              # bounds, levels, update noise
+    g_min = 0.001
+
+    [tunable]                  # which edges learn: mode all | random | inputs | outputs
+    fraction = 1.0
+
+Unknown keys, wrong types and impossible values raise :class:`ConfigError` whose
+message names the offending key (``network.rows: ...``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import KirchnetError
+
+__all__ = ["ConfigError", "NetworkConfig", "TaskConfig", "RuleConfig", "OptimizerConfig",
+           "ConstraintsConfig", "TunableConfig", "TrainConfig"]
+
+
+class ConfigError(KirchnetError, ValueError):
+    """A configuration file or dict is malformed (unknown key, wrong type, impossible value)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NetworkConfig(_Model):
+    """Topology (see :mod:`kirchnet.topologies`) and initial conductances."""
+
+    kind: Literal["lattice", "delaunay", "random", "regular", "layered", "complete"] = "lattice"
+    rows: int = Field(8, ge=1, description="lattice rows")
+    cols: int = Field(8, ge=1, description="lattice columns")
+    diagonals: bool = False
+    n: int | None = Field(None, ge=2, description="nodes (delaunay, random, regular, complete)")
+    mean_degree: float | None = Field(None, gt=0)
+    m: int | None = Field(None, ge=1, description="edges (random)")
+    degree: int | None = Field(None, ge=1, description="degree (regular)")
+    sizes: list[int] | None = Field(None, description="layer sizes (layered)")
+    seed: int | None = Field(None, description="topology seed (default: the run seed)")
+    g_init: tuple[float, float] = Field((0.5, 2.0), description="initial g ~ U(low, high)")
+    backend: Literal["auto", "dense", "cholmod", "splu", "pcg", "pcg-amg"] = "auto"
+
+    @model_validator(mode="after")
+    def _check(self):
+        lo, hi = self.g_init
+        if not (0 < lo <= hi):
+            raise ValueError(f"g_init must satisfy 0 < low <= high, got {list(self.g_init)}")
+        if self.kind in ("delaunay", "random", "regular", "complete") and self.n is None:
+            raise ValueError(f"network kind {self.kind!r} needs n (number of nodes)")
+        if self.kind == "delaunay" and self.n is not None and self.n < 3:
+            raise ValueError("a Delaunay network needs n >= 3")
+        if self.kind == "random" and self.m is None and self.mean_degree is None:
+            raise ValueError("network kind 'random' needs mean_degree or m")
+        if self.kind == "random" and self.m is not None and self.mean_degree is not None:
+            raise ValueError("network kind 'random': give only one of mean_degree and m")
+        if self.kind == "regular" and self.degree is None:
+            raise ValueError("network kind 'regular' needs degree")
+        if self.kind == "layered":
+            if not self.sizes or len(self.sizes) < 2 or min(self.sizes) < 1:
+                raise ValueError("network kind 'layered' needs sizes = [at least two positive ints]")
+        if self.kind == "lattice" and self.rows * self.cols < 2:
+            raise ValueError("a lattice needs at least 2 nodes")
+        return self
+
+
+class TaskConfig(_Model):
+    """The task (see :mod:`kirchnet.tasks`); keys that do not apply to it are ignored."""
+
+    name: Literal["teacher_student", "iris", "digits", "allostery"]
+    n_inputs: int = Field(3, ge=1, description="teacher_student inputs")
+    n_outputs: int = Field(2, ge=1, description="teacher_student outputs")
+    n_train: int = Field(64, ge=1, description="teacher_student training samples")
+    n_test: int = Field(64, ge=0, description="teacher_student test samples")
+    noise: float = Field(0.0, ge=0, description="teacher_student target noise std")
+    test_fraction: float = Field(0.3, ge=0, lt=1)
+    max_train: int | None = Field(None, ge=1, description="digits: subsample the training set")
+    voltage: float = Field(1.0, gt=0)
+    signed: bool = True
+    bias: bool = True
+    loss: Literal["mse", "cross_entropy"] = "mse"
+    decision: Literal["argmax", "nearest"] = "argmax"
+    target_low: float = 0.0
+    target_high: float = 0.5
+    n_sources: int = Field(2, ge=1, description="allostery sources")
+    n_targets: int = Field(2, ge=1, description="allostery targets")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.loss == "cross_entropy" and self.name in ("teacher_student", "allostery"):
+            raise ValueError(f"task {self.name!r} is a regression task: use loss = 'mse'")
+        if self.target_high <= self.target_low:
+            raise ValueError("target_high must be larger than target_low")
+        return self
+
+    def kwargs(self, seed: int) -> dict[str, Any]:
+        common = {"seed": seed}
+        if self.name == "teacher_student":
+            return {**common, "n_inputs": self.n_inputs, "n_outputs": self.n_outputs,
+                    "n_train": self.n_train, "n_test": self.n_test, "voltage": self.voltage,
+                    "noise": self.noise}
+        if self.name == "allostery":
+            return {**common, "n_sources": self.n_sources, "n_targets": self.n_targets,
+                    "voltage": self.voltage}
+        kw = {**common, "test_fraction": self.test_fraction, "voltage": self.voltage,
+              "signed": self.signed, "bias": self.bias, "loss": self.loss,
+              "target_low": self.target_low, "target_high": self.target_high,
+              "decision": self.decision}
+        if self.name == "digits":
+            kw["max_train"] = self.max_train
+        return kw
+
+
+class RuleConfig(_Model):
+    """Learning rule and its nudge / noise parameters."""
+
+    name: Literal["analytical", "ep", "cl", "acl", "insitu", "gep", "finite_difference"] = "analytical"
+    beta: float = Field(0.01, gt=0, description="EP nudge strength")
+    variant: Literal["positive", "negative", "centered"] = "centered"
+    nudge: Literal["current", "energy"] = "current"
+    eta: float = Field(0.1, gt=0, le=1, description="CL / ACL clamping strength")
+    eps: float = Field(1e-6, gt=0, description="finite-difference step")
+    noise: float = Field(0.0, ge=0, description="in-situ relative measurement noise")
+    noise_abs: float = Field(0.0, ge=0, description="in-situ absolute measurement noise")
+    adc_bits: int | None = Field(None, ge=1, le=32, description="in-situ ADC bits")
+
+
+class OptimizerConfig(_Model):
+    name: Literal["sgd", "momentum", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["constant", "step", "exponential", "cosine"] = "constant"
+    decay: float = Field(0.5, gt=0, le=1, description="step / exponential decay factor")
+    step_size: int = Field(10, ge=1, description="epochs between step decays")
+
+
+class ConstraintsConfig(_Model):
+    """Device constraints applied after every update (conductance space)."""
+
+    g_min: float | None = Field(1e-3, gt=0)
+    g_max: float | None = Field(None, gt=0)
+    levels: int | None = Field(None, ge=2, description="number of log-spaced levels in [g_min, g_max]")
+    update_noise: float = Field(0.0, ge=0, description="multiplicative update noise std")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.g_min is not None and self.g_max is not None and self.g_max <= self.g_min:
+            raise ValueError(f"g_max ({self.g_max}) must be larger than g_min ({self.g_min})")
+        if self.levels is not None and (self.g_min is None or self.g_max is None):
+            raise ValueError("levels need both g_min and g_max")
+        return self
+
+
+class TunableConfig(_Model):
+    """Which edges learn: all, a random fraction, or the fraction nearest inputs/outputs."""
+
+    mode: Literal["all", "random", "inputs", "outputs"] = "random"
+    fraction: float = Field(1.0, gt=0, le=1)
+
+
+class TrainConfig(_Model):
+    """One training run: network, task, rule, optimizer, constraints, tunable edges."""
+
+    name: str = "run"
+    seed: int = 0
+    epochs: int = Field(50, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="minibatch size (default full batch)")
+    parametrization: Literal["conductance", "resistance"] = "conductance"
+    eval_every: int = Field(1, ge=1, description="epochs between evaluations")
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    task: TaskConfig
+    rule: RuleConfig = Field(default_factory=RuleConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+    tunable: TunableConfig = Field(default_factory=TunableConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "TrainConfig":
+        """Validate a dict; raise :class:`ConfigError` naming each bad key."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a table/dict, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, source)) from None
+
+    @classmethod
+    def from_toml(cls, path) -> "TrainConfig":
+        """Read and validate a TOML file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (round-trips through :meth:`from_dict`)."""
+        return self.model_dump(mode="json")
+
+
+def format_validation_error(exc: ValidationError, source: str = "config") -> str:
+    """One line per problem: ``source: a.b.c: message (got value)``."""
+    lines = [f"{source}: invalid configuration ({exc.error_count()} problem(s))"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not part of the schema; check the spelling)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        got = err.get("input")
+        suffix = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {loc}: {msg}{suffix}")
+    return "\n".join(lines)

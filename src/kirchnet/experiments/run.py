@@ -1,0 +1,327 @@
+"""One training run from a :class:`~kirchnet.config.TrainConfig`: build, train, report.
+
+:func:`run_training` is the unit of work of ``kirchnet train`` and of sweeps: it builds
+the network, task, circuit, rule, optimizer, constraints and tunable mask from the
+config, trains, and returns a flat dict of final metrics. With ``out_dir`` it also
+writes ``config.json``, ``metrics.json``, ``history.json``/``.csv``,
+``conductances.csv`` (edge, tail, head, g, r, tunable, mean |current|),
+``learning_curve.png`` and ``network.png``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import topologies
+from ..circuit import Circuit
+from ..config import ConfigError, TrainConfig
+from ..network import Network
+from ..rules import Analytical, Rule
+from ..tasks import Task, make_task
+from . import io
+
+__all__ = ["run_training", "build_network", "build_task", "build_rule", "build_optimizer",
+           "build_constraints", "build_mask", "fit", "FitResult"]
+
+
+# ------------------------------------------------------------------ builders
+def build_network(cfg, seed: int) -> Network:
+    """The topology described by a :class:`~kirchnet.config.NetworkConfig`."""
+    s = cfg.seed if cfg.seed is not None else seed
+    if cfg.kind == "lattice":
+        return topologies.lattice(cfg.rows, cfg.cols, diagonals=cfg.diagonals)
+    if cfg.kind == "delaunay":
+        return topologies.delaunay(cfg.n, seed=s)
+    if cfg.kind == "random":
+        return topologies.random_connected(cfg.n, m=cfg.m, mean_degree=cfg.mean_degree, seed=s)
+    if cfg.kind == "regular":
+        return topologies.random_regular(cfg.n, cfg.degree, seed=s)
+    if cfg.kind == "layered":
+        return topologies.layered(cfg.sizes)
+    if cfg.kind == "complete":
+        return topologies.complete(cfg.n)
+    raise ConfigError(f"unknown network kind {cfg.kind!r}")
+
+
+def build_task(cfg, network: Network, seed: int) -> Task:
+    return make_task(cfg.name, network=network, **cfg.kwargs(seed))
+
+
+def _rules_module():
+    from .. import rules
+    return rules
+
+
+def build_rule(cfg, loss: str = "mse", seed: int = 0) -> Rule:
+    """A rule instance from a :class:`~kirchnet.config.RuleConfig`."""
+    rules = _rules_module()
+    name = cfg.name
+
+    def need(cls_name):
+        cls = getattr(rules, cls_name, None)
+        if cls is None:
+            raise ConfigError(f"rule {name!r} needs kirchnet.rules.{cls_name}, which this install lacks")
+        return cls
+
+    def call(cls, **kw):
+        params = inspect.signature(cls).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            kw = {k: v for k, v in kw.items() if k in params}
+        return cls(**kw)
+
+    if name == "analytical":
+        return Analytical(loss=loss)
+    if name == "ep":
+        return call(need("EquilibriumPropagation"), beta=cfg.beta, variant=cfg.variant, nudge=cfg.nudge, loss=loss)
+    if name == "cl":
+        return call(need("CoupledLearning"), eta=cfg.eta, loss=loss)
+    if name == "acl":
+        return call(need("AdjointCoupledLearning"), eta=cfg.eta, loss=loss)
+    if name == "finite_difference":
+        return call(need("FiniteDifference"), eps=cfg.eps, loss=loss)
+    if name == "gep":
+        return call(need("EquilibriumPropagation"), beta=cfg.beta, variant=cfg.variant, nudge=cfg.nudge, loss=loss)
+    if name == "insitu":
+        return make_insitu(loss=loss, noise=cfg.noise, noise_abs=cfg.noise_abs, adc_bits=cfg.adc_bits, seed=seed)
+    raise ConfigError(f"unknown rule {name!r}")
+
+
+def make_insitu(loss="mse", noise: float = 0.0, noise_abs: float = 0.0, adc_bits=None, seed: int = 0) -> Rule:
+    """The in-situ protocol with relative/absolute measurement noise on the local currents."""
+    rules = _rules_module()
+    cls = getattr(rules, "InSitu", None)
+    if cls is None:
+        raise ConfigError("rule 'insitu' needs kirchnet.rules.InSitu, which this install lacks")
+    params = inspect.signature(cls).parameters
+    kw: dict[str, Any] = {"loss": loss}
+    for key, val in (("seed", seed), ("adc_bits", adc_bits), ("bits", adc_bits)):
+        if key in params and val is not None:
+            kw[key] = val
+    for keys, val in ((("noise", "rel_noise", "current_noise", "relative_noise"), noise),
+                      (("noise_abs", "abs_noise", "absolute_noise"), noise_abs)):
+        for k in keys:
+            if k in params:
+                kw[k] = val
+                break
+        else:
+            if val:
+                raise ConfigError(f"kirchnet.rules.InSitu has no parameter for {keys[0]!r}")
+    return cls(**kw)
+
+
+def build_optimizer(cfg):
+    from .. import optim
+
+    if cfg.name == "sgd":
+        return optim.SGD(cfg.lr)
+    if cfg.name == "momentum":
+        return optim.Momentum(cfg.lr, cfg.momentum)
+    return optim.Adam(cfg.lr)
+
+
+def build_schedule(cfg, epochs: int):
+    from .. import optim
+
+    if cfg.schedule == "constant":
+        return optim.Constant()
+    if cfg.schedule == "step":
+        return optim.StepDecay(cfg.step_size, cfg.decay)
+    if cfg.schedule == "exponential":
+        return optim.ExponentialDecay(cfg.decay)
+    return optim.Cosine(epochs)
+
+
+def build_constraints(cfg, seed: int = 0) -> list:
+    """Constraint list in application order: update noise, bounds, levels (conductance space)."""
+    from .. import constraints as C
+
+    out = []
+    if cfg.update_noise > 0:
+        out.append(C.UpdateNoise(cfg.update_noise, seed=seed + 7, space="conductance"))
+    if cfg.g_min is not None or cfg.g_max is not None:
+        out.append(C.Bounds(cfg.g_min, cfg.g_max, space="conductance"))
+    if cfg.levels is not None:
+        out.append(C.Levels(np.geomspace(cfg.g_min, cfg.g_max, cfg.levels), space="conductance", log=True))
+    return out
+
+
+def build_mask(cfg, circuit: Circuit, seed: int = 0) -> np.ndarray:
+    """Tunable mask (m,): all, a random fraction, or the fraction of edges nearest the
+    inputs / outputs (edges ranked by hop distance ``d(e) = min(d(a), d(b))``, ties by a
+    seeded random order)."""
+    from .. import partial
+
+    m = circuit.network.n_edges
+    if cfg.mode == "all" or cfg.fraction >= 1.0:
+        return np.ones(m, dtype=bool)
+    k = max(1, int(round(cfg.fraction * m)))
+    if cfg.mode == "random":
+        return partial.random_mask(m, cfg.fraction, seed=seed)
+    d = np.asarray(partial.edge_distances(circuit, cfg.mode), dtype=float)
+    tie = np.random.default_rng(seed).random(m)
+    mask = np.zeros(m, dtype=bool)
+    mask[np.lexsort((tie, d))[:k]] = True
+    return mask
+
+
+# ------------------------------------------------------------------ training
+@dataclass
+class FitResult:
+    conductances: np.ndarray
+    history: list[dict]
+    wall_time: float
+
+
+def fit(task: Task, circuit: Circuit, rule: Rule, g0, epochs: int, optimizer, *, schedule=None,
+        constraints=(), mask=None, batch_size: int | None = None, seed: int = 0,
+        parametrization: str = "conductance", eval_every: int = 1,
+        callback: Callable[[int, dict], None] | None = None) -> FitResult:
+    """Train ``g`` with ``rule`` and ``optimizer`` on ``task``; evaluate every ``eval_every`` epochs.
+
+    Each step factorizes ``L_FF(g)`` once and hands that factorization to the rule;
+    only tunable edges (``mask``) move: ``g <- C(g - lr * s(epoch) * mask * estimate)``
+    (in resistance mode the step is on ``r`` with ``dC/dr = -g^2 dC/dg``).
+    """
+    from ..constraints import Compose
+
+    g = np.array(g0, dtype=float)
+    m = g.size
+    mask = np.ones(m, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    cons = Compose(list(constraints)) if constraints else None
+    rng = np.random.default_rng(seed)
+    n = task.x_train.shape[0]
+    bs = n if batch_size is None else min(int(batch_size), n)
+    history: list[dict] = []
+    t0 = time.perf_counter()
+
+    def evaluate(epoch):
+        row = {"epoch": epoch, **task.evaluate(circuit, g), "time": time.perf_counter() - t0}
+        history.append(row)
+        if callback is not None:
+            callback(epoch, row)
+
+    evaluate(0)
+    for epoch in range(1, epochs + 1):
+        lr = optimizer.lr * (schedule(epoch - 1) if schedule is not None else 1.0)
+        order = rng.permutation(n) if bs < n else np.arange(n)
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            fac = circuit.factorize(g)
+            est = rule.estimate(circuit, g, task.x_train[idx], task.y_train[idx], factorization=fac).estimate
+            est = np.where(mask, est, 0.0)
+            if parametrization == "resistance":
+                r = 1.0 / g
+                r_new = optimizer.step(r, -(g ** 2) * est, lr=lr)
+                g_new = 1.0 / np.maximum(r_new, 1e-12)
+            else:
+                g_new = optimizer.step(g, est, lr=lr)
+            g_new = np.where(mask, g_new, g)
+            if cons is not None:
+                g_new = cons.apply(g_new, g, parametrization)
+            g_new = np.where(mask, g_new, g)
+            if not np.all(np.isfinite(g_new)) or np.any(g_new <= 0):
+                g_new = np.clip(np.nan_to_num(g_new, nan=1e-6, posinf=1e6), 1e-9, None)
+            g = g_new
+        if epoch % eval_every == 0 or epoch == epochs:
+            evaluate(epoch)
+    return FitResult(g, history, time.perf_counter() - t0)
+
+
+def setup(config: TrainConfig):
+    """Build ``(network, task, circuit, g0, rule, mask)`` for a config (deterministic by seed)."""
+    seed = config.seed
+    net = build_network(config.network, seed)
+    task = build_task(config.task, net, seed)
+    circuit = task.circuit(net, backend=config.network.backend)
+    lo, hi = config.network.g_init
+    g0 = np.random.default_rng(seed + 1).uniform(lo, hi, net.n_edges)
+    rule = build_rule(config.rule, loss=config.task.loss, seed=seed)
+    mask = build_mask(config.tunable, circuit, seed=seed + 2)
+    return net, task, circuit, g0, rule, mask
+
+
+def run_training(config: TrainConfig | dict, out_dir: Path | None = None, progress: bool = False) -> dict:
+    """Run one training described by ``config``; return a flat dict of final metrics.
+
+    Keys: ``name, task, rule, network, n_nodes, n_edges, n_tunable, epochs, seed,
+    train_loss, test_loss`` (+ ``train_accuracy, test_accuracy`` for classification),
+    ``initial_train_loss, loss_reduction, wall_time``.
+    """
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    net, task, circuit, g0, rule, mask = setup(config)
+    optimizer = build_optimizer(config.optimizer)
+    schedule = build_schedule(config.optimizer, config.epochs)
+    cons = build_constraints(config.constraints, seed=config.seed)
+    g0 = cons[0].apply(g0, g0) if False else g0  # initial values are not constrained by noise
+
+    bar = None
+    cb = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        tid = bar.add_task(f"training {config.name}", total=config.epochs)
+
+        def cb(epoch, row):
+            bar.update(tid, completed=epoch, description=f"{config.name} loss={row['train_loss']:.3g}")
+    try:
+        res = fit(task, circuit, rule, g0, config.epochs, optimizer, schedule=schedule, constraints=cons,
+                  mask=mask, batch_size=config.batch_size, seed=config.seed,
+                  parametrization=config.parametrization, eval_every=config.eval_every, callback=cb)
+    finally:
+        if bar is not None:
+            bar.stop()
+    final = res.history[-1]
+    metrics = {
+        "name": config.name, "task": config.task.name, "rule": config.rule.name,
+        "network": config.network.kind, "n_nodes": net.n_nodes, "n_edges": net.n_edges,
+        "n_tunable": int(mask.sum()), "epochs": config.epochs, "seed": config.seed,
+        **{k: v for k, v in final.items() if k not in ("epoch", "time")},
+        "initial_train_loss": res.history[0]["train_loss"],
+        "loss_reduction": res.history[0]["train_loss"] / max(final["train_loss"], 1e-300),
+        "wall_time": res.wall_time,
+    }
+    if out_dir is not None:
+        write_run_outputs(Path(out_dir), config, task, circuit, res, mask, metrics)
+    return metrics
+
+
+def write_run_outputs(out: Path, config: TrainConfig, task: Task, circuit: Circuit, res: FitResult,
+                      mask: np.ndarray, metrics: dict) -> None:
+    from .. import plotting
+
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_json(out / "config.json", config.to_dict())
+    io.write_json(out / "metrics.json", metrics)
+    io.write_json(out / "history.json", res.history)
+    io.write_csv(out / "history.csv", res.history)
+    g = res.conductances
+    state = circuit.factorize(g).solve(task.x_train)
+    cur = np.abs(state.currents).mean(axis=0)
+    net = circuit.network
+    rows = [{"edge": e, "tail": int(net.edges[e, 0]), "head": int(net.edges[e, 1]), "conductance": g[e],
+             "resistance": 1.0 / g[e], "tunable": bool(mask[e]), "mean_abs_current": cur[e]}
+            for e in range(net.n_edges)]
+    io.write_csv(out / "conductances.csv", rows)
+    h = res.history
+    ep = [r["epoch"] for r in h]
+    curves = {"train": (ep, [r["train_loss"] for r in h])}
+    if "test_loss" in h[0]:
+        curves["test"] = (ep, [r["test_loss"] for r in h])
+    io.save_figure(plotting.learning_curves(curves, ylabel="loss",
+                                            title=f"{config.name}: {config.rule.name} on {config.task.name}"),
+                   out / "learning_curve.png")
+    if "train_accuracy" in h[0]:
+        acc = {"train": (ep, [r["train_accuracy"] for r in h])}
+        if "test_accuracy" in h[0]:
+            acc["test"] = (ep, [r["test_accuracy"] for r in h])
+        io.save_figure(plotting.learning_curves(acc, ylabel="accuracy", logy=False), out / "accuracy_curve.png")
+    io.save_figure(plotting.draw_network(net, g, state.currents, circuit=circuit), out / "network.png")
