@@ -1,0 +1,119 @@
+"""Output-port algebra shared by the two-phase rules (theory.md, 2-3).
+
+Every nudge of a two-phase rule acts on the few outputs only. Whatever it is (an
+injected current, a clamp of the outputs, an energy term ``beta * C(o)``), the nudged
+state of a linear network differs from the free state by port currents ``mu`` (b, k)
+injected as ``J = P^T mu``:
+
+* free potentials: ``u_F' = u_F + Z mu``, with ``Z = L_FF^{-1} P_F^T`` (n_free x k,
+  :meth:`CircuitFactorization.adjoint_basis`, k solves shared by the whole batch);
+* outputs: ``o' = o + K mu`` with the output compliance ``K = P_F L_FF^{-1} P_F^T``
+  (k x k), the inverse of the output stiffness ``S = K^{-1}`` (the Schur complement of
+  ``L`` on the output ports with the inputs clamped);
+* edge voltages: ``w' = w + W mu`` with ``W = B_F^T Z`` (m x k).
+
+A clamp ``o' = t`` is the port current ``mu = S (t - o)``; an energy term is a k-dim
+fixed point on the outputs. So no nudged or clamped solve ever refactorizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+
+from ..circuit import CircuitFactorization, State
+from ..errors import BoundaryConditionError, ConvergenceError
+from ..losses import CrossEntropy, Loss, SquaredError
+
+
+class Ports:
+    """``Z``, ``K`` and ``W`` of one factorization (see the module docstring)."""
+
+    def __init__(self, factorization: CircuitFactorization):
+        c = factorization.circuit
+        self.factorization = factorization
+        self.circuit = c
+        self.Z = factorization.adjoint_basis()  # (n_free, k)
+        K = np.asarray(c.readout[:, c.free_nodes] @ self.Z)
+        self.K = 0.5 * (K + K.T)
+        self.W = np.asarray(c._B_free.T @ self.Z)  # (m, k)
+        self._stiffness = None
+
+    def stiffness_solve(self, r: np.ndarray) -> np.ndarray:
+        """Rows of ``r`` (b, k) times ``S = K^{-1}``: the port currents of a clamp ``o' - o = r``."""
+        if self._stiffness is None:
+            try:
+                self._stiffness = sla.cho_factor(self.K)
+            except np.linalg.LinAlgError:
+                raise BoundaryConditionError(
+                    "the outputs cannot be clamped: the output compliance P_F L_FF^-1 P_F^T is "
+                    "singular (an output reads only clamped nodes, or outputs are linearly "
+                    "dependent)") from None
+        return sla.cho_solve(self._stiffness, np.asarray(r, dtype=float).T).T
+
+    def drop_change(self, mu: np.ndarray) -> np.ndarray:
+        """Edge voltage change ``W mu`` (b, m) for port currents ``mu`` (b, k)."""
+        return mu @ self.W.T
+
+    def state(self, free: State, mu: np.ndarray) -> State:
+        """The nudged state ``u_F + Z mu`` (clamped nodes and sources unchanged)."""
+        u = free.potentials.copy()
+        u[:, self.circuit.free_nodes] += mu @ self.Z.T
+        return State(self.circuit, free.conductances, u, free.sources)
+
+    def energy_gap(self, mu: np.ndarray) -> np.ndarray:
+        """``E(u') - E(u) = 1/2 mu^T K mu`` per sample (b,), exact for a linear network."""
+        return 0.5 * np.einsum("bk,kl,bl->b", mu, self.K, mu)
+
+
+def loss_hessian(loss: Loss, outputs: np.ndarray, targets) -> np.ndarray:
+    """``d^2 C_s / do^2`` per sample (b, k, k).
+
+    Closed forms for :class:`SquaredError` (``I``) and :class:`CrossEntropy`
+    (``s (diag(q) - q q^T) / T^2``, ``q = softmax(o/T)``, ``s`` the target mass); other
+    losses by central differences of their ``delta``.
+    """
+    b, k = outputs.shape
+    if isinstance(loss, SquaredError):
+        return np.broadcast_to(np.eye(k), (b, k, k))
+    if isinstance(loss, CrossEntropy):
+        p = loss.targets(targets, outputs)
+        z = outputs / loss.temperature
+        q = np.exp(z - z.max(axis=1, keepdims=True))
+        q /= q.sum(axis=1, keepdims=True)
+        s = p.sum(axis=1)[:, None, None]
+        H = q[:, :, None] * np.eye(k)[None] - q[:, :, None] * q[:, None, :]
+        return s * H / loss.temperature ** 2
+    h = 1e-5 * (1.0 + np.abs(outputs))
+    H = np.empty((b, k, k))
+    for j in range(k):  # k is the (small) number of outputs
+        step = np.zeros_like(outputs)
+        step[:, j] = h[:, j]
+        dp = loss(outputs + step, targets)[1]
+        dm = loss(outputs - step, targets)[1]
+        H[:, :, j] = (dp - dm) / (2 * h[:, j:j + 1])
+    return 0.5 * (H + np.swapaxes(H, 1, 2))
+
+
+def energy_nudge_currents(loss: Loss, ports: Ports, outputs: np.ndarray, targets, beta: float,
+                          tol: float = 1e-12, max_iter: int = 50) -> np.ndarray:
+    """Port currents of the energy nudge ``E(u) + beta C(P u)`` (b, k).
+
+    Stationarity gives ``o' = o - beta K dC/do(o')``: a k-dimensional equation per
+    sample, solved by Newton (``J = I + beta K H(o')``; one step for squared error).
+    The currents are ``mu = -beta dC/do(o')``.
+    """
+    o0 = np.asarray(outputs, dtype=float)
+    o = o0.copy()
+    k = o.shape[1]
+    scale = 1.0 + np.abs(o0).max(initial=0.0)
+    for _ in range(max_iter):
+        grad = loss(o, targets)[1]
+        r = o - o0 + beta * grad @ ports.K
+        if np.abs(r).max(initial=0.0) <= tol * scale:
+            return -beta * grad
+        J = np.eye(k)[None] + beta * np.einsum("kl,blj->bkj", ports.K, loss_hessian(loss, o, targets))
+        o = o - np.linalg.solve(J, r[:, :, None])[:, :, 0]
+    raise ConvergenceError(
+        f"the energy nudge (beta={beta}) did not converge in {max_iter} Newton steps on the outputs; "
+        f"use a smaller |beta| (for beta < 0 the nudged energy may not be convex)")

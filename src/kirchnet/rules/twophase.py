@@ -1,0 +1,384 @@
+"""Two-phase (contrastive, Hebbian) rules: Generalized EP and its members (theory.md, 3).
+
+Every rule here compares equilibria of the same network at two nudge strengths
+``beta_1 < beta_2`` and updates each conductance from its own resistor voltages:
+
+    estimate_e = (1 / (beta_2 - beta_1)) * mean_s [ dE/dg_e(u_{beta_2}) - dE/dg_e(u_{beta_1}) ],
+    dE/dg_e = 1/2 w_e^2.
+
+Variants: ``"positive"`` ``(0, +beta)``, ``"negative"`` ``(-beta, 0)``, ``"centered"``
+``(-beta, +beta)``. With this sign ``g - lr * estimate`` lowers the loss. Our GEP
+formulation (the seed paper's text was not available; theory.md 3):
+
+* a *nudge* maps ``(beta, free state, targets)`` to nudged boundary conditions on the
+  outputs: injected port currents, a clamp of the outputs, or an energy term
+  ``beta * C(o)``; its *order* ``k`` is the leading power of ``beta`` of the nudge
+  energy at the free equilibrium;
+* ``Phi(beta) = F(beta, u_beta)`` is the nudged energy at its equilibrium; rules report
+  ``objective = (Phi(beta) - Phi(0)) / beta^k`` (EP: ``-> C``; CL: ``1/2 delta^T S delta``);
+* the Hebbian estimator above is the finite difference in ``beta`` of ``dE/dg`` along
+  the nudge path. EP (k = 1) tends to ``dC/dg``; CL (k = 2, clamp anchored at the free
+  outputs) tends to ``-(B^T Z S (y - o)) * w``, the gradient of the output error
+  weighted by the *frozen* output stiffness ``1/2 (o - y)^T S (o - y)``. (The full
+  gradient of ``l_2 = 1/2 delta^T S delta``, with ``S`` varying too, is CL at
+  ``eta = 1``, where the clamp target ``y`` no longer depends on ``g``.)
+
+All nudged states are the free state plus port currents (:mod:`._ports`): the free
+factorization serves every phase; nothing is refactorized per sample or per phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..circuit import State
+from ..errors import ParameterError
+from ..losses import Loss, SquaredError
+from ._ports import Ports, energy_nudge_currents
+from .base import Rule, RuleResult
+
+VARIANTS = ("positive", "negative", "centered")
+
+
+def _betas(beta: float, variant: str) -> tuple[float, float]:
+    return {"positive": (0.0, beta), "negative": (-beta, 0.0), "centered": (-beta, beta)}[variant]
+
+
+def _check(name: str, value, variant: str) -> tuple[float, str]:
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        raise ParameterError(f"{name} must be a finite positive number, got {value!r}")
+    if variant not in VARIANTS:
+        raise ParameterError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return value, variant
+
+
+def _hebbian(w: np.ndarray, d: dict, b1: float, b2: float) -> np.ndarray:
+    """``mean_s 1/2 [(w + d_2)^2 - (w + d_1)^2] / (b2 - b1)`` in a cancellation-free form.
+
+    ``d`` maps each nonzero nudge strength to the edge-voltage change ``w' - w`` (b, m).
+    """
+    d1, d2 = d.get(b1), d.get(b2)
+    if d1 is None:
+        per = d2 * (2.0 * w + d2)
+    elif d2 is None:
+        per = -d1 * (2.0 * w + d1)
+    else:
+        per = (d2 - d1) * (2.0 * w + d1 + d2)
+    return 0.5 * per.mean(axis=0) / (b2 - b1)
+
+
+# --------------------------------------------------------------------------- nudges
+@dataclass(frozen=True)
+class NudgeContext:
+    """What a nudge sees: the free state, its loss and output error, the port algebra."""
+
+    free: State
+    targets: object  # raw targets, as passed to the loss
+    loss: Loss
+    values: np.ndarray  # (b,) per-sample loss at the free state
+    delta: np.ndarray  # (b, k) dC/do at the free state
+    ports: Ports
+
+    @property
+    def outputs(self) -> np.ndarray:
+        return self.free.outputs
+
+    def target_array(self) -> np.ndarray:
+        """Targets as a (b, k) array of output values (for clamps)."""
+        return self.loss.targets(self.targets, self.free.outputs)
+
+
+@dataclass(frozen=True)
+class Nudged:
+    """Nudged boundary conditions on the outputs; exactly one of the three is set.
+
+    ``currents`` (b, k): port currents ``mu`` injected as ``J = P^T mu``.
+    ``clamp`` (b, k): output values the outputs are held at (node outputs clamped;
+    Pair/Edge outputs by a source fixing the difference).
+    ``energy``: ``(weight, loss)``: the term ``weight * loss(P u, targets)`` added to E.
+    ``offset`` (b,): a constant part of the nudge energy (only for the objective report).
+    """
+
+    currents: np.ndarray | None = None
+    clamp: np.ndarray | None = None
+    energy: tuple[float, Loss] | None = None
+    offset: np.ndarray | float = 0.0
+
+
+class Nudge:
+    """Interface: ``nudge(beta, ctx) -> Nudged``; ``order`` is the power ``k`` (theory.md 3)."""
+
+    order = 1
+
+    def __call__(self, beta: float, ctx: NudgeContext) -> Nudged:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class CurrentNudge(Nudge):
+    """EP, fixed-current form: inject ``-beta dC/do`` (at the free state) at the outputs.
+
+    It is the energy term ``beta [C(o_0) + delta_0^T (P u - o_0)]`` (the loss linearized
+    at the free outputs), order 1.
+    """
+
+    order = 1
+
+    def __call__(self, beta, ctx):
+        return Nudged(currents=-beta * ctx.delta, offset=beta * ctx.values)
+
+
+class EnergyNudge(Nudge):
+    """EP, energy form: add ``beta * C(P u)`` to the energy (order 1)."""
+
+    order = 1
+
+    def __call__(self, beta, ctx):
+        return Nudged(energy=(beta, ctx.loss))
+
+
+class ClampNudge(Nudge):
+    """Coupled learning: clamp the outputs to ``o_F + beta (y - o_F)`` (order 2)."""
+
+    order = 2
+
+    def __call__(self, beta, ctx):
+        o = ctx.outputs
+        return Nudged(clamp=o + beta * (ctx.target_array() - o))
+
+
+class AdjointClampNudge(Nudge):
+    """Adjoint coupled learning: clamp the outputs to ``o_F - beta K dC/do``.
+
+    ``K = P_F L_FF^{-1} P_F^T`` is the output compliance; the clamp then draws exactly
+    the port currents ``-beta dC/do``, so the clamped state equals the EP current-nudged
+    state and the rule tends to the true loss gradient (order 2 by the clamp's energy
+    cost ``beta^2/2 delta^T K delta``).
+    """
+
+    order = 2
+
+    def __call__(self, beta, ctx):
+        return Nudged(clamp=ctx.outputs - beta * ctx.delta @ ctx.ports.K)
+
+
+NUDGES = {"current": CurrentNudge, "energy": EnergyNudge, "clamp": ClampNudge,
+          "adjoint_clamp": AdjointClampNudge}
+
+
+def _port_currents(bc: Nudged, ctx: NudgeContext) -> np.ndarray:
+    """Port currents ``mu`` (b, k) that realize the nudged boundary conditions."""
+    set_ = [bc.currents is not None, bc.clamp is not None, bc.energy is not None]
+    if sum(set_) != 1:
+        raise ParameterError("a nudge must return exactly one of currents, clamp or energy")
+    if bc.currents is not None:
+        return np.broadcast_to(np.asarray(bc.currents, dtype=float), ctx.delta.shape)
+    if bc.clamp is not None:
+        return ctx.ports.stiffness_solve(np.asarray(bc.clamp, dtype=float) - ctx.outputs)
+    weight, loss = bc.energy
+    return energy_nudge_currents(loss, ctx.ports, ctx.outputs, ctx.targets, weight)
+
+
+def _nudge_energy(bc: Nudged, ctx: NudgeContext, mu: np.ndarray) -> np.ndarray:
+    """Value (b,) of the nudge term at the nudged state (0 on a clamp's constraint set)."""
+    o_new = ctx.outputs + mu @ ctx.ports.K
+    if bc.currents is not None:
+        return bc.offset - np.einsum("bk,bk->b", mu, o_new - ctx.outputs)
+    if bc.clamp is not None:
+        return np.zeros(mu.shape[0]) + bc.offset
+    weight, loss = bc.energy
+    return weight * loss(o_new, ctx.targets)[0] + bc.offset
+
+
+# --------------------------------------------------------------------------- rules
+class GEP(Rule):
+    """Generalized Equilibrium Propagation with any :class:`Nudge` (module docstring).
+
+    Parameters: ``nudge`` (a :class:`Nudge` or one of ``"current"``, ``"energy"``,
+    ``"clamp"``, ``"adjoint_clamp"``), ``beta`` > 0, ``order`` (the nudge order ``k``,
+    default ``nudge.order``; it scales the reported ``objective``), ``variant``.
+
+    Result ``info``: ``betas``, ``objective`` (``(Phi(beta) - Phi(0)) / beta^k``, batch
+    mean, at the largest nudge used), ``delta``; ``states``: ``"nudged"`` (positive),
+    ``"nudged_negative"`` (negative) or both (centered).
+    """
+
+    name = "gep"
+
+    def __init__(self, nudge="current", beta: float = 1e-3, order: int | None = None,
+                 variant: str = "positive", loss="mse"):
+        super().__init__(loss)
+        if isinstance(nudge, str):
+            if nudge not in NUDGES:
+                raise ParameterError(f"unknown nudge {nudge!r}; choose one of {sorted(NUDGES)}")
+            nudge = NUDGES[nudge]()
+        if not callable(nudge):
+            raise ParameterError("nudge must be a Nudge (callable: nudge(beta, ctx) -> Nudged)")
+        self.nudge = nudge
+        self.beta, self.variant = _check("beta", beta, variant)
+        self.order = int(getattr(nudge, "order", 1) if order is None else order)
+
+    def _context(self, circuit, conductances, x, y, factorization):
+        fac = factorization if factorization is not None else circuit.factorize(conductances)
+        free = fac.solve(x)
+        values, delta = self.loss(free.outputs, y)
+        return NudgeContext(free, y, self.loss, values, delta, Ports(fac))
+
+    def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
+        ctx = self._context(circuit, conductances, x, y, factorization)
+        b1, b2 = _betas(self.beta, self.variant)
+        w = ctx.free.resistor_voltages
+        drops, states, objective = {}, {}, None
+        for bk, key in ((b1, "nudged_negative"), (b2, "nudged")):
+            if bk == 0.0:
+                continue
+            bc = self.nudge(bk, ctx)
+            mu = _port_currents(bc, ctx)
+            drops[bk] = ctx.ports.drop_change(mu)
+            states[key] = ctx.ports.state(ctx.free, mu)
+            if objective is None or bk > 0:
+                phi = ctx.ports.energy_gap(mu) + _nudge_energy(bc, ctx, mu)
+                objective = float(phi.mean() / bk ** self.order)
+        est = _hebbian(w, drops, b1, b2)
+        return RuleResult(est, float(ctx.values.mean()), ctx.free, states,
+                          {"betas": (b1, b2), "objective": objective, "delta": ctx.delta,
+                           "order": self.order})
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(nudge={self.nudge!r}, beta={self.beta!r}, order={self.order}, "
+                f"variant={self.variant!r}, loss={self.loss!r})")
+
+
+class EquilibriumPropagation(Rule):
+    """Equilibrium Propagation (Scellier and Bengio 2017) in a linear resistive network.
+
+    ``nudge="current"``: inject ``-beta P^T delta`` (``delta = dC/do`` at the free state):
+    ``u_beta = u_0 - beta lam`` with the adjoint ``lam``, so per sample
+    ``(dE/dg(u_beta) - dE/dg(u_0)) / beta = -a w + beta a^2 / 2`` with ``a = B^T lam``:
+    bias ``O(beta)`` one-sided, and the centered estimator is exactly ``-a w = dC/dg``.
+    ``nudge="energy"``: add ``beta C(P u)`` to the energy; for squared error the nudged
+    output error is ``delta_beta = (I + beta K)^{-1} delta`` (a rank-k change of
+    ``L_FF`` by the Schur complement on the outputs), other losses by Newton on the k
+    outputs; centered bias ``O(beta^2)``.
+    """
+
+    name = "ep"
+
+    def __init__(self, beta: float = 1e-3, variant: str = "positive", nudge: str = "current",
+                 loss="mse"):
+        super().__init__(loss)
+        self.beta, self.variant = _check("beta", beta, variant)
+        if nudge not in ("current", "energy"):
+            raise ParameterError(f"nudge must be 'current' or 'energy', got {nudge!r}")
+        self.nudge = nudge
+
+    def _currents(self, beta, ports, free, y, delta):
+        if self.nudge == "current":
+            return -beta * delta
+        if isinstance(self.loss, SquaredError):
+            # (I + beta K) delta_beta = delta  (K symmetric)
+            A = np.eye(ports.K.shape[0]) + beta * ports.K
+            return -beta * np.linalg.solve(A, delta.T).T
+        return energy_nudge_currents(self.loss, ports, free.outputs, y, beta)
+
+    def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
+        fac = factorization if factorization is not None else circuit.factorize(conductances)
+        free = fac.solve(x)
+        values, delta = self.loss(free.outputs, y)
+        ports = Ports(fac)
+        w = free.resistor_voltages
+        b1, b2 = _betas(self.beta, self.variant)
+        states = {}
+        if self.nudge == "current":
+            a = ports.drop_change(delta)  # B^T lam
+            sign = {"positive": 1.0, "negative": -1.0, "centered": 0.0}[self.variant]
+            est = (-a * w + (0.5 * sign * self.beta) * a * a).mean(axis=0)
+            for bk, key in ((b1, "nudged_negative"), (b2, "nudged")):
+                if bk != 0.0:
+                    states[key] = ports.state(free, -bk * delta)
+        else:
+            d = {}
+            for bk, key in ((b1, "nudged_negative"), (b2, "nudged")):
+                if bk != 0.0:
+                    mu = self._currents(bk, ports, free, y, delta)
+                    d[bk] = ports.drop_change(mu)
+                    states[key] = ports.state(free, mu)
+            est = _hebbian(w, d, b1, b2)
+        return RuleResult(est, float(values.mean()), free, states,
+                          {"beta": self.beta, "variant": self.variant, "nudge": self.nudge,
+                           "delta": delta})
+
+
+class CoupledLearning(Rule):
+    """Coupled learning (Stern et al. 2021): clamp the outputs to ``o_F + eta (y - o_F)``.
+
+    The clamp is the port current ``mu = eta S (y - o_F)``, ``S = K^{-1}`` (the k x k
+    output stiffness from the free factorization's adjoint basis): never a
+    refactorization. Estimator ``(1/eta)[dE/dg(u_C) - dE/dg(u_F)] = c w + eta c^2 / 2``
+    per sample with ``c = W S (y - o_F)`` (positive variant); ``eta -> 0`` gives
+    ``c w``, the gradient of ``1/2 (o - y)^T S (o - y)`` at frozen ``S``. Targets are
+    output values (for cross-entropy: the one-hot / probability targets).
+    """
+
+    name = "cl"
+
+    def __init__(self, eta: float = 1e-3, variant: str = "positive", loss="mse"):
+        super().__init__(loss)
+        self.eta, self.variant = _check("eta", eta, variant)
+
+    def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
+        fac = factorization if factorization is not None else circuit.factorize(conductances)
+        free = fac.solve(x)
+        values, delta = self.loss(free.outputs, y)
+        ports = Ports(fac)
+        err = self.loss.targets(y, free.outputs) - free.outputs  # y - o_F
+        nu = ports.stiffness_solve(err)  # S (y - o_F): port current per unit eta
+        c = ports.drop_change(nu)
+        w = free.resistor_voltages
+        sign = {"positive": 1.0, "negative": -1.0, "centered": 0.0}[self.variant]
+        est = (c * w + (0.5 * sign * self.eta) * c * c).mean(axis=0)
+        b1, b2 = _betas(self.eta, self.variant)
+        states = {key: ports.state(free, bk * nu)
+                  for bk, key in ((b1, "clamped_negative"), (b2, "clamped")) if bk != 0.0}
+        return RuleResult(est, float(values.mean()), free, states,
+                          {"eta": self.eta, "variant": self.variant, "delta": delta,
+                           "stiffness_error": nu})
+
+
+class AdjointCoupledLearning(Rule):
+    """Adjoint coupled learning (McGinnis, Li, Mori, arXiv:2606.15443; our reading).
+
+    Clamp the outputs to the adjoint-corrected target ``o_F - eta K delta`` (``K`` the
+    output compliance, ``delta = dC/do``): the clamp draws exactly the port currents
+    ``-eta delta``, so the clamped state is the EP current-nudged state and
+    ``(1/eta)[dE/dg(u_C) - dE/dg(u_F)] -> dC/dg`` as ``eta -> 0`` (the natural loss, not
+    CL's stiffness-weighted one). Implemented as the clamp, through ``S = K^{-1}``.
+    """
+
+    name = "acl"
+
+    def __init__(self, eta: float = 1e-3, variant: str = "positive", loss="mse"):
+        super().__init__(loss)
+        self.eta, self.variant = _check("eta", eta, variant)
+
+    def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
+        fac = factorization if factorization is not None else circuit.factorize(conductances)
+        free = fac.solve(x)
+        values, delta = self.loss(free.outputs, y)
+        ports = Ports(fac)
+        target_shift = -(delta @ ports.K)  # clamp target - o_F, per unit eta
+        nu = ports.stiffness_solve(target_shift)  # = -delta up to rounding
+        c = ports.drop_change(nu)
+        w = free.resistor_voltages
+        sign = {"positive": 1.0, "negative": -1.0, "centered": 0.0}[self.variant]
+        est = (c * w + (0.5 * sign * self.eta) * c * c).mean(axis=0)
+        b1, b2 = _betas(self.eta, self.variant)
+        states = {key: ports.state(free, bk * nu)
+                  for bk, key in ((b1, "clamped_negative"), (b2, "clamped")) if bk != 0.0}
+        return RuleResult(est, float(values.mean()), free, states,
+                          {"eta": self.eta, "variant": self.variant, "delta": delta})
