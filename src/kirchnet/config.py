@@ -113,6 +113,7 @@ class TaskConfig(_Model):
     bias: bool = True
     loss: Literal["mse", "cross_entropy"] = "mse"
     decision: Literal["argmax", "nearest"] = "argmax"
+    temperature: float = Field(1.0, gt=0, description="cross-entropy: logits are o / temperature")
     target_low: float = 0.0
     target_high: float = 0.5
     n_sources: int = Field(2, ge=1, description="allostery sources")
@@ -138,7 +139,7 @@ class TaskConfig(_Model):
         kw = {**common, "test_fraction": self.test_fraction, "voltage": self.voltage,
               "signed": self.signed, "bias": self.bias, "loss": self.loss,
               "target_low": self.target_low, "target_high": self.target_high,
-              "decision": self.decision}
+              "decision": self.decision, "temperature": self.temperature}
         if self.name == "digits":
             kw["max_train"] = self.max_train
         return kw
@@ -155,7 +156,8 @@ class RuleConfig(_Model):
     eps: float = Field(1e-6, gt=0, description="finite-difference step")
     noise: float = Field(0.0, ge=0, description="in-situ relative measurement noise")
     noise_abs: float = Field(0.0, ge=0, description="in-situ absolute measurement noise")
-    adc_bits: int | None = Field(None, ge=1, le=32, description="in-situ ADC bits")
+    adc_bits: int | None = Field(None, ge=2, le=32, description="in-situ ADC bits")
+    mode: Literal["sequential", "superposed"] = "sequential"
 
 
 class OptimizerConfig(_Model):
@@ -173,6 +175,7 @@ class ConstraintsConfig(_Model):
     g_min: float | None = Field(1e-3, gt=0)
     g_max: float | None = Field(None, gt=0)
     levels: int | None = Field(None, ge=2, description="number of log-spaced levels in [g_min, g_max]")
+    rounding: Literal["nearest", "stochastic"] = "nearest"
     update_noise: float = Field(0.0, ge=0, description="multiplicative update noise std")
 
     @model_validator(mode="after")

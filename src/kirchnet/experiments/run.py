@@ -86,33 +86,21 @@ def build_rule(cfg, loss: str = "mse", seed: int = 0) -> Rule:
     if name == "finite_difference":
         return call(need("FiniteDifference"), eps=cfg.eps, loss=loss)
     if name == "gep":
-        return call(need("EquilibriumPropagation"), beta=cfg.beta, variant=cfg.variant, nudge=cfg.nudge, loss=loss)
+        return call(need("GEP"), nudge=cfg.nudge, beta=cfg.beta, variant=cfg.variant, loss=loss)
     if name == "insitu":
-        return make_insitu(loss=loss, noise=cfg.noise, noise_abs=cfg.noise_abs, adc_bits=cfg.adc_bits, seed=seed)
+        return make_insitu(loss=loss, noise=cfg.noise, noise_abs=cfg.noise_abs, adc_bits=cfg.adc_bits,
+                           seed=seed, mode=cfg.mode)
     raise ConfigError(f"unknown rule {name!r}")
 
 
-def make_insitu(loss="mse", noise: float = 0.0, noise_abs: float = 0.0, adc_bits=None, seed: int = 0) -> Rule:
-    """The in-situ protocol with relative/absolute measurement noise on the local currents."""
-    rules = _rules_module()
-    cls = getattr(rules, "InSitu", None)
-    if cls is None:
-        raise ConfigError("rule 'insitu' needs kirchnet.rules.InSitu, which this install lacks")
-    params = inspect.signature(cls).parameters
-    kw: dict[str, Any] = {"loss": loss}
-    for key, val in (("seed", seed), ("adc_bits", adc_bits), ("bits", adc_bits)):
-        if key in params and val is not None:
-            kw[key] = val
-    for keys, val in ((("noise", "rel_noise", "current_noise", "relative_noise"), noise),
-                      (("noise_abs", "abs_noise", "absolute_noise"), noise_abs)):
-        for k in keys:
-            if k in params:
-                kw[k] = val
-                break
-        else:
-            if val:
-                raise ConfigError(f"kirchnet.rules.InSitu has no parameter for {keys[0]!r}")
-    return cls(**kw)
+def make_insitu(loss="mse", noise: float = 0.0, noise_abs: float = 0.0, adc_bits=None, seed: int = 0,
+                mode: str = "sequential") -> Rule:
+    """The in-situ protocol (:class:`kirchnet.rules.InSitu`): relative noise ``noise`` and
+    absolute noise ``noise_abs`` on every measured edge current and output voltage."""
+    from ..rules import InSitu
+
+    return InSitu(loss=loss, current_noise=noise, current_noise_abs=noise_abs, output_noise=noise,
+                  output_noise_abs=noise_abs, adc_bits=adc_bits, mode=mode, seed=seed)
 
 
 def build_optimizer(cfg):
@@ -147,7 +135,8 @@ def build_constraints(cfg, seed: int = 0) -> list:
     if cfg.g_min is not None or cfg.g_max is not None:
         out.append(C.Bounds(cfg.g_min, cfg.g_max, space="conductance"))
     if cfg.levels is not None:
-        out.append(C.Levels(np.geomspace(cfg.g_min, cfg.g_max, cfg.levels), space="conductance", log=True))
+        out.append(C.Levels(np.geomspace(cfg.g_min, cfg.g_max, cfg.levels), space="conductance", log=True,
+                            rounding=cfg.rounding, seed=seed + 11))
     return out
 
 
@@ -182,55 +171,40 @@ def fit(task: Task, circuit: Circuit, rule: Rule, g0, epochs: int, optimizer, *,
         constraints=(), mask=None, batch_size: int | None = None, seed: int = 0,
         parametrization: str = "conductance", eval_every: int = 1,
         callback: Callable[[int, dict], None] | None = None) -> FitResult:
-    """Train ``g`` with ``rule`` and ``optimizer`` on ``task``; evaluate every ``eval_every`` epochs.
+    """Train with :class:`kirchnet.training.Trainer` and return a history in task terms.
 
-    Each step factorizes ``L_FF(g)`` once and hands that factorization to the rule;
-    only tunable edges (``mask``) move: ``g <- C(g - lr * s(epoch) * mask * estimate)``
-    (in resistance mode the step is on ``r`` with ``dC/dr = -g^2 dC/dg``).
+    One step: factorize (or low-rank update) once, ``est = rule.estimate(...)``, optimizer
+    step on the tunable edges (``mask``), then ``constraints``. History rows hold
+    ``epoch, train_loss, test_loss`` (+ accuracies for classification, with the task's
+    decision rule) and the cumulative wall ``time``; ``eval_every`` thins the rows.
     """
-    from ..constraints import Compose
+    from ..training import Callback, Trainer
 
-    g = np.array(g0, dtype=float)
-    m = g.size
-    mask = np.ones(m, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    cons = Compose(list(constraints)) if constraints else None
-    rng = np.random.default_rng(seed)
-    n = task.x_train.shape[0]
-    bs = n if batch_size is None else min(int(batch_size), n)
-    history: list[dict] = []
     t0 = time.perf_counter()
+    n = task.x_train.shape[0]
+    rows: list[dict] = []
 
-    def evaluate(epoch):
+    def record(epoch, g):
         row = {"epoch": epoch, **task.evaluate(circuit, g), "time": time.perf_counter() - t0}
-        history.append(row)
+        rows.append(row)
         if callback is not None:
             callback(epoch, row)
 
-    evaluate(0)
-    for epoch in range(1, epochs + 1):
-        lr = optimizer.lr * (schedule(epoch - 1) if schedule is not None else 1.0)
-        order = rng.permutation(n) if bs < n else np.arange(n)
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            fac = circuit.factorize(g)
-            est = rule.estimate(circuit, g, task.x_train[idx], task.y_train[idx], factorization=fac).estimate
-            est = np.where(mask, est, 0.0)
-            if parametrization == "resistance":
-                r = 1.0 / g
-                r_new = optimizer.step(r, -(g ** 2) * est, lr=lr)
-                g_new = 1.0 / np.maximum(r_new, 1e-12)
-            else:
-                g_new = optimizer.step(g, est, lr=lr)
-            g_new = np.where(mask, g_new, g)
-            if cons is not None:
-                g_new = cons.apply(g_new, g, parametrization)
-            g_new = np.where(mask, g_new, g)
-            if not np.all(np.isfinite(g_new)) or np.any(g_new <= 0):
-                g_new = np.clip(np.nan_to_num(g_new, nan=1e-6, posinf=1e6), 1e-9, None)
-            g = g_new
-        if epoch % eval_every == 0 or epoch == epochs:
-            evaluate(epoch)
-    return FitResult(g, history, time.perf_counter() - t0)
+    class _Recorder(Callback):
+        def on_epoch_end(self, trainer, epoch, rec):
+            if epoch % eval_every == 0 or epoch == epochs:
+                record(epoch, self.g)
+
+        def on_step_end(self, trainer, info):
+            self.g = info["conductances"]
+
+    rec = _Recorder()
+    trainer = Trainer(rule, optimizer, epochs=epochs, batch_size=n if batch_size is None else min(batch_size, n),
+                      seed=seed, schedule=schedule, tunable=mask, constraints=list(constraints) or None,
+                      parametrization=parametrization, accuracy=False, callbacks=[rec])
+    record(0, np.asarray(g0, dtype=float))
+    res = trainer.fit(circuit, g0, task.x_train, task.y_train)
+    return FitResult(np.asarray(res.conductances), rows, time.perf_counter() - t0)
 
 
 def setup(config: TrainConfig):
@@ -241,44 +215,23 @@ def setup(config: TrainConfig):
     circuit = task.circuit(net, backend=config.network.backend)
     lo, hi = config.network.g_init
     g0 = np.random.default_rng(seed + 1).uniform(lo, hi, net.n_edges)
-    rule = build_rule(config.rule, loss=config.task.loss, seed=seed)
+    rule = build_rule(config.rule, loss=task.loss, seed=seed)
     mask = build_mask(config.tunable, circuit, seed=seed + 2)
     return net, task, circuit, g0, rule, mask
 
 
-def run_training(config: TrainConfig | dict, out_dir: Path | None = None, progress: bool = False) -> dict:
-    """Run one training described by ``config``; return a flat dict of final metrics.
-
-    Keys: ``name, task, rule, network, n_nodes, n_edges, n_tunable, epochs, seed,
-    train_loss, test_loss`` (+ ``train_accuracy, test_accuracy`` for classification),
-    ``initial_train_loss, loss_reduction, wall_time``.
-    """
+def train(config: TrainConfig | dict, callback: Callable[[int, dict], None] | None = None):
+    """Build and train; return ``(metrics, FitResult, parts)`` with ``parts`` holding the
+    network, task, circuit and tunable mask (see :func:`run_training` for ``metrics``)."""
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     net, task, circuit, g0, rule, mask = setup(config)
     optimizer = build_optimizer(config.optimizer)
     schedule = build_schedule(config.optimizer, config.epochs)
     cons = build_constraints(config.constraints, seed=config.seed)
-    g0 = cons[0].apply(g0, g0) if False else g0  # initial values are not constrained by noise
-
-    bar = None
-    cb = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        tid = bar.add_task(f"training {config.name}", total=config.epochs)
-
-        def cb(epoch, row):
-            bar.update(tid, completed=epoch, description=f"{config.name} loss={row['train_loss']:.3g}")
-    try:
-        res = fit(task, circuit, rule, g0, config.epochs, optimizer, schedule=schedule, constraints=cons,
-                  mask=mask, batch_size=config.batch_size, seed=config.seed,
-                  parametrization=config.parametrization, eval_every=config.eval_every, callback=cb)
-    finally:
-        if bar is not None:
-            bar.stop()
+    res = fit(task, circuit, rule, g0, config.epochs, optimizer, schedule=schedule, constraints=cons,
+              mask=mask, batch_size=config.batch_size, seed=config.seed,
+              parametrization=config.parametrization, eval_every=config.eval_every, callback=callback)
     final = res.history[-1]
     metrics = {
         "name": config.name, "task": config.task.name, "rule": config.rule.name,
@@ -289,8 +242,36 @@ def run_training(config: TrainConfig | dict, out_dir: Path | None = None, progre
         "loss_reduction": res.history[0]["train_loss"] / max(final["train_loss"], 1e-300),
         "wall_time": res.wall_time,
     }
+    return metrics, res, {"network": net, "task": task, "circuit": circuit, "mask": mask, "config": config}
+
+
+def run_training(config: TrainConfig | dict, out_dir: Path | None = None, progress: bool = False) -> dict:
+    """Run one training described by ``config``; return a flat dict of final metrics.
+
+    Keys: ``name, task, rule, network, n_nodes, n_edges, n_tunable, epochs, seed,
+    train_loss, test_loss`` (+ ``train_accuracy, test_accuracy`` for classification),
+    ``initial_train_loss, loss_reduction`` (initial / final train loss), ``wall_time`` (s).
+    With ``out_dir``: history, conductances, metrics and figures are written there.
+    """
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    bar = cb = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        tid = bar.add_task(f"training {config.name}", total=config.epochs)
+
+        def cb(epoch, row):
+            bar.update(tid, completed=epoch, description=f"{config.name} loss={row['train_loss']:.3g}")
+    try:
+        metrics, res, parts = train(config, callback=cb)
+    finally:
+        if bar is not None:
+            bar.stop()
     if out_dir is not None:
-        write_run_outputs(Path(out_dir), config, task, circuit, res, mask, metrics)
+        write_run_outputs(Path(out_dir), config, parts["task"], parts["circuit"], res, parts["mask"], metrics)
     return metrics
 
 

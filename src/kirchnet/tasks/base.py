@@ -138,7 +138,7 @@ class Task:
     labels_train: np.ndarray | None = None
     labels_test: np.ndarray | None = None
     patterns: np.ndarray | None = None
-    loss: str = "mse"
+    loss: Any = "mse"  # a loss name or a kirchnet Loss instance
     decision: str = "argmax"
     terminals: tuple | None = None
     network: Network | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..losses import CrossEntropy
 from ..errors import BoundaryConditionError, ParameterError
 from ..network import Network
 from .base import Task, class_patterns, encode_inputs, place_terminals, scale_features
@@ -50,7 +51,7 @@ def teacher_student(network: Network, n_inputs: int = 3, n_outputs: int = 2, n_t
 
 def _classification(name, X, labels, n_classes, test_fraction, seed, voltage, signed, bias,
                     loss, target_low, target_high, decision, max_train, low=None, high=None,
-                    network=None) -> Task:
+                    network=None, temperature: float = 1.0) -> Task:
     rng = np.random.default_rng(seed)
     tr, te = _split(X.shape[0], test_fraction, rng, labels)
     if max_train is not None and tr.size > max_train:
@@ -63,6 +64,7 @@ def _classification(name, X, labels, n_classes, test_fraction, seed, voltage, si
         y_tr, y_te = pats[labels[tr]], pats[labels[te]]
     elif loss in ("cross_entropy", "ce"):
         y_tr, y_te = labels[tr], labels[te]
+        loss = CrossEntropy(temperature)
     else:
         raise ParameterError(f"loss must be 'mse' or 'cross_entropy', got {loss!r}")
     return Task(name, "classification", x_tr, y_tr, x_te, y_te, n_classes,
@@ -74,18 +76,23 @@ def _classification(name, X, labels, n_classes, test_fraction, seed, voltage, si
 
 def iris(test_fraction: float = 0.3, seed: int = 0, voltage: float = 1.0, signed: bool = True,
          bias: bool = True, loss: str = "mse", target_low: float = 0.0, target_high: float = 0.5,
-         decision: str = "argmax", network: Network | None = None) -> Task:
-    """Iris (scikit-learn's bundled copy): 4 features -> 3 classes, stratified split."""
+         decision: str = "argmax", network: Network | None = None, temperature: float = 1.0) -> Task:
+    """Iris (scikit-learn's bundled copy): 4 features -> 3 classes, stratified split.
+
+    ``temperature`` scales the logits of the cross-entropy loss (``o / T``).
+    """
     from sklearn.datasets import load_iris
 
     d = load_iris()
     return _classification("iris", d.data, d.target.astype(np.int64), 3, test_fraction, seed, voltage,
-                           signed, bias, loss, target_low, target_high, decision, None, network=network)
+                           signed, bias, loss, target_low, target_high, decision, None, network=network,
+                           temperature=temperature)
 
 
 def digits(test_fraction: float = 0.3, seed: int = 0, voltage: float = 1.0, signed: bool = True,
            bias: bool = True, loss: str = "mse", target_low: float = 0.0, target_high: float = 0.5,
-           decision: str = "argmax", max_train: int | None = None, network: Network | None = None) -> Task:
+           decision: str = "argmax", max_train: int | None = None, network: Network | None = None,
+           temperature: float = 1.0) -> Task:
     """Handwritten digits 8x8 (``sklearn.datasets.load_digits``): 64 pixels -> 10 classes.
 
     Pixels are scaled from the fixed range ``[0, 16]``; ``max_train`` subsamples the
@@ -96,7 +103,7 @@ def digits(test_fraction: float = 0.3, seed: int = 0, voltage: float = 1.0, sign
     d = load_digits()
     return _classification("digits", d.data, d.target.astype(np.int64), 10, test_fraction, seed,
                            voltage, signed, bias, loss, target_low, target_high, decision, max_train,
-                           low=0.0, high=16.0, network=network)
+                           low=0.0, high=16.0, network=network, temperature=temperature)
 
 
 def allostery(network: Network, n_sources: int = 2, n_targets: int = 2, voltage: float = 1.0,
