@@ -1,0 +1,226 @@
+"""Optimizers (SGD, momentum, Adam) and learning-rate schedules, in plain numpy.
+
+An optimizer turns a gradient estimate ``d`` (m,) into a new parameter vector:
+``p_new = optimizer.step(p, d, lr)``. Optimizers are stateful (velocity, moments, step
+count); :meth:`Optimizer.state_dict` / :meth:`Optimizer.load_state_dict` save and restore
+that state exactly (arrays and scalars), for checkpoints.
+
+A schedule maps the epoch index (0-based) to a multiplier of the base learning rate:
+``lr(epoch) = optimizer.lr * schedule(epoch)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import ParameterError
+
+__all__ = [
+    "Optimizer", "SGD", "Momentum", "Adam", "get_optimizer",
+    "Schedule", "Constant", "StepDecay", "ExponentialDecay", "Cosine", "get_schedule",
+]
+
+
+def _positive(value, name):
+    value = float(value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ParameterError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+class Optimizer:
+    """Base class: ``step(params, grad, lr=None) -> new params`` (inputs are not modified)."""
+
+    name = "optimizer"
+
+    def __init__(self, lr: float):
+        self.lr = _positive(lr, "lr")
+        self.t = 0
+
+    def reset(self) -> None:
+        """Forget all state (velocity, moments, step count)."""
+        self.t = 0
+
+    def step(self, params: np.ndarray, grad: np.ndarray, lr: float | None = None) -> np.ndarray:
+        params = np.asarray(params, dtype=float)
+        grad = np.asarray(grad, dtype=float)
+        if grad.shape != params.shape:
+            raise ParameterError(f"gradient shape {grad.shape} does not match parameters {params.shape}")
+        self.t += 1
+        return params - self._direction(grad, self.lr if lr is None else float(lr))
+
+    def _direction(self, grad, lr):
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """``{"t": int, **arrays}``: everything needed to continue identically."""
+        return {"t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t = int(state["t"])
+
+    def __repr__(self):
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                           if not k.startswith("_") and k != "t")
+        return f"{type(self).__name__}({params})"
+
+
+class SGD(Optimizer):
+    """``p <- p - lr * d``."""
+
+    name = "sgd"
+
+    def _direction(self, grad, lr):
+        return lr * grad
+
+
+class Momentum(Optimizer):
+    """Heavy ball: ``v <- beta v + d``, ``p <- p - lr v`` (Nesterov: ``p <- p - lr (d + beta v)``)."""
+
+    name = "momentum"
+
+    def __init__(self, lr: float = 0.01, beta: float = 0.9, nesterov: bool = False):
+        super().__init__(lr)
+        if not 0.0 <= beta < 1.0:
+            raise ParameterError(f"momentum beta must lie in [0, 1), got {beta!r}")
+        self.beta = float(beta)
+        self.nesterov = bool(nesterov)
+        self._v = None
+
+    def reset(self):
+        super().reset()
+        self._v = None
+
+    def _direction(self, grad, lr):
+        if self._v is None:
+            self._v = np.zeros_like(grad)
+        self._v = self.beta * self._v + grad
+        return lr * (grad + self.beta * self._v if self.nesterov else self._v)
+
+    def state_dict(self):
+        return {"t": self.t, "v": None if self._v is None else self._v.copy()}
+
+    def load_state_dict(self, state):
+        self.t = int(state["t"])
+        self._v = None if state.get("v") is None else np.array(state["v"], dtype=float)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba): ``m <- b1 m + (1-b1) d``, ``v <- b2 v + (1-b2) d^2``,
+    ``p <- p - lr * m_hat / (sqrt(v_hat) + eps)`` with bias-corrected ``m_hat, v_hat``."""
+
+    name = "adam"
+
+    def __init__(self, lr: float = 1e-2, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        super().__init__(lr)
+        for b, nm in ((beta1, "beta1"), (beta2, "beta2")):
+            if not 0.0 <= b < 1.0:
+                raise ParameterError(f"Adam {nm} must lie in [0, 1), got {b!r}")
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), _positive(eps, "eps")
+        self._m = self._v = None
+
+    def reset(self):
+        super().reset()
+        self._m = self._v = None
+
+    def _direction(self, grad, lr):
+        if self._m is None:
+            self._m, self._v = np.zeros_like(grad), np.zeros_like(grad)
+        self._m = self.beta1 * self._m + (1.0 - self.beta1) * grad
+        self._v = self.beta2 * self._v + (1.0 - self.beta2) * grad * grad
+        m_hat = self._m / (1.0 - self.beta1 ** self.t)
+        v_hat = self._v / (1.0 - self.beta2 ** self.t)
+        return lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+    def state_dict(self):
+        copy = (lambda a: None if a is None else a.copy())
+        return {"t": self.t, "m": copy(self._m), "v": copy(self._v)}
+
+    def load_state_dict(self, state):
+        self.t = int(state["t"])
+        self._m = None if state.get("m") is None else np.array(state["m"], dtype=float)
+        self._v = None if state.get("v") is None else np.array(state["v"], dtype=float)
+
+
+_OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+
+
+def get_optimizer(optimizer, lr: float | None = None) -> Optimizer:
+    """An optimizer from a name (``"sgd"``, ``"momentum"``, ``"adam"``) or an instance."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str) and optimizer.lower() in _OPTIMIZERS:
+        cls = _OPTIMIZERS[optimizer.lower()]
+        return cls(lr) if lr is not None else cls(**({"lr": 0.01} if cls is SGD else {}))
+    raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(_OPTIMIZERS)} or pass an Optimizer")
+
+
+# ---------------------------------------------------------------------------- schedules
+class Schedule:
+    """Multiplier of the base learning rate as a function of the epoch (0-based)."""
+
+    def __call__(self, epoch: int) -> float:
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class Constant(Schedule):
+    """``1``."""
+
+    def __call__(self, epoch):
+        return 1.0
+
+
+class StepDecay(Schedule):
+    """``gamma ** floor(epoch / step_size)``."""
+
+    def __init__(self, step_size: int, gamma: float = 0.1):
+        if int(step_size) < 1:
+            raise ParameterError(f"step_size must be >= 1, got {step_size!r}")
+        self.step_size, self.gamma = int(step_size), _positive(gamma, "gamma")
+
+    def __call__(self, epoch):
+        return self.gamma ** (int(epoch) // self.step_size)
+
+
+class ExponentialDecay(Schedule):
+    """``gamma ** epoch``."""
+
+    def __init__(self, gamma: float = 0.95):
+        self.gamma = _positive(gamma, "gamma")
+
+    def __call__(self, epoch):
+        return self.gamma ** int(epoch)
+
+
+class Cosine(Schedule):
+    """Cosine annealing over ``total`` epochs: ``f + (1-f) (1 + cos(pi min(epoch,total)/total)) / 2``
+    with ``f = min_factor``."""
+
+    def __init__(self, total: int, min_factor: float = 0.0):
+        if int(total) < 1:
+            raise ParameterError(f"total must be >= 1, got {total!r}")
+        if not 0.0 <= min_factor <= 1.0:
+            raise ParameterError(f"min_factor must lie in [0, 1], got {min_factor!r}")
+        self.total, self.min_factor = int(total), float(min_factor)
+
+    def __call__(self, epoch):
+        e = min(int(epoch), self.total)
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * e / self.total))
+
+
+def get_schedule(schedule, epochs: int | None = None) -> Schedule:
+    """A schedule from ``None``/``"constant"``, ``"cosine"`` (over ``epochs``), a callable or an instance."""
+    if schedule is None or schedule == "constant":
+        return Constant()
+    if isinstance(schedule, Schedule):
+        return schedule
+    if schedule == "cosine":
+        return Cosine(max(int(epochs or 1), 1))
+    if callable(schedule):
+        return schedule
+    raise ValueError(f"unknown schedule {schedule!r}; use 'constant', 'cosine' or a Schedule instance")

@@ -1,0 +1,468 @@
+"""Training loop: minibatches, epochs, optimizers, constraints, metrics, checkpoints.
+
+One step (architecture.md)::
+
+    fac = fac.update(g)            # low-rank update when few edges changed, else refactor
+    est = rule.estimate(circuit, g, x_b, y_b, factorization=fac).estimate      # dC/dg (m,)
+    d   = est            (parametrization "conductance")
+        = -g^2 * est     (parametrization "resistance": dC/dr = -g^2 dC/dg)
+    p   <- optimizer.step(p, d * tunable, lr * schedule(epoch))
+    g   <- constraints(g(p), g_old); non-tunable edges keep g_old
+
+Per epoch the trainer evaluates the loss (and accuracy for classification) on the
+whole training set and on the validation set with one factorization and one batched
+solve, records the learning rate, the mean minibatch loss, the number of low-rank
+updates, and optionally the mean cosine similarity between the rule's estimate and the
+exact gradient (on the tunable edges). ``history[0]`` is the evaluation before training.
+
+Checkpoints (every ``checkpoint_every`` epochs) hold the conductances, optimizer and
+constraint state and the history; they are written atomically (temporary file +
+``os.replace``; the JSON index is replaced last). Shuffling draws the permutation of
+epoch ``e`` from ``default_rng([seed, e])`` and every epoch starts from a fresh
+factorization, so a resumed run reproduces the uninterrupted history exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .circuit import Circuit
+from .constraints import as_constraint, from_space, to_space
+from .errors import ParameterError, ShapeError
+from .gradient import loss_and_grad
+from .losses import CrossEntropy
+from .optim import Optimizer, get_optimizer, get_schedule
+from .partial import next_factorization, resolve_mask
+from .rules.base import Analytical, Rule
+
+__all__ = ["Trainer", "TrainResult", "History", "Callback", "EarlyStopping", "LambdaCallback",
+           "evaluate"]
+
+CHECKPOINT_INDEX = "checkpoint.json"
+
+
+# ----------------------------------------------------------------------------- history
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _jsonable(v):
+    if isinstance(v, (np.floating, float)):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+class History:
+    """Per-epoch records (list of dicts); ``history["loss"]`` is the column as an array
+    (NaN where a record lacks the key)."""
+
+    def __init__(self, records: Sequence[dict] | None = None):
+        self.records: list[dict] = [dict(r) for r in (records or [])]
+
+    def append(self, record: dict) -> None:
+        self.records.append(dict(record))
+
+    @property
+    def keys(self) -> list[str]:
+        keys: list[str] = []
+        for r in self.records:
+            keys += [k for k in r if k not in keys]
+        return keys
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self.keys:
+            raise KeyError(f"history has no column {key!r}; columns: {self.keys}")
+        return np.array([np.nan if r.get(key) is None else r[key] for r in self.records], dtype=float)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __eq__(self, other):
+        return isinstance(other, History) and self.to_dicts() == other.to_dicts()
+
+    def to_dicts(self) -> list[dict]:
+        return [{k: _jsonable(v) for k, v in r.items()} for r in self.records]
+
+    def to_json(self, path: str | None = None) -> str:
+        """JSON text (a list of records, NaN written as null); written atomically to ``path``."""
+        text = json.dumps(self.to_dicts(), indent=1)
+        if path is not None:
+            _atomic_write_text(path, text)
+        return text
+
+    def to_csv(self, path: str | None = None) -> str:
+        """CSV text with one row per epoch (empty cell for a missing value)."""
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.keys, lineterminator="\n")
+        w.writeheader()
+        for r in self.to_dicts():
+            w.writerow({k: ("" if r.get(k) is None else repr(r[k]) if isinstance(r[k], float) else r[k])
+                        for k in self.keys})
+        text = buf.getvalue()
+        if path is not None:
+            _atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_json(cls, path_or_text: str) -> "History":
+        text = path_or_text
+        if not path_or_text.lstrip().startswith("["):
+            with open(path_or_text, encoding="utf-8") as fh:
+                text = fh.read()
+        return cls(json.loads(text))
+
+    def __repr__(self):
+        return f"History({len(self)} epochs, columns={self.keys})"
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """Final conductances (m,), the :class:`History`, and run information."""
+
+    conductances: np.ndarray
+    history: History
+    tunable: np.ndarray
+    epochs_run: int
+    stopped: bool = False
+    timings: list = field(default_factory=list)  # wall seconds per epoch run in this call
+
+    @property
+    def resistances(self) -> np.ndarray:
+        return 1.0 / self.conductances
+
+
+# ----------------------------------------------------------------------------- callbacks
+class Callback:
+    """Hooks called by :class:`Trainer`; set ``trainer.stop_training = True`` to stop after
+    the current step (``on_step_end``) or epoch (``on_epoch_end``)."""
+
+    def on_train_begin(self, trainer: "Trainer", info: dict) -> None: ...
+
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None: ...
+
+    def on_step_end(self, trainer: "Trainer", info: dict) -> None: ...
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, record: dict) -> None: ...
+
+    def on_train_end(self, trainer: "Trainer", result: TrainResult) -> None: ...
+
+
+class LambdaCallback(Callback):
+    """A callback from plain functions (any of ``on_step_end``, ``on_epoch_end``, ...)."""
+
+    def __init__(self, **hooks):
+        allowed = {"on_train_begin", "on_epoch_begin", "on_step_end", "on_epoch_end", "on_train_end"}
+        unknown = set(hooks) - allowed
+        if unknown:
+            raise ValueError(f"unknown callback hook(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        for name, fn in hooks.items():
+            setattr(self, name, fn)
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    def __init__(self, monitor: str = "loss", patience: int = 5, min_delta: float = 0.0, mode: str = "min"):
+        self.monitor, self.patience, self.min_delta, self.mode = monitor, int(patience), float(min_delta), mode
+        self.best, self.wait = None, 0
+
+    def on_train_begin(self, trainer, info):
+        self.best, self.wait = None, 0
+
+    def on_epoch_end(self, trainer, epoch, record):
+        v = record.get(self.monitor)
+        if v is None or not math.isfinite(v):
+            return
+        sign = 1.0 if self.mode == "min" else -1.0
+        if self.best is None or sign * (self.best - v) > self.min_delta:
+            self.best, self.wait = v, 0
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                trainer.stop_training = True
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _labels(y) -> np.ndarray:
+    y = np.asarray(y)
+    return np.argmax(y, axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1).astype(np.int64)
+
+
+def evaluate(circuit: Circuit, conductances, x, y, loss, accuracy: bool = False,
+             factorization=None) -> dict:
+    """``{"loss": mean C_s, "accuracy": mean(argmax o == label)}`` with one batched solve."""
+    fac = factorization if factorization is not None else circuit.factorize(conductances)
+    out = fac.solve(x).outputs
+    values, _ = loss(out, y)
+    res = {"loss": float(values.mean())}
+    if accuracy:
+        res["accuracy"] = float(np.mean(np.argmax(out, axis=1) == _labels(y)))
+    return res
+
+
+# ----------------------------------------------------------------------------- trainer
+class Trainer:
+    """Minibatch training of a circuit's conductances with any :class:`~kirchnet.rules.Rule`.
+
+    Parameters
+    ----------
+    rule: the gradient estimator (default :class:`~kirchnet.rules.Analytical` with MSE);
+        its ``loss`` is the training loss.
+    optimizer: an :class:`~kirchnet.optim.Optimizer` or ``"sgd" | "momentum" | "adam"``.
+    lr: base learning rate when ``optimizer`` is a name (ignored for instances).
+    epochs, batch_size: passes over the data and minibatch size.
+    shuffle, seed: reshuffle every epoch with ``default_rng([seed, epoch])``.
+    schedule: learning-rate multiplier per epoch (:mod:`kirchnet.optim`), ``None`` = constant.
+    tunable: mask spec (:func:`kirchnet.partial.resolve_mask`); ``None`` = all edges.
+    constraints: a :class:`~kirchnet.constraints.Constraint` or a list (applied in order).
+    parametrization: ``"conductance"`` (optimize ``g``) or ``"resistance"`` (optimize ``r``).
+    accuracy: record classification accuracy (default: when the loss is cross-entropy).
+    cosine: record the mean cosine similarity of the estimate to the exact gradient.
+    callbacks: :class:`Callback` instances.
+    checkpoint_dir, checkpoint_every: write a checkpoint every N epochs (and at the end).
+    history_dir: write ``history.json`` and ``history.csv`` there after every epoch.
+    progress: show a progress bar (tqdm).
+    clip: safety range for conductances ``(g_min, g_max)`` applied after every step so that
+        the circuit stays well-posed (use :class:`~kirchnet.constraints.Bounds` for devices).
+    max_rank: low-rank update threshold passed to ``CircuitFactorization.update``
+        (``None``: its default; ``0``: always refactor).
+    """
+
+    def __init__(self, rule: Rule | None = None, optimizer: Optimizer | str = "adam", lr: float | None = None,
+                 epochs: int = 20, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
+                 schedule=None, tunable=None, constraints=None, parametrization: str = "conductance",
+                 accuracy: bool | None = None, cosine: bool = False, callbacks: Sequence[Callback] = (),
+                 checkpoint_dir: str | None = None, checkpoint_every: int = 1,
+                 history_dir: str | None = None, progress: bool = False,
+                 clip: tuple[float, float] = (1e-6, 1e6), max_rank: int | None = None):
+        self.rule = rule if rule is not None else Analytical()
+        if not hasattr(self.rule, "estimate"):
+            raise TypeError(f"rule must be a kirchnet Rule, got {type(rule).__name__}")
+        self.optimizer = get_optimizer(optimizer, lr)
+        if int(epochs) < 0 or int(batch_size) < 1:
+            raise ParameterError(f"need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
+        self.epochs, self.batch_size = int(epochs), int(batch_size)
+        self.shuffle, self.seed = bool(shuffle), seed
+        self.schedule = get_schedule(schedule, epochs)
+        self.tunable = tunable
+        self.constraints = as_constraint(constraints)
+        aliases = {"g": "conductance", "r": "resistance"}
+        parametrization = aliases.get(parametrization, parametrization)
+        if parametrization not in ("conductance", "resistance"):
+            raise ValueError(f"parametrization must be 'conductance' or 'resistance', got {parametrization!r}")
+        self.parametrization = parametrization
+        self.accuracy = isinstance(self.rule.loss, CrossEntropy) if accuracy is None else bool(accuracy)
+        self.cosine = bool(cosine)
+        self.callbacks = list(callbacks)
+        if int(checkpoint_every) < 1:
+            raise ParameterError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, int(checkpoint_every)
+        self.history_dir = history_dir
+        self.progress = bool(progress)
+        lo, hi = (float(c) for c in clip)
+        if not 0 < lo < hi:
+            raise ParameterError(f"clip must satisfy 0 < g_min < g_max, got {clip}")
+        self.clip = (lo, hi)
+        self.max_rank = max_rank
+        self.stop_training = False
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state_arrays(self, g) -> tuple[dict, dict]:
+        arrays = {"conductances": g}
+        scalars = {}
+        for k, v in self.optimizer.state_dict().items():
+            if isinstance(v, np.ndarray):
+                arrays[f"opt.{k}"] = v
+            else:
+                scalars[k] = v
+        return arrays, scalars
+
+    def save_checkpoint(self, epoch: int, g: np.ndarray, history: History) -> str:
+        """Write ``ckpt-EPOCH.npz`` and then ``checkpoint.json`` atomically; returns the npz path."""
+        d = self.checkpoint_dir
+        os.makedirs(d, exist_ok=True)
+        arrays, scalars = self._state_arrays(g)
+        name = f"ckpt-{epoch:06d}.npz"
+        path = os.path.join(d, name)
+        tmp = os.path.join(d, f".{name}.tmp{os.getpid()}.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+        index = {"epoch": epoch, "arrays": name, "n_edges": int(g.size),
+                 "optimizer": type(self.optimizer).__name__, "optimizer_scalars": scalars,
+                 "optimizer_none": [k for k, v in self.optimizer.state_dict().items() if v is None],
+                 "constraints": self.constraints.state_dict(), "rule": repr(self.rule),
+                 "parametrization": self.parametrization, "history": history.to_dicts()}
+        _atomic_write_text(os.path.join(d, CHECKPOINT_INDEX), json.dumps(index))
+        for old in glob.glob(os.path.join(d, "ckpt-*.npz")):
+            if os.path.basename(old) != name:
+                os.remove(old)
+        return path
+
+    def load_checkpoint(self, n_edges: int):
+        """``(epoch, conductances, history)`` from ``checkpoint_dir``, or None if there is none;
+        restores optimizer and constraint state."""
+        if self.checkpoint_dir is None:
+            raise ParameterError("resume=True needs checkpoint_dir")
+        idx_path = os.path.join(self.checkpoint_dir, CHECKPOINT_INDEX)
+        if not os.path.exists(idx_path):
+            return None
+        with open(idx_path, encoding="utf-8") as fh:
+            index = json.load(fh)
+        if index["n_edges"] != n_edges:
+            raise ShapeError(f"checkpoint in {self.checkpoint_dir} has {index['n_edges']} edges, "
+                             f"the circuit has {n_edges}")
+        if index["optimizer"] != type(self.optimizer).__name__:
+            raise ParameterError(f"checkpoint was written with optimizer {index['optimizer']}, "
+                                 f"resuming with {type(self.optimizer).__name__}")
+        with np.load(os.path.join(self.checkpoint_dir, index["arrays"])) as data:
+            g = np.array(data["conductances"])
+            state = {k[4:]: np.array(data[k]) for k in data.files if k.startswith("opt.")}
+        state.update(index["optimizer_scalars"])
+        state.update({k: None for k in index["optimizer_none"]})
+        self.optimizer.load_state_dict(state)
+        self.constraints.load_state_dict(index["constraints"])
+        return int(index["epoch"]), g, History(index["history"])
+
+    # ------------------------------------------------------------------ helpers
+    def _call(self, hook: str, *args):
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    def _evaluate(self, circuit, g, X, Y, Xv, Yv, fac) -> dict:
+        loss = self.rule.loss
+        rec = evaluate(circuit, g, X, Y, loss, self.accuracy, fac)
+        if Xv is not None:
+            v = evaluate(circuit, g, Xv, Yv, loss, self.accuracy, fac)
+            rec.update({f"val_{k}": val for k, val in v.items()})
+        return rec
+
+    def _step(self, circuit, g, mask, xb, yb, lr, fac):
+        res = self.rule.estimate(circuit, g, xb, yb, factorization=fac)
+        est = np.asarray(res.estimate, dtype=float)
+        if est.shape != g.shape:
+            raise ShapeError(f"rule {self.rule!r} returned an estimate of shape {est.shape}, expected {g.shape}")
+        cos = math.nan
+        if self.cosine:
+            _, exact = loss_and_grad(circuit, g, xb, yb, loss=self.rule.loss, factorization=fac)
+            a, b = est[mask], exact[mask]
+            den = np.linalg.norm(a) * np.linalg.norm(b)
+            cos = float(a @ b / den) if den > 0 else math.nan
+        space = self.parametrization
+        d = est if space == "conductance" else -(g * g) * est  # dC/dr = -g^2 dC/dg
+        d = np.where(mask, d, 0.0)
+        p_new = self.optimizer.step(to_space(g, space), d, lr)
+        lo, hi = self.clip
+        p_lo, p_hi = (lo, hi) if space == "conductance" else (1.0 / hi, 1.0 / lo)
+        g_new = from_space(np.clip(p_new, p_lo, p_hi), space)
+        g_new = self.constraints.apply(g_new, g, space)
+        g_new = np.clip(np.nan_to_num(g_new, nan=lo, posinf=hi, neginf=lo), lo, hi)
+        g_new = np.where(mask, g_new, g)
+        return g_new, float(res.loss), cos
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, circuit: Circuit, g0, x, y, x_val=None, y_val=None, resume: bool = False) -> TrainResult:
+        """Train from conductances ``g0`` (m,) on ``x`` (n, n_inputs), ``y`` (targets of the
+        rule's loss); with ``resume=True`` continue from the checkpoint in ``checkpoint_dir``
+        when there is one. Returns a :class:`TrainResult`."""
+        g = circuit.check_conductances(g0).copy()
+        mask = resolve_mask(self.tunable, circuit)
+        X = np.asarray(x, dtype=float)
+        if X.ndim != 2 or X.shape[1] != circuit.n_inputs:
+            raise ShapeError(f"x must have shape (n_samples, {circuit.n_inputs}), got {X.shape}")
+        Y = np.asarray(y)
+        if len(Y) != len(X):
+            raise ShapeError(f"x has {len(X)} samples but y has {len(Y)}")
+        if len(X) == 0:
+            raise ShapeError("cannot train on an empty data set")
+        Xv = Yv = None
+        if x_val is not None:
+            Xv, Yv = np.asarray(x_val, dtype=float), np.asarray(y_val)
+            if Xv.ndim != 2 or Xv.shape[1] != circuit.n_inputs or len(Yv) != len(Xv):
+                raise ShapeError("x_val must have shape (n_val, n_inputs) and y_val n_val rows")
+        self.stop_training = False
+        loaded = self.load_checkpoint(g.size) if resume else None
+        if loaded is not None:
+            start, g, history = loaded  # optimizer and constraint state restored too
+        else:
+            self.optimizer.reset()
+            history = History()
+            start = 0
+            fac = circuit.factorize(g)
+            history.append({"epoch": 0, "lr": math.nan, "batch_loss": math.nan,
+                            **self._evaluate(circuit, g, X, Y, Xv, Yv, fac),
+                            **({"cosine": math.nan} if self.cosine else {}), "low_rank_updates": 0})
+        self._call("on_train_begin", {"start_epoch": start, "tunable": mask, "conductances": g})
+        n = len(X)
+        timings = []
+        bar = None
+        if self.progress:
+            try:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=self.epochs, initial=min(start, self.epochs), desc="training", unit="epoch")
+            except ImportError:  # pragma: no cover
+                bar = None
+        epoch = start
+        try:
+            for epoch in range(start + 1, self.epochs + 1):
+                t0 = time.perf_counter()
+                self._call("on_epoch_begin", epoch)
+                lr = self.optimizer.lr * float(self.schedule(epoch - 1))
+                order = (np.random.default_rng([int(self.seed), epoch]).permutation(n)
+                         if self.shuffle else np.arange(n))
+                fac = None
+                batch_losses, cosines, low_rank, complete = [], [], 0, True
+                for step, i in enumerate(range(0, n, self.batch_size)):
+                    idx = order[i:i + self.batch_size]
+                    fac, used_update = next_factorization(fac, circuit, g, self.max_rank)
+                    low_rank += int(used_update)
+                    g, bl, cos = self._step(circuit, g, mask, X[idx], Y[idx], lr, fac)
+                    batch_losses.append(bl)
+                    cosines.append(cos)
+                    self._call("on_step_end", {"epoch": epoch, "step": step, "conductances": g,
+                                               "batch_loss": bl, "lr": lr, "tunable": mask})
+                    if self.stop_training:
+                        complete = i + self.batch_size >= n
+                        break
+                rec = {"epoch": epoch, "lr": lr, "batch_loss": float(np.mean(batch_losses)),
+                       **self._evaluate(circuit, g, X, Y, Xv, Yv, circuit.factorize(g))}
+                if self.cosine:
+                    rec["cosine"] = float(np.nanmean(cosines)) if np.isfinite(cosines).any() else math.nan
+                rec["low_rank_updates"] = low_rank
+                history.append(rec)
+                if complete and self.checkpoint_dir is not None and (
+                        epoch % self.checkpoint_every == 0 or epoch == self.epochs or self.stop_training):
+                    self.save_checkpoint(epoch, g, history)
+                if self.history_dir is not None:
+                    os.makedirs(self.history_dir, exist_ok=True)
+                    history.to_json(os.path.join(self.history_dir, "history.json"))
+                    history.to_csv(os.path.join(self.history_dir, "history.csv"))
+                timings.append(time.perf_counter() - t0)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{rec['loss']:.4g}")
+                self._call("on_epoch_end", epoch, rec)
+                if self.stop_training:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        result = TrainResult(g, history, mask, epochs_run=len(history) - 1,
+                             stopped=self.stop_training, timings=timings)
+        self._call("on_train_end", result)
+        return result
