@@ -15,6 +15,9 @@ solve, records the learning rate, the mean minibatch loss, the number of low-ran
 updates, and optionally the mean cosine similarity between the rule's estimate and the
 exact gradient (on the tunable edges). ``history[0]`` is the evaluation before training.
 
+A stop requested mid-epoch (``trainer.stop_training`` in ``on_step_end``) records the partial
+epoch but does not checkpoint it.
+
 Checkpoints (every ``checkpoint_every`` epochs) hold the conductances, optimizer and
 constraint state and the history; they are written atomically (temporary file +
 ``os.replace``; the JSON index is replaced last). Shuffling draws the permutation of

@@ -1,0 +1,246 @@
+"""Optimizers, schedules and the Trainer: teacher-student training, partial updates,
+resistance parametrization, callbacks, history files and exact resume from checkpoints."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from kirchnet import Circuit, CrossEntropy, ParameterError, ShapeError, topologies
+from kirchnet.constraints import UpdateNoise
+from kirchnet.optim import SGD, Adam, Constant, Cosine, ExponentialDecay, Momentum, StepDecay, get_optimizer
+from kirchnet.partial import random_mask
+from kirchnet.rules import Analytical
+from kirchnet.training import Callback, EarlyStopping, History, LambdaCallback, Trainer, evaluate
+
+
+# ----------------------------------------------------------------------------- optimizers
+def test_sgd_and_momentum_formulas():
+    p, d = np.array([1.0, 2.0]), np.array([0.5, -1.0])
+    np.testing.assert_allclose(SGD(0.1).step(p, d), p - 0.1 * d)
+    mo = Momentum(0.1, beta=0.5)
+    p1 = mo.step(p, d)                      # v = d
+    p2 = mo.step(p1, d)                     # v = 0.5 d + d
+    np.testing.assert_allclose(p1, p - 0.1 * d)
+    np.testing.assert_allclose(p2, p1 - 0.1 * 1.5 * d)
+    ne = Momentum(0.1, beta=0.5, nesterov=True)
+    np.testing.assert_allclose(ne.step(p, d), p - 0.1 * (d + 0.5 * d))
+
+
+def test_adam_first_step_and_quadratic():
+    a = Adam(0.01)
+    d = np.array([3.0, -1e-3, 0.0])
+    step = np.array([1.0, 1.0, 1.0]) - a.step(np.ones(3), d)
+    np.testing.assert_allclose(step, 0.01 * d / (np.abs(d) + 1e-8))  # bias-corrected: lr * sign
+    # minimizes an ill-conditioned quadratic 1/2 sum h p^2
+    h = np.array([1.0, 100.0])
+    p, opt = np.array([1.0, 1.0]), Adam(0.05)
+    for _ in range(600):
+        p = opt.step(p, h * p)
+    assert np.all(np.abs(p) < 1e-2)
+
+
+@pytest.mark.parametrize("make", [lambda: SGD(0.1), lambda: Momentum(0.1, 0.9), lambda: Adam(0.1)])
+def test_optimizer_state_roundtrip(make):
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(6, 4))
+    a = make()
+    p = np.ones(4)
+    for gr in grads[:3]:
+        p = a.step(p, gr)
+    b = make()
+    b.load_state_dict({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in a.state_dict().items()})
+    pa, pb = p.copy(), p.copy()
+    for gr in grads[3:]:
+        pa, pb = a.step(pa, gr), b.step(pb, gr)
+    np.testing.assert_array_equal(pa, pb)
+
+
+def test_schedules():
+    assert Constant()(7) == 1.0
+    s = StepDecay(3, 0.5)
+    assert [s(e) for e in range(7)] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25]
+    assert ExponentialDecay(0.9)(2) == pytest.approx(0.81)
+    c = Cosine(10, min_factor=0.1)
+    assert c(0) == pytest.approx(1.0) and c(10) == pytest.approx(0.1) and c(20) == pytest.approx(0.1)
+    assert c(5) == pytest.approx(0.55)
+    vals = [c(e) for e in range(11)]
+    assert all(a >= b for a, b in zip(vals, vals[1:]))
+    with pytest.raises(ParameterError):
+        StepDecay(0)
+    with pytest.raises(ValueError):
+        get_optimizer("rmsprop")
+
+
+# ----------------------------------------------------------------------------- tasks
+def teacher_student(seed=0, n=40, n_in=3, n_out=2, samples=96):
+    """Targets from a hidden random network of the same topology (a realizable task)."""
+    net = topologies.random_connected(n, mean_degree=4, seed=seed)
+    c = Circuit(net, ground=0, inputs=list(range(1, 1 + n_in)),
+                outputs=list(range(n - n_out, n)))
+    rng = np.random.default_rng(seed + 100)
+    g_teacher = np.exp(rng.uniform(np.log(0.2), np.log(5.0), net.n_edges))
+    x = rng.uniform(-1, 1, (samples, n_in))
+    return c, g_teacher, x, c.solve(g_teacher, x).outputs
+
+
+@pytest.fixture(scope="module")
+def task():
+    return teacher_student()
+
+
+def test_teacher_student_analytical_100x(task):
+    c, gt, x, y = task
+    g0 = np.ones(c.network.n_edges)
+    res = Trainer(Analytical(), Adam(0.05), epochs=30, batch_size=16, cosine=True).fit(c, g0, x, y)
+    L = res.history["loss"]
+    assert L[0] / L[-1] > 100
+    assert L[0] == pytest.approx(evaluate(c, g0, x, y, Analytical().loss)["loss"])
+    assert L[-1] == pytest.approx(evaluate(c, res.conductances, x, y, Analytical().loss)["loss"])
+    np.testing.assert_allclose(res.history["cosine"][1:], 1.0)  # exact rule vs exact gradient
+    assert res.epochs_run == 30 and len(res.history) == 31
+
+
+def test_teacher_student_half_tunable(task):
+    c, gt, x, y = task
+    m = c.network.n_edges
+    mask = random_mask(m, 0.5, seed=1)
+    g0 = np.ones(m)
+    res = Trainer(Analytical(), Adam(0.05), epochs=30, batch_size=16, tunable=mask).fit(c, g0, x, y)
+    L = res.history["loss"]
+    assert L[0] / L[-1] > 30  # measured: > 1e4 on this task
+    assert np.all(res.conductances[~mask] == 1.0)
+    assert np.any(res.conductances[mask] != 1.0)
+
+
+def test_resistance_parametrization(task):
+    c, gt, x, y = task
+    g0 = np.ones(c.network.n_edges)
+    steps = []
+    cb = LambdaCallback(on_step_end=lambda tr, info: steps.append(info["conductances"].copy()))
+    tr = Trainer(Analytical(), SGD(0.5), epochs=1, batch_size=len(x), shuffle=False,
+                 parametrization="resistance", callbacks=[cb])
+    res = tr.fit(c, g0, x, y)
+    # one full-batch SGD step in r: r1 = r0 - lr * dC/dr, dC/dr = -g^2 dC/dg
+    from kirchnet import loss_and_grad
+    _, grad_g = loss_and_grad(c, g0, x, y)
+    np.testing.assert_allclose(1.0 / steps[0], 1.0 / g0 - 0.5 * (-(g0 ** 2) * grad_g), rtol=1e-12)
+    res = Trainer(Analytical(), Adam(0.05), epochs=30, batch_size=16,
+                  parametrization="resistance").fit(c, g0, x, y)
+    L = res.history["loss"]
+    assert L[0] / L[-1] > 100
+
+
+def test_ep_training_100x(task):
+    from kirchnet.rules import EquilibriumPropagation
+
+    c, gt, x, y = task
+    g0 = np.ones(c.network.n_edges)
+    rule = EquilibriumPropagation(beta=1e-3, variant="centered", nudge="current")
+    res = Trainer(rule, Adam(0.05), epochs=30, batch_size=16, cosine=True).fit(c, g0, x, y)
+    L = res.history["loss"]
+    assert L[0] / L[-1] > 100
+    # centered EP with a fixed-current nudge is exact in a linear network
+    assert np.nanmin(res.history["cosine"][1:]) > 1 - 1e-6
+
+
+def test_classification_accuracy():
+    net = topologies.random_connected(30, mean_degree=4, seed=3)
+    c = Circuit(net, ground=0, inputs=[1, 2], outputs=[20, 21])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (80, 2))
+    labels = (x[:, 0] > x[:, 1]).astype(int)
+    res = Trainer(Analytical(CrossEntropy(temperature=0.05)), Adam(0.05), epochs=25,
+                  batch_size=16).fit(c, np.ones(net.n_edges), x, labels, x_val=x[:20], y_val=labels[:20])
+    acc = res.history["accuracy"]
+    assert "val_accuracy" in res.history.keys and "val_loss" in res.history.keys
+    out = c.solve(res.conductances, x).outputs
+    assert acc[-1] == pytest.approx(np.mean(out.argmax(1) == labels))
+    assert acc[-1] >= 0.9 and res.history["loss"][-1] < res.history["loss"][0]
+
+
+# ----------------------------------------------------------------------------- callbacks, files, resume
+def test_callbacks_stop_and_early_stopping(task):
+    c, gt, x, y = task
+    g0 = np.ones(c.network.n_edges)
+
+    class StopAt(Callback):
+        def on_epoch_end(self, trainer, epoch, record):
+            if epoch == 2:
+                trainer.stop_training = True
+
+    res = Trainer(epochs=10, batch_size=32, callbacks=[StopAt()]).fit(c, g0, x, y)
+    assert res.stopped and res.epochs_run == 2
+    es = EarlyStopping("loss", patience=2, min_delta=1e9)  # nothing counts as an improvement
+    res = Trainer(epochs=10, batch_size=32, callbacks=[es]).fit(c, g0, x, y)
+    assert res.stopped and res.epochs_run == 3  # best at epoch 1, two epochs without improvement
+
+
+def test_history_files(task, tmp_path):
+    c, gt, x, y = task
+    res = Trainer(epochs=3, batch_size=32, history_dir=str(tmp_path), progress=True).fit(
+        c, np.ones(c.network.n_edges), x, y)
+    h = History.from_json(str(tmp_path / "history.json"))
+    assert h == res.history and len(h) == 4
+    lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert lines[0].split(",")[:3] == ["epoch", "lr", "batch_loss"] and len(lines) == 5
+    loss_col = lines[0].split(",").index("loss")
+    np.testing.assert_array_equal([float(r.split(",")[loss_col]) for r in lines[1:]], res.history["loss"])
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+def _resumable(ckpt, epochs, callbacks=()):
+    return Trainer(Analytical(), Adam(0.03), epochs=epochs, batch_size=16, seed=5,
+                   constraints=[UpdateNoise(0.2, seed=3)], tunable=0.7, cosine=True,
+                   checkpoint_dir=ckpt, checkpoint_every=2, callbacks=callbacks)
+
+
+def test_resume_after_interrupt_gives_identical_history(task, tmp_path):
+    c, gt, x, y = task
+    g0 = np.ones(c.network.n_edges)
+    full = _resumable(str(tmp_path / "full"), 7).fit(c, g0, x, y, x_val=x[:10], y_val=y[:10])
+
+    def boom(trainer, info):
+        if info["epoch"] == 5 and info["step"] == 2:
+            raise KeyboardInterrupt
+
+    ck = str(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        _resumable(ck, 7, [LambdaCallback(on_step_end=boom)]).fit(c, g0, x, y, x_val=x[:10], y_val=y[:10])
+    idx = json.loads(open(os.path.join(ck, "checkpoint.json")).read())
+    assert idx["epoch"] == 4 and len(os.listdir(ck)) == 2  # index + one npz, no temp files
+    resumed = _resumable(ck, 7).fit(c, g0, x, y, x_val=x[:10], y_val=y[:10], resume=True)
+    assert resumed.history == full.history  # exact equality of every recorded number
+    np.testing.assert_array_equal(resumed.conductances, full.conductances)
+
+
+def test_resume_with_more_epochs(task, tmp_path):
+    c, gt, x, y = task
+    g0 = np.ones(c.network.n_edges)
+    full = _resumable(None, 5).fit(c, g0, x, y)
+    ck = str(tmp_path / "ck")
+    _resumable(ck, 3).fit(c, g0, x, y)
+    resumed = _resumable(ck, 5).fit(c, g0, x, y, resume=True)
+    np.testing.assert_array_equal(resumed.history["loss"], full.history["loss"])
+    assert resumed.history == full.history
+    # resume with nothing to do returns the stored state
+    again = _resumable(ck, 5).fit(c, g0, x, y, resume=True)
+    assert again.history == full.history and again.timings == []
+
+
+def test_input_errors(task):
+    c, gt, x, y = task
+    g0 = np.ones(c.network.n_edges)
+    with pytest.raises(ShapeError):
+        Trainer(epochs=1).fit(c, g0, x[:, :2], y)
+    with pytest.raises(ShapeError):
+        Trainer(epochs=1).fit(c, g0, x, y[:5])
+    with pytest.raises(ValueError):
+        Trainer(parametrization="log")
+    with pytest.raises(ParameterError):
+        Trainer(clip=(1.0, 0.5))
+    with pytest.raises(ParameterError):
+        Trainer(epochs=1).fit(c, g0, x, y, resume=True)  # resume needs a checkpoint_dir
+    assert math.isnan(Trainer(epochs=0).fit(c, g0, x, y).history["lr"][0])
