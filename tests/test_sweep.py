@@ -1,0 +1,379 @@
+"""Tests of kirchnet.sweep: grid expansion, validation, Dask execution, fault tolerance.
+
+The cluster tests use a tiny, slow, deterministic runner defined here (pickled by value
+so that the Dask worker processes need not import this file) whose metrics are known in
+closed form, so tables and aggregates are checked against independently computed numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")  # the 'dist' extra: dask, pandas, pyarrow
+pd = pytest.importorskip("pandas")
+cloudpickle = pytest.importorskip("cloudpickle")
+
+from kirchnet.sweep import (  # noqa: E402
+    RunFailed,
+    SweepSpec,
+    SweepSpecError,
+    expand,
+    load_sweep,
+    run_id_of,
+    run_sweep,
+)
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def toy_runner(config: dict, out_dir=None) -> dict:
+    """loss = 10 * x + seed (+ 100 for rule 'b'); optional sleep, failure, start log."""
+    if config.get("log"):
+        with open(config["log"], "a") as fh:
+            fh.write(f"start {config['x']} {config['seed']} {config.get('rule', '')} {os.getpid()}\n")
+    time.sleep(config.get("sleep", 0.0))
+    if config["x"] == config.get("fail_at"):
+        raise ValueError(f"bad x={config['x']}")
+    if config.get("flaky_marker"):  # fail on the first attempt only
+        marker = Path(config["flaky_marker"]) / f"{config['x']}-{config['seed']}"
+        if not marker.exists():
+            marker.touch()
+            raise RuntimeError("transient failure")
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "artifact.txt").write_text("ok")
+    offset = 100.0 if config.get("rule") == "b" else 0.0
+    return {"loss": 10.0 * config["x"] + config["seed"] + offset,
+            "nested": {"acc": np.float64(0.5)}, "worker_pid": os.getpid()}
+
+
+def spec_dict(tmp_path: Path, **base) -> dict:
+    return {
+        "sweep": {"name": "toy", "seeds": [0, 1, 2]},
+        "base": {"x": 0.0, "seed": 0, **base},
+        "grid": {"x": [1.0, 2.0]},
+    }
+
+
+def write_toml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=":0", silence_logs=50)
+    c = Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def run_files(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "runs").iterdir())
+
+
+# --------------------------------------------------------------------------- expansion
+
+
+def test_expand_grid_variants_seeds(tmp_path):
+    base_file = write_toml(tmp_path / "train.toml", 'x = 5.0\nrule = "a"\n[opt]\nlr = 0.1\nmom = 0.9\n')
+    spec = SweepSpec.from_toml(write_toml(tmp_path / "s.toml", """
+[sweep]
+name = "t"
+n_seeds = 2
+base_config = "train.toml"
+[base]
+opt = { lr = 0.5 }
+seed = 7
+[grid]
+x = [1.0, 2.0, 3.0]
+[variants.rule.a]
+set = { rule = "a" }
+[variants.rule.b]
+set = { rule = "b", "opt.beta" = 0.3 }
+grid = { "opt.eta" = [0.1, 0.2] }
+"""))
+    runs = expand(spec, validate=False)
+    # (1 + 2 variants) x 3 x values x 2 seeds
+    assert len(runs) == 3 * 3 * 2
+    assert len({r.run_id for r in runs}) == len(runs)
+    assert spec.axis_names() == ["rule", "opt.eta", "x", "seed"]
+    first = runs[0]
+    assert first.labels == {"rule": "a", "x": 1.0, "seed": 0}
+    # base_config merged with [base] (deep merge keeps opt.mom), seed axis overrides base seed
+    assert first.config == {"x": 1.0, "rule": "a", "opt": {"lr": 0.5, "mom": 0.9}, "seed": 0}
+    assert [r.labels["seed"] for r in runs[:4]] == [0, 1, 0, 1]  # seeds innermost
+    b = [r for r in runs if r.labels["rule"] == "b"]
+    assert len(b) == 12
+    assert {r.config["opt"]["eta"] for r in b} == {0.1, 0.2}
+    assert all(r.config["opt"]["beta"] == 0.3 and r.config["opt"]["mom"] == 0.9 for r in b)
+    assert all("eta" not in r.config["opt"] for r in runs if r.labels["rule"] == "a")
+    # expansion is deterministic: same ids in the same order
+    assert [r.run_id for r in expand(spec, validate=False)] == [r.run_id for r in runs]
+
+
+def test_run_id_is_hash_of_canonical_config():
+    a = {"rule": {"name": "ep", "beta": 0.1}, "seed": 1}
+    b = {"seed": 1, "rule": {"beta": 0.1, "name": "ep"}}
+    assert run_id_of(a) == run_id_of(b)
+    assert len(run_id_of(a)) == 16 and int(run_id_of(a), 16) >= 0
+    assert run_id_of(a) != run_id_of({**a, "seed": 2})
+    assert run_id_of(a) != run_id_of({"rule": {"name": "ep", "beta": 0.1000001}, "seed": 1})
+
+
+def test_validator_normalizes_and_dedupes():
+    spec = SweepSpec.from_dict({"base": {"x": 1}, "grid": {"y": [1, 2, 3]}})
+    # a validator that drops y: every run normalizes to the same config -> one run
+    runs = expand(spec, validate=lambda cfg: {"x": cfg["x"]})
+    assert len(runs) == 1 and runs[0].run_id == run_id_of({"x": 1})
+
+
+INVALID = {
+    "unknown_key": ("[sweep]\nname = 't'\nseedz = [1]\n", "sweep.seedz: unknown key"),
+    "wrong_type": ("[sweep]\nseeds = 'abc'\n", "sweep.seeds"),
+    "both_seeds": ("[sweep]\nseeds = [1]\nn_seeds = 2\n", "either 'seeds'"),
+    "empty_axis": ("[grid]\nx = []\n", "axis 'x' has no values"),
+    "not_a_list": ("[grid]\nx = 3\n", "grid.x"),
+    "overlap": ("[grid]\n'rule.beta' = [1, 2]\n[variants.rule.ep]\nset = { rule = { beta = 3 } }\n",
+                "both set 'rule.beta'"),
+    "seed_on_axis": ("[sweep]\nseeds = [1, 2]\n[grid]\nseed = [3]\n", "both set 'seed'"),
+    "bad_toml": ("[sweep\nname = 1\n", "not valid TOML"),
+    "variant_key": ("[variants.rule.ep]\nsett = { a = 1 }\n", "variants.rule.ep.sett: unknown key"),
+    "missing_base": ("[sweep]\nbase_config = 'nope.toml'\n", "file not found"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_sweep_file_gives_clear_error(tmp_path, case):
+    text, expected = INVALID[case]
+    path = write_toml(tmp_path / "bad.toml", text)
+    with pytest.raises(SweepSpecError) as info:
+        spec = load_sweep(path)
+        expand(spec, validate=False)
+    assert expected in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_invalid_run_config_names_the_run(tmp_path):
+    spec = SweepSpec.from_dict({"sweep": {"seeds": [0, 1]}, "base": {"x": 1}, "grid": {"lr": [0.1, -1.0]}})
+
+    def validate(cfg):
+        if cfg["lr"] <= 0:
+            raise ValueError("lr must be > 0")
+        return cfg
+
+    with pytest.raises(SweepSpecError) as info:
+        expand(spec, validate=validate)
+    msg = str(info.value)
+    assert "2 run config(s)" in msg and "lr=-1.0, seed=0" in msg and "lr must be > 0" in msg
+    # nothing is executed for an invalid sweep, not even the valid runs
+    with pytest.raises(SweepSpecError):
+        run_sweep(spec, tmp_path / "out", runner=toy_runner, validate=validate, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_file_and_cli_error(tmp_path):
+    typer = pytest.importorskip("typer")
+    from typer.testing import CliRunner
+
+    from kirchnet.sweep import register
+
+    with pytest.raises(SweepSpecError, match="not found"):
+        load_sweep(tmp_path / "absent.toml")
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def noop():  # a second command so that typer keeps "sweep" as a sub-command name
+        pass
+
+    bad = write_toml(tmp_path / "bad.toml", "[sweep]\nname = 't'\nworkerz = 2\n")
+    res = CliRunner().invoke(app, ["sweep", str(bad), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "sweep.workerz: unknown key" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def test_sweep_results_table_summary_and_failures(tmp_path, client):
+    spec = SweepSpec.from_dict({
+        "sweep": {"name": "toy", "seeds": [0, 1, 2], "save_artifacts": True},
+        "base": {"x": 0.0, "seed": 0, "fail_at": 3.0},
+        "grid": {"x": [1.0, 2.0, 3.0]},
+        "variants": {"rule": {"a": {"set": {"rule": "a"}}, "b": {"set": {"rule": "b"}}}},
+    })
+    out = tmp_path / "out"
+    res = run_sweep(spec, out, client=client, runner=toy_runner, progress=False)
+    assert res.n_runs == 18 and res.n_submitted == 18 and res.n_skipped == 0
+    assert res.n_ok == 12 and res.n_failed == 6 and not res.interrupted
+    # every run persisted once; failures carry their error and traceback
+    files = [f for f in run_files(out) if f.endswith(".json")]
+    assert len(files) == 18 and not [f for f in run_files(out) if f.startswith(".")]
+    for rid, rec in res.records.items():
+        on_disk = json.loads((out / "runs" / f"{rid}.json").read_text())
+        assert on_disk == rec
+        if rec["labels"]["x"] == 3.0:
+            assert rec["status"] == "failed"
+            assert rec["error"] == "ValueError: bad x=3.0" and "raise ValueError" in rec["traceback"]
+            assert not (out / "runs" / rid).exists()
+        else:
+            assert rec["status"] == "ok"
+            assert rec["metrics"]["nested.acc"] == 0.5
+            assert (out / "runs" / rid / "artifact.txt").read_text() == "ok"
+    table = pd.read_csv(out / "results.csv")
+    assert sorted(table["run_id"]) == sorted(res.records) and table["run_id"].is_unique
+    assert list(table.columns[:5]) == ["run_id", "status", "rule", "x", "seed"]
+    parquet = pd.read_parquet(out / "results.parquet")
+    assert len(parquet) == 18
+    ok = table[table.status == "ok"]
+    expected = 10 * ok["x"] + ok["seed"] + np.where(ok["rule"] == "b", 100.0, 0.0)
+    np.testing.assert_allclose(ok["loss"], expected)
+    # summary: mean and sample std over seeds 0, 1, 2 -> mean 10 x + 1 (+100), std 1
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 4 and (summary["n"] == 3).all()
+    for _, row in summary.iterrows():
+        assert row["loss_mean"] == pytest.approx(10 * row["x"] + 1 + (100 if row["rule"] == "b" else 0))
+        assert row["loss_std"] == pytest.approx(1.0)
+    report = (out / "report.md").read_text()
+    assert "12 ok, 6 failed" in report and "## Failed runs" in report and "bad x=3.0" in report
+    assert "| a | 1 | 3 | 11 ± 1 |" in report
+    assert (out / "figures" / "loss.png").stat().st_size > 1000
+    assert "![loss](figures/loss.png)" in report
+
+
+def test_stop_and_resume_runs_only_the_rest(tmp_path, client):
+    log = tmp_path / "log.txt"
+    spec = SweepSpec.from_dict({
+        "sweep": {"name": "toy", "seeds": [0, 1, 2, 3]},
+        "base": {"x": 0.0, "seed": 0, "sleep": 0.2, "log": str(log)},
+        "grid": {"x": [1.0, 2.0]},
+    })
+    out = tmp_path / "out"
+    seen = []
+
+    def stop_after_3(rec):
+        seen.append(rec["run_id"])
+        return len(seen) < 3
+
+    first = run_sweep(spec, out, client=client, runner=toy_runner, progress=False,
+                      on_result=stop_after_3)
+    assert first.interrupted and first.n_ok == 3
+    done = {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")}
+    assert sorted(done) == sorted(f"{r}.json" for r in seen)
+    assert "interrupted" in (out / "report.md").read_text()
+    # let cancelled tasks that were already running finish on the workers
+    time.sleep(0.5)
+    started_before = log.read_text().count("start")
+
+    second = run_sweep(spec, out, client=client, runner=toy_runner, progress=False)
+    assert second.n_skipped == 3 and second.n_submitted == 5 and second.n_ok == 5
+    assert log.read_text().count("start") - started_before == 5
+    for name, content in done.items():  # the first results are untouched
+        assert (out / "runs" / name).read_bytes() == content
+    assert len(list((out / "runs").glob("*.json"))) == 8
+    assert pd.read_csv(out / "results.csv")["status"].eq("ok").sum() == 8
+
+    third = run_sweep(spec, out, client=client, runner=toy_runner, progress=False)
+    assert third.n_submitted == 0 and third.n_skipped == 8
+    # extending the sweep with a seed executes only the new runs
+    spec2 = SweepSpec.from_dict({**spec.model_dump(exclude={"source_dir"}),
+                                 "sweep": {"name": "toy", "seeds": [0, 1, 2, 3, 4]}})
+    fourth = run_sweep(spec2, out, client=client, runner=toy_runner, progress=False, max_runs=1)
+    assert fourth.n_skipped == 8 and fourth.n_submitted == 1 and fourth.n_missing == 1
+
+
+def test_retries_rerun_a_failed_run(tmp_path, client):
+    (tmp_path / "m").mkdir()
+    spec = SweepSpec.from_dict({
+        "sweep": {"name": "flaky", "seeds": [0], "retries": 1},
+        "base": {"x": 1.0, "seed": 0, "flaky_marker": str(tmp_path / "m")},
+        "grid": {"x": [1.0, 2.0]},
+    })
+    res = run_sweep(spec, tmp_path / "a", client=client, runner=toy_runner, progress=False)
+    assert res.n_ok == 2 and res.n_failed == 0
+    # without retries the transient failure is recorded, and a rerun re-executes it
+    for p in (tmp_path / "m").iterdir():
+        p.unlink()
+    res = run_sweep(spec, tmp_path / "b", client=client, runner=toy_runner, progress=False, retries=0)
+    assert res.n_failed == 2
+    assert {r["error"] for r in res.records.values()} == {"RuntimeError: transient failure"}
+    skip = run_sweep(spec, tmp_path / "b", client=client, runner=toy_runner, progress=False,
+                     rerun_failed=False)
+    assert skip.n_submitted == 0
+    again = run_sweep(spec, tmp_path / "b", client=client, runner=toy_runner, progress=False)
+    assert again.n_submitted == 2 and again.n_ok == 2
+    assert all(r["status"] == "ok" for r in again.records.values())
+
+
+def test_run_failed_pickles():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(RunFailed("KeyError", "'a'", "tb")))
+    assert str(err) == "KeyError: 'a'" and err.traceback == "tb"
+
+
+def test_killed_worker_run_is_retried_and_nothing_lost(tmp_path):
+    from distributed import Client, LocalCluster
+
+    log = tmp_path / "log.txt"
+    log.touch()
+    spec = SweepSpec.from_dict({
+        "sweep": {"name": "kill", "seeds": [0, 1, 2]},
+        "base": {"x": 0.0, "seed": 0, "sleep": 1.0, "log": str(log)},
+        "grid": {"x": [1.0, 2.0]},
+    })
+    out = tmp_path / "out"
+    killed: list[tuple[str, int]] = []
+
+    def killer():
+        deadline = time.time() + 30
+        while time.time() < deadline and not killed:
+            lines = log.read_text().splitlines()
+            if len(lines) >= 3:  # the third run has just started: kill its worker mid-run
+                parts = lines[2].split()
+                x, seed, pid = parts[1], parts[2], parts[-1]
+                time.sleep(0.2)
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append((f"{x} {seed}", int(pid)))
+            time.sleep(0.02)
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", silence_logs=50) as cluster, Client(cluster) as c:
+        pids = set(c.run(os.getpid).values())
+        thread = threading.Thread(target=killer, daemon=True)
+        thread.start()
+        res = run_sweep(spec, out, client=c, runner=toy_runner, progress=False)
+        thread.join(5)
+    assert killed, "the killer thread did not fire"
+    (key, pid), = killed
+    assert pid in pids  # a real worker process was killed
+    assert res.n_ok == 6 and res.n_failed == 0 and res.n_missing == 0
+    files = run_files(out)
+    assert files == sorted(f"{r}.json" for r in res.records)  # exactly one file per run
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 6 and table["run_id"].is_unique and (table.status == "ok").all()
+    # the run caught by the kill was restarted and finished elsewhere
+    rec = next(r for r in res.records.values()
+               if f"{r['labels']['x']} {r['labels']['seed']}" == key)
+    assert rec["metrics"]["worker_pid"] != pid
+    starts = [" ".join(line.split()[1:3]) for line in log.read_text().splitlines()]
+    assert starts.count(key) == 2
+    assert set(starts) == {f"{x} {s}" for x in (1.0, 2.0) for s in (0, 1, 2)}
