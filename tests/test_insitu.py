@@ -49,13 +49,15 @@ def test_current_mode_run_is_the_physical_adjoint(batch):
     c, g, x, y = _problem(batch)
     fac = c.factorize(g)
     delta = np.random.default_rng(1).normal(size=(batch, c.n_outputs))
-    u = InSitu().adjoint_run(fac, delta)
+    rule = InSitu()
+    u = rule.adjoint_run(fac, delta)
     assert np.all(u[:, c.input_nodes] == 0) and np.all(u[:, c.ground] == 0)
     np.testing.assert_allclose(u, adjoint_potentials(fac, delta), atol=1e-12)
     B = c.network.incidence().toarray()
     i_adj = g * (u @ B)  # sources shorted: w = drop
     injected = delta @ c.readout.toarray()
     np.testing.assert_allclose((i_adj @ B.T)[:, c.free_nodes], injected[:, c.free_nodes], atol=1e-10)
+    np.testing.assert_allclose(rule.adjoint_currents(fac, delta), i_adj, atol=1e-12)
 
 
 def _zscores(rule, c, g, x, y, ref, n_draws):

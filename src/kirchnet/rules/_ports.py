@@ -18,6 +18,8 @@ fixed point on the outputs. So no nudged or clamped solve ever refactorizes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import numpy as np
 import scipy.linalg as sla
 
@@ -51,15 +53,38 @@ class Ports:
                     "dependent)") from None
         return sla.cho_solve(self._stiffness, np.asarray(r, dtype=float).T).T
 
-    def drop_change(self, mu: np.ndarray) -> np.ndarray:
-        """Edge voltage change ``W mu`` (b, m) for port currents ``mu`` (b, k)."""
-        return mu @ self.W.T
-
     def state(self, free: State, mu: np.ndarray) -> State:
         """The nudged state ``u_F + Z mu`` (clamped nodes and sources unchanged)."""
         u = free.potentials.copy()
         u[:, self.circuit.free_nodes] += mu @ self.Z.T
         return State(self.circuit, free.conductances, u, free.sources)
+
+    def drive_correlation(self, free: State, mu: np.ndarray) -> np.ndarray:
+        """``sum_s w_s mu_s^T`` (m, k) from potentials, without forming (b, m) arrays.
+
+        ``w = B^T u + s``, so ``w^T mu = B^T (u^T mu) + s^T mu``.
+        """
+        out = np.asarray(self.circuit._BT @ (free.potentials.T @ mu))
+        if free.sources is not None:
+            out = out + free.sources.T @ mu
+        return out
+
+    def hebbian(self, free: State, mu1: np.ndarray | None, mu2: np.ndarray | None,
+                b1: float, b2: float) -> np.ndarray:
+        """``mean_s 1/2 [(w + W mu2)^2 - (w + W mu1)^2] / (b2 - b1)`` (m,), per edge.
+
+        Expanded in the port currents (``None`` = free state, no current):
+        ``[sum_k W_ek (w^T dmu)_ek + 1/2 sum_kl W_ek (dmu^T smu)_kl W_el] / (b (b2 - b1))``
+        with ``dmu = mu2 - mu1``, ``smu = mu1 + mu2``: O(b m k) work, no (b, m)
+        temporaries and no cancellation of squares.
+        """
+        zero = np.zeros((free.batch_size, self.K.shape[0]))
+        m1 = zero if mu1 is None else mu1
+        m2 = zero if mu2 is None else mu2
+        dmu, smu = m2 - m1, m1 + m2
+        first = np.einsum("ek,ek->e", self.W, self.drive_correlation(free, dmu))
+        second = np.einsum("ek,ek->e", self.W @ (dmu.T @ smu), self.W)
+        return (first + 0.5 * second) / (free.batch_size * (b2 - b1))
 
     def energy_gap(self, mu: np.ndarray) -> np.ndarray:
         """``E(u') - E(u) = 1/2 mu^T K mu`` per sample (b,), exact for a linear network."""
@@ -117,3 +142,29 @@ def energy_nudge_currents(loss: Loss, ports: Ports, outputs: np.ndarray, targets
     raise ConvergenceError(
         f"the energy nudge (beta={beta}) did not converge in {max_iter} Newton steps on the outputs; "
         f"use a smaller |beta| (for beta < 0 the nudged energy may not be convex)")
+
+
+class LazyStates(Mapping):
+    """A read-only ``{name: State}`` mapping whose states are built on first access.
+
+    Rules return their nudged/clamped states as diagnostics; building them costs a
+    (b, n) array each, which a training step that only reads ``estimate`` never pays.
+    """
+
+    def __init__(self, factories: dict[str, Callable[[], State]]):
+        self._factories = dict(factories)
+        self._cache: dict[str, State] = {}
+
+    def __getitem__(self, key: str) -> State:
+        if key not in self._cache:
+            self._cache[key] = self._factories[key]()
+        return self._cache[key]
+
+    def __iter__(self):
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+    def __repr__(self) -> str:
+        return f"LazyStates({list(self._factories)})"

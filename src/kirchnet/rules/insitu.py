@@ -90,11 +90,16 @@ class InSitu(Rule):
     # ----------------------------------------------------------- measurement
     def _measure(self, v, rel, absolute, full_scale, auto_scale=None):
         """Noisy, optionally quantized measurement of ``v`` (any shape, channels last)."""
-        out = v
+        out = np.array(v, dtype=float, copy=True)
         if rel:
-            out = out + rel * np.abs(v) * self._rng.standard_normal(v.shape)
+            noise = self._rng.standard_normal(v.shape)
+            noise *= np.abs(v)
+            noise *= rel
+            out += noise
         if absolute:
-            out = out + absolute * self._rng.standard_normal(v.shape)
+            noise = self._rng.standard_normal(v.shape)
+            noise *= absolute
+            out += noise
         if self.adc_bits is not None:
             if full_scale is None:
                 fs = np.abs(v).max(axis=0) if auto_scale is None else auto_scale
@@ -111,17 +116,24 @@ class InSitu(Rule):
 
     # ----------------------------------------------------------- protocol
     def adjoint_run(self, factorization, delta: np.ndarray) -> np.ndarray:
-        """Current mode: potentials (b, n) with drivers off and ``J = P^T delta`` injected.
+        """Current mode: potentials (b, n) with drivers off and ``J = P^T delta`` injected."""
+        c = factorization.circuit
+        return factorization.solve_currents(np.asarray((c.readout.T @ delta.T).T))
+
+    def adjoint_currents(self, factorization, delta: np.ndarray) -> np.ndarray:
+        """Edge currents (b, m) of the current-mode run: ``i_adj = g * B^T lam``.
 
         By linearity, a batch larger than the number of outputs is the superposition of
         one run per output with a unit current (k runs instead of b).
         """
         c = factorization.circuit
-        P = c.readout
+        g = factorization.conductances
         if delta.shape[0] > c.n_outputs:
-            unit = factorization.solve_currents(P.toarray())  # (k, n)
-            return delta @ unit
-        return factorization.solve_currents(np.asarray((P.T @ delta.T).T))
+            unit = factorization.solve_currents(c.readout.toarray())  # (k, n)
+            unit_currents = g * np.asarray((c._BT @ unit.T).T)  # (k, m)
+            return delta @ unit_currents
+        lam = self.adjoint_run(factorization, delta)
+        return g * np.asarray((c._BT @ lam.T).T)
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
         fac = factorization if factorization is not None else circuit.factorize(conductances)
@@ -133,9 +145,8 @@ class InSitu(Rule):
         values, delta = self.loss(free.outputs, y)
         m_values, m_delta = self.loss(o_meas, y)
         # run 2: current mode, the measured error injected at the outputs
-        lam = self.adjoint_run(fac, m_delta)
+        i_adj = self.adjoint_currents(fac, m_delta)
         i = free.currents
-        i_adj = g * np.asarray((circuit._BT @ lam.T).T)
         if self.mode == "sequential":
             i_m = self._measure_currents(i)
             ia_m = self._measure_currents(i_adj)

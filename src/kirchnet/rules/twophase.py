@@ -36,7 +36,7 @@ import numpy as np
 from ..circuit import State
 from ..errors import ParameterError
 from ..losses import Loss, SquaredError
-from ._ports import Ports, energy_nudge_currents
+from ._ports import LazyStates, Ports, energy_nudge_currents
 from .base import Rule, RuleResult
 
 VARIANTS = ("positive", "negative", "centered")
@@ -55,19 +55,26 @@ def _check(name: str, value, variant: str) -> tuple[float, str]:
     return value, variant
 
 
-def _hebbian(w: np.ndarray, d: dict, b1: float, b2: float) -> np.ndarray:
-    """``mean_s 1/2 [(w + d_2)^2 - (w + d_1)^2] / (b2 - b1)`` in a cancellation-free form.
+def _sided(variant: str) -> float:
+    """+1 / -1 / 0: the sign of the O(beta) bias term of the positive / negative / centered estimator."""
+    return {"positive": 1.0, "negative": -1.0, "centered": 0.0}[variant]
 
-    ``d`` maps each nonzero nudge strength to the edge-voltage change ``w' - w`` (b, m).
+
+def _port_rule_estimate(ports: Ports, free: State, nu: np.ndarray, scale: float) -> np.ndarray:
+    """Closed form for port currents ``beta * nu`` (EP current, CL, ACL):
+
+    ``mean_s [nu W^T * w + scale/2 (nu W^T)^2]``, i.e.
+    ``[sum_k W_ek (w^T nu)_ek + scale/2 sum_kl W_ek (nu^T nu)_kl W_el] / b``
+    (``scale = beta`` positive, ``-beta`` negative, ``0`` centered).
     """
-    d1, d2 = d.get(b1), d.get(b2)
-    if d1 is None:
-        per = d2 * (2.0 * w + d2)
-    elif d2 is None:
-        per = -d1 * (2.0 * w + d1)
-    else:
-        per = (d2 - d1) * (2.0 * w + d1 + d2)
-    return 0.5 * per.mean(axis=0) / (b2 - b1)
+    first = np.einsum("ek,ek->e", ports.W, ports.drive_correlation(free, nu))
+    second = np.einsum("ek,ek->e", ports.W @ (nu.T @ nu), ports.W) if scale else 0.0
+    return (first + 0.5 * scale * second) / free.batch_size
+
+
+def _states(ports: Ports, free: State, currents: dict) -> LazyStates:
+    """Lazily built nudged states ``{name: u_F + Z mu}``."""
+    return LazyStates({key: (lambda mu=mu: ports.state(free, mu)) for key, mu in currents.items()})
 
 
 # --------------------------------------------------------------------------- nudges
@@ -232,20 +239,18 @@ class GEP(Rule):
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
         ctx = self._context(circuit, conductances, x, y, factorization)
         b1, b2 = _betas(self.beta, self.variant)
-        w = ctx.free.resistor_voltages
-        drops, states, objective = {}, {}, None
+        mus, names, objective = {}, {}, None
         for bk, key in ((b1, "nudged_negative"), (b2, "nudged")):
             if bk == 0.0:
                 continue
             bc = self.nudge(bk, ctx)
-            mu = _port_currents(bc, ctx)
-            drops[bk] = ctx.ports.drop_change(mu)
-            states[key] = ctx.ports.state(ctx.free, mu)
+            mus[bk] = _port_currents(bc, ctx)
+            names[key] = mus[bk]
             if objective is None or bk > 0:
-                phi = ctx.ports.energy_gap(mu) + _nudge_energy(bc, ctx, mu)
+                phi = ctx.ports.energy_gap(mus[bk]) + _nudge_energy(bc, ctx, mus[bk])
                 objective = float(phi.mean() / bk ** self.order)
-        est = _hebbian(w, drops, b1, b2)
-        return RuleResult(est, float(ctx.values.mean()), ctx.free, states,
+        est = ctx.ports.hebbian(ctx.free, mus.get(b1), mus.get(b2), b1, b2)
+        return RuleResult(est, float(ctx.values.mean()), ctx.free, _states(ctx.ports, ctx.free, names),
                           {"betas": (b1, b2), "objective": objective, "delta": ctx.delta,
                            "order": self.order})
 
@@ -291,25 +296,15 @@ class EquilibriumPropagation(Rule):
         free = fac.solve(x)
         values, delta = self.loss(free.outputs, y)
         ports = Ports(fac)
-        w = free.resistor_voltages
         b1, b2 = _betas(self.beta, self.variant)
-        states = {}
-        if self.nudge == "current":
-            a = ports.drop_change(delta)  # B^T lam
-            sign = {"positive": 1.0, "negative": -1.0, "centered": 0.0}[self.variant]
-            est = (-a * w + (0.5 * sign * self.beta) * a * a).mean(axis=0)
-            for bk, key in ((b1, "nudged_negative"), (b2, "nudged")):
-                if bk != 0.0:
-                    states[key] = ports.state(free, -bk * delta)
+        if self.nudge == "current":  # mu = -beta delta: closed form
+            est = _port_rule_estimate(ports, free, -delta, _sided(self.variant) * self.beta)
+            mus = {bk: -bk * delta for bk in (b1, b2) if bk != 0.0}
         else:
-            d = {}
-            for bk, key in ((b1, "nudged_negative"), (b2, "nudged")):
-                if bk != 0.0:
-                    mu = self._currents(bk, ports, free, y, delta)
-                    d[bk] = ports.drop_change(mu)
-                    states[key] = ports.state(free, mu)
-            est = _hebbian(w, d, b1, b2)
-        return RuleResult(est, float(values.mean()), free, states,
+            mus = {bk: self._currents(bk, ports, free, y, delta) for bk in (b1, b2) if bk != 0.0}
+            est = ports.hebbian(free, mus.get(b1), mus.get(b2), b1, b2)
+        names = {key: mus[bk] for bk, key in ((b1, "nudged_negative"), (b2, "nudged")) if bk != 0.0}
+        return RuleResult(est, float(values.mean()), free, _states(ports, free, names),
                           {"beta": self.beta, "variant": self.variant, "nudge": self.nudge,
                            "delta": delta})
 
@@ -338,13 +333,10 @@ class CoupledLearning(Rule):
         ports = Ports(fac)
         err = self.loss.targets(y, free.outputs) - free.outputs  # y - o_F
         nu = ports.stiffness_solve(err)  # S (y - o_F): port current per unit eta
-        c = ports.drop_change(nu)
-        w = free.resistor_voltages
-        sign = {"positive": 1.0, "negative": -1.0, "centered": 0.0}[self.variant]
-        est = (c * w + (0.5 * sign * self.eta) * c * c).mean(axis=0)
+        est = _port_rule_estimate(ports, free, nu, _sided(self.variant) * self.eta)
         b1, b2 = _betas(self.eta, self.variant)
-        states = {key: ports.state(free, bk * nu)
-                  for bk, key in ((b1, "clamped_negative"), (b2, "clamped")) if bk != 0.0}
+        states = _states(ports, free, {key: bk * nu for bk, key in
+                                       ((b1, "clamped_negative"), (b2, "clamped")) if bk != 0.0})
         return RuleResult(est, float(values.mean()), free, states,
                           {"eta": self.eta, "variant": self.variant, "delta": delta,
                            "stiffness_error": nu})
@@ -373,12 +365,9 @@ class AdjointCoupledLearning(Rule):
         ports = Ports(fac)
         target_shift = -(delta @ ports.K)  # clamp target - o_F, per unit eta
         nu = ports.stiffness_solve(target_shift)  # = -delta up to rounding
-        c = ports.drop_change(nu)
-        w = free.resistor_voltages
-        sign = {"positive": 1.0, "negative": -1.0, "centered": 0.0}[self.variant]
-        est = (c * w + (0.5 * sign * self.eta) * c * c).mean(axis=0)
+        est = _port_rule_estimate(ports, free, nu, _sided(self.variant) * self.eta)
         b1, b2 = _betas(self.eta, self.variant)
-        states = {key: ports.state(free, bk * nu)
-                  for bk, key in ((b1, "clamped_negative"), (b2, "clamped")) if bk != 0.0}
+        states = _states(ports, free, {key: bk * nu for bk, key in
+                                       ((b1, "clamped_negative"), (b2, "clamped")) if bk != 0.0})
         return RuleResult(est, float(values.mean()), free, states,
                           {"eta": self.eta, "variant": self.variant, "delta": delta})
