@@ -1,0 +1,225 @@
+"""The ``kirchnet`` command line (typer + rich).
+
+Commands::
+
+    kirchnet info                                   versions, solver backends, what "auto" picks
+    kirchnet train CONFIG.toml [--out DIR]          one training run from a TOML config
+    kirchnet reproduce [--quick] [--out DIR]        E1-E5 and DIR/report.md
+    kirchnet experiment e1|e2|e3|e4|e5 [--quick]    one experiment (+ its report.md)
+    kirchnet sweep SWEEP.toml ...                   (when kirchnet.sweep is installed)
+
+Output directories are never overwritten silently: an existing non-empty ``--out``
+is refused unless ``--force``; without ``--out`` a new timestamped directory is made.
+Exit codes: 0 success, 1 runtime error, 2 invalid config / usage, 3 output exists.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(name="kirchnet", add_completion=False, no_args_is_help=True,
+                  help="Simulate and train linear resistor networks: exact gradients, EP, CL, partial updates.")
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_ERROR, EXIT_CONFIG, EXIT_EXISTS = 1, 2, 3
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not enabled:
+        return None
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=False)
+
+
+def _out_dir(out: Optional[Path], force: bool, base: str, prefix: str) -> Path:
+    from .experiments.io import OutputExistsError, prepare_out_dir, timestamped_dir
+
+    target = out if out is not None else timestamped_dir(base, prefix)
+    try:
+        return prepare_out_dir(target, force=force)
+    except OutputExistsError as exc:
+        _fail(str(exc), EXIT_EXISTS)
+
+
+# ----------------------------------------------------------------------- info
+def backend_report() -> list[dict]:
+    """What ``backend="auto"`` picks for a few network sizes (one input, one output)."""
+    import numpy as np
+
+    from . import Circuit, solvers, topologies
+
+    cases = [("lattice 10x10", topologies.lattice(10, 10)), ("lattice 100x100", topologies.lattice(100, 100)),
+             ("lattice 300x300", topologies.lattice(300, 300)),
+             ("random 2000 nodes, degree 6", topologies.random_connected(2000, mean_degree=6, seed=0)),
+             ("random 20000 nodes, degree 6", topologies.random_connected(20000, mean_degree=6, seed=0))]
+    rows = []
+    for label, net in cases:
+        c = Circuit(net, ground=0, inputs=[net.n_nodes - 1], outputs=[net.n_nodes // 2])
+        L = c.reduced_laplacian(np.ones(net.n_edges))
+        rows.append({"network": label, "free_nodes": c.n_free, "auto_backend": solvers.choose_backend(L)})
+    return rows
+
+
+@app.command()
+def info(sizes: bool = typer.Option(True, "--sizes/--no-sizes", help="show what 'auto' picks per size")):
+    """Versions, optional backends and the solver that ``backend="auto"`` picks."""
+    import shutil
+
+    from . import __version__, solvers
+
+    t = Table(title=f"kirchnet {__version__}", show_header=True)
+    t.add_column("component")
+    t.add_column("version / status")
+    t.add_row("python", platform.python_version())
+    for mod in ("numpy", "scipy", "networkx", "sklearn", "matplotlib", "pydantic", "typer", "dask", "pyamg"):
+        try:
+            m = __import__(mod)
+            t.add_row(mod, getattr(m, "__version__", "installed"))
+        except ImportError:
+            t.add_row(mod, "[yellow]not installed[/]")
+    t.add_row("CHOLMOD (scikit-sparse)", "[green]available[/]" if solvers.cholmod_available()
+              else "[yellow]not available (sparse fallback: scipy splu)[/]")
+    t.add_row("ngspice", shutil.which("ngspice") or "[yellow]not found[/]")
+    t.add_row("dense below", f"{solvers.DENSE_MAX} free nodes")
+    console.print(t)
+    if sizes:
+        s = Table(title='backend="auto" picks', show_header=True)
+        for col in ("network", "free nodes", "backend"):
+            s.add_column(col)
+        for r in backend_report():
+            s.add_row(r["network"], str(r["free_nodes"]), r["auto_backend"])
+        console.print(s)
+
+
+# ---------------------------------------------------------------------- train
+@app.command()
+def train(config: Path = typer.Argument(..., help="training config (TOML); see kirchnet.config"),
+          out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory "
+                                             "(default: runs/<name>-<timestamp>)"),
+          seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
+          epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="override the config's epochs"),
+          force: bool = typer.Option(False, "--force", help="write into an existing non-empty --out"),
+          progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar")):
+    """Train one network from CONFIG; write history, conductances, metrics and figures."""
+    from .config import ConfigError, TrainConfig
+    from .errors import KirchnetError
+    from .experiments.run import run_training
+
+    try:
+        cfg = TrainConfig.from_toml(config)
+        if seed is not None or epochs is not None:
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), **({"seed": seed} if seed is not None else {}),
+                                         **({"epochs": epochs} if epochs is not None else {})}, str(config))
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    target = _out_dir(out, force, "runs", cfg.name)
+    try:
+        metrics = run_training(cfg, out_dir=target, progress=progress)
+    except (KirchnetError, ValueError) as exc:
+        _fail(f"{config}: {exc}", EXIT_ERROR)
+    t = Table(title=f"{cfg.name}: {cfg.rule.name} on {cfg.task.name}", show_header=False)
+    for k, v in metrics.items():
+        t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+    console.print(t)
+    console.print(f"results in [bold]{target}[/]")
+
+
+# ------------------------------------------------------------------ reproduce
+def _run_experiments(names, quick, out, seed, force, progress, command):
+    from .experiments.reproduce import reproduce as _reproduce
+
+    target = _out_dir(out, force, "results", ("quick" if quick else "reproduce") +
+                      ("" if len(names) > 1 else f"-{names[0]}"))
+    bar = _progress(progress)
+    try:
+        if bar is not None:
+            bar.start()
+        res = _reproduce(target, quick=quick, seed=seed, experiments=names, progress=bar, command=command)
+    finally:
+        if bar is not None:
+            bar.stop()
+    t = Table(title="headline", show_header=True)
+    for col in ("exp", "claim", "measured"):
+        t.add_column(col)
+    for r in res["headline"]:
+        t.add_row(r["exp"], r["claim"], r["measured"])
+    console.print(t)
+    console.print(f"report: [bold]{target / 'report.md'}[/] ({res['meta']['wall_time']:.0f} s)")
+    return res
+
+
+@app.command()
+def reproduce(quick: bool = typer.Option(False, "--quick", help="small sizes and fewer seeds (~5 min on 2 cores)"),
+              out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory "
+                                                 "(default: results/<quick|reproduce>-<timestamp>)"),
+              seed: int = typer.Option(0, "--seed", help="base seed of every experiment"),
+              only: Optional[str] = typer.Option(None, "--only", help="comma-separated subset, e.g. e1,e3"),
+              force: bool = typer.Option(False, "--force", help="write into an existing non-empty --out"),
+              progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """Run experiments E1-E5 and write DIR/report.md with tables and figures."""
+    from .experiments.reproduce import EXPERIMENTS
+
+    names = list(EXPERIMENTS)
+    if only:
+        names = [n.strip().lower() for n in only.split(",") if n.strip()]
+        bad = [n for n in names if n not in EXPERIMENTS]
+        if bad:
+            _fail(f"unknown experiment(s) {bad}; choose from {', '.join(EXPERIMENTS)}", EXIT_CONFIG)
+    cmd = "kirchnet reproduce" + (" --quick" if quick else "") + (f" --seed {seed}" if seed else "")
+    _run_experiments(names, quick, out, seed, force, progress, cmd)
+
+
+@app.command()
+def experiment(name: str = typer.Argument(..., help="e1 | e2 | e3 | e4 | e5"),
+               quick: bool = typer.Option(False, "--quick"),
+               out: Optional[Path] = typer.Option(None, "--out", "-o"),
+               seed: int = typer.Option(0, "--seed"),
+               force: bool = typer.Option(False, "--force"),
+               progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """Run one experiment (E1 gradient fidelity, E2 training, E3 in-situ noise, E4 partial, E5 device)."""
+    from .experiments.reproduce import EXPERIMENTS
+
+    key = name.strip().lower()
+    if key not in EXPERIMENTS:
+        _fail(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}", EXIT_CONFIG)
+    _run_experiments([key], quick, out, seed, force, progress,
+                     f"kirchnet experiment {key}" + (" --quick" if quick else ""))
+
+
+# ---------------------------------------------------------------------- sweep
+def _register_plugins(application: typer.Typer) -> None:
+    """Register optional commands: ``kirchnet.sweep.register(app)`` if that module exists."""
+    if importlib.util.find_spec("kirchnet.sweep") is None:
+        return
+    from . import sweep
+
+    register = getattr(sweep, "register", None)
+    if callable(register):
+        register(application)
+
+
+_register_plugins(app)
+
+
+def main() -> None:  # pragma: no cover - thin wrapper
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
