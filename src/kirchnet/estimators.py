@@ -1,0 +1,279 @@
+"""scikit-learn estimators backed by a trained linear resistive network.
+
+``ResistiveRegressor`` and ``ResistiveClassifier`` follow the scikit-learn API (``fit``,
+``predict``, ``score``, ``get_params``/``set_params``; ``clone``, ``Pipeline`` and
+``GridSearchCV`` work). Training is :class:`kirchnet.training.Trainer` with any rule
+(default :class:`~kirchnet.rules.Analytical`, the exact gradient).
+
+**Data to voltages.** Features are standardized (``z = (x - mean) / std``, fitted on the
+training set). **Default circuit** (``circuit=None``, see :func:`default_circuit`): a
+crossbar from an input layer to one output node per target (regression) or per class
+(classification); with ``hidden=H > 0`` a layered network input -> H hidden nodes ->
+outputs. The input layer holds the ground and ``2 d + 2`` clamped nodes driven by
+``[z, -z, +1, -1]`` (:func:`augment_inputs`): a resistive network is linear in its input
+voltages and every free potential is a convex combination of the clamped ones, so the
+sign-flipped copies and the two bias rails let it represent ``o = C z + b`` with mixed
+signs (``||C||_1 + |b| < 1`` per output). A user circuit receives ``z`` directly
+(``circuit.n_inputs == n_features``).
+
+**Regression targets** (default circuit) are centred and divided by
+``s = max(2 ||w||_1, std(y))`` per target, ``w`` the least-squares coefficients on ``z``, so
+that a linear (realizable) target lies well inside what the network can reach;
+predictions are mapped back. A user circuit is trained on the targets as given.
+
+**Classification**: one output node per class, decision ``argmax`` of the output
+voltages. ``loss="cross_entropy"`` (default) trains softmax cross-entropy with the
+voltages as logits divided by ``temperature``; ``loss="mse"`` trains
+``1/2 ||o - 0.5 onehot(y)||^2`` (voltages cannot exceed the 1 V bias rails).
+``predict_proba = softmax(o / temperature)``.
+
+**Initial conductances**: ``init_conductance * exp(U(-0.5, 0.5))`` per edge, seeded by
+``random_state`` (the spread breaks the symmetry between hidden nodes).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .circuit import Circuit
+from .losses import CrossEntropy, SquaredError
+from .rules.base import Analytical
+from .topologies import layered
+from .training import Trainer
+
+__all__ = ["ResistiveRegressor", "ResistiveClassifier", "default_circuit", "augment_inputs"]
+
+_INIT_SPREAD = 0.5
+
+
+def augment_inputs(z: np.ndarray) -> np.ndarray:
+    """``[z, -z, +1, -1]`` (n, 2 d + 2): the input voltages of the default circuit."""
+    z = np.asarray(z, dtype=float)
+    ones = np.ones((z.shape[0], 1))
+    return np.hstack([z, -z, ones, -ones])
+
+
+def default_circuit(n_features: int, n_outputs: int, hidden: int = 0, backend: str = "auto") -> Circuit:
+    """Crossbar (``hidden=0``) or layered network for ``n_features`` inputs and ``n_outputs``.
+
+    Layer 0: node 0 is the ground, nodes ``1 .. 2 n_features + 2`` are the inputs
+    (driven by :func:`augment_inputs`); optional hidden layer; last layer: the outputs.
+    Consecutive layers are completely connected.
+    """
+    n_in = 2 * int(n_features) + 2
+    sizes = [n_in + 1] + ([int(hidden)] if hidden else []) + [int(n_outputs)]
+    net = layered(sizes)
+    n = net.n_nodes
+    return Circuit(net, ground=0, inputs=list(range(1, n_in + 1)),
+                   outputs=list(range(n - n_outputs, n)), backend=backend)
+
+
+class _ResistiveBase(BaseEstimator):
+    """Shared fitting machinery; subclasses define the loss, targets and output mapping."""
+
+    def _check_params(self):
+        if self.hidden is None or int(self.hidden) < 0:
+            raise ValueError(f"hidden must be an integer >= 0, got {self.hidden!r}")
+        if not float(self.init_conductance) > 0:
+            raise ValueError(f"init_conductance must be > 0, got {self.init_conductance!r}")
+
+    def _standardize(self, X):
+        return (X - self.x_mean_) / self.x_scale_
+
+    def _voltages(self, X):
+        z = self._standardize(X)
+        return augment_inputs(z) if self._augment_ else z
+
+    def _build(self, X, n_outputs, rng):
+        self.x_mean_ = X.mean(axis=0)
+        scale = X.std(axis=0)
+        self.x_scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.x_mean_)), scale, 1.0)
+        if self.circuit is None:
+            circuit = default_circuit(X.shape[1], n_outputs, int(self.hidden))
+            self._augment_ = True
+        else:
+            if not isinstance(self.circuit, Circuit):
+                raise TypeError(f"circuit must be a kirchnet.Circuit or None, got {type(self.circuit).__name__}")
+            circuit = copy.deepcopy(self.circuit)
+            if circuit.n_inputs != X.shape[1]:
+                raise ValueError(f"the circuit has {circuit.n_inputs} inputs but X has {X.shape[1]} features")
+            if circuit.n_outputs != n_outputs:
+                raise ValueError(f"the circuit has {circuit.n_outputs} outputs but the task needs {n_outputs}")
+            self._augment_ = False
+        self.circuit_ = circuit
+        m = circuit.network.n_edges
+        return float(self.init_conductance) * np.exp(rng.uniform(-_INIT_SPREAD, _INIT_SPREAD, m))
+
+    def _train(self, X, T, loss, rng, g0):
+        rule = copy.deepcopy(self.rule) if self.rule is not None else Analytical(loss)
+        trainer = Trainer(rule, copy.deepcopy(self.optimizer), lr=self.learning_rate,
+                          epochs=int(self.epochs), batch_size=int(min(self.batch_size, len(X))),
+                          seed=int(rng.randint(2 ** 31 - 1)), schedule=copy.deepcopy(self.schedule),
+                          tunable=self.tunable, constraints=copy.deepcopy(self.constraints),
+                          parametrization=self.parametrization, progress=bool(self.verbose))
+        result = trainer.fit(self.circuit_, g0, self._voltages(X), T)
+        self.conductances_ = result.conductances
+        self.history_ = result.history
+        self.rule_ = rule
+        return self
+
+    def _outputs(self, X):
+        check_is_fitted(self, "conductances_")
+        X = validate_data(self, X, reset=False)
+        return self.circuit_.solve(self.conductances_, self._voltages(X)).outputs
+
+
+class ResistiveRegressor(RegressorMixin, _ResistiveBase):
+    """Regression with a trained resistive network (see the module docstring).
+
+    Parameters
+    ----------
+    circuit: a :class:`kirchnet.Circuit` with ``n_features`` inputs and ``n_targets``
+        outputs, or None for :func:`default_circuit`.
+    rule: learning rule (default :class:`~kirchnet.rules.Analytical` with MSE).
+    hidden: hidden nodes of the default circuit (0: crossbar).
+    optimizer, learning_rate, epochs, batch_size, schedule: as in :class:`~kirchnet.training.Trainer`.
+    init_conductance: scale of the initial conductances.
+    tunable, constraints, parametrization: partial updates and device constraints.
+    random_state: seed of the initial conductances and of the shuffling.
+    verbose: progress bar.
+
+    Estimator checks: all of scikit-learn's checks pass (``tests/test_estimators.py``);
+    none is skipped.
+    """
+
+    def __init__(self, circuit=None, rule=None, hidden=0, optimizer="adam", learning_rate=0.05,
+                 epochs=40, batch_size=64, schedule=None, init_conductance=1.0, tunable=None,
+                 constraints=None, parametrization="conductance", random_state=0, verbose=False):
+        self.circuit = circuit
+        self.rule = rule
+        self.hidden = hidden
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.schedule = schedule
+        self.init_conductance = init_conductance
+        self.tunable = tunable
+        self.constraints = constraints
+        self.parametrization = parametrization
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def fit(self, X, y):
+        """Train on ``X`` (n, d) and ``y`` (n,) or (n, n_targets)."""
+        self._check_params()
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True)
+        Y = np.asarray(y, dtype=float)
+        self._y_1d_ = Y.ndim == 1
+        Y = Y.reshape(len(Y), -1)
+        rng = check_random_state(self.random_state)
+        g0 = self._build(X, Y.shape[1], rng)
+        self.y_mean_ = Y.mean(axis=0)
+        Yc = Y - self.y_mean_
+        if self._augment_:
+            w = np.linalg.lstsq(self._standardize(X), Yc, rcond=None)[0]
+            s = np.maximum(2.0 * np.abs(w).sum(axis=0), Yc.std(axis=0))
+            self.y_scale_ = np.where(s > 1e-12 * np.maximum(1.0, np.abs(self.y_mean_)), s, 1.0)
+        else:  # a user circuit is trained on the targets as given
+            self.y_mean_ = np.zeros(Y.shape[1])
+            self.y_scale_ = np.ones(Y.shape[1])
+            Yc = Y
+        self.n_outputs_ = Y.shape[1]
+        return self._train(X, Yc / self.y_scale_, SquaredError(), rng, g0)
+
+    def predict(self, X):
+        """Output voltages mapped back to target units: ``o * s + mean``."""
+        pred = self._outputs(X) * self.y_scale_ + self.y_mean_
+        return pred[:, 0] if self._y_1d_ else pred
+
+
+class ResistiveClassifier(ClassifierMixin, _ResistiveBase):
+    """Classification with one output node per class; decision ``argmax`` of the outputs.
+
+    Parameters as :class:`ResistiveRegressor`, plus ``loss`` (``"cross_entropy"`` or
+    ``"mse"`` on 0.5-scaled one-hot targets) and ``temperature`` (logits ``o / T``).
+    A user ``rule`` brings its own loss, which must accept the training targets
+    (class indices for cross-entropy, 0.5-scaled one-hot rows for MSE).
+
+    Estimator checks: all of scikit-learn's checks pass (``tests/test_estimators.py``);
+    none is skipped.
+    """
+
+    def __init__(self, circuit=None, rule=None, loss="cross_entropy", temperature=0.1, hidden=0,
+                 optimizer="adam", learning_rate=0.05, epochs=40, batch_size=64, schedule=None,
+                 init_conductance=1.0, tunable=None, constraints=None, parametrization="conductance",
+                 random_state=0, verbose=False):
+        self.circuit = circuit
+        self.rule = rule
+        self.loss = loss
+        self.temperature = temperature
+        self.hidden = hidden
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.schedule = schedule
+        self.init_conductance = init_conductance
+        self.tunable = tunable
+        self.constraints = constraints
+        self.parametrization = parametrization
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _loss(self):
+        if self.loss in ("cross_entropy", "ce"):
+            if not float(self.temperature) > 0:
+                raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+            return CrossEntropy(float(self.temperature))
+        if self.loss in ("mse", "squared_error"):
+            return SquaredError()
+        raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {self.loss!r}")
+
+    def fit(self, X, y):
+        """Train on ``X`` (n, d) and class labels ``y`` (n,)."""
+        self._check_params()
+        loss = self._loss()
+        X, y = validate_data(self, X, y)
+        check_classification_targets(y)
+        enc = LabelEncoder()
+        idx = enc.fit_transform(y)
+        self.classes_ = enc.classes_
+        k = len(self.classes_)
+        if k < 2:
+            raise ValueError(f"ResistiveClassifier needs samples of at least 2 classes; the data has "
+                             f"1 class ({self.classes_[0]!r})")
+        rng = check_random_state(self.random_state)
+        g0 = self._build(X, k, rng)
+        T = idx if isinstance(loss, CrossEntropy) else 0.5 * np.eye(k)[idx]
+        rule_loss = loss if self.rule is None else self.rule.loss
+        if self.rule is not None and isinstance(rule_loss, SquaredError) and T.ndim == 1:
+            T = 0.5 * np.eye(k)[idx]
+        return self._train(X, T, loss, rng, g0)
+
+    def decision_function(self, X):
+        """Output voltages (n, n_classes); for two classes ``o_1 - o_0`` (n,)."""
+        o = self._outputs(X)
+        return o[:, 1] - o[:, 0] if o.shape[1] == 2 else o
+
+    def predict_proba(self, X):
+        """``softmax(o / temperature)`` (n, n_classes)."""
+        return softmax(self._outputs(X) / float(self.temperature), axis=1)
+
+    def predict(self, X):
+        """The class whose output node has the highest voltage."""
+        o = self._outputs(X)
+        return self.classes_[np.argmax(o, axis=1)]
