@@ -1,0 +1,234 @@
+"""Circuit solves: Kirchhoff's laws, Tellegen's theorem, batching, and the reference model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kirchnet import Circuit, Edge, Network, Pair, State, topologies
+from strategies import problems, readout_matrix, reference_solve, rel_err
+
+KIRCHHOFF_TOL = 1e-10
+
+
+def _solve(p, backend="auto"):
+    c = p.circuit(backend)
+    clamp = p.clamp if p.clamped else None
+    return c, c.solve(p.g, p.x, currents=p.currents, clamp=clamp)
+
+
+def _with_currents(p, draw_currents: bool):
+    if draw_currents:
+        rng = np.random.default_rng(p.extra["seed"] + 1)
+        p.currents = rng.normal(size=(p.x.shape[0], p.network.n_nodes))
+    return p
+
+
+def _span(c, u):
+    """``|u_a| + |u_b|`` per edge (b, m): the scale of rounding errors in ``dv = u_a - u_b``."""
+    return np.abs(u[:, c.network.tails]) + np.abs(u[:, c.network.heads])
+
+
+def _kcl_residual(c, state, J):
+    """Relative KCL residual at the free nodes: ``max |(B i)_F - J_F|`` over the rounding
+    scale of the terms it sums, ``max (|B| g (|u_a| + |u_b| + |s|) + |J|)_F``."""
+    B = c.network.incidence()
+    net = np.asarray((B @ state.currents.T).T)[:, c.free_nodes]
+    src = 0 if state.sources is None else np.abs(state.sources)
+    terms = state.conductances * (_span(c, state.potentials) + src)
+    scale = np.asarray((abs(B) @ terms.T).T)[:, c.free_nodes]
+    inj = 0
+    if J is not None:
+        inj = J[:, c.free_nodes]
+        scale = scale + np.abs(inj)
+    return float(np.max(np.abs(net - inj)) / max(float(np.max(scale)), 1e-300))
+
+
+@settings(max_examples=60)
+@given(problems(max_batch=4), st.booleans())
+def test_kirchhoff_tellegen_and_reference(p, currents):
+    p = _with_currents(p, currents)
+    c, s = _solve(p)
+    b, n, m = p.x.shape[0], p.network.n_nodes, p.network.n_edges
+    assert isinstance(s, State)
+    assert s.potentials.shape == (b, n) and s.currents.shape == (b, m)
+    assert s.drops.shape == (b, m) and s.resistor_voltages.shape == (b, m)
+    assert s.outputs.shape == (b, len(p.outputs)) and s.power.shape == (b,)
+
+    # boundary values are imposed exactly
+    assert np.all(s.potentials[:, p.ground] == 0)
+    for j, v in enumerate(p.inputs):
+        if isinstance(v, Edge):
+            np.testing.assert_array_equal(s.sources[:, v.index], p.x[:, j])
+            np.testing.assert_allclose(s.resistor_voltages[:, v.index],
+                                       s.drops[:, v.index] + p.x[:, j], rtol=1e-15, atol=0)
+        else:
+            np.testing.assert_array_equal(s.potentials[:, v], p.x[:, j])
+    if p.clamped:
+        np.testing.assert_array_equal(s.potentials[:, p.clamped], p.clamp)
+
+    # agreement with the independent long-double model
+    u_ref = np.asarray(reference_solve(p), dtype=float)
+    assert np.max(np.abs(s.potentials - u_ref)) <= 1e-9 * max(np.max(np.abs(u_ref)), 1e-300)
+    np.testing.assert_allclose(s.outputs, u_ref @ readout_matrix(p).T, rtol=1e-9,
+                               atol=1e-9 * np.max(np.abs(u_ref)))
+
+    # Kirchhoff's current law at the free nodes (with injected currents)
+    assert _kcl_residual(c, s, p.currents) < KIRCHHOFF_TOL
+
+    # Kirchhoff's voltage law around every basis cycle: A^T (R i - s) = A^T dv = 0
+    A = p.network.cycle_basis()
+    src = np.zeros((b, m)) if s.sources is None else s.sources
+    loop = np.asarray((A.T @ (s.currents / p.g - src).T).T)
+    scale = np.asarray((abs(A).T @ (_span(c, s.potentials) + np.abs(src)).T).T)
+    if A.shape[1]:
+        assert np.max(np.abs(loop)) <= KIRCHHOFF_TOL * max(np.max(scale), 1e-300)
+
+    # Tellegen: power delivered by the clamped nodes, series sources and injected
+    # currents equals the power dissipated in the resistors
+    B = p.network.incidence()
+    out = np.asarray((B @ s.currents.T).T)  # net current leaving each node into the network
+    delivered = np.einsum("bn,bn->b", s.potentials[:, c.is_clamped], out[:, c.is_clamped])
+    delivered = delivered + np.einsum("bm,bm->b", src, s.currents)
+    if p.currents is not None:
+        delivered = delivered + np.einsum("bn,bn->b", s.potentials[:, c.free_nodes],
+                                          p.currents[:, c.free_nodes])
+    dissipated = (s.currents ** 2 / p.g).sum(axis=1)
+    np.testing.assert_allclose(s.power, dissipated, rtol=1e-12)
+    # rounding scale: every current term g (|dv| + |s|) times the largest voltage around
+    vmax = np.abs(s.potentials).max(axis=1) + np.abs(src).max(axis=1, initial=0)
+    scale = (p.g * (_span(c, s.potentials) + np.abs(src))).sum(axis=1) * vmax
+    if p.currents is not None:
+        scale = scale + np.abs(p.currents * s.potentials).sum(axis=1)
+    assert np.all(np.abs(delivered - s.power) <= 1e-10 * np.maximum(scale, 1e-300))
+
+
+@settings(max_examples=20)
+@given(problems(two_components=True, max_batch=3))
+def test_two_components_each_anchored(p):
+    """A circuit whose second component is anchored by an input node solves both parts."""
+    c, s = _solve(p)
+    assert p.network.n_components == 2
+    u_ref = np.asarray(reference_solve(p), dtype=float)
+    assert np.max(np.abs(s.potentials - u_ref)) <= 1e-9 * max(np.max(np.abs(u_ref)), 1e-300)
+    assert _kcl_residual(c, s, None) < KIRCHHOFF_TOL
+
+
+def _mixed_circuit(seed=0):
+    rng = np.random.default_rng(seed)
+    net = topologies.delaunay(40, seed=seed)
+    c = Circuit(net, ground=0, inputs=[5, Edge(3), 17], outputs=[9, Pair(11, 12), Edge(20)],
+                clamped=[30, 31])
+    g = 10 ** rng.uniform(-3, 3, net.n_edges)
+    return c, g, rng
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5, 6, 40])  # below and above the number of drivers (5)
+def test_batch_equals_single_samples(batch):
+    c, g, rng = _mixed_circuit()
+    x = rng.normal(size=(batch, 3))
+    clamp = rng.normal(size=(batch, 2))
+    J = rng.normal(size=(batch, c.network.n_nodes))
+    fac = c.factorize(g)
+    s = fac.solve(x, currents=J, clamp=clamp)
+    for k in range(batch):
+        sk = fac.solve(x[k], currents=J[k], clamp=clamp[k])
+        assert sk.potentials.shape == (1, c.network.n_nodes)
+        np.testing.assert_allclose(s.potentials[k], sk.potentials[0], rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(s.currents[k], sk.currents[0], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(s.power[k], sk.power[0], rtol=1e-10)
+    # Circuit.solve is factorize + solve
+    np.testing.assert_allclose(c.solve(g, x, currents=J, clamp=clamp).potentials, s.potentials,
+                               rtol=1e-12, atol=1e-13)
+
+
+def test_broadcast_clamp_and_currents():
+    c, g, rng = _mixed_circuit(1)
+    x = rng.normal(size=(4, 3))
+    clamp = rng.normal(size=2)
+    J = rng.normal(size=c.network.n_nodes)
+    fac = c.factorize(g)
+    s = fac.solve(x, currents=J, clamp=clamp)
+    s2 = fac.solve(x, currents=np.tile(J, (4, 1)), clamp=np.tile(clamp, (4, 1)))
+    np.testing.assert_allclose(s.potentials, s2.potentials, rtol=1e-12, atol=1e-13)
+    np.testing.assert_array_equal(s.potentials[:, c.clamped_nodes], np.tile(clamp, (4, 1)))
+
+
+def test_superposition_and_current_mode():
+    """Linearity: u(x, J) = u(x, 0) + u_J, where u_J is the current-mode run (drivers off)."""
+    c, g, rng = _mixed_circuit(2)
+    x = rng.normal(size=(3, 3))
+    J = rng.normal(size=(3, c.network.n_nodes))
+    fac = c.factorize(g)
+    uJ = fac.solve_currents(J)
+    assert np.all(uJ[:, c.is_clamped] == 0)
+    np.testing.assert_allclose(fac.solve(x, currents=J).potentials, fac.solve(x).potentials + uJ,
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fac.solve(2.5 * x).potentials, 2.5 * fac.solve(x).potentials,
+                               rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(fac.solve(np.zeros((3, 3)), currents=J).potentials, uJ,
+                               rtol=1e-11, atol=1e-13)
+
+
+def test_transfer_and_adjoint_basis():
+    c, g, rng = _mixed_circuit(3)
+    fac = c.factorize(g)
+    L = c.reduced_laplacian(g).toarray()
+    H = fac.transfer()
+    assert H.shape == (c.n_free, 5)  # 2 node inputs + 1 source + 2 clamps
+    x = rng.normal(size=(1, 3))
+    clamp = rng.normal(size=(1, 2))
+    z = np.concatenate([x[:, [0, 2]], x[:, [1]], clamp], axis=1)  # driver order: nodes, sources, clamps
+    np.testing.assert_allclose(H @ z[0], fac.solve(x, clamp=clamp).potentials[0, c.free_nodes],
+                               rtol=1e-10, atol=1e-12)
+    Z = fac.adjoint_basis()
+    PF = c.readout[:, c.free_nodes].toarray()
+    assert Z.shape == (c.n_free, 3)
+    assert np.abs(L @ Z - PF.T).max() < 1e-10 * np.abs(PF).max()
+    rhs = rng.normal(size=(c.n_free, 4))
+    assert rel_err(L @ fac.solve_free(rhs), rhs) < 1e-12
+    assert rel_err(L @ fac.solve_free(rhs[:, 0]), rhs[:, 0]) < 1e-12
+
+
+def test_reduced_laplacian_matches_dense_assembly():
+    c, g, _ = _mixed_circuit(4)
+    B = c.network.incidence().toarray()
+    L = (B * g) @ B.T
+    F = c.free_nodes
+    np.testing.assert_allclose(c.reduced_laplacian(g).toarray(), L[np.ix_(F, F)], rtol=1e-13, atol=1e-13)
+    cols = [0, 7, 12]
+    np.testing.assert_array_equal(c.edge_columns(cols).toarray(), B[np.ix_(F, cols)])
+
+
+def test_roles_and_readout():
+    net = Network(4, [[0, 1], [1, 2], [2, 3], [3, 0], [1, 3]])
+    c = Circuit(net, ground=0, inputs=[Edge(4), 2], outputs=[1, Edge(1), Pair(3, 1)], clamped=[3])
+    assert c.n_inputs == 2 and c.n_outputs == 3 and c.n_clamped == 1
+    np.testing.assert_array_equal(c.input_nodes, [2])
+    np.testing.assert_array_equal(c.source_edges, [4])
+    np.testing.assert_array_equal(c.free_nodes, [1])
+    np.testing.assert_array_equal(c.readout.toarray(), [[0, 1, 0, 0], [0, 1, -1, 0], [0, -1, 0, 1]])
+    assert "n_free=1" in repr(c)
+
+
+def test_series_source_drives_loop_current():
+    """A source s in a ring of k equal resistors g drives i = g s / k around the ring."""
+    k, gval, s = 6, 2.0, 3.0
+    net = Network(k, [[i, (i + 1) % k] for i in range(k)])
+    c = Circuit(net, ground=0, inputs=[Edge(2)], outputs=[Edge(2)])
+    st_ = c.solve(np.full(k, gval), [s])
+    np.testing.assert_allclose(st_.currents, np.full((1, k), gval * s / k), rtol=1e-13)
+    np.testing.assert_allclose(st_.power, [gval * s ** 2 / k], rtol=1e-13)
+    # the source edge's drop is -(k-1)/k s, every other edge drops s/k
+    expected = np.full(k, s / k)
+    expected[2] = -(k - 1) * s / k
+    np.testing.assert_allclose(st_.drops[0], expected, rtol=1e-13)
+
+
+def test_energy_derivative():
+    c, g, rng = _mixed_circuit(5)
+    s = c.solve(g, rng.normal(size=(2, 3)))
+    np.testing.assert_allclose(s.energy_derivative(), 0.5 * s.resistor_voltages ** 2, rtol=0)
+    np.testing.assert_allclose(s.energy_derivative().sum(axis=1) * 2, (s.resistor_voltages ** 2).sum(1))
