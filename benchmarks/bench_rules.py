@@ -3,7 +3,9 @@
 A step is what training does per minibatch: factorize ``L_FF(g)`` once, then the rule's
 ``estimate`` on that factorization (batch 64 by default). Lattices of about 1e2..1e5
 nodes, ground at a corner, 4 input nodes on the left edge, 3 output nodes on the right
-edge. Best of ``--repeats`` runs, rules interleaved. Prints a markdown table.
+edge. In-situ rows simulate every measurement (Gaussian noise per sample and edge, 16
+time samples per edge when superposed): that simulation, not the protocol, is their
+extra cost. Best of ``--repeats`` runs, rules interleaved. Prints a markdown table.
 
     python benchmarks/bench_rules.py [--sizes 10 32 100 316] [--batch 64] [--repeats 5] [--clock wall|cpu]
 """
@@ -36,6 +38,7 @@ RULES = {
     "ACL, positive": lambda: AdjointCoupledLearning(1e-3),
     "GEP clamp, centered": lambda: GEP("clamp", 1e-3, variant="centered"),
     "GEP energy, centered": lambda: GEP("energy", 1e-3, variant="centered"),
+    "In-situ, sequential, noise-free": lambda: InSitu(),
     "In-situ, sequential, noisy": lambda: InSitu(current_noise=0.01, output_noise_abs=1e-3, seed=0),
     "In-situ, superposed (16 samples)": lambda: InSitu(mode="superposed", n_samples=16, seed=0),
     "Finite differences": lambda: FiniteDifference(1e-6),

@@ -7,7 +7,7 @@ import pytest
 
 from kirchnet import Circuit, Edge, Pair, topologies
 from kirchnet.errors import BoundaryConditionError, ParameterError
-from kirchnet.losses import get_loss
+from kirchnet.losses import Loss, get_loss
 from kirchnet.rules import (
     GEP,
     AdjointCoupledLearning,
@@ -397,3 +397,30 @@ def test_single_sample_and_repr():
     assert res.estimate.shape == (c.network.n_edges,)
     assert "beta=0.01" in repr(EquilibriumPropagation(0.01))
     assert "ClampNudge" in repr(GEP("clamp", 0.1))
+
+
+class _Quartic(Loss):
+    """A loss without a closed-form Hessian in kirchnet: C = 1/4 sum (o - y)^4."""
+
+    name = "quartic"
+
+    def targets(self, targets, outputs):
+        return np.broadcast_to(np.asarray(targets, dtype=float), outputs.shape)
+
+    def __call__(self, outputs, targets):
+        d = outputs - self.targets(targets, outputs)
+        return 0.25 * (d ** 4).sum(axis=1), d ** 3
+
+
+def test_energy_nudge_generic_loss_uses_numerical_hessian():
+    c, g, x, y = _problem("random", batch=5)
+    beta = 0.5
+    loss = _Quartic()
+    res = EquilibriumPropagation(beta, "positive", "energy", loss=loss).estimate(c, g, x, y)
+    st = res.states["nudged"]
+    B = c.network.incidence().toarray()
+    injected = -beta * loss(st.outputs, y)[1] @ c.readout.toarray()
+    np.testing.assert_allclose((st.currents @ B.T)[:, c.free_nodes], injected[:, c.free_nodes], atol=1e-9)
+    ref = Analytical(loss=loss).estimate(c, g, x, y).estimate
+    est = EquilibriumPropagation(1e-4, "centered", "energy", loss=loss).estimate(c, g, x, y).estimate
+    assert _rel(est, ref) < 1e-6

@@ -211,7 +211,7 @@ class GEP(Rule):
     default ``nudge.order``; it scales the reported ``objective``), ``variant``.
 
     Result ``info``: ``betas``, ``objective`` (``(Phi(beta) - Phi(0)) / beta^k``, batch
-    mean, at the largest nudge used), ``delta``; ``states``: ``"nudged"`` (positive),
+    mean, at ``+beta``; at ``-beta`` for the negative variant), ``delta``; ``states``: ``"nudged"`` (positive),
     ``"nudged_negative"`` (negative) or both (centered).
     """
 
