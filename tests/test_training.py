@@ -191,16 +191,23 @@ def test_history_files(task, tmp_path):
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
 
-def _resumable(ckpt, epochs, callbacks=()):
-    return Trainer(Analytical(), Adam(0.03), epochs=epochs, batch_size=16, seed=5,
+def _resumable(ckpt, epochs, callbacks=(), rule=None):
+    return Trainer(rule or Analytical(), Adam(0.03), epochs=epochs, batch_size=16, seed=5,
                    constraints=[UpdateNoise(0.2, seed=3)], tunable=0.7, cosine=True,
                    checkpoint_dir=ckpt, checkpoint_every=2, callbacks=callbacks)
 
 
-def test_resume_after_interrupt_gives_identical_history(task, tmp_path):
+def _noisy_insitu():
+    from kirchnet.rules import InSitu
+
+    return InSitu(current_noise=0.05, output_noise=0.05, seed=4)
+
+
+@pytest.mark.parametrize("make_rule", [Analytical, _noisy_insitu], ids=["analytical", "insitu-noisy"])
+def test_resume_after_interrupt_gives_identical_history(task, tmp_path, make_rule):
     c, gt, x, y = task
     g0 = np.ones(c.network.n_edges)
-    full = _resumable(str(tmp_path / "full"), 7).fit(c, g0, x, y, x_val=x[:10], y_val=y[:10])
+    full = _resumable(str(tmp_path / "full"), 7, rule=make_rule()).fit(c, g0, x, y, x_val=x[:10], y_val=y[:10])
 
     def boom(trainer, info):
         if info["epoch"] == 5 and info["step"] == 2:
@@ -208,10 +215,11 @@ def test_resume_after_interrupt_gives_identical_history(task, tmp_path):
 
     ck = str(tmp_path / "cut")
     with pytest.raises(KeyboardInterrupt):
-        _resumable(ck, 7, [LambdaCallback(on_step_end=boom)]).fit(c, g0, x, y, x_val=x[:10], y_val=y[:10])
+        _resumable(ck, 7, [LambdaCallback(on_step_end=boom)], rule=make_rule()).fit(
+            c, g0, x, y, x_val=x[:10], y_val=y[:10])
     idx = json.loads(open(os.path.join(ck, "checkpoint.json")).read())
     assert idx["epoch"] == 4 and len(os.listdir(ck)) == 2  # index + one npz, no temp files
-    resumed = _resumable(ck, 7).fit(c, g0, x, y, x_val=x[:10], y_val=y[:10], resume=True)
+    resumed = _resumable(ck, 7, rule=make_rule()).fit(c, g0, x, y, x_val=x[:10], y_val=y[:10], resume=True)
     assert resumed.history == full.history  # exact equality of every recorded number
     np.testing.assert_array_equal(resumed.conductances, full.conductances)
 

@@ -21,8 +21,10 @@ epoch but does not checkpoint it.
 Checkpoints (every ``checkpoint_every`` epochs) hold the conductances, optimizer and
 constraint state and the history; they are written atomically (temporary file +
 ``os.replace``; the JSON index is replaced last). Shuffling draws the permutation of
-epoch ``e`` from ``default_rng([seed, e])`` and every epoch starts from a fresh
-factorization, so a resumed run reproduces the uninterrupted history exactly.
+epoch ``e`` from ``default_rng([seed, e])``, every epoch starts from a fresh
+factorization (cached solves of an evaluation would change the rounding), and random state of constraints
+and rules (``state_dict()`` or a ``_rng`` generator) is checkpointed, so a resumed run
+reproduces the uninterrupted history exactly.
 """
 
 from __future__ import annotations
@@ -52,6 +54,25 @@ __all__ = ["Trainer", "TrainResult", "History", "Callback", "EarlyStopping", "La
            "evaluate"]
 
 CHECKPOINT_INDEX = "checkpoint.json"
+
+
+# ----------------------------------------------------------------------------- state helpers
+def _rule_state(rule) -> dict:
+    """A rule's random state: its ``state_dict()`` if it has one, else the state of a
+    ``_rng`` numpy Generator (e.g. measurement noise of the in-situ protocol)."""
+    if callable(getattr(rule, "state_dict", None)):
+        return {"state_dict": rule.state_dict()}
+    rng = getattr(rule, "_rng", None)
+    if isinstance(rng, np.random.Generator):
+        return {"rng": rng.bit_generator.state}
+    return {}
+
+
+def _load_rule_state(rule, state: dict) -> None:
+    if "state_dict" in state and callable(getattr(rule, "load_state_dict", None)):
+        rule.load_state_dict(state["state_dict"])
+    elif "rng" in state and isinstance(getattr(rule, "_rng", None), np.random.Generator):
+        rule._rng.bit_generator.state = state["rng"]
 
 
 # ----------------------------------------------------------------------------- history
@@ -310,6 +331,7 @@ class Trainer:
                  "optimizer": type(self.optimizer).__name__, "optimizer_scalars": scalars,
                  "optimizer_none": [k for k, v in self.optimizer.state_dict().items() if v is None],
                  "constraints": self.constraints.state_dict(), "rule": repr(self.rule),
+                 "rule_state": _rule_state(self.rule),
                  "parametrization": self.parametrization, "history": history.to_dicts()}
         _atomic_write_text(os.path.join(d, CHECKPOINT_INDEX), json.dumps(index))
         for old in glob.glob(os.path.join(d, "ckpt-*.npz")):
@@ -340,6 +362,7 @@ class Trainer:
         state.update({k: None for k in index["optimizer_none"]})
         self.optimizer.load_state_dict(state)
         self.constraints.load_state_dict(index["constraints"])
+        _load_rule_state(self.rule, index.get("rule_state", {}))
         return int(index["epoch"]), g, History(index["history"])
 
     # ------------------------------------------------------------------ helpers
@@ -400,15 +423,15 @@ class Trainer:
                 raise ShapeError("x_val must have shape (n_val, n_inputs) and y_val n_val rows")
         self.stop_training = False
         loaded = self.load_checkpoint(g.size) if resume else None
+        fac = None
         if loaded is not None:
-            start, g, history = loaded  # optimizer and constraint state restored too
+            start, g, history = loaded  # optimizer, constraint and rule state restored too
         else:
             self.optimizer.reset()
             history = History()
             start = 0
-            fac = circuit.factorize(g)
             history.append({"epoch": 0, "lr": math.nan, "batch_loss": math.nan,
-                            **self._evaluate(circuit, g, X, Y, Xv, Yv, fac),
+                            **self._evaluate(circuit, g, X, Y, Xv, Yv, circuit.factorize(g)),
                             **({"cosine": math.nan} if self.cosine else {}), "low_rank_updates": 0})
         self._call("on_train_begin", {"start_epoch": start, "tunable": mask, "conductances": g})
         n = len(X)
@@ -428,7 +451,6 @@ class Trainer:
                 lr = self.optimizer.lr * float(self.schedule(epoch - 1))
                 order = (np.random.default_rng([int(self.seed), epoch]).permutation(n)
                          if self.shuffle else np.arange(n))
-                fac = None
                 batch_losses, cosines, low_rank, complete = [], [], 0, True
                 for step, i in enumerate(range(0, n, self.batch_size)):
                     idx = order[i:i + self.batch_size]
@@ -442,6 +464,7 @@ class Trainer:
                     if self.stop_training:
                         complete = i + self.batch_size >= n
                         break
+                fac = None  # the next epoch starts from a fresh factorization (exact resume)
                 rec = {"epoch": epoch, "lr": lr, "batch_loss": float(np.mean(batch_losses)),
                        **self._evaluate(circuit, g, X, Y, Xv, Yv, circuit.factorize(g))}
                 if self.cosine:
