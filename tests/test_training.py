@@ -252,3 +252,13 @@ def test_input_errors(task):
     with pytest.raises(ParameterError):
         Trainer(epochs=1).fit(c, g0, x, y, resume=True)  # resume needs a checkpoint_dir
     assert math.isnan(Trainer(epochs=0).fit(c, g0, x, y).history["lr"][0])
+
+
+def test_early_stop_writes_final_checkpoint(task, tmp_path):
+    c, gt, x, y = task
+    ck = str(tmp_path / "ck")
+    es = EarlyStopping("loss", patience=1, min_delta=1e9)
+    res = Trainer(epochs=10, batch_size=32, checkpoint_dir=ck, checkpoint_every=5, callbacks=[es]).fit(
+        c, np.ones(c.network.n_edges), x, y)
+    assert res.stopped and res.epochs_run == 2
+    assert json.loads(open(os.path.join(ck, "checkpoint.json")).read())["epoch"] == 2

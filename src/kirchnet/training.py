@@ -443,7 +443,6 @@ class Trainer:
                 bar = tqdm(total=self.epochs, initial=min(start, self.epochs), desc="training", unit="epoch")
             except ImportError:  # pragma: no cover
                 bar = None
-        epoch = start
         try:
             for epoch in range(start + 1, self.epochs + 1):
                 t0 = time.perf_counter()
@@ -471,6 +470,7 @@ class Trainer:
                     rec["cosine"] = float(np.nanmean(cosines)) if np.isfinite(cosines).any() else math.nan
                 rec["low_rank_updates"] = low_rank
                 history.append(rec)
+                self._call("on_epoch_end", epoch, rec)  # may set stop_training
                 if complete and self.checkpoint_dir is not None and (
                         epoch % self.checkpoint_every == 0 or epoch == self.epochs or self.stop_training):
                     self.save_checkpoint(epoch, g, history)
@@ -482,7 +482,6 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{rec['loss']:.4g}")
-                self._call("on_epoch_end", epoch, rec)
                 if self.stop_training:
                     break
         finally:
