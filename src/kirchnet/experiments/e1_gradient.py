@@ -50,16 +50,18 @@ def _networks(quick: bool, seed: int):
             "random": topologies.random_connected(500, mean_degree=5, seed=seed)}
 
 
-def e1_gradient(out_dir=None, quick: bool = False, seed: int = 0, progress=None) -> dict:
-    """Run E1; return ``{"rows", "summary", ...}`` and, with ``out_dir``, write
-    ``e1_gradient.json/.csv``, ``e1_gradient_bias.png`` and ``e1_cosine.png``."""
-    betas = np.geomspace(1e-4, 1.0, 9 if quick else 13)
-    nets = _networks(quick, seed)
+def e1_gradient(out_dir=None, quick: bool = False, seed: int = 0, progress=None, networks=None,
+                betas=None, batch: int = 32) -> dict:
+    """Run E1; return ``{"summary", "headline", ...}`` and, with ``out_dir``, write
+    ``e1_gradient.json/.csv``, ``e1_gradient_bias.png`` and ``e1_cosine.png``.
+    ``networks`` ({label: Network}) and ``betas`` override the defaults."""
+    betas = np.asarray(betas, float) if betas is not None else np.geomspace(1e-4, 1.0, 9 if quick else 13)
+    nets = networks if networks is not None else _networks(quick, seed)
     tick = Ticker(progress, len(nets) * len(ESTIMATORS), "E1 gradient fidelity")
     rows, summary = [], []
     curves: dict[str, dict] = {}
     for tname, net in nets.items():
-        task = teacher_student(net, n_inputs=3, n_outputs=2, n_train=32, n_test=0, seed=seed)
+        task = teacher_student(net, n_inputs=3, n_outputs=2, n_train=batch, n_test=0, seed=seed)
         circuit = task.circuit()
         g = np.random.default_rng(seed + 100).uniform(0.5, 2.0, net.n_edges)
         fac = circuit.factorize(g)

@@ -24,7 +24,7 @@ TASKS = ("regression", "iris", "digits")
 
 
 def e2_training(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int = 5, progress=None,
-                tasks=TASKS, rules=None) -> dict:
+                tasks=TASKS, rules=None, overrides=None) -> dict:
     """Run E2 over ``n_seeds`` seeds (``seed .. seed + n_seeds - 1``); write
     ``e2_training.json/.csv`` and ``e2_<task>.png`` (loss and accuracy curves)."""
     rules = RULES if rules is None else {k: RULES[k] for k in rules}
@@ -36,7 +36,7 @@ def e2_training(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int =
         for rname, rcfg in rules.items():
             hs, ms = [], []
             for s in seeds:
-                m, res, _ = train(preset(task, quick, s, rule=rcfg))
+                m, res, _ = train(preset(task, quick, s, **(overrides or {}), rule=rcfg))
                 rows.append({"task": task, "rule": rname, "seed": s, **{k: v for k, v in m.items()
                                                                         if k not in ("name", "task", "rule", "seed")}})
                 hs.append(res.history)

@@ -22,7 +22,7 @@ NOISE_FULL = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 def e3_insitu(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | None = None,
-              progress=None, noise_levels=None, tasks=("iris", "regression")) -> dict:
+              progress=None, noise_levels=None, tasks=("iris", "regression"), overrides=None) -> dict:
     """Run E3; write ``e3_insitu.json/.csv`` and ``e3_insitu.png``."""
     noise_levels = tuple(noise_levels or (NOISE_QUICK if quick else NOISE_FULL))
     seeds = list(range(seed, seed + (n_seeds or (3 if quick else 5))))
@@ -33,7 +33,7 @@ def e3_insitu(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | N
             ms = []
             for s in seeds:
                 rule = {"name": "insitu", "noise": float(sigma)}
-                m, _, _ = train(preset(task, quick, s, rule=rule))
+                m, _, _ = train(preset(task, quick, s, **(overrides or {}), rule=rule))
                 rows.append({"task": task, "noise": sigma, "seed": s,
                              **{k: m[k] for k in m if k.endswith(("loss", "accuracy"))}})
                 ms.append(m)

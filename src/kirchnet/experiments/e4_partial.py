@@ -20,7 +20,7 @@ MODES = ("random", "inputs", "outputs")
 
 
 def e4_partial(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | None = None,
-               progress=None, fractions=FRACTIONS, tasks=("regression", "iris")) -> dict:
+               progress=None, fractions=FRACTIONS, tasks=("regression", "iris"), overrides=None) -> dict:
     """Run E4 with the analytical rule; write ``e4_partial.json/.csv`` and ``e4_partial.png``."""
     seeds = list(range(seed, seed + (n_seeds or (3 if quick else 5))))
     combos = [(m, f) for m in MODES for f in fractions if not (m != "random" and f >= 1.0)]
@@ -30,7 +30,8 @@ def e4_partial(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | 
         for mode, frac in combos:
             ms = []
             for s in seeds:
-                m, _, _ = train(preset(task, quick, s, tunable={"mode": mode, "fraction": frac}))
+                cfg = preset(task, quick, s, **(overrides or {}), tunable={"mode": mode, "fraction": frac})
+                m, _, _ = train(cfg)
                 rows.append({"task": task, "mode": mode, "fraction": frac, "seed": s,
                              "n_tunable": m["n_tunable"], "n_edges": m["n_edges"],
                              **{k: m[k] for k in m if k.endswith(("loss", "accuracy"))}})

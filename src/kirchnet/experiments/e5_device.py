@@ -37,7 +37,7 @@ RULES = {"analytical": {"name": "analytical"},
 
 
 def e5_device(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | None = None,
-              progress=None, task: str = "iris", rules=None) -> dict:
+              progress=None, task: str = "iris", rules=None, overrides=None) -> dict:
     """Run E5; write ``e5_device.json/.csv`` and ``e5_device.png``."""
     conds = conditions(quick)
     rules = tuple(rules or (("analytical",) if quick else ("analytical", "ep")))
@@ -48,7 +48,7 @@ def e5_device(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | N
         for rname in rules:
             ms = []
             for s in seeds:
-                m, _, _ = train(preset(task, quick, s, rule=RULES[rname], constraints=ccfg))
+                m, _, _ = train(preset(task, quick, s, **(overrides or {}), rule=RULES[rname], constraints=ccfg))
                 rows.append({"condition": label, "rule": rname, "seed": s,
                              **{k: m[k] for k in m if k.endswith(("loss", "accuracy"))}})
                 ms.append(m)

@@ -1,0 +1,128 @@
+"""The kirchnet command line, through the real entry point (``python -m kirchnet``) and CliRunner."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kirchnet.cli import EXIT_CONFIG, EXIT_EXISTS, app
+
+TINY = """
+name = "tiny"
+seed = 1
+epochs = 3
+batch_size = 8
+
+[network]
+kind = "lattice"
+rows = 4
+cols = 4
+
+[task]
+name = "teacher_student"
+n_inputs = 2
+n_outputs = 1
+n_train = 16
+n_test = 8
+
+[optimizer]
+name = "adam"
+lr = 0.05
+"""
+
+
+def kirchnet(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "kirchnet", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_entry_point_help_and_info():
+    r = kirchnet("--help")
+    assert r.returncode == 0
+    for cmd in ("train", "reproduce", "info", "experiment"):
+        assert cmd in r.stdout
+    r = kirchnet("info", "--no-sizes")
+    assert r.returncode == 0, r.stderr
+    assert "CHOLMOD" in r.stdout and "numpy" in r.stdout
+
+
+def test_train_writes_results_and_refuses_to_overwrite(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "run"
+    r = kirchnet("train", str(cfg), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    for f in ("history.csv", "history.json", "conductances.csv", "metrics.json", "config.json",
+              "learning_curve.png", "network.png"):
+        assert (out / f).is_file(), f
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    assert metrics["epochs"] == 3 and len(history) == 4
+    assert metrics["train_loss"] == pytest.approx(history[-1]["train_loss"])
+    lines = (out / "conductances.csv").read_text().splitlines()
+    assert lines[0].startswith("edge,tail,head,conductance") and len(lines) == 1 + 24
+    # a second run into the same directory is refused (exit 3) unless --force
+    r2 = kirchnet("train", str(cfg), "--out", str(out), "--no-progress")
+    assert r2.returncode == EXIT_EXISTS and "already exists" in r2.stderr
+    r3 = kirchnet("train", str(cfg), "--out", str(out), "--no-progress", "--force", "--seed", "2")
+    assert r3.returncode == 0, r3.stderr
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 2
+
+
+@pytest.mark.parametrize("text, expect", [
+    (TINY + "\nlearning_rate = 0.1\n", "learning_rate: unknown key"),
+    (TINY.replace("epochs = 3", 'epochs = "many"'), "epochs: Input should be a valid integer"),
+    (TINY.replace("rows = 4", "rows = -4"), "network.rows"),
+    (TINY.replace('name = "teacher_student"', 'name = "mnist"'), "task.name"),
+    (TINY.replace("[optimizer]", "[optimiser]"), "optimiser: unknown key"),
+    ("epochs = [", "invalid TOML"),
+])
+def test_malformed_config_gives_clear_error_and_exit_code(tmp_path, text, expect):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    r = kirchnet("train", str(cfg), "--out", str(tmp_path / "o"), "--no-progress")
+    assert r.returncode == EXIT_CONFIG
+    assert expect in " ".join(r.stderr.split())
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_config_file(tmp_path):
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "nope.toml")])
+    assert r.exit_code == EXIT_CONFIG
+
+
+def test_reproduce_via_clirunner_writes_report(tmp_path, monkeypatch):
+    import numpy as np
+
+    from kirchnet import topologies
+    from kirchnet.experiments import reproduce as rep
+    from kirchnet.experiments.e1_gradient import e1_gradient
+    from kirchnet.experiments.e4_partial import e4_partial
+
+    tiny = {
+        "e1": lambda out, quick, seed, progress: e1_gradient(
+            out, quick, seed, progress, networks={"lattice": topologies.lattice(4, 4)},
+            betas=np.geomspace(1e-3, 1e-1, 3), batch=4),
+        "e4": lambda out, quick, seed, progress: e4_partial(
+            out, True, seed, n_seeds=1, progress=progress, fractions=(1.0, 0.5), tasks=("regression",),
+            overrides={"epochs": 2}),
+    }
+    monkeypatch.setattr(rep, "EXPERIMENTS", tiny)
+    out = tmp_path / "rep"
+    r = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    report = (out / "report.md").read_text()
+    assert "## E1 gradient fidelity" in report and "## E4 partial updates" in report
+    for png in ("e1_gradient_bias.png", "e1_cosine.png", "e4_partial.png"):
+        assert f"]({png})" in report and (out / png).is_file()
+    assert json.loads((out / "summary.json").read_text())["headline"]
+    r2 = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out), "--no-progress"])
+    assert r2.exit_code == EXIT_EXISTS
+    r3 = CliRunner().invoke(app, ["reproduce", "--only", "e9", "--out", str(tmp_path / "x")])
+    assert r3.exit_code == EXIT_CONFIG
+    r4 = CliRunner().invoke(app, ["experiment", "e7"])
+    assert r4.exit_code == EXIT_CONFIG

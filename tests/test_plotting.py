@@ -1,0 +1,58 @@
+"""Plotting: figures carry the data they are meant to show."""
+
+import numpy as np
+import pytest
+from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.colors import LogNorm
+
+from kirchnet import Circuit, plotting, topologies
+from kirchnet.experiments import io
+
+
+def test_draw_network_colour_is_conductance_width_is_current(tmp_path):
+    net = topologies.lattice(4, 5)
+    c = Circuit(net, ground=0, inputs=[19], outputs=[10])
+    g = np.geomspace(0.1, 10, net.n_edges)
+    state = c.solve(g, np.array([[1.0], [0.5]]))
+    fig = plotting.draw_network(net, g, state.currents, circuit=c, max_width=5.0, min_width=0.5)
+    lc = [col for col in fig.axes[0].collections if isinstance(col, LineCollection)][0]
+    np.testing.assert_allclose(lc.get_array(), g)
+    assert isinstance(lc.norm, LogNorm) and lc.norm.vmin == pytest.approx(0.1) and lc.norm.vmax == pytest.approx(10)
+    widths = np.asarray(lc.get_linewidths())
+    i = np.abs(state.currents).mean(axis=0)
+    np.testing.assert_allclose(widths, 0.5 + 4.5 * i / i.max())
+    # stored positions are used for the segments
+    np.testing.assert_allclose(lc.get_segments()[0], net.positions[net.edges[0]])
+    path = io.save_figure(fig, tmp_path / "net.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_draw_network_without_positions_uses_a_layout():
+    net = topologies.random_connected(15, mean_degree=3, seed=0)
+    pos = plotting.network_layout(net)
+    assert pos.shape == (15, 2) and np.all(np.isfinite(pos))
+    np.testing.assert_allclose(plotting.network_layout(net), pos)  # seeded
+    fig = plotting.draw_network(net, np.ones(net.n_edges))
+    lc = [col for col in fig.axes[0].collections if isinstance(col, LineCollection)][0]
+    assert len(lc.get_segments()) == net.n_edges
+
+
+def test_gradient_bias_is_loglog_with_slopes_in_legend():
+    x = np.geomspace(1e-3, 1, 5)
+    fig = plotting.gradient_bias({"a": (x, x), "b": (x, x ** 2)}, slopes={"a": 1.0, "b": 2.0})
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["a (slope 1.00)", "b (slope 2.00)"]
+
+
+def test_learning_curves_band_and_metric_curve():
+    ep = np.arange(5)
+    fig = plotting.learning_curves({"r": (ep, np.ones(5), 0.1 * np.ones(5)), "s": (ep, np.ones(5))})
+    ax = fig.axes[0]
+    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 1
+    assert len(ax.get_lines()) == 2
+    fig2 = plotting.metric_curve([0, 0.1, 1], {"acc": ([0.9, 0.8, 0.5], [0.01, 0.02, 0.05])},
+                                 xlabel="noise", ylabel="acc", logx=True)
+    line = fig2.axes[0].get_lines()[0]
+    np.testing.assert_allclose(line.get_ydata(), [0.9, 0.8, 0.5])
