@@ -34,6 +34,14 @@ def test_noise_free_equals_analytical(kind, batch, mode):
     assert _rel(est, ref) <= (1e-12 if mode == "sequential" else 1e-10)
 
 
+def test_ideal_shortcut_equals_simulated_measurements():
+    """Ideal sensors skip the per-sample arrays; a 32-bit ADC forces the full simulation."""
+    c, g, x, y = _problem(30)
+    fast = InSitu().estimate(c, g, x, y).estimate
+    simulated = InSitu(adc_bits=32).estimate(c, g, x, y).estimate
+    assert _rel(simulated, fast) < 1e-8
+
+
 def test_resistance_space_and_cross_entropy():
     c, g, x, y = _problem(12)
     _, grad_r = loss_and_grad(c, g, x, y, wrt="resistance")

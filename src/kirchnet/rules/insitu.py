@@ -39,7 +39,8 @@ class InSitu(Rule):
     every measurement), then optionally an ADC with ``adc_bits`` bits: midtread rounding
     to steps ``q = FS / 2^(bits - 1)`` and clipping to ``[-FS, FS]``. ``current_range`` /
     ``output_range`` are the full scales ``FS`` (a number) or ``None`` for auto-ranging
-    per channel (per edge / per output: the largest magnitude over the batch).
+    per channel (per edge / per output: the largest noise-free magnitude over the batch;
+    in superposed mode the bound |i| + |i_adj|).
 
     Noise is zero-mean and independent between runs, so for squared error (``delta``
     linear in ``o``) the estimate is unbiased. Quantization is deterministic and biased
@@ -90,16 +91,18 @@ class InSitu(Rule):
     # ----------------------------------------------------------- measurement
     def _measure(self, v, rel, absolute, full_scale, auto_scale=None):
         """Noisy, optionally quantized measurement of ``v`` (any shape, channels last)."""
-        out = np.array(v, dtype=float, copy=True)
+        if not rel and not absolute and self.adc_bits is None:
+            return v  # an ideal instrument
+        out = np.zeros(v.shape)
         if rel:
-            noise = self._rng.standard_normal(v.shape)
-            noise *= np.abs(v)
-            noise *= rel
-            out += noise
+            out = self._rng.standard_normal(v.shape)
+            out *= np.abs(v)
+            out *= rel
         if absolute:
             noise = self._rng.standard_normal(v.shape)
             noise *= absolute
             out += noise
+        out += v
         if self.adc_bits is not None:
             if full_scale is None:
                 fs = np.abs(v).max(axis=0) if auto_scale is None else auto_scale
@@ -145,19 +148,40 @@ class InSitu(Rule):
         values, delta = self.loss(free.outputs, y)
         m_values, m_delta = self.loss(o_meas, y)
         # run 2: current mode, the measured error injected at the outputs
-        i_adj = self.adjoint_currents(fac, m_delta)
-        i = free.currents
-        if self.mode == "sequential":
-            i_m = self._measure_currents(i)
-            ia_m = self._measure_currents(i_adj)
+        ideal = not (self.current_noise or self.current_noise_abs or self.adc_bits is not None)
+        if self.mode == "sequential" and ideal and m_delta.shape[0] > circuit.n_outputs:
+            dcdr = self._ideal_products(fac, free, m_delta)
         else:
-            i_m, ia_m = self._superposed(i, i_adj)
-        dcdr = np.einsum("bm,bm->m", i_m, ia_m) / i.shape[0]
+            i_adj = self.adjoint_currents(fac, m_delta)
+            i = free.currents
+            if self.mode == "sequential":
+                i_m = self._measure_currents(i)
+                ia_m = self._measure_currents(i_adj)
+            else:
+                i_m, ia_m = self._superposed(i, i_adj)
+            dcdr = np.einsum("bm,bm->m", i_m, ia_m) / i.shape[0]
         est = dcdr if self.wrt in ("resistance", "r") else -dcdr / g ** 2
         return RuleResult(est, float(values.mean()), free, {},
                           {"delta": m_delta, "measured_outputs": o_meas,
                            "measured_loss": float(m_values.mean()), "wrt": self.wrt,
                            "mode": self.mode})
+
+    def _ideal_products(self, factorization, free, delta):
+        """``mean_s i_e i_adj_e`` with ideal current sensors, without (b, m) arrays.
+
+        ``i_adj = delta U`` (``U`` (k, m): edge currents of the k unit current-mode runs),
+        so ``sum_s i_s,e i_adj_s,e = sum_k U_ke (i^T delta)_ek`` with
+        ``i^T delta = g * (B^T (u^T delta) + s^T delta)``.
+        """
+        c = factorization.circuit
+        g = factorization.conductances
+        unit = factorization.solve_currents(c.readout.toarray())  # (k, n)
+        U = g * np.asarray((c._BT @ unit.T).T)  # (k, m)
+        corr = np.asarray(c._BT @ (free.potentials.T @ delta))
+        if free.sources is not None:
+            corr = corr + free.sources.T @ delta
+        corr *= g[:, None]
+        return np.einsum("km,mk->m", U, corr) / delta.shape[0]
 
     def _superposed(self, i, i_adj):
         """Sample ``i cos(w1 t) + i_adj cos(w2 t)`` per edge, measure, demodulate both."""
