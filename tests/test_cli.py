@@ -126,3 +126,43 @@ def test_reproduce_via_clirunner_writes_report(tmp_path, monkeypatch):
     assert r3.exit_code == EXIT_CONFIG
     r4 = CliRunner().invoke(app, ["experiment", "e7"])
     assert r4.exit_code == EXIT_CONFIG
+
+
+# ------------------------------------------------------------------ config schema
+def test_config_round_trip_and_defaults():
+    from kirchnet.config import TrainConfig
+
+    cfg = TrainConfig.from_dict({"task": {"name": "iris"}, "rule": {"name": "ep", "beta": 0.2}})
+    assert cfg.rule.variant == "centered" and cfg.optimizer.name == "sgd"
+    again = TrainConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+
+
+@pytest.mark.parametrize("data, expect", [
+    ({"task": {"name": "iris"}, "network": {"kind": "delaunay"}}, "needs n"),
+    ({"task": {"name": "iris"}, "network": {"kind": "regular", "n": 10}}, "needs degree"),
+    ({"task": {"name": "iris"}, "network": {"kind": "layered", "sizes": [3]}}, "sizes"),
+    ({"task": {"name": "iris"}, "network": {"g_init": [2.0, 1.0]}}, "g_init"),
+    ({"task": {"name": "iris"}, "constraints": {"g_min": 1.0, "g_max": 0.5}}, "g_max"),
+    ({"task": {"name": "iris"}, "constraints": {"g_min": None, "levels": 8}}, "levels need"),
+    ({"task": {"name": "teacher_student", "loss": "cross_entropy"}}, "regression task"),
+    ({"task": {"name": "iris"}, "rule": {"name": "ep", "beta": 0}}, "rule.beta"),
+    ({"task": {"name": "iris"}, "rule": {"name": "ep", "variant": "sideways"}}, "rule.variant"),
+    ({"task": {"name": "iris", "colour": "red"}}, "task.colour: unknown key"),
+    ({}, "task: required key is missing"),
+])
+def test_config_rejects_impossible_values(data, expect):
+    from kirchnet.config import ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match=expect.replace(".", r"\.")):
+        TrainConfig.from_dict(data)
+
+
+def test_example_configs_are_valid():
+    from kirchnet.config import TrainConfig
+
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+    configs = [p for p in examples if "sweep" not in p.name]
+    assert len(configs) >= 3
+    for p in configs:
+        TrainConfig.from_toml(p)

@@ -74,14 +74,20 @@ def gradient_bias(series: Mapping[str, tuple], xlabel: str = "nudge strength (be
 
 
 def metric_curve(x: Sequence[float], series: Mapping[str, tuple], xlabel: str, ylabel: str,
-                 logx: bool = False, title: str | None = None, ax=None):
-    """``series[label] = (mean,)`` or ``(mean, std)`` over the points ``x``; error bars = std."""
+                 logx: bool = False, title: str | None = None, ax=None, logy: bool = False):
+    """``series[label] = (mean,)`` or ``(mean, std)`` over the points ``x``; error bars = std
+    (with ``logy`` the lower bar is capped at 90 % of the mean so it stays on the axis)."""
     fig, ax = _ax(ax)
     x = np.asarray(x, float)
     for label, s in series.items():
         mean = np.asarray(s[0], float)
         std = np.asarray(s[1], float) if len(s) > 1 and s[1] is not None else None
-        ax.errorbar(x, mean, yerr=std, fmt="o-", ms=4, capsize=3, lw=1.4, label=label)
+        yerr = std
+        if std is not None and logy:
+            yerr = np.stack([np.minimum(std, 0.9 * mean), std])
+        ax.errorbar(x, mean, yerr=yerr, fmt="o-", ms=4, capsize=3, lw=1.4, label=label)
+    if logy:
+        ax.set_yscale("log")
     if logx:
         ax.set_xscale("symlog", linthresh=min(x[x > 0]) if np.any(x > 0) else 1.0)
     ax.set_xlabel(xlabel)

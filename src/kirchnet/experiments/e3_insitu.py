@@ -55,7 +55,6 @@ def e3_insitu(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | N
         plotting.metric_curve([e["noise"] for e in t], {f"in-situ ({key})": ([e[key] for e in t],
                                                                              [e[key + "_std"] for e in t])},
                               xlabel="relative measurement noise sigma", ylabel=key.replace("_", " "),
-                              logx=True, title=f"E3 {task}: final {key.replace('_', ' ')} vs noise", ax=ax)
-        if key == "test_loss":
-            ax.set_yscale("log")
+                              logx=True, title=f"E3 {task}: final {key.replace('_', ' ')} vs noise", ax=ax,
+                              logy=key == "test_loss")
     return write_results(out_dir, "e3_insitu", data, rows, {"e3_insitu.png": fig})

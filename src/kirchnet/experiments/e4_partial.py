@@ -61,7 +61,6 @@ def e4_partial(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | 
             series[label[mode]] = ([e[key] for e in pts], [e[key + "_std"] for e in pts])
         xs = sorted(fractions)
         plotting.metric_curve(xs, series, xlabel="tunable fraction of edges", ylabel=key.replace("_", " "),
-                              title=f"E4 {task}: final {key.replace('_', ' ')}", ax=ax)
-        if key.endswith("loss"):
-            ax.set_yscale("log")
+                              title=f"E4 {task}: final {key.replace('_', ' ')}", ax=ax,
+                              logy=key.endswith("loss"))
     return write_results(out_dir, "e4_partial", data, rows, {"e4_partial.png": fig})

@@ -5,6 +5,7 @@ the network, task, circuit, rule, optimizer, constraints and tunable mask from t
 config, trains, and returns a flat dict of final metrics. With ``out_dir`` it also
 writes ``config.json``, ``metrics.json``, ``history.json``/``.csv``,
 ``conductances.csv`` (edge, tail, head, g, r, tunable, mean |current|),
+``network.graphml`` (the network with its final conductances),
 ``learning_curve.png`` and ``network.png``.
 """
 
@@ -306,3 +307,13 @@ def write_run_outputs(out: Path, config: TrainConfig, task: Task, circuit: Circu
             acc["test"] = (ep, [r["test_accuracy"] for r in h])
         io.save_figure(plotting.learning_curves(acc, ylabel="accuracy", logy=False), out / "accuracy_curve.png")
     io.save_figure(plotting.draw_network(net, g, state.currents, circuit=circuit), out / "network.png")
+    import networkx as nx
+
+    G = nx.MultiDiGraph()
+    for v in range(net.n_nodes):
+        attrs = {} if net.positions is None else {"x": float(net.positions[v, 0]), "y": float(net.positions[v, 1])}
+        G.add_node(v, **attrs)
+    for e, (a, b) in enumerate(np.asarray(net.edges)):
+        G.add_edge(int(a), int(b), key=e, conductance=float(g[e]), resistance=float(1.0 / g[e]),
+                   tunable=bool(mask[e]))
+    io.write_text(out / "network.graphml", "\n".join(nx.generate_graphml(G)) + "\n")

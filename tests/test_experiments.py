@@ -1,0 +1,136 @@
+"""Each experiment runs in a tiny configuration and produces its files; run_training's contract."""
+
+import json
+
+import numpy as np
+import pytest
+
+from kirchnet import topologies
+from kirchnet.config import ConfigError, TrainConfig
+from kirchnet.experiments import io
+from kirchnet.experiments.common import fit_loglog_slope, preset
+from kirchnet.experiments.e1_gradient import e1_gradient
+from kirchnet.experiments.e2_training import e2_training
+from kirchnet.experiments.e3_insitu import e3_insitu
+from kirchnet.experiments.e4_partial import e4_partial
+from kirchnet.experiments.e5_device import e5_device
+from kirchnet.experiments.run import run_training, train
+
+TINY = {"epochs": 2}
+
+
+def _files(out, data):
+    for f in data["files"]:
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    assert any(f.endswith(".png") for f in data["files"])
+    json.loads((out / data["files"][0]).read_text())
+
+
+def test_fit_loglog_slope():
+    x = np.geomspace(1e-4, 1e-1, 6)
+    assert fit_loglog_slope(x, 3 * x ** 2) == pytest.approx(2.0)
+    assert np.isnan(fit_loglog_slope(x, np.zeros(6)))
+
+
+def test_e1_slopes_match_theory(tmp_path):
+    nets = {"lattice": topologies.lattice(5, 5), "random": topologies.random_connected(25, mean_degree=4, seed=1)}
+    d = e1_gradient(tmp_path, networks=nets, betas=np.geomspace(1e-4, 1e-1, 4), batch=8)
+    _files(tmp_path, d)
+    h = {r["estimator"]: r for r in d["headline"]}
+    assert h["EP positive (current)"]["slope"] == pytest.approx(1.0, abs=0.1)
+    assert h["EP negative (energy)"]["slope"] == pytest.approx(1.0, abs=0.15)
+    assert h["EP centered (energy)"]["slope"] == pytest.approx(2.0, abs=0.15)
+    assert h["EP centered (current)"]["exact"]
+    assert h["ACL positive"]["slope"] == pytest.approx(1.0, abs=0.1)
+    # CL tends to a different (stiffness-weighted) direction: bounded away from the exact gradient
+    assert h["CL positive"]["min_cosine_smallest"] < 0.999
+    assert h["CL positive"]["min_cosine_smallest"] > 0.0
+    rows = (tmp_path / "e1_gradient.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 9 * 4
+
+
+def test_e2_tiny(tmp_path):
+    d = e2_training(tmp_path, quick=True, n_seeds=2, tasks=("regression", "iris"), rules=("analytical", "cl"),
+                    overrides=TINY)
+    _files(tmp_path, d)
+    assert {(e["task"], e["rule"]) for e in d["table"]} == {(t, r) for t in ("regression", "iris")
+                                                             for r in ("analytical", "cl")}
+    iris_a = next(e for e in d["table"] if e["task"] == "iris" and e["rule"] == "analytical")
+    assert 0.0 <= iris_a["test_accuracy"] <= 1.0 and iris_a["n_seeds"] == 2
+    assert (tmp_path / "e2_iris.png").is_file() and (tmp_path / "e2_regression.png").is_file()
+    rows = (tmp_path / "e2_training.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2 * 2
+
+
+def test_e3_noise_free_insitu_equals_analytical(tmp_path):
+    d = e3_insitu(tmp_path, quick=True, n_seeds=1, noise_levels=(0.0, 1.0), tasks=("regression",),
+                  overrides=TINY)
+    _files(tmp_path, d)
+    m, _, _ = train(preset("regression", True, 0, **TINY))  # analytical rule, same seed
+    e0 = next(e for e in d["table"] if e["noise"] == 0.0)
+    assert e0["test_loss"] == pytest.approx(m["test_loss"], rel=1e-8)
+
+
+def test_e4_masks_have_the_requested_size(tmp_path):
+    d = e4_partial(tmp_path, quick=True, n_seeds=1, fractions=(1.0, 0.25), tasks=("regression",),
+                   overrides=TINY)
+    _files(tmp_path, d)
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "e4_partial.csv").open()))
+    assert {(r["mode"], float(r["fraction"])) for r in rows} == {("random", 1.0), ("random", 0.25),
+                                                                  ("inputs", 0.25), ("outputs", 0.25)}
+    for r in rows:
+        assert int(r["n_tunable"]) == max(1, round(float(r["fraction"]) * int(r["n_edges"])))
+
+
+def test_e5_tiny(tmp_path):
+    d = e5_device(tmp_path, quick=True, n_seeds=1, overrides=TINY)
+    _files(tmp_path, d)
+    labels = {e["condition"] for e in d["table"]}
+    assert {"ideal", "bounded [0.1, 10]", "8 levels (nearest)", "8 levels (stochastic)"} <= labels
+
+
+def test_run_training_contract_and_constraints(tmp_path):
+    cfg = TrainConfig.from_dict({"task": {"name": "iris"}, "network": {"kind": "layered", "sizes": [11, 6, 3]},
+                                 "epochs": 3, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.05},
+                                 "constraints": {"g_min": 0.2, "g_max": 5.0, "levels": 16}})
+    m = run_training(cfg, out_dir=tmp_path)
+    for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "epochs", "wall_time",
+                "n_edges", "n_tunable", "loss_reduction"):
+        assert key in m
+    g = np.array([float(l.split(",")[3]) for l in (tmp_path / "conductances.csv").read_text().splitlines()[1:]])
+    levels = np.geomspace(0.2, 5.0, 16)
+    assert np.all(np.min(np.abs(g[:, None] - levels[None, :]), axis=1) < 1e-9 * g)
+    assert (tmp_path / "network.graphml").is_file() and (tmp_path / "accuracy_curve.png").is_file()
+    # a dict config works too, and invalid ones raise ConfigError
+    assert run_training({"task": {"name": "allostery"}, "network": {"kind": "random", "n": 20, "mean_degree": 3},
+                         "epochs": 2})["epochs"] == 2
+    with pytest.raises(ConfigError, match="tunable.fraction"):
+        run_training({"task": {"name": "iris"}, "tunable": {"fraction": 1.5}})
+
+
+@pytest.mark.parametrize("rule", [{"name": "ep", "beta": 0.05}, {"name": "cl", "eta": 0.1},
+                                  {"name": "acl"}, {"name": "gep", "nudge": "energy"},
+                                  {"name": "insitu", "noise": 0.1}])
+def test_every_rule_trains_teacher_student(rule):
+    m = run_training({"task": {"name": "teacher_student"}, "network": {"kind": "delaunay", "n": 30},
+                      "rule": rule, "epochs": 15, "batch_size": 16, "optimizer": {"name": "adam", "lr": 0.05}})
+    assert m["loss_reduction"] > 5.0
+
+
+def test_prepare_out_dir_never_overwrites(tmp_path):
+    out = tmp_path / "x"
+    io.prepare_out_dir(out)
+    (out / "a.txt").write_text("keep")
+    with pytest.raises(io.OutputExistsError):
+        io.prepare_out_dir(out)
+    io.prepare_out_dir(out, force=True)
+    assert (out / "a.txt").read_text() == "keep"
+    a, b = io.timestamped_dir(tmp_path, "r"), None
+    a.mkdir()
+    b = io.timestamped_dir(tmp_path, "r")
+    assert a != b
+    io.write_json(tmp_path / "d.json", {"v": np.float64(1.5), "a": np.arange(2)})
+    assert json.loads((tmp_path / "d.json").read_text()) == {"v": 1.5, "a": [0, 1]}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
