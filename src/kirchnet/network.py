@@ -233,14 +233,22 @@ class Network:
         """Build from a networkx graph (any node labels; multigraphs keep parallel edges).
 
         Nodes are numbered in ``graph.nodes`` order and their labels kept. Undirected
-        edges get the orientation in which networkx lists them. Node attribute
-        ``pos_attr`` (if present on every node) becomes :attr:`positions`.
+        edges get the orientation in which networkx lists them. Edges are numbered in
+        networkx order, or by their integer ``index`` attribute when every edge has a
+        distinct one (as :meth:`to_networkx` writes), so that round trips keep edge ids.
+        Node attribute ``pos_attr`` (if present on every node) becomes :attr:`positions`.
         """
         nodes = list(graph.nodes)
         if not nodes:
             raise TopologyError("the networkx graph has no nodes")
         index = {v: i for i, v in enumerate(nodes)}
-        edges = [(index[a], index[b]) for a, b, *_ in graph.edges]
+        edata = list(graph.edges(data=True))
+        edges = [(index[a], index[b]) for a, b, _ in edata]
+        # keep kirchnet's edge order when the graph came from to_networkx (attribute "index")
+        order = [d.get("index") for *_, d in edata]
+        if edges and all(isinstance(i, (int, np.integer)) for i in order) \
+                and sorted(order) == list(range(len(order))):
+            edges = [edges[i] for i in np.argsort(order)]
         pos = None
         if nodes and all(pos_attr in graph.nodes[v] for v in nodes):
             pos = np.array([graph.nodes[v][pos_attr] for v in nodes], dtype=float)[:, :2]

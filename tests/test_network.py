@@ -1,0 +1,180 @@
+"""Network: incidence convention, cycle basis, immutability, conversions."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kirchnet import Network, TopologyError, topologies
+from strategies import bridges, random_multigraph
+
+
+@st.composite
+def multigraphs(draw, max_components=3):
+    """Multigraphs with parallel edges, bridges and 1-3 components (isolated nodes too)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    parts, offset = [], 0
+    for _ in range(draw(st.integers(1, max_components))):
+        n = draw(st.integers(3, 25))  # >= 3: a pendant node, so a bridge
+        parts.append(offset + random_multigraph(rng, n, draw(st.integers(0, 2 * n)), draw(st.integers(0, 4))))
+        offset += n
+    isolated = draw(st.integers(0, 2))
+    return Network(offset + isolated, np.concatenate(parts))
+
+
+def test_incidence_convention():
+    net = Network(3, [[0, 1], [2, 1], [0, 2]])
+    B = net.incidence()
+    assert sp.issparse(B) and B.shape == (3, 3)
+    np.testing.assert_array_equal(B.toarray(), [[1, 0, 1], [-1, -1, 0], [0, 1, -1]])
+    u = np.array([5.0, 2.0, 1.0])
+    np.testing.assert_array_equal(B.T @ u, [3.0, -1.0, 4.0])  # dv_e = u_tail - u_head
+    np.testing.assert_array_equal(net.tails, [0, 2, 0])
+    np.testing.assert_array_equal(net.heads, [1, 1, 2])
+    np.testing.assert_array_equal(net.degrees(), [2, 2, 2])
+
+
+def test_parallel_edges_kept_and_immutable():
+    net = Network(2, [[0, 1], [1, 0], [0, 1]])
+    assert net.n_edges == 3 and net.cycle_rank == 2
+    np.testing.assert_array_equal(net.incidence().toarray(), [[1, -1, 1], [-1, 1, -1]])
+    with pytest.raises(ValueError):
+        net.edges[0, 0] = 1
+    with pytest.raises(AttributeError):
+        net.n_nodes = 5
+    src = np.array([[0, 1], [1, 2]])
+    net2 = Network(3, src, positions=np.zeros((3, 2)))
+    src[0, 0] = 2  # the network keeps its own copy
+    assert net2.edges[0, 0] == 0
+    with pytest.raises(ValueError):
+        net2.positions[0, 0] = 1.0
+
+
+@settings(max_examples=40)
+@given(multigraphs())
+def test_cycle_basis(net):
+    A = net.cycle_basis()
+    B = net.incidence()
+    c, labels = net.components()
+    assert A.shape == (net.n_edges, net.n_edges - net.n_nodes + c)
+    assert net.cycle_rank == net.n_edges - net.n_nodes + c
+    assert c == nx.number_connected_components(net.to_networkx().to_undirected())
+    assert abs(B @ A).sum() == 0  # every column is a cycle: B A = 0 exactly
+    Ad = A.toarray()
+    assert set(np.unique(Ad)) <= {-1.0, 0.0, 1.0}
+    if A.shape[1]:
+        assert np.linalg.matrix_rank(Ad) == A.shape[1]  # independent columns
+    # a spanning forest: n - c edges, acyclic, and every non-tree edge closes one column
+    forest = net.spanning_forest()
+    assert forest.sum() == net.n_nodes - c
+    assert np.linalg.matrix_rank(B[:, np.flatnonzero(forest)].toarray()) == net.n_nodes - c
+    chords = np.flatnonzero(~forest)
+    np.testing.assert_array_equal(Ad[chords], np.eye(chords.size))
+    # bridges lie on no cycle
+    br = bridges(net.edges, net.n_nodes)
+    assert br.size >= 1
+    assert np.all(Ad[br] == 0)
+    # components agree with node labels of edges
+    np.testing.assert_array_equal(labels[net.tails], labels[net.heads])
+
+
+def test_cycle_basis_of_tree_is_empty():
+    net = Network(4, [[0, 1], [1, 2], [3, 1]])
+    assert net.cycle_basis().shape == (3, 0)
+    assert net.cycle_rank == 0
+
+
+@pytest.mark.parametrize("edges, match", [
+    ([[0, 1], [2, 2]], r"self-loops are not allowed.*edge\(s\) 1.*node 2"),
+    ([[0, 1], [1, 5]], r"edge\(s\) 1 use unknown node ids \(valid ids are 0\.\.2\)"),
+    ([[0, -1]], r"unknown node ids"),
+    ([[0, 1.5]], r"integer node ids"),
+    ([0, 1, 2], r"edges must have shape \(m, 2\)"),
+    (np.zeros((0, 2), dtype=int), r"at least one edge; the edge list is empty"),
+])
+def test_invalid_topologies(edges, match):
+    with pytest.raises(TopologyError, match=match):
+        Network(3, edges)
+
+
+def test_invalid_sizes_and_attributes():
+    with pytest.raises(TopologyError, match=r"at least one node, got n_nodes=0"):
+        Network(0, [[0, 1]])
+    with pytest.raises(TopologyError, match=r"positions must have shape \(3, 2\)"):
+        Network(3, [[0, 1]], positions=np.zeros((2, 2)))
+    with pytest.raises(TopologyError, match="labels must have 3 entries"):
+        Network(3, [[0, 1]], labels=("a", "b"))
+    with pytest.raises(TopologyError, match="the edge list is empty"):
+        Network.from_edgelist([])
+    with pytest.raises(TopologyError, match="has no nodes"):
+        Network.from_networkx(nx.Graph())
+    G = nx.Graph()
+    G.add_nodes_from([1, 2])
+    with pytest.raises(TopologyError, match="has no edges"):
+        Network.from_networkx(G)
+    G.add_edge(1, 1)
+    with pytest.raises(TopologyError, match="self-loops"):
+        Network.from_networkx(G)
+
+
+def test_from_edgelist():
+    net = Network.from_edgelist([(0, 1), (1, 2), (2, 0), (0, 1)])
+    assert net.n_nodes == 3 and net.n_edges == 4
+    np.testing.assert_array_equal(net.edges, [[0, 1], [1, 2], [2, 0], [0, 1]])
+    net2 = Network.from_edgelist([(0, 1)], n_nodes=4, positions=np.arange(8.0).reshape(4, 2))
+    assert net2.n_nodes == 4 and net2.n_components == 3
+    np.testing.assert_array_equal(net2.positions[3], [6.0, 7.0])
+
+
+@settings(max_examples=15)
+@given(multigraphs(max_components=2))
+def test_networkx_round_trip_keeps_edge_ids(net):
+    g = np.arange(1.0, net.n_edges + 1)
+    G = net.to_networkx(conductances=g)
+    assert isinstance(G, nx.MultiDiGraph)
+    assert G.number_of_nodes() == net.n_nodes and G.number_of_edges() == net.n_edges
+    back = Network.from_networkx(G)
+    np.testing.assert_array_equal(back.edges, net.edges)
+    assert back.labels is None
+    cond = {d["index"]: d["conductance"] for _, _, d in G.edges(data=True)}
+    np.testing.assert_array_equal([cond[e] for e in range(net.n_edges)], g)
+
+
+def test_networkx_labels_and_positions_round_trip():
+    lat = topologies.lattice(3, 4)
+    names = {i: f"n{i}" for i in range(lat.n_nodes)}
+    G = nx.relabel_nodes(lat.to_networkx(), names)
+    net = Network.from_networkx(G)
+    assert net.labels == tuple(f"n{i}" for i in range(lat.n_nodes))
+    np.testing.assert_array_equal(net.edges, lat.edges)
+    np.testing.assert_array_equal(net.positions, lat.positions)
+    assert net.node_index("n5") == 5
+    with pytest.raises(TopologyError, match="unknown node label 'zz'"):
+        net.node_index("zz")
+    H = net.to_networkx()
+    assert set(H.nodes) == set(names.values())
+    assert H.nodes["n5"]["pos"] == tuple(lat.positions[5])
+    assert sorted((a, b) for a, b in H.edges()) == sorted((names[a], names[b]) for a, b in lat.edges)
+
+
+def test_from_undirected_and_multigraphs():
+    G = nx.MultiGraph()
+    G.add_edge("a", "b")
+    G.add_edge("a", "b")
+    G.add_edge("b", "c")
+    net = Network.from_networkx(G)
+    assert net.n_nodes == 3 and net.n_edges == 3 and net.cycle_rank == 1
+    assert net.labels == ("a", "b", "c")
+    pos = {v: (i, 2.0 * i) for i, v in enumerate("abc")}
+    nx.set_node_attributes(G, pos, "pos")
+    np.testing.assert_array_equal(Network.from_networkx(G).positions, [[0, 0], [1, 2], [2, 4]])
+    K = nx.path_graph(4)
+    net = Network.from_networkx(K)
+    assert net.labels is None and net.n_edges == 3
+    assert net.node_index(2) == 2
+    with pytest.raises(TopologyError, match=r"unknown node id 7; valid ids are 0\.\.3"):
+        net.node_index(7)

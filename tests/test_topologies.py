@@ -1,0 +1,159 @@
+"""Network generators: sizes, connectivity, determinism by seed, and argument checks."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+from scipy.spatial import ConvexHull
+
+from kirchnet import Network, TopologyError, topologies
+
+GENERATORS = {
+    "lattice": lambda seed: topologies.lattice(7, 9),
+    "lattice_diag": lambda seed: topologies.lattice(5, 4, diagonals=True),
+    "random_m": lambda seed: topologies.random_connected(60, m=100, seed=seed),
+    "random_deg": lambda seed: topologies.random_connected(80, mean_degree=3.5, seed=seed),
+    "random_tree": lambda seed: topologies.random_connected(30, m=29, seed=seed),
+    "random_dense": lambda seed: topologies.random_connected(12, m=66, seed=seed),
+    "regular": lambda seed: topologies.random_regular(50, 3, seed=seed),
+    "delaunay": lambda seed: topologies.delaunay(70, seed=seed),
+    "layered": lambda seed: topologies.layered([3, 5, 2]),
+    "complete": lambda seed: topologies.complete(7),
+}
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_connected_simple_and_deterministic(name):
+    make = GENERATORS[name]
+    net = make(3)
+    assert isinstance(net, Network)
+    assert net.n_components == 1
+    key = np.sort(net.edges, axis=1)
+    assert np.unique(key, axis=0).shape[0] == net.n_edges  # no parallel edges
+    assert np.all(net.edges[:, 0] != net.edges[:, 1])
+    again = make(3)
+    np.testing.assert_array_equal(again.edges, net.edges)
+    if net.positions is not None:
+        np.testing.assert_array_equal(again.positions, net.positions)
+        assert net.positions.shape == (net.n_nodes, 2)
+
+
+@pytest.mark.parametrize("name", ["random_m", "random_deg", "regular", "delaunay"])
+def test_seed_changes_random_graphs(name):
+    a, b = GENERATORS[name](1), GENERATORS[name](2)
+    assert a.n_edges != b.n_edges or not np.array_equal(a.edges, b.edges)
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 2), (1, 7), (4, 1), (3, 3), (6, 11)])
+@pytest.mark.parametrize("diagonals", [False, True])
+def test_lattice_sizes(rows, cols, diagonals):
+    net = topologies.lattice(rows, cols, diagonals=diagonals)
+    assert net.n_nodes == rows * cols
+    expected = rows * (cols - 1) + cols * (rows - 1)
+    if diagonals:
+        expected += 2 * (rows - 1) * (cols - 1)
+    assert net.n_edges == expected
+    assert net.n_components == 1
+    # node r * cols + c sits at (c, r); edges join nodes at distance 1 (or sqrt 2)
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    np.testing.assert_array_equal(net.positions, np.stack([c, r], axis=1))
+    d = np.linalg.norm(net.positions[net.heads] - net.positions[net.tails], axis=1)
+    assert np.all((np.isclose(d, 1.0)) | (diagonals & np.isclose(d, np.sqrt(2))))
+    # horizontal edges point right, vertical edges point up
+    step = net.positions[net.heads] - net.positions[net.tails]
+    axis = np.isclose(d, 1.0)
+    assert np.all(step[axis].sum(axis=1) == 1.0)
+
+
+def test_lattice_rejects_single_node():
+    with pytest.raises(TopologyError, match="at least 2 nodes"):
+        topologies.lattice(1, 1)
+    with pytest.raises(TopologyError, match="at least 2 nodes"):
+        topologies.lattice(0, 5)
+
+
+@pytest.mark.parametrize("n, m", [(2, 1), (10, 9), (10, 20), (25, 300), (200, 500)])
+def test_random_connected_sizes(n, m):
+    net = topologies.random_connected(n, m=m, seed=n + m)
+    assert net.n_nodes == n and net.n_edges == m and net.n_components == 1
+
+
+def test_random_connected_mean_degree():
+    net = topologies.random_connected(101, mean_degree=4.3, seed=0)
+    assert net.n_edges == round(101 * 4.3 / 2)
+    assert net.degrees().mean() == pytest.approx(2 * net.n_edges / 101)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n=10), "exactly one of m or mean_degree"),
+    (dict(n=10, m=12, mean_degree=3), "exactly one of m or mean_degree"),
+    (dict(n=10, m=8), r"m must be between n-1=9 and n\(n-1\)/2=45, got 8"),
+    (dict(n=10, m=46), r"got 46"),
+    (dict(n=1, m=0), "n >= 2"),
+])
+def test_random_connected_rejects(kwargs, match):
+    with pytest.raises(TopologyError, match=match):
+        topologies.random_connected(**kwargs)
+
+
+@pytest.mark.parametrize("n, degree", [(10, 3), (50, 4), (31, 2), (12, 11)])
+def test_random_regular_degrees(n, degree):
+    net = topologies.random_regular(n, degree, seed=5)
+    assert np.all(net.degrees() == degree)
+    assert net.n_edges == n * degree // 2
+    assert net.n_components == 1
+
+
+@pytest.mark.parametrize("n, degree", [(5, 3), (4, 4), (6, 0)])
+def test_random_regular_rejects(n, degree):
+    with pytest.raises(TopologyError, match=f"no {degree}-regular graph on {n} nodes"):
+        topologies.random_regular(n, degree)
+
+
+@pytest.mark.parametrize("n", [3, 4, 10, 57, 300])
+def test_delaunay_planar_counts(n):
+    net = topologies.delaunay(n, seed=n)
+    assert net.n_nodes == n
+    assert net.n_edges <= 3 * n - 6 or n == 3  # planar bound (a triangle has 3 = 3n - 6 edges)
+    # Euler for a triangulation of points in general position: m = 3n - 3 - h, h hull points
+    h = len(ConvexHull(net.positions).vertices)
+    assert net.n_edges == 3 * n - 3 - h
+    assert np.all((net.positions >= 0) & (net.positions <= 1))
+    assert nx.check_planarity(nx.Graph(net.to_networkx().to_undirected()))[0]
+
+
+def test_delaunay_rejects_too_few_points():
+    with pytest.raises(TopologyError, match="n >= 3"):
+        topologies.delaunay(2)
+
+
+@pytest.mark.parametrize("sizes", [[1, 1], [3, 5, 2], [4, 1, 4, 2]])
+def test_layered_complete_bipartite(sizes):
+    net = topologies.layered(sizes)
+    assert net.n_nodes == sum(sizes)
+    assert net.n_edges == sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    layer = np.repeat(np.arange(len(sizes)), sizes)
+    np.testing.assert_array_equal(layer[net.heads], layer[net.tails] + 1)  # l -> l + 1
+    pairs = {tuple(e) for e in net.edges.tolist()}
+    for l in range(len(sizes) - 1):
+        for a in np.flatnonzero(layer == l):
+            for b in np.flatnonzero(layer == l + 1):
+                assert (a, b) in pairs
+    np.testing.assert_array_equal(net.positions[:, 0], layer)
+
+
+@pytest.mark.parametrize("sizes", [[3], [], [2, 0, 3]])
+def test_layered_rejects(sizes):
+    with pytest.raises(TopologyError, match="at least two non-empty layers"):
+        topologies.layered(sizes)
+
+
+@pytest.mark.parametrize("n", [2, 3, 9])
+def test_complete(n):
+    net = topologies.complete(n)
+    assert net.n_edges == n * (n - 1) // 2
+    assert np.all(net.degrees() == n - 1)
+    assert np.all(net.tails < net.heads)
+    with pytest.raises(TopologyError, match="n >= 2"):
+        topologies.complete(1)
