@@ -31,7 +31,7 @@ def check_positive_finite(values, n: int, name: str = "conductances") -> np.ndar
     if bad.size:
         raise ParameterError(
             f"{name} must be strictly positive; non-positive value(s) on edge(s) {_list(bad)} "
-            f"(e.g. {arr[bad[0]]!r})",
+            f"(e.g. {float(arr[bad[0]])!r})",
             edges=bad,
         )
     return arr

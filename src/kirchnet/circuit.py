@@ -55,6 +55,8 @@ def _node(network: Network, v, role: str) -> int:
 
 
 def _edge(network: Network, e: Edge, role: str) -> int:
+    if isinstance(e.index, (bool, np.bool_)) or not isinstance(e.index, (int, np.integer)):
+        raise TopologyError(f"{role}: edge indices must be integers, got Edge({e.index!r})")
     idx = int(e.index)
     if not 0 <= idx < network.n_edges:
         raise TopologyError(

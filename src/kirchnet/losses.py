@@ -41,6 +41,8 @@ class SquaredError(Loss):
             y = y[:, None]
         if y.shape != outputs.shape:
             raise ShapeError(f"targets must have shape {outputs.shape} (batch, n_outputs), got {np.shape(targets)}")
+        if not np.all(np.isfinite(y)):
+            raise ShapeError("targets contain NaN or inf")
         return y
 
     def __call__(self, outputs, targets):
@@ -78,6 +80,8 @@ class CrossEntropy(Loss):
         y = y.astype(float)
         if y.shape != outputs.shape:
             raise ShapeError(f"target probabilities must have shape {outputs.shape}, got {y.shape}")
+        if not np.all(np.isfinite(y)) or np.any(y < 0):
+            raise ShapeError("target probabilities must be finite and non-negative")
         return y
 
     def __call__(self, outputs, targets):
