@@ -282,9 +282,8 @@ class EquilibriumPropagation(Rule):
             raise ParameterError(f"nudge must be 'current' or 'energy', got {nudge!r}")
         self.nudge = nudge
 
-    def _currents(self, beta, ports, free, y, delta):
-        if self.nudge == "current":
-            return -beta * delta
+    def _energy_currents(self, beta, ports, free, y, delta):
+        """Port currents of the energy nudge (closed form for squared error, else Newton)."""
         if isinstance(self.loss, SquaredError):
             # (I + beta K) delta_beta = delta  (K symmetric)
             A = np.eye(ports.K.shape[0]) + beta * ports.K
@@ -301,7 +300,7 @@ class EquilibriumPropagation(Rule):
             est = _port_rule_estimate(ports, free, -delta, _sided(self.variant) * self.beta)
             mus = {bk: -bk * delta for bk in (b1, b2) if bk != 0.0}
         else:
-            mus = {bk: self._currents(bk, ports, free, y, delta) for bk in (b1, b2) if bk != 0.0}
+            mus = {bk: self._energy_currents(bk, ports, free, y, delta) for bk in (b1, b2) if bk != 0.0}
             est = ports.hebbian(free, mus.get(b1), mus.get(b2), b1, b2)
         names = {key: mus[bk] for bk, key in ((b1, "nudged_negative"), (b2, "nudged")) if bk != 0.0}
         return RuleResult(est, float(values.mean()), free, _states(ports, free, names),
