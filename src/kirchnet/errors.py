@@ -46,3 +46,19 @@ class SolverError(KirchnetError, RuntimeError):
 
 class ConvergenceError(SolverError):
     """An iterative solver did not reach its tolerance."""
+
+
+class NetlistError(KirchnetError, ValueError):
+    """A SPICE netlist is malformed or uses elements kirchnet cannot represent.
+
+    ``line`` is the 1-based line number in the netlist text (the first physical line of
+    a continued logical line), or ``None`` when the problem is not tied to one line.
+    """
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(f"line {line}: {message}" if line is not None else message)
+        self.line = line
+
+
+class SimulatorError(SolverError):
+    """An external circuit simulator (ngspice) is missing, failed or gave unreadable output."""

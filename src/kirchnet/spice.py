@@ -1,0 +1,585 @@
+"""SPICE interoperability: netlist export / import and an ngspice batch runner.
+
+Export (:func:`to_netlist`) writes a :class:`~kirchnet.Circuit`, its conductances and
+one input sample as R, V and I elements. SPICE node ``0`` is the circuit's ground and
+kirchnet node ``i`` is named ``n<i>`` (:func:`spice_node_names`). Element mapping:
+
+* edge ``e = (a -> b)``: ``R<e> n<a> n<b> 1/g_e``;
+* a series source on edge ``e`` (``w_e = u_a - u_b + s_e``): the resistor goes from
+  ``n<a>`` to an internal node ``s<e>`` and ``VS<e> n<b> s<e> DC s_e``, so that
+  ``u_s = u_b - s_e`` and the resistor voltage is ``u_a - u_b + s_e``;
+* a clamped input node ``v`` (or an extra clamp): ``VN<v> n<v> 0 DC x`` (``VC<v>``);
+* an injected node current ``J_v``: ``I<v> 0 n<v> DC J_v`` (SPICE current flows from
+  the first node through the source into the second node).
+
+Import (:func:`from_netlist`, :func:`read_netlist`) maps a netlist of R, V and I
+elements back onto a circuit: ground is node ``0`` (or ``gnd``); a V source from a node
+to ground clamps that node (an input); a V source between two non-ground nodes must
+be in series with exactly one resistor (one of its nodes touches only that resistor
+and the source) and becomes a series source on that edge; I sources become injected
+currents. Anything else raises :class:`~kirchnet.errors.NetlistError` with the line.
+
+The ngspice runner (:func:`ngspice_potentials`) runs many operating points in ONE
+``ngspice -b`` process: the first sample is in the netlist, each further sample
+``alter``-s the changed sources and runs ``op`` again inside a ``.control`` block, and
+every operating point is written as exact binary doubles to a raw file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ._validation import as_batch
+from .circuit import Circuit, Edge, Pair
+from .errors import FloatingComponentError, KirchnetError, NetlistError, ShapeError, SimulatorError
+from .network import Network
+
+__all__ = [
+    "SpiceCircuit", "to_netlist", "write_netlist", "from_netlist", "read_netlist",
+    "parse_value", "spice_node_names", "find_ngspice", "ngspice_available", "run_ngspice",
+    "ngspice_potentials", "NetlistError", "SimulatorError",
+]
+
+# ----------------------------------------------------------------------------- values
+_SUFFIX = {"t": 1e12, "g": 1e9, "meg": 1e6, "k": 1e3, "mil": 25.4e-6, "m": 1e-3, "u": 1e-6,
+           "n": 1e-9, "p": 1e-12, "f": 1e-15, "a": 1e-18}
+_NUMBER = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)(meg|mil|[tgkmunpfa])?[a-z]*$")
+
+
+def parse_value(token: str) -> float:
+    """A SPICE number: ``1.5``, ``2e-3``, ``4.7k``, ``1meg``, ``10u``, ``3mA`` (units ignored).
+
+    Suffixes (case-insensitive): t=1e12, g=1e9, meg=1e6, k=1e3, mil=25.4e-6, m=1e-3,
+    u=1e-6, n=1e-9, p=1e-12, f=1e-15, a=1e-18. Raises ``ValueError`` if not a number.
+    """
+    match = _NUMBER.match(token.strip().lower())
+    if match is None:
+        raise ValueError(f"{token!r} is not a SPICE number")
+    value = float(match.group(1))
+    if match.group(2):
+        value *= _SUFFIX[match.group(2)]
+    return value
+
+
+def _fmt(value: float) -> str:
+    """Shortest text that round-trips the double exactly (17 significant digits at most)."""
+    return repr(float(value))
+
+
+# ----------------------------------------------------------------------------- export
+def spice_node_names(circuit: Circuit) -> list[str]:
+    """SPICE name of every kirchnet node: ``"0"`` for the ground, ``"n<i>"`` otherwise."""
+    names = [f"n{i}" for i in range(circuit.network.n_nodes)]
+    names[circuit.ground] = "0"
+    return names
+
+
+def _sample(values, width: int, name: str) -> np.ndarray:
+    if values is None:
+        return np.zeros(width)
+    arr, _ = as_batch(values, width, name)
+    if arr.shape[0] != 1:
+        raise ShapeError(f"{name}: export takes one sample, got a batch of {arr.shape[0]}")
+    return arr[0]
+
+
+@dataclass(frozen=True)
+class _Elements:
+    """The SPICE elements of a circuit: names, nodes and the driver column they follow."""
+
+    lines: list[str]  # resistor lines (fixed)
+    sources: list[tuple[str, str, str]]  # (name, n+, n-) for V drivers, in driver order
+    driver_sign: np.ndarray  # value written = sign * driver value
+
+
+def _elements(circuit: Circuit, conductances: np.ndarray) -> _Elements:
+    names = spice_node_names(circuit)
+    net = circuit.network
+    r = 1.0 / conductances
+    sink = [names[b] for b in net.heads]
+    for e in circuit.source_edges:
+        sink[e] = f"s{e}"
+    lines = [f"R{e} {names[a]} {sink[e]} {_fmt(r[e])}" for e, a in enumerate(net.tails)]
+    sources = [(f"VN{v}", names[v], "0") for v in circuit.input_nodes]
+    sources += [(f"VS{e}", names[net.heads[e]], f"s{e}") for e in circuit.source_edges]
+    sources += [(f"VC{v}", names[v], "0") for v in circuit.clamped_nodes]
+    return _Elements(lines, sources, np.ones(len(sources)))
+
+
+def _driver_values(circuit: Circuit, x, clamp) -> np.ndarray:
+    """Driver values (b, D) in the order node inputs, source edges, extra clamps."""
+    xn, xs, xc, _ = circuit.driver_values(np.zeros(circuit.n_inputs) if x is None else x, clamp)
+    return np.concatenate([xn, xs, xc], axis=1)
+
+
+def to_netlist(circuit: Circuit, conductances, x=None, *, currents=None, clamp=None,
+               title: str = "kirchnet circuit", op: bool = True) -> str:
+    """SPICE netlist text of ``circuit`` at ``conductances`` driven by one sample.
+
+    ``x`` (n_inputs,) input sample (default zeros; every input gets a source even at 0 V),
+    ``currents`` (n,) injected node currents (an I source per non-zero entry but the ground's), ``clamp``
+    (n_clamped,) potentials of the extra clamped nodes. Values are written with 17
+    significant digits so that the netlist reproduces the circuit to rounding error.
+    ``op=True`` adds an ``.op`` analysis line. See the module docstring for the mapping.
+    """
+    g = circuit.check_conductances(conductances)
+    values = _driver_values(circuit, x, clamp)
+    if values.shape[0] != 1:
+        raise ShapeError(f"x: export takes one sample, got a batch of {values.shape[0]}")
+    J = None if currents is None else _sample(currents, circuit.network.n_nodes, "currents")
+    el = _elements(circuit, g)
+    title = " ".join(str(title).split()) or "kirchnet circuit"
+    out = [title, f"* kirchnet export: {circuit.network.n_nodes} nodes, {circuit.network.n_edges} "
+                  f"resistors, ground = SPICE node 0, kirchnet node i = n<i>"]
+    out += el.lines
+    # sources in the order of the circuit's inputs (then the extra clamps), so that an
+    # import gives back x (followed by the clamp values) column for column
+    first = np.argsort(np.concatenate([circuit._node_cols, circuit._edge_cols]), kind="stable")
+    order = np.concatenate([first, np.arange(first.size, len(el.sources))]).astype(int)
+    out += [f"{el.sources[i][0]} {el.sources[i][1]} {el.sources[i][2]} DC {_fmt(values[0, i])}"
+            for i in order]
+    if J is not None:
+        names = spice_node_names(circuit)
+        out += [f"I{v} 0 {names[v]} DC {_fmt(J[v])}" for v in np.flatnonzero(J)
+                if v != circuit.ground]
+    if op:
+        out.append(".op")
+    out.append(".end")
+    return "\n".join(out) + "\n"
+
+
+def write_netlist(path, circuit: Circuit, conductances, x=None, **kwargs) -> Path:
+    """Write :func:`to_netlist` to ``path`` and return the path."""
+    path = Path(path)
+    path.write_text(to_netlist(circuit, conductances, x, **kwargs))
+    return path
+
+
+# ----------------------------------------------------------------------------- import
+@dataclass(frozen=True, eq=False)
+class SpiceCircuit:
+    """A circuit read from a netlist, with its parameters and operating point.
+
+    ``circuit`` (ground = node 0), ``conductances`` (m,), ``x`` (n_inputs,) the source
+    values, ``currents`` (n,) injected node currents or None, ``node_names`` the SPICE
+    name of every node, ``resistor_names`` (m,) and ``input_names`` (n_inputs,) the
+    element names, ``title`` the netlist's title line.
+    """
+
+    circuit: Circuit
+    conductances: np.ndarray
+    x: np.ndarray
+    currents: np.ndarray | None
+    node_names: tuple[str, ...]
+    resistor_names: tuple[str, ...]
+    input_names: tuple[str, ...]
+    title: str
+
+    def node(self, name: str) -> int:
+        """kirchnet node id of a SPICE node name (case-insensitive; ``gnd`` is ``0``)."""
+        key = _node_key(str(name))
+        try:
+            return self.node_names.index(key)
+        except ValueError:
+            raise KeyError(f"no node named {name!r} in the netlist") from None
+
+    def solve(self):
+        """The circuit's operating point (a :class:`~kirchnet.State` with batch 1)."""
+        return self.circuit.solve(self.conductances, self.x, currents=self.currents)
+
+
+_IGNORED_DOT = {".op", ".options", ".option", ".opt", ".print", ".save", ".probe", ".plot",
+                ".temp", ".width", ".tran", ".ac", ".dc", ".noise", ".tf", ".ic", ".nodeset",
+                ".meas", ".measure", ".four", ".sens", ".pz", ".disto", ".csparam"}
+
+
+def _node_key(name: str) -> str:
+    name = name.lower()
+    return "0" if name in ("0", "gnd") else name
+
+
+def _logical_lines(text: str):
+    """Yield ``(line_number, tokens)`` per logical line after the title, up to ``.end``."""
+    physical = text.splitlines()
+    pending: list | None = None  # [line_no, text]
+    inside_control = False
+    out = []
+    for no, raw in enumerate(physical[1:], start=2):
+        line = raw.split(";", 1)[0]
+        line = re.split(r"\s\$", line, maxsplit=1)[0]
+        stripped = line.strip()
+        if not stripped or stripped.startswith("*"):
+            continue
+        low = stripped.lower()
+        if inside_control:
+            if low.startswith(".endc"):
+                inside_control = False
+            continue
+        if low.startswith(".control"):
+            inside_control = True
+            continue
+        if stripped.startswith("+"):
+            if pending is None:
+                raise NetlistError("continuation line '+' has no line to continue", no)
+            pending[1] += " " + stripped[1:]
+            continue
+        if pending is not None:
+            out.append(pending)
+        pending = [no, stripped]
+    if pending is not None:
+        out.append(pending)
+    if inside_control:
+        raise NetlistError(".control block is not closed by .endc")
+    for no, content in out:
+        tokens = content.replace("=", " = ").replace(",", " ").replace("(", " ( ").replace(")", " ) ").split()
+        if tokens[0].lower() == ".end":
+            return
+        yield no, tokens
+
+
+def _number(token: str, what: str, no: int) -> float:
+    try:
+        value = parse_value(token)
+    except ValueError:
+        raise NetlistError(f"{what}: cannot read {token!r} as a number", no) from None
+    if not np.isfinite(value):
+        raise NetlistError(f"{what}: value {token!r} is not finite", no)
+    return value
+
+
+def _source_value(name: str, rest: list[str], no: int) -> float:
+    """DC value of a V or I source from the tokens after its nodes: ``[DC] v [AC mag [phase]]``."""
+    rest = [t.lower() for t in rest]
+    value = 0.0
+    if rest and rest[0] == "dc":
+        rest = rest[1:]
+        if rest and rest[0] == "=":
+            rest = rest[1:]
+        if not rest:
+            raise NetlistError(f"{name}: 'DC' is not followed by a value", no)
+    if rest and _NUMBER.match(rest[0]):
+        value = _number(rest[0], name, no)
+        rest = rest[1:]
+    if rest and rest[0] == "ac":  # small-signal magnitude/phase: irrelevant to the operating point
+        rest = rest[1:]
+        for _ in range(2):
+            if rest and _NUMBER.match(rest[0]):
+                rest = rest[1:]
+    if rest:
+        raise NetlistError(f"{name}: unsupported source specification {' '.join(rest)!r}; "
+                           f"kirchnet reads DC values only ('{name} n+ n- [DC] value')", no)
+    return value
+
+
+def from_netlist(text: str, outputs: Sequence = (), backend: str = "auto") -> SpiceCircuit:
+    """Build a :class:`SpiceCircuit` from SPICE netlist text (R, V and I elements).
+
+    The first line is the title (SPICE convention). Case-insensitive; comments start with
+    ``*`` (whole line) or ``;`` / `` $`` (rest of line); ``+`` continues the previous line;
+    ``.end`` stops reading; ``.control`` blocks and analysis/output commands (``.op``,
+    ``.options``, ``.print``, ...) are ignored. Values take engineering suffixes.
+
+    Nodes: ``0``/``gnd`` is the ground (kirchnet node 0). The other nodes are numbered
+    1, 2, ...: by their integer value when every name is an integer or ``n<integer>``
+    (so an exported circuit with ground 0 comes back with the same ids), otherwise in
+    order of first appearance. ``outputs``: SPICE node names (node potentials) or
+    ``(a, b)`` name pairs (:class:`~kirchnet.Pair`). Inputs are the V sources in netlist
+    order; ``x`` holds their values (a source ``V 0 q v`` clamps ``q`` at ``-v``).
+    """
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        if not any(line.strip() for line in lines):
+            raise NetlistError("the netlist is empty")
+    title = lines[0].strip() if lines else ""
+    resistors, vsrc, isrc = [], [], []
+    seen: dict[str, int] = {}
+    order: dict[str, int] = {}
+
+    def node(tok: str) -> str:
+        key = _node_key(tok)
+        order.setdefault(key, len(order))
+        return key
+
+    for no, tokens in _logical_lines(text):
+        head = tokens[0].lower()
+        if head.startswith("."):
+            if head in _IGNORED_DOT:
+                continue
+            if head == ".title":
+                title = " ".join(tokens[1:])
+                continue
+            raise NetlistError(f"unsupported control line {tokens[0]!r}; kirchnet imports flat "
+                               f"netlists of R, V and I elements (no subcircuits, models, "
+                               f"parameters or includes)", no)
+        kind, name = head[0], head
+        if kind not in "rvi":
+            raise NetlistError(f"unsupported element {tokens[0]!r} (type {kind.upper()!r}); kirchnet "
+                               f"imports R, V and I elements only", no)
+        if name in seen:
+            raise NetlistError(f"element {tokens[0]!r} is defined twice (first on line {seen[name]})", no)
+        seen[name] = no
+        if len(tokens) < 3 or tokens[1] in "=()" or tokens[2] in "=()":
+            raise NetlistError(f"{tokens[0]}: expected two node names after the element name", no)
+        p, q = node(tokens[1]), node(tokens[2])
+        rest = tokens[3:]
+        if kind == "r":
+            if rest[:2] and rest[0].lower() in ("r", "resistance") and rest[1:2] == ["="]:
+                rest = rest[2:]
+            if not rest:
+                raise NetlistError(f"{tokens[0]}: missing resistance value", no)
+            value = _number(rest[0], tokens[0], no)
+            if len(rest) > 1:
+                raise NetlistError(f"{tokens[0]}: unsupported resistor parameter(s) "
+                                   f"{' '.join(rest[1:])!r}; write 'R<name> n1 n2 value'", no)
+            if not value > 0:
+                raise NetlistError(f"{tokens[0]}: resistance must be positive, got {value!r}", no)
+            if p == q:
+                raise NetlistError(f"{tokens[0]}: both ends on node {tokens[1]!r} (a shorted "
+                                   f"resistor carries no current)", no)
+            resistors.append((tokens[0], p, q, value, no))
+        else:
+            value = _source_value(tokens[0], rest, no)
+            if p == q:
+                raise NetlistError(f"{tokens[0]}: both terminals on node {tokens[1]!r}", no)
+            (vsrc if kind == "v" else isrc).append((tokens[0], p, q, value, no))
+
+    if not resistors:
+        raise NetlistError("the netlist has no resistors")
+    if "0" not in order:
+        raise NetlistError("the netlist has no ground node '0' (or 'gnd')")
+
+    # --- series sources: a V between two non-ground nodes, one of which only touches it and one R
+    deg_r: dict[str, list[int]] = {}
+    for j, (_, p, q, _, _) in enumerate(resistors):
+        deg_r.setdefault(p, []).append(j)
+        deg_r.setdefault(q, []).append(j)
+    deg_v: dict[str, int] = {}
+    for _, p, q, _, _ in vsrc:
+        deg_v[p] = deg_v.get(p, 0) + 1
+        deg_v[q] = deg_v.get(q, 0) + 1
+    has_i = {p for _, p, _, _, _ in isrc} | {q for _, _, q, _, _ in isrc}
+
+    def internal(k: str) -> bool:
+        return k != "0" and len(deg_r.get(k, [])) == 1 and deg_v.get(k, 0) == 1 and k not in has_i
+
+    edge_ends = [[p, q] for _, p, q, _, _ in resistors]
+    series_of: dict[int, int] = {}  # resistor index -> input column
+    inputs_spec: list = []  # ("node", name) or ("edge", resistor index)
+    x_vals: list[float] = []
+    clamped_by: dict[str, tuple[str, int]] = {}
+    removed: set[str] = set()
+    for name, p, q, value, no in vsrc:
+        if p == "0" or q == "0":
+            target, val = (p, value) if q == "0" else (q, -value)
+            if target in clamped_by:
+                other, other_no = clamped_by[target]
+                raise NetlistError(f"{name}: node {target!r} is already held by {other} (line "
+                                   f"{other_no}); two voltage sources on one node", no)
+            clamped_by[target] = (name, no)
+            inputs_spec.append(("node", target))
+            x_vals.append(val)
+            continue
+        # u_p - u_q = value; k is the internal node, the edge runs from the resistor's far end a
+        for k, b, s in ((q, p, value), (p, q, -value)):
+            if internal(k):
+                break
+        else:
+            raise NetlistError(
+                f"{name}: a voltage source between two non-ground nodes ({p!r}, {q!r}) must be in "
+                f"series with exactly one resistor: one of its nodes may connect only to this "
+                f"source and that resistor", no)
+        j = deg_r[k][0]
+        if j in series_of:
+            raise NetlistError(f"{name}: resistor {resistors[j][0]} already has a series source; "
+                               f"one source per resistor", no)
+        rp, rq = edge_ends[j]
+        a = rq if rp == k else rp
+        if a == b:
+            raise NetlistError(f"{name}: the source and resistor {resistors[j][0]} form a loop "
+                               f"on node {b!r}", no)
+        edge_ends[j] = [a, b]
+        series_of[j] = len(inputs_spec)
+        inputs_spec.append(("edge", j))
+        x_vals.append(s)
+        removed.add(k)
+
+    # --- node numbering
+    names = [k for k in order if k != "0" and k not in removed]
+    ints = []
+    for k in names:
+        m = re.fullmatch(r"n?(\d+)", k)
+        ints.append(int(m.group(1)) if m else None)
+    if names and all(v is not None for v in ints) and len(set(ints)) == len(ints):
+        names = [k for _, k in sorted(zip(ints, names))]
+    node_names = ("0", *names)
+    index = {k: i for i, k in enumerate(node_names)}
+    edges = np.array([[index[a], index[b]] for a, b in edge_ends], dtype=np.int64)
+    g = 1.0 / np.array([r[3] for r in resistors])
+    inputs = [index[v] if kind == "node" else Edge(v) for kind, v in inputs_spec]
+    input_names = tuple(vsrc[i][0] for i in range(len(vsrc)))
+    J = None
+    if isrc:
+        J = np.zeros(len(node_names))
+        for _, p, q, value, _ in isrc:  # current flows p -> (through the source) -> q
+            J[index[p]] -= value
+            J[index[q]] += value
+        J[0] = 0.0  # what flows into the ground is absorbed there
+    outs = []
+    for item in outputs:
+        try:
+            if isinstance(item, (tuple, list)) and len(item) == 2:
+                outs.append(Pair(index[_node_key(str(item[0]))], index[_node_key(str(item[1]))]))
+            else:
+                outs.append(index[_node_key(str(item))])
+        except KeyError as exc:
+            raise NetlistError(f"outputs: no node named {exc.args[0]!r} in the netlist") from None
+    try:
+        circuit = Circuit(Network(len(node_names), edges), ground=0, inputs=inputs,
+                          outputs=outs, backend=backend)
+    except FloatingComponentError as exc:
+        bad = ", ".join(node_names[v] for v in exc.nodes[:10])
+        raise FloatingComponentError(
+            f"nodes {bad} have no path through resistors to the ground or to a node held by a "
+            f"voltage source, so their potentials are undetermined (ngspice would report a "
+            f"singular matrix)", nodes=exc.nodes) from None
+    return SpiceCircuit(circuit, g, np.asarray(x_vals, dtype=float), J, node_names,
+                        tuple(r[0] for r in resistors), input_names, title)
+
+
+def read_netlist(path, outputs: Sequence = (), backend: str = "auto") -> SpiceCircuit:
+    """:func:`from_netlist` of a file."""
+    return from_netlist(Path(path).read_text(), outputs=outputs, backend=backend)
+
+
+# ----------------------------------------------------------------------------- ngspice
+def find_ngspice(executable: str | None = None) -> str | None:
+    """Path of the ngspice executable (``executable``, ``$NGSPICE`` or ``ngspice`` on PATH)."""
+    return shutil.which(executable or os.environ.get("NGSPICE") or "ngspice")
+
+
+def ngspice_available(executable: str | None = None) -> bool:
+    """Whether an ngspice executable can be found."""
+    return find_ngspice(executable) is not None
+
+
+def _read_raw(data: bytes) -> list[dict[str, float]]:
+    """Parse concatenated binary raw-file plots (real, one point each)."""
+    plots, pos = [], 0
+    while pos < len(data):
+        idx = data.find(b"Binary:\n", pos)
+        if idx < 0:
+            break
+        header = data[pos:idx].decode("latin-1").splitlines()
+        nvar = npts = None
+        names, in_vars, complex_ = [], False, False
+        for line in header:
+            low = line.lower()
+            if low.startswith("no. variables:"):
+                nvar = int(line.split(":")[1])
+            elif low.startswith("no. points:"):
+                npts = int(line.split(":")[1])
+            elif low.startswith("flags:"):
+                complex_ = "complex" in low
+            elif low.startswith("variables:"):
+                in_vars = True
+            elif in_vars and line.strip():
+                names.append(line.split()[1].lower())
+        if nvar is None or npts is None or len(names) != nvar or complex_:
+            raise SimulatorError("unreadable ngspice raw-file header")
+        start = idx + len(b"Binary:\n")
+        count = nvar * npts
+        values = np.frombuffer(data, dtype="<f8", count=count, offset=start)
+        plots.append(dict(zip(names, values[-nvar:])))
+        pos = start + 8 * count
+    return plots
+
+
+def run_ngspice(netlist: str, *, executable: str | None = None, timeout: float | None = None,
+                raw_name: str = "out.raw") -> tuple[list[dict[str, float]], str]:
+    """Run ``ngspice -b`` on ``netlist`` in a temporary directory.
+
+    The netlist should ``write`` binary raw plots to ``raw_name`` (relative path) in its
+    ``.control`` block (:func:`ngspice_potentials` builds such a netlist). Returns the
+    parsed plots (a dict vector-name -> value per plot) and ngspice's combined output.
+    """
+    exe = find_ngspice(executable)
+    if exe is None:
+        raise SimulatorError("ngspice not found: install it (Debian/Ubuntu: apt-get install "
+                             "ngspice) or set $NGSPICE to the executable")
+    with tempfile.TemporaryDirectory(prefix="kirchnet-spice-") as tmp:
+        cir = Path(tmp) / "circuit.cir"
+        cir.write_text(netlist)
+        try:
+            proc = subprocess.run([exe, "-b", str(cir)], cwd=tmp, capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SimulatorError(f"ngspice did not finish within {timeout} s") from None
+        log = proc.stdout + proc.stderr
+        raw = Path(tmp) / raw_name
+        if proc.returncode != 0 or not raw.exists():
+            tail = "\n".join(log.strip().splitlines()[-15:])
+            raise SimulatorError(f"ngspice failed (exit code {proc.returncode}); last output:\n{tail}")
+        return _read_raw(raw.read_bytes()), log
+
+
+def ngspice_potentials(circuit: Circuit, conductances, x, *, currents=None, clamp=None,
+                       executable: str | None = None, timeout: float | None = None) -> np.ndarray:
+    """Node potentials (b, n) computed by ngspice, for comparison with :meth:`Circuit.solve`.
+
+    ``x`` (n_inputs,) or (b, n_inputs); ``currents`` (n,) or (b, n); ``clamp``
+    (n_clamped,) or (b, n_clamped). One ngspice process runs all ``b`` operating points:
+    the netlist holds sample 0, and for every further sample the control block
+    ``alter``-s the sources whose value changed and runs ``op``.
+    """
+    g = circuit.check_conductances(conductances)
+    n = circuit.network.n_nodes
+    drv = _driver_values(circuit, x, clamp)
+    b = drv.shape[0]
+    el = _elements(circuit, g)
+    src_names = [s[0] for s in el.sources]
+    if currents is None:
+        J = np.zeros((b, n))
+    else:
+        J, _ = as_batch(currents, n, "currents")
+        if J.shape[0] == 1:
+            J = np.broadcast_to(J, (b, n))
+        elif J.shape[0] != b:
+            raise ShapeError(f"currents has batch {J.shape[0]} but x has batch {b}")
+    names = spice_node_names(circuit)
+    inodes = np.flatnonzero(np.any(J != 0, axis=0))
+    inodes = inodes[inodes != circuit.ground]  # a current into the ground changes nothing
+    src_names += [f"I{v}" for v in inodes]
+    vals = np.concatenate([drv, J[:, inodes]], axis=1)  # (b, n_sources)
+    out = ["kirchnet ngspice run", ".options noacct klu"]
+    out += el.lines
+    out += [f"{nm} {p} {q} DC {_fmt(v)}" for (nm, p, q), v in zip(el.sources, drv[0])]
+    out += [f"I{v} 0 {names[v]} DC {_fmt(J[0, v])}" for v in inodes]
+    out += [".control", "set filetype=binary", "set appendwrite", "op", "write out.raw"]
+    for s in range(1, b):
+        changed = np.flatnonzero(vals[s] != vals[s - 1])
+        out += [f"alter {src_names[c]} dc = {_fmt(vals[s, c])}" for c in changed]
+        out += ["op", "write out.raw"]
+    out += ["quit", ".endc", ".end"]
+    plots, log = run_ngspice("\n".join(out) + "\n", executable=executable, timeout=timeout)
+    if len(plots) != b:
+        tail = "\n".join(log.strip().splitlines()[-15:])
+        raise SimulatorError(f"ngspice returned {len(plots)} operating points, expected {b}; "
+                             f"last output:\n{tail}")
+    u = np.zeros((b, n))
+    keys = [f"v({nm})" for nm in names]
+    for s, plot in enumerate(plots):
+        try:
+            u[s] = [0.0 if nm == "0" else plot[k] if k in plot else plot[nm]
+                    for nm, k in zip(names, keys)]
+        except KeyError as exc:
+            raise SimulatorError(f"ngspice output lacks node {exc.args[0]!r}") from None
+    return u
