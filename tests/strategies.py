@@ -103,7 +103,7 @@ class Problem:
 def problems(draw, min_nodes: int = 3, max_nodes: int = 40, loss: str = "mse",
              max_decades: float = 6.0, max_batch: int = 5, allow_clamped: bool = True,
              node_inputs: bool = True, edge_inputs: bool = True, clamp_values: bool = True,
-             two_components: bool = False):
+             two_components: bool = False, decades: float | None = None):
     """A random :class:`Problem` on a connected multigraph with parallel edges and bridges.
 
     Inputs mix clamped nodes and series-source edges (interleaved in ``x``), outputs
@@ -111,6 +111,7 @@ def problems(draw, min_nodes: int = 3, max_nodes: int = 40, loss: str = "mse",
     ``10**max_decades``. Extra clamped nodes get random potentials (``clamp``), or 0
     with ``clamp_values=False`` (as :func:`kirchnet.loss_and_grad` assumes). With
     ``two_components`` a second component is added and anchored by a node input.
+    ``decades`` fixes the conductance spread (default: drawn from 0, 1, 3, ``max_decades``).
     """
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
@@ -127,7 +128,8 @@ def problems(draw, min_nodes: int = 3, max_nodes: int = 40, loss: str = "mse",
         node_inputs = True
     net = Network(n, edges)
     m = net.n_edges
-    decades = draw(st.sampled_from([0.0, 1.0, 3.0, max_decades]))
+    if decades is None:
+        decades = draw(st.sampled_from([0.0, 1.0, 3.0, max_decades]))
     g = log_conductances(rng, m, decades) * 10.0 ** rng.uniform(-2, 2)
 
     nodes = rng.permutation(n - len(second))

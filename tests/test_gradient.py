@@ -9,13 +9,18 @@ from hypothesis import strategies as st
 
 from kirchnet import Circuit, CrossEntropy, Edge, Network, Pair, loss_and_grad, topologies
 from kirchnet.gradient import GradientResult, adjoint_potentials, gradient_from_states
-from strategies import fd_log_gradient, problems, reference_losses, rel_err
+from strategies import bridges, fd_log_gradient, problems, reference_losses, rel_err
 
 FD_TOL = 1e-6
 
 
 def _check_against_fd(p, per_sample_paths=True):
     """Both parametrizations, batch mean and per sample, against one log-space FD stencil."""
+    # the graphs have what the issue asks for: parallel edges, a bridge, the drawn g ratio
+    key = np.sort(p.network.edges, axis=1)
+    assert np.unique(key, axis=0).shape[0] < p.network.n_edges
+    assert bridges(p.network.edges, p.network.n_nodes).size >= 1
+    assert np.log10(p.g.max() / p.g.min()) == pytest.approx(p.extra["decades"], abs=1e-9)
     c = p.circuit()
     D = fd_log_gradient(p)  # (b, m): g_e dC_s/dg_e
     ref_loss = float(np.mean(reference_losses(p)))
@@ -46,6 +51,14 @@ def test_mse_gradient_matches_finite_differences(p):
 @given(problems(loss="cross_entropy", clamp_values=False))
 def test_cross_entropy_gradient_matches_finite_differences(p):
     """Labels and probability targets; node, Edge and Pair outputs."""
+    _check_against_fd(p)
+
+
+@settings(max_examples=20)
+@given(st.one_of(problems(loss="mse", clamp_values=False, decades=6.0),
+                 problems(loss="cross_entropy", clamp_values=False, decades=6.0)))
+def test_gradient_at_conductance_ratio_1e6(p):
+    """Always the extreme spread: min and max conductance differ by exactly 1e6."""
     _check_against_fd(p)
 
 

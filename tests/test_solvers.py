@@ -254,3 +254,14 @@ def test_woodbury_wrapper():
     R = np.random.default_rng(0).normal(size=(c.n_free, 3))
     assert rel_err(L2 @ wb.solve(R), R) < 1e-11
     assert wb.update_rank == 3 and wb.updated(C[:, :1], [1.0]).update_rank == 4
+
+
+@pytest.mark.parametrize("backend", ["pcg", "pcg-amg"])
+def test_solver_options_survive_updates(backend):
+    """rtol/maxiter given to factorize are kept by update(), on every update path."""
+    c, g = CIRCUITS[0]
+    fac = c.factorize(g, backend=backend, rtol=1e-6, maxiter=321)
+    small = fac.update(_changed(g, [1], 2.0))  # low-rank path
+    big = fac.update(_changed(g, np.arange(40), 2.0), max_rank=8)  # refactorization path
+    for f in (fac, small, big):
+        assert f.factor.rtol == 1e-6 and f.factor.maxiter == 321

@@ -382,6 +382,8 @@ class CircuitFactorization:
             symbolic = circuit._symbolic if backend == "cholmod" else None
             factor = solvers.factorize(L, backend, symbolic=symbolic, **solver_options)
         self.factor = factor
+        #: solver options (e.g. ``rtol``, ``maxiter``) reused by refactorizations in :meth:`update`
+        self.solver_options = dict(solver_options)
         #: the backend name used for full refactorizations (kept across low-rank updates)
         self.base_backend = backend if backend != "auto" else factor.name.split("+")[0]
         self._transfer = None
@@ -486,12 +488,13 @@ class CircuitFactorization:
         cols = c.edge_columns(changed)
         touches = np.asarray(abs(cols).sum(axis=0)).ravel() > 0
         changed, cols = changed[touches], cols[:, touches]
+        opts = self.solver_options
         if changed.size == 0:  # only edges between clamped nodes changed: L_FF unchanged
-            return CircuitFactorization(c, g, self.base_backend, factor=self.factor)
+            return CircuitFactorization(c, g, self.base_backend, factor=self.factor, **opts)
         if changed.size + self.factor.update_rank > max_rank:
-            return CircuitFactorization(c, g, self.base_backend)
+            return CircuitFactorization(c, g, self.base_backend, **opts)
         dg = g[changed] - self.conductances[changed]
-        return CircuitFactorization(c, g, self.base_backend, factor=self.factor.updated(cols, dg))
+        return CircuitFactorization(c, g, self.base_backend, factor=self.factor.updated(cols, dg), **opts)
 
 
 @dataclass(frozen=True, eq=False)
