@@ -1,0 +1,81 @@
+"""Forward solve of a 64-sample batch: kirchnet against ngspice on the same circuits.
+
+ngspice gets its best chance: ONE ``ngspice -b`` process runs every operating point
+(``alter`` the sources, then ``op``, in a ``.control`` block), and its time is end to
+end (write the netlist, parse, solve, read the binary results), like kirchnet's
+(``factorize`` + ``solve`` from the conductances). Where 64 operating points would take
+too long, ngspice runs ``k`` of them and the 64-sample time is extrapolated as
+``t(1) + 63 (t(k) - t(1)) / (k - 1)`` (marked ``*``). The max relative difference of
+the potentials is printed as a by-product of the cross-validation.
+
+    python benchmarks/bench_spice.py            # lattice, delaunay, random; 1e2..1e4 edges
+    python benchmarks/bench_spice.py --quick    # 1e2..1e3 edges only
+"""
+
+from __future__ import annotations
+
+from common import best_time, machine, markdown_table, network, task  # first: sets BLAS threads
+
+import argparse
+import time
+
+import numpy as np
+
+from kirchnet.spice import ngspice_available, ngspice_potentials
+
+BATCH = 64
+#: ngspice seconds we are willing to spend on one size
+NGSPICE_BUDGET = 40.0
+#: random graphs (mean degree 4) fill in badly in ngspice's sparse LU: one operating
+#: point takes ~2 min at 1e4 edges on 2 cores, so that size is left out
+SIZES = {"lattice": (100, 1000, 10000), "delaunay": (100, 1000, 10000), "random": (100, 1000, 3000)}
+
+
+def ngspice_time(circuit, g, X):
+    """(seconds for the batch, number of operating points actually run, potentials)."""
+    t0 = time.perf_counter()
+    ngspice_potentials(circuit, g, X[:1])
+    t1 = time.perf_counter() - t0
+    b = X.shape[0]
+    k = b if t1 * b < NGSPICE_BUDGET else int(max(2, min(b, NGSPICE_BUDGET / t1)))
+    t0 = time.perf_counter()
+    u = ngspice_potentials(circuit, g, X[:k])
+    tk = time.perf_counter() - t0
+    if k == b:
+        return tk, k, u
+    return t1 + (b - 1) * max(tk - t1, 0.0) / (k - 1), k, u
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="sizes up to 1e3 edges only")
+    args = parser.parse_args(argv)
+    if not ngspice_available():
+        raise SystemExit("ngspice not found: apt-get install ngspice")
+    rows = []
+    for family, sizes in SIZES.items():
+        for edges in sizes:
+            if args.quick and edges > 1000:
+                continue
+            net = network(family, edges)
+            circuit, g, X, _ = task(net, batch=BATCH)
+            t_k = best_time(lambda: circuit.factorize(g).solve(X), repeat=5, budget=2.0)
+            ref = circuit.factorize(g).solve(X).potentials
+            t_ng, k, u = ngspice_time(circuit, g, X)
+            err = float(np.max(np.abs(u - ref[:k])) / np.max(np.abs(ref[:k])))
+            backend = circuit.factorize(g).backend
+            rows.append([family, net.n_nodes, net.n_edges, backend, t_k * 1e3,
+                         f"{t_ng:.3g}{'' if k == BATCH else '*'}", k, f"{t_ng / t_k:.0f}x",
+                         f"{err:.1e}"])
+            print(" ".join(str(v) for v in rows[-1]), flush=True)
+    print()
+    print(f"Forward solve, batch {BATCH} (4 inputs): kirchnet vs ngspice (one process, alter + op). "
+          f"{machine()}")
+    print()
+    print(markdown_table(["graph", "nodes", "edges", "kirchnet backend", "kirchnet (ms)",
+                          "ngspice (s)", "ngspice ops run", "speed-up", "max rel. diff"], rows))
+    print("\n* extrapolated to 64 operating points from the ops run (t(1) + 63 per-op time).")
+
+
+if __name__ == "__main__":
+    main()
