@@ -65,28 +65,35 @@ def test_train_writes_results_and_refuses_to_overwrite(tmp_path):
     lines = (out / "conductances.csv").read_text().splitlines()
     assert lines[0].startswith("edge,tail,head,conductance") and len(lines) == 1 + 24
     # a second run into the same directory is refused (exit 3) unless --force
-    r2 = kirchnet("train", str(cfg), "--out", str(out), "--no-progress")
-    assert r2.returncode == EXIT_EXISTS and "already exists" in r2.stderr
-    r3 = kirchnet("train", str(cfg), "--out", str(out), "--no-progress", "--force", "--seed", "2")
-    assert r3.returncode == 0, r3.stderr
+    runner = CliRunner()
+    r2 = runner.invoke(app, ["train", str(cfg), "--out", str(out), "--no-progress"])
+    assert r2.exit_code == EXIT_EXISTS and "already exists" in " ".join(r2.stderr.split())
+    r3 = runner.invoke(app, ["train", str(cfg), "--out", str(out), "--no-progress", "--force", "--seed", "2"])
+    assert r3.exit_code == 0, r3.output
     assert json.loads((out / "metrics.json").read_text())["seed"] == 2
 
 
-@pytest.mark.parametrize("text, expect", [
-    (TINY + "\nlearning_rate = 0.1\n", "learning_rate: unknown key"),
-    (TINY.replace("epochs = 3", 'epochs = "many"'), "epochs: Input should be a valid integer"),
-    (TINY.replace("rows = 4", "rows = -4"), "network.rows"),
-    (TINY.replace('name = "teacher_student"', 'name = "mnist"'), "task.name"),
-    (TINY.replace("[optimizer]", "[optimiser]"), "optimiser: unknown key"),
-    ("epochs = [", "invalid TOML"),
+@pytest.mark.parametrize("text, expect, entry_point", [
+    (TINY + "\nlearning_rate = 0.1\n", "learning_rate: unknown key", True),
+    ("epochs = [", "invalid TOML", True),
+    (TINY.replace("epochs = 3", 'epochs = "many"'), "epochs: Input should be a valid integer", False),
+    (TINY.replace("rows = 4", "rows = -4"), "network.rows", False),
+    (TINY.replace('name = "teacher_student"', 'name = "mnist"'), "task.name", False),
+    (TINY.replace("[optimizer]", "[optimiser]"), "optimiser: unknown key", False),
 ])
-def test_malformed_config_gives_clear_error_and_exit_code(tmp_path, text, expect):
+def test_malformed_config_gives_clear_error_and_exit_code(tmp_path, text, expect, entry_point):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
-    r = kirchnet("train", str(cfg), "--out", str(tmp_path / "o"), "--no-progress")
-    assert r.returncode == EXIT_CONFIG
-    assert expect in " ".join(r.stderr.split())
-    assert "Traceback" not in r.stderr
+    args = ["train", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]
+    if entry_point:  # the real entry point, in a subprocess
+        r = kirchnet(*args)
+        code, err = r.returncode, r.stderr
+    else:
+        r = CliRunner().invoke(app, args)
+        code, err = r.exit_code, r.stderr
+    assert code == EXIT_CONFIG
+    assert expect in " ".join(err.split())
+    assert "Traceback" not in err
     assert not (tmp_path / "o").exists()
 
 
@@ -133,7 +140,12 @@ def test_config_round_trip_and_defaults():
     from kirchnet.config import TrainConfig
 
     cfg = TrainConfig.from_dict({"task": {"name": "iris"}, "rule": {"name": "ep", "beta": 0.2}})
-    assert cfg.rule.variant == "centered" and cfg.optimizer.name == "sgd"
+    assert cfg.rule.variant is None and cfg.optimizer.name == "sgd"
+    from kirchnet.experiments.run import build_rule
+
+    assert build_rule(cfg.rule).variant == "centered"  # EP default; CL/ACL default to positive
+    cl = TrainConfig.from_dict({"task": {"name": "iris"}, "rule": {"name": "cl"}})
+    assert build_rule(cl.rule).variant == "positive"
     again = TrainConfig.from_dict(cfg.to_dict())
     assert again == cfg
 

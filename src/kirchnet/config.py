@@ -150,7 +150,8 @@ class RuleConfig(_Model):
 
     name: Literal["analytical", "ep", "cl", "acl", "insitu", "gep", "finite_difference"] = "analytical"
     beta: float = Field(0.01, gt=0, description="EP nudge strength")
-    variant: Literal["positive", "negative", "centered"] = "centered"
+    variant: Literal["positive", "negative", "centered"] | None = Field(
+        None, description="two-phase variant (default: centered for EP/GEP, positive for CL/ACL)")
     nudge: Literal["current", "energy"] = "current"
     eta: float = Field(0.1, gt=0, le=1, description="CL / ACL clamping strength")
     eps: float = Field(1e-6, gt=0, description="finite-difference step")

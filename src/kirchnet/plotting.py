@@ -59,11 +59,12 @@ def gradient_bias(series: Mapping[str, tuple], xlabel: str = "nudge strength (be
                   title: str | None = None, ax=None, floor: float = 1e-16):
     """Log-log plot; ``series[label] = (params, values)``; ``slopes[label]`` is added to the legend."""
     fig, ax = _ax(ax, (6.0, 4.4))
-    for label, (x, y) in series.items():
+    styles = ("-", "--", ":", "-.")
+    for j, (label, (x, y)) in enumerate(series.items()):
         x, y = np.asarray(x, float), np.maximum(np.asarray(y, float), floor)
         lab = label if not slopes or label not in slopes or not np.isfinite(slopes[label]) \
             else f"{label} (slope {slopes[label]:.2f})"
-        ax.loglog(x, y, "o-", ms=3.5, lw=1.3, label=lab)
+        ax.loglog(x, y, marker="o", ls=styles[j % len(styles)], ms=3.5, lw=1.3, label=lab)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:

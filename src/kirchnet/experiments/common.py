@@ -46,13 +46,6 @@ class Ticker:
             kw = {"description": description} if description else {}
             self.progress.update(self.task, advance=n, **kw)
 
-    def done(self):
-        if self.progress is not None:
-            self.progress.update(self.task, completed=self.progress.tasks[self._index()].total)
-
-    def _index(self):
-        return [t.id for t in self.progress.tasks].index(self.task)
-
 
 def markdown_table(rows: list[dict], columns: list[str], headers: list[str] | None = None) -> str:
     headers = headers or columns

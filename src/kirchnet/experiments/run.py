@@ -11,7 +11,6 @@ writes ``config.json``, ``metrics.json``, ``history.json``/``.csv``,
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,40 +53,23 @@ def build_task(cfg, network: Network, seed: int) -> Task:
     return make_task(cfg.name, network=network, **cfg.kwargs(seed))
 
 
-def _rules_module():
+def build_rule(cfg, loss="mse", seed: int = 0) -> Rule:
+    """A rule instance from a :class:`~kirchnet.config.RuleConfig` (``loss``: name or Loss)."""
     from .. import rules
-    return rules
 
-
-def build_rule(cfg, loss: str = "mse", seed: int = 0) -> Rule:
-    """A rule instance from a :class:`~kirchnet.config.RuleConfig`."""
-    rules = _rules_module()
     name = cfg.name
-
-    def need(cls_name):
-        cls = getattr(rules, cls_name, None)
-        if cls is None:
-            raise ConfigError(f"rule {name!r} needs kirchnet.rules.{cls_name}, which this install lacks")
-        return cls
-
-    def call(cls, **kw):
-        params = inspect.signature(cls).parameters
-        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            kw = {k: v for k, v in kw.items() if k in params}
-        return cls(**kw)
-
     if name == "analytical":
         return Analytical(loss=loss)
     if name == "ep":
-        return call(need("EquilibriumPropagation"), beta=cfg.beta, variant=cfg.variant, nudge=cfg.nudge, loss=loss)
-    if name == "cl":
-        return call(need("CoupledLearning"), eta=cfg.eta, loss=loss)
-    if name == "acl":
-        return call(need("AdjointCoupledLearning"), eta=cfg.eta, loss=loss)
-    if name == "finite_difference":
-        return call(need("FiniteDifference"), eps=cfg.eps, loss=loss)
+        return rules.EquilibriumPropagation(cfg.beta, variant=cfg.variant or "centered", nudge=cfg.nudge, loss=loss)
     if name == "gep":
-        return call(need("GEP"), nudge=cfg.nudge, beta=cfg.beta, variant=cfg.variant, loss=loss)
+        return rules.GEP(nudge=cfg.nudge, beta=cfg.beta, variant=cfg.variant or "centered", loss=loss)
+    if name == "cl":
+        return rules.CoupledLearning(cfg.eta, variant=cfg.variant or "positive", loss=loss)
+    if name == "acl":
+        return rules.AdjointCoupledLearning(cfg.eta, variant=cfg.variant or "positive", loss=loss)
+    if name == "finite_difference":
+        return rules.FiniteDifference(cfg.eps, loss=loss)
     if name == "insitu":
         return make_insitu(loss=loss, noise=cfg.noise, noise_abs=cfg.noise_abs, adc_bits=cfg.adc_bits,
                            seed=seed, mode=cfg.mode)
