@@ -75,6 +75,8 @@ def e5_device(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | N
     ax.set_xticks(np.arange(len(labels)))
     ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel(key.replace("_", " "))
+    if key.endswith("accuracy"):
+        ax.set_ylim(0.0, 1.0)
     ax.set_title(f"E5 {task}: device models (mean ± std over {len(seeds)} seeds)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
