@@ -265,3 +265,19 @@ def test_solver_options_survive_updates(backend):
     big = fac.update(_changed(g, np.arange(40), 2.0), max_rank=8)  # refactorization path
     for f in (fac, small, big):
         assert f.factor.rtol == 1e-6 and f.factor.maxiter == 321
+
+
+def test_every_node_clamped(backend):
+    """No free node (L_FF is 0 x 0): solves, gradients and updates still work."""
+    net = Network(2, [[0, 1], [1, 0]])
+    c = Circuit(net, ground=0, inputs=[1], outputs=[1, Edge(0)], backend=backend)
+    assert c.n_free == 0
+    g = np.array([1.0, 2.0])
+    fac = c.factorize(g)
+    s = fac.solve([[2.0], [3.0]], currents=np.ones(2))
+    # edge 0 runs 0 -> 1 (drop -x), edge 1 runs 1 -> 0 (drop +x)
+    np.testing.assert_array_equal(s.currents, [[-2.0, 4.0], [-3.0, 6.0]])
+    loss, grad = c.loss_and_grad(g, [[2.0], [3.0]], [[0.0, 0.0], [1.0, 1.0]])
+    assert loss == 7.0  # mean of 1/2 (4 + 4) and 1/2 (4 + 16)
+    np.testing.assert_array_equal(grad, [0.0, 0.0])
+    np.testing.assert_array_equal(fac.update([2.0, 2.0]).solve([1.0]).currents, [[-2.0, 2.0]])

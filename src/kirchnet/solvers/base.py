@@ -35,6 +35,8 @@ class Factorization(ABC):
         rhs = np.asarray(rhs, dtype=float)
         if rhs.shape[0] != self.n:
             raise ValueError(f"right-hand side has {rhs.shape[0]} rows, matrix has {self.n}")
+        if self.n == 0:  # every node clamped: nothing to solve
+            return np.zeros_like(rhs)
         if rhs.ndim == 1:
             return self._solve_block(rhs[:, None])[:, 0]
         if rhs.shape[1] == 0:
