@@ -181,6 +181,9 @@ def test_pcg_reports_non_convergence():
     with pytest.raises(ConvergenceError, match="did not converge in 1 iterations"):
         fac_amg.solve_free(np.ones(c.n_free))
     assert issubclass(ConvergenceError, SolverError)
+    for bad in (dict(maxiter=0), dict(rtol=0.0), dict(rtol=-1e-3)):
+        with pytest.raises(SolverError, match="PCG needs maxiter >= 1 and rtol > 0"):
+            c.factorize(g, backend="pcg", **bad)
 
 
 def test_pcg_tolerance_is_met():

@@ -34,6 +34,8 @@ class PCG(Factorization):
         self.A = sp.csr_array(matrix)
         self.rtol = float(rtol)
         self.maxiter = int(maxiter) if maxiter is not None else max(1000, 10 * int(np.sqrt(self.n)))
+        if self.maxiter < 1 or not self.rtol > 0:
+            raise SolverError(f"PCG needs maxiter >= 1 and rtol > 0, got maxiter={maxiter!r}, rtol={rtol!r}")
         self.preconditioner = preconditioner
         self.name = "pcg" if preconditioner == "jacobi" else f"pcg-{preconditioner}"
         self.iterations = 0
