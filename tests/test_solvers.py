@@ -284,3 +284,22 @@ def test_every_node_clamped(backend):
     assert loss == 7.0  # mean of 1/2 (4 + 4) and 1/2 (4 + 16)
     np.testing.assert_array_equal(grad, [0.0, 0.0])
     np.testing.assert_array_equal(fac.update([2.0, 2.0]).solve([1.0]).currents, [[-2.0, 2.0]])
+
+
+@pytest.mark.parametrize("which", range(len(CIRCUITS)), ids=["grid", "random", "delaunay"])
+def test_kirchhoff_current_law_every_backend(backend, which):
+    """KCL residual at the free nodes < 1e-10 relative to the currents meeting there
+    (iterative backends with rtol=1e-12, since rtol bounds the 2-norm of the residual)."""
+    c, g = CIRCUITS[which]
+    rng = np.random.default_rng(11)
+    opts = {"rtol": 1e-12} if backend.startswith("pcg") else {}
+    fac = c.factorize(g, backend=backend, **opts)
+    x = rng.normal(size=(4, c.n_inputs))
+    J = rng.normal(size=(4, c.network.n_nodes))
+    s = fac.solve(x, currents=J, clamp=rng.normal(size=(4, c.n_clamped)))
+    B = c.network.incidence()
+    resid = np.asarray((B @ s.currents.T).T)[:, c.free_nodes] - J[:, c.free_nodes]
+    src = 0 if s.sources is None else np.abs(s.sources)
+    span = np.abs(s.potentials[:, c.network.tails]) + np.abs(s.potentials[:, c.network.heads])
+    scale = np.asarray((abs(B) @ (g * (span + src)).T).T)[:, c.free_nodes] + np.abs(J[:, c.free_nodes])
+    assert np.abs(resid).max() < 1e-10 * scale.max()
