@@ -3,10 +3,15 @@
 Layers, bottom to top: :mod:`~kirchnet.errors` -> :mod:`~kirchnet.network` /
 :mod:`~kirchnet.topologies` -> :mod:`~kirchnet.circuit` (boundary conditions, solve)
 -> :mod:`~kirchnet.solvers` -> :mod:`~kirchnet.losses` / :mod:`~kirchnet.gradient`
-(adjoint) and :mod:`~kirchnet.projector` (the paper's Omega form, dense reference).
+(adjoint) and :mod:`~kirchnet.projector` (the paper's Omega form, dense reference)
+-> :mod:`~kirchnet.rules` (exact and two-phase learning rules, in-situ protocol)
+-> :mod:`~kirchnet.partial` / :mod:`~kirchnet.constraints` / :mod:`~kirchnet.optim`
+-> :mod:`~kirchnet.training` -> :mod:`~kirchnet.estimators` (scikit-learn API)
+-> :mod:`~kirchnet.tasks` / :mod:`~kirchnet.experiments` / :mod:`~kirchnet.sweep`
+-> :mod:`~kirchnet.cli`.
 """
 
-from . import projector, solvers, topologies
+from . import constraints, optim, partial, projector, rules, solvers, topologies
 from .circuit import Circuit, CircuitFactorization, Edge, Pair, State
 from .errors import (
     BoundaryConditionError,
@@ -21,13 +26,35 @@ from .errors import (
 from .gradient import GradientResult, loss_and_grad
 from .losses import CrossEntropy, Loss, SquaredError, get_loss
 from .network import Network
+from .rules import (
+    GEP,
+    AdjointCoupledLearning,
+    Analytical,
+    CoupledLearning,
+    EquilibriumPropagation,
+    FiniteDifference,
+    InSitu,
+)
+from .training import History, Trainer, TrainResult
+
+
+def __getattr__(name):
+    # scikit-learn is imported only when the estimators are used
+    if name in ("ResistiveRegressor", "ResistiveClassifier"):
+        from . import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'kirchnet' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Network", "Circuit", "CircuitFactorization", "State", "Edge", "Pair",
     "loss_and_grad", "GradientResult", "Loss", "SquaredError", "CrossEntropy", "get_loss",
-    "topologies", "solvers", "projector",
+    "topologies", "solvers", "projector", "rules", "partial", "constraints", "optim",
+    "Analytical", "EquilibriumPropagation", "CoupledLearning", "AdjointCoupledLearning", "GEP",
+    "InSitu", "FiniteDifference", "Trainer", "TrainResult", "History",
+    "ResistiveRegressor", "ResistiveClassifier",
     "KirchnetError", "TopologyError", "BoundaryConditionError", "FloatingComponentError",
     "ParameterError", "ShapeError", "SolverError", "ConvergenceError", "__version__",
 ]
