@@ -156,6 +156,10 @@ INVALID = {
     "bad_toml": ("[sweep\nname = 1\n", "not valid TOML"),
     "variant_key": ("[variants.rule.ep]\nsett = { a = 1 }\n", "variants.rule.ep.sett: unknown key"),
     "missing_base": ("[sweep]\nbase_config = 'nope.toml'\n", "file not found"),
+    "report_x": ("[grid]\nx = [1, 2]\n[report]\nx = 'y'\n", "[report] x: ['y'] is not an axis"),
+    "report_facet": ("[sweep]\nn_seeds = 2\n[grid]\nx = [1]\n[report]\nfacet = 'seed'\n",
+                     "[report] facet: ['seed'] is not an axis"),
+    "bad_runner": ("[sweep]\nrunner = 'nocolon'\n", "'runner' must look like"),
 }
 
 
@@ -219,6 +223,7 @@ def test_sweep_results_table_summary_and_failures(tmp_path, client):
         "base": {"x": 0.0, "seed": 0, "fail_at": 3.0},
         "grid": {"x": [1.0, 2.0, 3.0]},
         "variants": {"rule": {"a": {"set": {"rule": "a"}}, "b": {"set": {"rule": "b"}}}},
+        "report": {"metrics": ["loss"], "facet": "rule"},
     })
     out = tmp_path / "out"
     res = run_sweep(spec, out, client=client, runner=toy_runner, progress=False)
@@ -265,6 +270,7 @@ def test_stop_and_resume_runs_only_the_rest(tmp_path, client):
         "sweep": {"name": "toy", "seeds": [0, 1, 2, 3]},
         "base": {"x": 0.0, "seed": 0, "sleep": 0.2, "log": str(log)},
         "grid": {"x": [1.0, 2.0]},
+        "report": {"metrics": ["loss"]},
     })
     out = tmp_path / "out"
     seen = []
@@ -283,7 +289,7 @@ def test_stop_and_resume_runs_only_the_rest(tmp_path, client):
     time.sleep(0.5)
     started_before = log.read_text().count("start")
 
-    second = run_sweep(spec, out, client=client, runner=toy_runner, progress=False)
+    second = run_sweep(spec, out, client=client, runner=toy_runner, progress=False, report=False)
     assert second.n_skipped == 3 and second.n_submitted == 5 and second.n_ok == 5
     assert log.read_text().count("start") - started_before == 5
     for name, content in done.items():  # the first results are untouched
@@ -291,12 +297,13 @@ def test_stop_and_resume_runs_only_the_rest(tmp_path, client):
     assert len(list((out / "runs").glob("*.json"))) == 8
     assert pd.read_csv(out / "results.csv")["status"].eq("ok").sum() == 8
 
-    third = run_sweep(spec, out, client=client, runner=toy_runner, progress=False)
+    third = run_sweep(spec, out, client=client, runner=toy_runner, progress=False, report=False)
     assert third.n_submitted == 0 and third.n_skipped == 8
     # extending the sweep with a seed executes only the new runs
     spec2 = SweepSpec.from_dict({**spec.model_dump(exclude={"source_dir"}),
                                  "sweep": {"name": "toy", "seeds": [0, 1, 2, 3, 4]}})
-    fourth = run_sweep(spec2, out, client=client, runner=toy_runner, progress=False, max_runs=1)
+    fourth = run_sweep(spec2, out, client=client, runner=toy_runner, progress=False, max_runs=1,
+                       report=False)
     assert fourth.n_skipped == 8 and fourth.n_submitted == 1 and fourth.n_missing == 1
 
 
@@ -337,7 +344,7 @@ def test_killed_worker_run_is_retried_and_nothing_lost(tmp_path):
     log.touch()
     spec = SweepSpec.from_dict({
         "sweep": {"name": "kill", "seeds": [0, 1, 2]},
-        "base": {"x": 0.0, "seed": 0, "sleep": 1.0, "log": str(log)},
+        "base": {"x": 0.0, "seed": 0, "sleep": 0.8, "log": str(log)},
         "grid": {"x": [1.0, 2.0]},
     })
     out = tmp_path / "out"
@@ -377,3 +384,80 @@ def test_killed_worker_run_is_retried_and_nothing_lost(tmp_path):
     starts = [" ".join(line.split()[1:3]) for line in log.read_text().splitlines()]
     assert starts.count(key) == 2
     assert set(starts) == {f"{x} {s}" for x in (1.0, 2.0) for s in (0, 1, 2)}
+
+
+# --------------------------------------------------------------------------- real training runs
+
+REAL = """
+[sweep]
+name = "real"
+seeds = [0, 1]
+
+[base]
+epochs = 4
+network = { kind = "lattice", rows = 4, cols = 4 }
+task = { name = "teacher_student", n_train = 16, n_test = 16 }
+optimizer = { name = "adam", lr = 0.05 }
+
+[variants.rule.analytical]
+set = { "rule.name" = "analytical" }
+[variants.rule.ep]
+set = { "rule.name" = "ep", "rule.variant" = "centered" }
+grid = { "rule.beta" = [0.1] }
+
+[report]
+metrics = ["train_loss"]
+"""
+
+
+def test_real_training_runs(tmp_path, client):
+    from kirchnet.config import ConfigError
+
+    spec = load_sweep(write_toml(tmp_path / "real.toml", REAL))
+    runs = expand(spec)  # validated and normalized by TrainConfig
+    assert len(runs) == 4 and all(r.config["epochs"] == 4 for r in runs)
+    # normalized: values equal to the schema defaults are left out (rule "analytical")
+    ep = {"name": "ep", "beta": 0.1, "variant": "centered"}
+    assert [r.config.get("rule") for r in runs] == [None, None, ep, ep]
+    assert all(r.config["task"] == {"name": "teacher_student", "n_train": 16, "n_test": 16}
+               for r in runs)
+    res = run_sweep(spec, tmp_path / "out", client=client, progress=False)
+    assert res.n_ok == 4, [r.get("error") for r in res.records.values()]
+    for rec in res.records.values():
+        m = rec["metrics"]
+        assert m["epochs"] == 4 and m["metric.seed" if "metric.seed" in m else "seed"] == rec["labels"]["seed"]
+        assert m["train_loss"] < m["initial_train_loss"]
+    # a centered current nudge is exact in a linear network: EP == analytical per seed
+    by = {(r["labels"]["rule"], r["labels"]["seed"]): r["metrics"]["train_loss"] for r in res.records.values()}
+    for seed in (0, 1):
+        assert by[("ep", seed)] == pytest.approx(by[("analytical", seed)], rel=1e-6)
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert {"train_loss", "test_loss", "metric.seed", "metric.rule"} <= set(table.columns)
+    # an impossible value in the base config is reported with the run and the key
+    bad = REAL.replace("epochs = 4", "epochs = 0")
+    with pytest.raises(SweepSpecError) as info:
+        expand(load_sweep(write_toml(tmp_path / "bad.toml", bad)))
+    assert "epochs" in str(info.value) and "rule=analytical" in str(info.value)
+    assert not isinstance(info.value, ConfigError)
+
+
+@pytest.mark.slow
+def test_cli_entry_point_runs_and_resumes(tmp_path):
+    import subprocess
+
+    sweep_file = write_toml(tmp_path / "real.toml", REAL.replace("seeds = [0, 1]", "seeds = [0]"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "kirchnet", "sweep", str(sweep_file), "--out", str(out),
+           "--workers", "1", "--no-progress"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "2 runs, 0 already done, 2 ok, 0 failed" in first.stderr
+    assert len(list((out / "runs").glob("*.json"))) == 2 and (out / "report.md").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 0 and "2 runs, 2 already done, 0 ok" in again.stderr
+    dry = subprocess.run(cmd[:-3] + ["--dry-run"], capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0 and dry.stderr.count(" ok ") == 2
+    bad = write_toml(tmp_path / "bad.toml", REAL.replace("[report]", "[reportt]"))
+    res = subprocess.run(cmd[:4] + [str(bad)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "reportt: unknown key" in res.stderr

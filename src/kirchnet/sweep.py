@@ -2,7 +2,8 @@
 
 A sweep file (TOML) holds a base training config and grid axes; :func:`expand` turns
 it into independent runs, each identified by a stable ``run_id`` (the first 16 hex
-digits of the SHA-256 of the canonical JSON of its validated config). :func:`run_sweep`
+digits of the SHA-256 of the canonical JSON of its validated config, values equal to
+the schema defaults left out). :func:`run_sweep`
 executes the runs that have no result yet on a Dask cluster (by default a local cluster
 of processes; or an existing scheduler), and persists every finished run at once,
 atomically, as ``OUT/runs/<run_id>.json`` (temp file + ``os.replace``). The results
@@ -45,6 +46,7 @@ Sweep file schema (unknown keys are errors)::
     [report]
     metrics = ["test_loss"]        # default: every numeric metric that varies
     x = "tunable.fraction"         # x axis of the plots (default: first numeric axis)
+    facet = ["task.name"]          # one panel per value of these axes
     logx = false                   # default: log scale when x spans >= 20x
 
 Run order: variants axes, then grid axes, then seeds (the innermost).
@@ -194,6 +196,12 @@ class ReportSection(_Strict):
     metrics: list[str] | None = None
     x: str | None = None
     logx: bool | None = None
+    facet: list[str] = Field(default_factory=list)
+
+    @field_validator("facet", mode="before")
+    @classmethod
+    def _facet(cls, v):
+        return [v] if isinstance(v, str) else v
 
 
 class SweepSpec(_Strict):
@@ -234,6 +242,13 @@ class SweepSpec(_Strict):
             raise SweepSpecError(f"invalid sweep file {source}:\n{_format_validation(exc)}") from None
         spec.source_dir = None if source_dir is None else str(source_dir)
         _axis_paths(spec, source)  # overlapping axes are errors
+        axes = [a for a in spec.axis_names() if a != "seed"]
+        rep = spec.report
+        for key, names in (("x", [rep.x] if rep.x else []), ("facet", rep.facet)):
+            bad = [n for n in names if n not in axes]
+            if bad:
+                raise SweepSpecError(f"invalid sweep file {source}: [report] {key}: {bad} is not an "
+                                     f"axis of the sweep (axes: {axes})")
         return spec
 
     @classmethod
@@ -375,7 +390,10 @@ def _default_validator() -> Callable[[dict], dict]:
                          "pass validate=False or a validator") from exc
 
     def validate(cfg: dict) -> dict:
-        return TrainConfig.from_dict(cfg, source="run config").to_dict()
+        # defaults left out: equal spellings share an id, and new schema fields with
+        # defaults do not invalidate finished runs
+        model = TrainConfig.from_dict(cfg, source="run config")
+        return model.model_dump(mode="json", exclude_defaults=True)
 
     return validate
 
@@ -384,7 +402,9 @@ def expand(spec: SweepSpec, validate: Callable[[dict], dict] | bool | None = Tru
     """Expand ``spec`` into runs (variants x grid x seeds, seeds innermost).
 
     ``validate``: ``True`` validates and normalizes each config with
-    :class:`kirchnet.config.TrainConfig`; a callable ``cfg -> normalized cfg`` does it
+    :class:`kirchnet.config.TrainConfig` (the normalized form leaves out every value
+    equal to its default, so that adding a schema field with a default keeps the ids
+    of finished runs); a callable ``cfg -> normalized cfg`` does it
     instead (raise to reject); ``False``/``None`` keeps the merged dicts as they are.
     The run id is the hash of the normalized config, so equivalent spellings of the
     same run share one id (duplicates are kept once). Every invalid run is reported in
@@ -714,8 +734,12 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _plot_metric(summary, metric: str, x: str | None, hue: Sequence[str], logx: bool | None,
-                 path: Path) -> None:
+def _plot_metric(summary, metric: str, x: str | None, hue: Sequence[str], facet: Sequence[str],
+                 logx: bool | None, path: Path) -> None:
+    """One PNG: mean +- std of ``metric`` vs ``x``, a line per ``hue`` combination,
+    a panel per ``facet`` combination."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -723,50 +747,78 @@ def _plot_metric(summary, metric: str, x: str | None, hue: Sequence[str], logx: 
     import numpy as np
     import pandas as pd
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    mean, std = summary[f"{metric}_mean"], summary[f"{metric}_std"].fillna(0.0)
-    groups = summary.groupby(list(hue), dropna=False, sort=False) if hue else [((), summary)]
+    panels = (list(summary.groupby(list(facet), dropna=False, sort=False)) if facet
+              else [((), summary)])
+    ncols = min(len(panels), math.ceil(math.sqrt(len(panels))))
+    nrows = -(-len(panels) // ncols)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(4.6 * ncols + 2.0, 3.4 * nrows), squeeze=False,
+                            layout="constrained")
     xs_all = pd.to_numeric(summary[x], errors="coerce") if x else None
     numeric_x = xs_all is not None and xs_all.notna().any()
-    for key, sub in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{h}={_fmt(k)}" for h, k in zip(hue, key)) or metric
-        m, s = mean.loc[sub.index].to_numpy(float), std.loc[sub.index].to_numpy(float)
-        if x is None:
-            ax.errorbar([label], m, yerr=s, fmt="o", capsize=4)
-            continue
-        xv = pd.to_numeric(sub[x], errors="coerce").to_numpy(float) if numeric_x else None
-        if numeric_x and np.isnan(xv).all():  # this group does not use the x axis
-            line = ax.axhline(m.mean(), ls="--", lw=1, label=f"{label} (no {x})")
-            ax.axhspan(m.mean() - s.mean(), m.mean() + s.mean(), color=line.get_color(), alpha=0.12)
-            continue
-        if numeric_x:
-            order = np.argsort(xv)
-            ax.errorbar(xv[order], m[order], yerr=s[order], marker="o", capsize=3, label=label)
-        else:
-            ax.errorbar(sub[x].astype(str).to_numpy(), m, yerr=s, marker="o", capsize=3, label=label)
-    if x is not None:
-        ax.set_xlabel(x)
-        if numeric_x:
-            pos = xs_all[xs_all > 0]
-            auto = len(pos) == xs_all.notna().sum() and len(pos) and pos.max() / pos.min() >= 20
-            if logx if logx is not None else auto:
-                ax.set_xscale("log")
-    ax.set_ylabel(f"{metric} (mean ± std)")
-    vals = mean.to_numpy(float)
-    if np.all(vals[np.isfinite(vals)] > 0) and np.isfinite(vals).any():
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    hue_keys = (list(dict.fromkeys(tuple(_fmt(v) for v in row)
+                                   for row in summary[list(hue)].itertuples(index=False)))
+                if hue else [()])
+    pos = xs_all[xs_all > 0] if numeric_x else ()
+    auto_logx = numeric_x and len(pos) == xs_all.notna().sum() and pos.max() / pos.min() >= 20
+    use_logx = numeric_x and (logx if logx is not None else auto_logx)
+    if numeric_x:  # dodge the lines of different hues a little along x so they stay visible
+        xu = np.unique(xs_all.dropna().to_numpy(float))
+        span = (np.log(xu.max() / xu.min()) if use_logx else xu.max() - xu.min()) if xu.size > 1 else 0
+        dodge = 0.012 * span
+    for ax, (fkey, panel) in zip(axs.flat, panels):
+        fkey = fkey if isinstance(fkey, tuple) else (fkey,)
+        vals = panel[f"{metric}_mean"].to_numpy(float)
         finite = vals[np.isfinite(vals)]
-        if finite.max() / finite.min() >= 100:
+        logy = finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() >= 30
+        groups = panel.groupby(list(hue), dropna=False, sort=False) if hue else [((), panel)]
+        for key, sub in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            idx = hue_keys.index(tuple(_fmt(k) for k in key)) if hue else 0
+            color = colors[idx % len(colors)] if hue else None
+            shift = (idx - (len(hue_keys) - 1) / 2) * dodge if numeric_x else 0.0
+            label = ", ".join(f"{h}={_fmt(k)}" for h, k in zip(hue, key)) or metric
+            m = sub[f"{metric}_mean"].to_numpy(float)
+            s = sub[f"{metric}_std"].fillna(0.0).to_numpy(float)
+            err = np.vstack([np.minimum(s, 0.9 * m), s]) if logy else s  # log axis: clip below
+            if x is None:
+                ax.errorbar([label], m, yerr=err, fmt="o", capsize=4, color=color)
+                continue
+            if numeric_x:
+                xv = pd.to_numeric(sub[x], errors="coerce").to_numpy(float)
+                if np.isnan(xv).all():  # this group does not use the x axis: a reference band
+                    ax.axhline(m.mean(), ls="--", lw=1, color=color, label=f"{label} (no {x})")
+                    ax.axhspan(m.mean() - s.mean(), m.mean() + s.mean(), color=color, alpha=0.12)
+                    continue
+                order = np.argsort(xv)
+                xd = xv[order] * np.exp(shift) if use_logx else xv[order] + shift
+                ax.errorbar(xd, m[order], yerr=err[..., order], marker="o", ms=4, capsize=3,
+                            label=label, color=color)
+            else:
+                ax.errorbar(sub[x].astype(str).to_numpy(), m, yerr=err, marker="o", capsize=3,
+                            label=label, color=color)
+        if x is not None:
+            ax.set_xlabel(x)
+            if use_logx:
+                ax.set_xscale("log")
+        if logy:
             ax.set_yscale("log")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    ax.set_title(metric)
-    fig.tight_layout()
-    import io
-
+        ax.set_ylabel(metric)
+        ax.set_title(", ".join(f"{f}={_fmt(k)}" for f, k in zip(facet, fkey)) or metric, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axs.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axs.flat[0].get_legend_handles_labels()
+    for ax in list(axs.flat)[1:len(panels)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles and (hue or x is not None):
+        fig.legend(handles, labels, loc="outside right upper", fontsize=7)
+    fig.suptitle(f"{metric}: mean ± std across seeds")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     _atomic_write_bytes(path, buf.getvalue())
 
@@ -791,8 +843,6 @@ def write_report(out_dir: str | os.PathLike, spec: SweepSpec, runs: Sequence[Run
     recs = [records[r.run_id] for r in runs if r.run_id in records]
     df = build_table(recs, axes)
     _write_tables(out, df)
-    if spec.report.x is not None and spec.report.x not in axes:
-        raise SweepSpecError(f"[report] x = {spec.report.x!r} is not an axis; axes: {axes}")
     metrics = _metric_columns(df, axes, spec.report.metrics)
     summary = summarize(df, axes, metrics)
     _atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
@@ -820,13 +870,14 @@ def write_report(out_dir: str | os.PathLike, spec: SweepSpec, runs: Sequence[Run
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         x = _choose_x(spec, summary, group)
-        hue = [a for a in group if a != x and summary[a].nunique(dropna=False) > 1]
+        facet = [f for f in spec.report.facet if f != x]
+        hue = [a for a in group if a != x and a not in facet and summary[a].nunique(dropna=False) > 1]
         figs = out / "figures"
         lines += ["## Figures", ""]
         for m in metrics[:8]:
             if summary[f"{m}_mean"].notna().any():
                 name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in m)
-                _plot_metric(summary, m, x, hue, spec.report.logx, figs / f"{name}.png")
+                _plot_metric(summary, m, x, hue, facet, spec.report.logx, figs / f"{name}.png")
                 lines += [f"![{m}](figures/{name}.png)", ""]
     failed = [r for r in recs if r.get("status") == "failed"]
     if failed:
@@ -1023,6 +1074,7 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
             from distributed import as_completed
 
             futures = [f for f, _ in by_key.values()]
+            clean = False
             try:
                 for fut in as_completed(futures):
                     _, r = by_key[fut.key]
@@ -1043,17 +1095,23 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
                     if on_result is not None and on_result(rec) is False:
                         interrupted = True
                         break
-            except KeyboardInterrupt:
-                interrupted = True
-                raise
+                clean = True
             finally:
+                if not clean:  # KeyboardInterrupt or a lost scheduler: stop what is left
+                    interrupted = True
                 if interrupted:
-                    c.cancel([f for f in futures if not f.done()])
+                    with contextlib.suppress(Exception):
+                        c.cancel([f for f in futures if not f.done()])
                 with contextlib.suppress(Exception):
                     c.unsubscribe_topic(EVENT_TOPIC)
                 wall = time.perf_counter() - t0
                 info.update(_invocation_info(len(todo), tracker, n_skipped, wall, interrupted))
-                _finish_outputs(out, spec, runs, records, info, report)
+                try:
+                    _finish_outputs(out, spec, runs, records, info, report)
+                except Exception:  # an error in flight matters more than the report
+                    if clean:
+                        raise
+                    logging.getLogger(__name__).exception("could not write the sweep report")
     else:
         info.update(_invocation_info(0, tracker, n_skipped, 0.0, False))
         _finish_outputs(out, spec, runs, records, info, report)
@@ -1085,7 +1143,10 @@ def _finish_outputs(out, spec, runs, records, info, report: bool) -> None:
 
 def _collect(fut, run: RunSpec) -> dict | None:
     """Turn a finished future into a run record (None if it was cancelled)."""
-    base = {"run_id": run.run_id, "labels": run.labels, "config": run.config}
+    from . import __version__
+
+    base = {"run_id": run.run_id, "labels": run.labels, "config": run.config,
+            "kirchnet_version": __version__}
     status = fut.status
     if status == "finished":
         try:
@@ -1148,16 +1209,16 @@ def register(app) -> None:
             res = run_sweep(spec, out, scheduler=scheduler, workers=workers, max_runs=max_runs,
                             retries=retries, rerun_failed=not skip_failed, progress=progress)
         except SweepError as exc:
-            console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("interrupted; finished runs are saved: rerun the same command to resume")
             raise typer.Exit(130) from None
         console.print(f"sweep '{spec.sweep.name}': {res.n_runs} runs, {res.n_skipped} already done, "
                       f"{res.n_ok} ok, {res.n_failed} failed in {res.wall_s:.1f} s -> {res.out_dir}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         if res.report is not None:
-            console.print(f"report: {res.report}", highlight=False)
+            console.print(f"report: {res.report}", highlight=False, soft_wrap=True)
         if res.n_failed:
             raise typer.Exit(1)
 
@@ -1169,6 +1230,6 @@ def _dry_run(spec: SweepSpec, out, console, skip_failed: bool) -> None:
     records = load_records(out, [r.run_id for r in runs]) if out.exists() else {}
     for r in runs:
         status = records.get(r.run_id, {}).get("status", "pending")
-        console.print(f"{r.run_id}  {status:8s} {_label_text(r.labels)}", highlight=False)
+        console.print(f"{r.run_id}  {status:8s} {_label_text(r.labels)}", highlight=False, soft_wrap=True)
     done = sum(records.get(r.run_id, {}).get("status") == "ok" for r in runs)
-    console.print(f"{len(runs)} runs, {done} done, output {out}", highlight=False)
+    console.print(f"{len(runs)} runs, {done} done, output {out}", highlight=False, soft_wrap=True)
