@@ -27,6 +27,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ._validation import check_positive_finite
+from .errors import ShapeError
 from .network import Network
 
 #: refuse to build dense m x m projectors beyond this many edges
@@ -35,7 +36,7 @@ MAX_EDGES = 5000
 
 def _cycle_matrix(network: Network) -> np.ndarray:
     if network.n_edges > MAX_EDGES:
-        raise ValueError(
+        raise ShapeError(
             f"the projector form is a dense reference (m x m matrices); {network.n_edges} edges "
             f"exceed its limit of {MAX_EDGES}. Use Circuit (nodal solver) instead"
         )

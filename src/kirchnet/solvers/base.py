@@ -71,7 +71,7 @@ class WoodburyFactorization(Factorization):
         else:
             super().__init__(np.asarray(base.matrix) + _dense(change))
         self.base = base
-        self.name = f"{base.name}+woodbury"
+        self.name = f"{base.name.split('+')[0]}+woodbury"
         self._C = C
         self._Z = base.solve(_dense(C))
         cap = np.diag(1.0 / d) + _dense(C.T @ self._Z)

@@ -58,6 +58,9 @@ class CholmodCholesky(Factorization):
                 self._factor = _cholmod.cholesky(A)
         except _cholmod.CholmodNotPositiveDefiniteError as exc:
             raise SolverError(f"matrix is not positive definite: {exc}") from exc
+        # CHOLMOD's simplicial LDL^T mode does not stop at a non-positive pivot: check D.
+        if n_bad := int(np.count_nonzero(~(self._factor.D() > 0))):
+            raise SolverError(f"matrix is not positive definite ({n_bad} non-positive pivots)")
 
     def _solve_block(self, rhs):
         return self._factor.solve_A(np.asfortranarray(rhs))
