@@ -45,8 +45,10 @@ def test_e1_slopes_match_theory(tmp_path):
     # CL tends to a different (stiffness-weighted) direction: bounded away from the exact gradient
     assert h["CL positive"]["min_cosine_smallest"] < 0.999
     assert h["CL positive"]["min_cosine_smallest"] > 0.0
+    # ... of which CL is a consistent O(eta) estimator
+    assert h["CL positive vs its eta->0 limit"]["slope"] == pytest.approx(1.0, abs=0.1)
     rows = (tmp_path / "e1_gradient.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 * 9 * 4
+    assert len(rows) == 1 + 2 * (9 + 1) * 4
 
 
 def test_e2_tiny(tmp_path):
