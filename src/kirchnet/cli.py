@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import platform
-import sys
 from pathlib import Path
 from typing import Optional
 

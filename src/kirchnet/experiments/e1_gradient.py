@@ -16,7 +16,6 @@ exact gradient ``d = dC/dg`` over a range of nudge strengths ``beta`` (or ``eta`
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
