@@ -314,8 +314,11 @@ def test_retries_rerun_a_failed_run(tmp_path, client):
         "base": {"x": 1.0, "seed": 0, "flaky_marker": str(tmp_path / "m")},
         "grid": {"x": [1.0, 2.0]},
     })
-    res = run_sweep(spec, tmp_path / "a", client=client, runner=toy_runner, progress=False)
+    # through the scheduler address, as with --scheduler tcp://HOST:PORT
+    res = run_sweep(spec, tmp_path / "a", scheduler=client.scheduler.address, runner=toy_runner,
+                    progress=False)
     assert res.n_ok == 2 and res.n_failed == 0
+    assert client.scheduler.address in (tmp_path / "a" / "report.md").read_text()
     # without retries the transient failure is recorded, and a rerun re-executes it
     for p in (tmp_path / "m").iterdir():
         p.unlink()
@@ -461,3 +464,58 @@ def test_cli_entry_point_runs_and_resumes(tmp_path):
     bad = write_toml(tmp_path / "bad.toml", REAL.replace("[report]", "[reportt]"))
     res = subprocess.run(cmd[:4] + [str(bad)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "reportt: unknown key" in res.stderr
+
+
+SLOW_RUNNER = """
+import os, time
+def run(config, out_dir=None):
+    time.sleep(config["sleep"])
+    return {"loss": config["x"] + config["seed"], "worker_pid": os.getpid()}
+"""
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_then_resume(tmp_path):
+    """SIGINT the real command mid-sweep: exit 130, finished runs kept, the rerun does the rest."""
+    import subprocess
+
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "slowrun.py").write_text(SLOW_RUNNER)
+    sweep_file = write_toml(tmp_path / "slow.toml", """
+[sweep]
+name = "slow"
+seeds = [0, 1, 2, 3]
+runner = "slowrun:run"
+[base]
+x = 0
+seed = 0
+sleep = 0.4
+[grid]
+x = [1, 2, 3]
+""")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "mod"), "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "kirchnet", "sweep", str(sweep_file), "--out", str(out),
+           "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and len(list(out.glob("runs/*.json"))) < 3:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "rerun the same command to resume" in err
+    kept = {p.name: p.read_bytes() for p in out.glob("runs/*.json")}
+    assert 3 <= len(kept) < 12
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"12 runs, {len(kept)} already done, {12 - len(kept)} ok, 0 failed" in again.stderr
+    for name, content in kept.items():
+        assert (out / "runs" / name).read_bytes() == content
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 12 and table["run_id"].is_unique
+    np.testing.assert_allclose(table["loss"], table["x"] + table["seed"])

@@ -567,6 +567,7 @@ def _execute_run(runner: str | Callable, run_id: str, config: dict,
         _emit({"event": "error", "run_id": run_id, "pid": os.getpid()})
         raise RunFailed(type(exc).__name__, str(exc), _traceback.format_exc()) from None
     finished = time.time()
+    _emit({"event": "end", "run_id": run_id, "pid": os.getpid()})
     return {"status": "ok", "metrics": metrics, "wall_s": finished - started,
             "pid": os.getpid(), "worker": _worker_address(), "host": socket.gethostname(),
             "started_at": _iso(started), "finished_at": _iso(finished)}
@@ -854,6 +855,10 @@ def write_report(out_dir: str | os.PathLike, spec: SweepSpec, runs: Sequence[Run
               f"{len(runs) - n_ok - n_failed} without result",
               f"- axes: " + (", ".join(f"`{a}` ({len(set(map(_canonical_json, [r.labels.get(a) for r in runs])))})"
                                        for a in axes) or "none")]
+    walls = [r["wall_s"] for r in recs if isinstance(r.get("wall_s"), (int, float))]
+    if walls:
+        lines.append(f"- compute: {sum(walls):.1f} s summed over {len(walls)} runs "
+                     f"({sum(walls) / len(walls):.2f} s per run)")
     for k, v in (info or {}).items():
         lines.append(f"- {k}: {v}")
     lines += [f"- generated: {_iso(time.time())}", "",
@@ -919,17 +924,21 @@ class _Tracker:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.started: dict[str, int] = {}
+        self.started: dict[str, int] = {}  # start events per run (> 1: restarted)
+        self.last: dict[str, str] = {}  # last worker event per run: start, end or error
         self.done: set[str] = set()
         self.ok = self.failed = 0
         self.callback: Callable[[], None] | None = None
 
     def on_event(self, event) -> None:
         _, msg = event
-        if not isinstance(msg, dict) or msg.get("event") != "start":
+        if not isinstance(msg, dict) or "run_id" not in msg:
             return
         with self.lock:
-            self.started[msg["run_id"]] = self.started.get(msg["run_id"], 0) + 1
+            rid = msg["run_id"]
+            self.last[rid] = msg.get("event")
+            if msg.get("event") == "start":
+                self.started[rid] = self.started.get(rid, 0) + 1
         if self.callback:
             self.callback()
 
@@ -944,7 +953,7 @@ class _Tracker:
     @property
     def running(self) -> int:
         with self.lock:
-            return len(set(self.started) - self.done)
+            return sum(1 for rid, ev in self.last.items() if ev == "start" and rid not in self.done)
 
     @property
     def restarted(self) -> int:
