@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m kirchnet.demo
+	$(PY) -m kirchnet reproduce --quick
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --timeout=1800 tests

@@ -11,10 +11,12 @@ Layers, bottom to top: :mod:`~kirchnet.errors` -> :mod:`~kirchnet.network` /
 -> :mod:`~kirchnet.cli`.
 """
 
-from . import constraints, optim, partial, projector, rules, solvers, topologies
+from . import constraints, optim, partial, projector, rules, solvers, tasks, topologies
 from .circuit import Circuit, CircuitFactorization, Edge, Pair, State
+from .config import TrainConfig
 from .errors import (
     BoundaryConditionError,
+    ConfigError,
     ConvergenceError,
     FloatingComponentError,
     KirchnetError,
@@ -54,7 +56,7 @@ __all__ = [
     "topologies", "solvers", "projector", "rules", "partial", "constraints", "optim",
     "Analytical", "EquilibriumPropagation", "CoupledLearning", "AdjointCoupledLearning", "GEP",
     "InSitu", "FiniteDifference", "Trainer", "TrainResult", "History",
-    "ResistiveRegressor", "ResistiveClassifier",
+    "ResistiveRegressor", "ResistiveClassifier", "tasks", "TrainConfig", "ConfigError",
     "KirchnetError", "TopologyError", "BoundaryConditionError", "FloatingComponentError",
     "ParameterError", "ShapeError", "SolverError", "ConvergenceError", "__version__",
 ]

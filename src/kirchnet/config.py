@@ -44,14 +44,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import KirchnetError
+from .errors import ConfigError
 
 __all__ = ["ConfigError", "NetworkConfig", "TaskConfig", "RuleConfig", "OptimizerConfig",
            "ConstraintsConfig", "TunableConfig", "TrainConfig"]
-
-
-class ConfigError(KirchnetError, ValueError):
-    """A configuration file or dict is malformed (unknown key, wrong type, impossible value)."""
 
 
 class _Model(BaseModel):

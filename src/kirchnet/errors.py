@@ -62,3 +62,7 @@ class NetlistError(KirchnetError, ValueError):
 
 class SimulatorError(SolverError):
     """An external circuit simulator (ngspice) is missing, failed or gave unreadable output."""
+
+
+class ConfigError(KirchnetError, ValueError):
+    """A configuration file or dict is malformed (unknown key, wrong type, impossible value)."""
