@@ -440,6 +440,10 @@ class CircuitFactorization:
         b = xn.shape[0]
         Z = np.concatenate([xn, xs, xc], axis=1)  # (b, D) in driver order
         D = Z.shape[1]
+        if D and b > D and currents is None:
+            # u = Z Hfull^T in one product: the drivers' own rows of Hfull are unit rows and
+            # the ground's row is 0, so no zero-fill and scatter of (b, n) arrays is needed
+            return State(c, self.conductances, Z @ self.transfer_full().T, c.edge_sources(xs))
         if D and b > D:
             uF = Z @ self.transfer().T
         elif D:
