@@ -300,7 +300,7 @@ def test_stop_and_resume_runs_only_the_rest(tmp_path, client):
     third = run_sweep(spec, out, client=client, runner=toy_runner, progress=False, report=False)
     assert third.n_submitted == 0 and third.n_skipped == 8
     # extending the sweep with a seed executes only the new runs
-    spec2 = SweepSpec.from_dict({**spec.model_dump(exclude={"source_dir"}),
+    spec2 = SweepSpec.from_dict({**spec.model_dump(),
                                  "sweep": {"name": "toy", "seeds": [0, 1, 2, 3, 4]}})
     fourth = run_sweep(spec2, out, client=client, runner=toy_runner, progress=False, max_runs=1,
                        report=False)

@@ -55,6 +55,7 @@ Run order: variants axes, then grid axes, then seeds (the innermost).
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib
 import itertools
@@ -75,7 +76,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import KirchnetError
 
@@ -213,7 +222,7 @@ class SweepSpec(_Strict):
     variants: dict[str, dict[str, Variant]] = Field(default_factory=dict)
     report: ReportSection = Field(default_factory=ReportSection)
     #: directory relative paths (base_config) are resolved against; not part of the file
-    source_dir: str | None = Field(None, exclude=True)
+    _source_dir: str | None = PrivateAttr(None)
 
     @field_validator("grid")
     @classmethod
@@ -240,7 +249,7 @@ class SweepSpec(_Strict):
             spec = cls.model_validate(dict(data))
         except ValidationError as exc:
             raise SweepSpecError(f"invalid sweep file {source}:\n{_format_validation(exc)}") from None
-        spec.source_dir = None if source_dir is None else str(source_dir)
+        spec._source_dir = None if source_dir is None else str(source_dir)
         _axis_paths(spec, source)  # overlapping axes are errors
         axes = [a for a in spec.axis_names() if a != "seed"]
         rep = spec.report
@@ -269,8 +278,8 @@ class SweepSpec(_Strict):
         cfg: dict[str, Any] = {}
         if self.sweep.base_config:
             p = Path(self.sweep.base_config)
-            if not p.is_absolute() and self.source_dir:
-                p = Path(self.source_dir) / p
+            if not p.is_absolute() and self._source_dir:
+                p = Path(self._source_dir) / p
             try:
                 with p.open("rb") as fh:
                     cfg = tomllib.load(fh)
@@ -348,7 +357,7 @@ def _apply_patch(config: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[st
     Keys are dotted paths (``"rule.beta"``); a table value is merged into an existing
     table, any other value replaces the entry.
     """
-    out = json.loads(json.dumps(config))
+    out = copy.deepcopy(dict(config))
     for key, value in patch.items():
         *parents, leaf = key.split(".")
         node = out
@@ -360,7 +369,7 @@ def _apply_patch(config: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[st
         if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
             node[leaf] = _apply_patch(node[leaf], value)
         else:
-            node[leaf] = json.loads(json.dumps(value))
+            node[leaf] = copy.deepcopy(value)
     return out
 
 
@@ -431,6 +440,7 @@ def expand(spec: SweepSpec, validate: Callable[[dict], dict] | bool | None = Tru
 
     runs: dict[str, RunSpec] = {}
     problems: list[str] = []
+    duplicates: list[tuple[dict, dict]] = []
     for vcombo in itertools.product(*variant_axes):
         for gcombo in grid_combos:
             for seed in seed_list:
@@ -456,7 +466,15 @@ def expand(spec: SweepSpec, validate: Callable[[dict], dict] | bool | None = Tru
                     rid = run_id_of(cfg)
                 except (TypeError, ValueError) as exc:
                     raise SweepSpecError(f"run config is not JSON-serializable: {exc}") from None
-                runs.setdefault(rid, RunSpec(rid, labels, cfg))
+                if rid in runs:
+                    duplicates.append((labels, runs[rid].labels))
+                else:
+                    runs[rid] = RunSpec(rid, labels, cfg)
+    if duplicates:
+        first, kept = duplicates[0]
+        logging.getLogger(__name__).warning(
+            "%d grid point(s) give the same run config as another one and run once, e.g. "
+            "%s is the same run as %s", len(duplicates), _label_text(first), _label_text(kept))
     if problems:
         shown = "\n".join(problems[:5])
         more = f"\n... {len(problems) - 5} more invalid runs" if len(problems) > 5 else ""
@@ -1034,8 +1052,8 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
         raise SweepSpecError(f"workers must be >= 1, got {workers}")
     if max_runs is not None and max_runs < 0:
         raise SweepSpecError(f"max_runs must be >= 0, got {max_runs}")
-    if isinstance(runner, str):
-        _resolve_runner(runner)  # fail fast on the client
+    if isinstance(runner, str) and scheduler is None and client is None:
+        _resolve_runner(runner)  # fail fast (local workers share this environment)
     runs = expand(spec, validate=validate)
     out = Path(out_dir) if out_dir is not None else Path("results") / f"sweep-{spec.sweep.name}"
     if out.exists() and not out.is_dir():
