@@ -86,7 +86,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import KirchnetError
+from .errors import ConfigError, KirchnetError
 
 __all__ = [
     "SweepError", "SweepSpecError", "RunFailed", "SweepSpec", "RunSpec", "SweepResult",
@@ -103,7 +103,7 @@ class SweepError(KirchnetError):
     """A sweep could not be set up or executed (cluster, output directory, ...)."""
 
 
-class SweepSpecError(SweepError, ValueError):
+class SweepSpecError(SweepError, ConfigError):
     """The sweep file is invalid (syntax, schema, or an expanded run config)."""
 
 
@@ -1226,6 +1226,7 @@ def register(app) -> None:
     ) -> None:
         """Run a sweep of training runs on Dask, resumable, with a results table and report."""
         from rich.console import Console
+        from rich.markup import escape
 
         console = Console(stderr=True)
         try:
@@ -1235,9 +1236,9 @@ def register(app) -> None:
                 return
             res = run_sweep(spec, out, scheduler=scheduler, workers=workers, max_runs=max_runs,
                             retries=retries, rerun_failed=not skip_failed, progress=progress)
-        except SweepError as exc:
-            console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+        except SweepError as exc:  # exit status 2: invalid sweep file, 1: anything else
+            console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2 if isinstance(exc, SweepSpecError) else 1) from None
         except KeyboardInterrupt:
             console.print("interrupted; finished runs are saved: rerun the same command to resume")
             raise typer.Exit(130) from None
