@@ -770,8 +770,10 @@ def _plot_metric(summary, metric: str, x: str | None, hue: Sequence[str], facet:
               else [((), summary)])
     ncols = min(len(panels), math.ceil(math.sqrt(len(panels))))
     nrows = -(-len(panels) // ncols)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(4.6 * ncols + 2.0, 3.4 * nrows), squeeze=False,
-                            layout="constrained")
+    width = 4.6 * ncols + 2.2
+    fig, axs = plt.subplots(nrows, ncols, figsize=(width, 3.4 * nrows + 0.6), squeeze=False)
+    fig.subplots_adjust(left=0.8 / width, right=1 - 2.4 / width, bottom=0.55 / (3.4 * nrows + 0.6),
+                        top=1 - 0.75 / (3.4 * nrows + 0.6), wspace=0.3, hspace=0.45)
     xs_all = pd.to_numeric(summary[x], errors="coerce") if x else None
     numeric_x = xs_all is not None and xs_all.notna().any()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -834,7 +836,8 @@ def _plot_metric(summary, metric: str, x: str | None, hue: Sequence[str], facet:
                 handles.append(h)
                 labels.append(lab)
     if handles and (hue or x is not None):
-        fig.legend(handles, labels, loc="outside right upper", fontsize=7)
+        fig.legend(handles, labels, loc="upper right", bbox_to_anchor=(1.0, 1 - 0.6 / fig.get_figheight()),
+                   fontsize=7, frameon=False)
     fig.suptitle(f"{metric}: mean ± std across seeds")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
