@@ -22,6 +22,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(name="kirchnet", add_completion=False, no_args_is_help=True,
@@ -33,7 +34,7 @@ EXIT_ERROR, EXIT_CONFIG, EXIT_EXISTS = 1, 2, 3
 
 
 def _fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -136,7 +137,7 @@ def train(config: Path = typer.Argument(..., help="training config (TOML); see k
     for k, v in metrics.items():
         t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
     console.print(t)
-    console.print(f"results in [bold]{target}[/]")
+    console.print(f"results in [bold]{escape(str(target))}[/]")
 
 
 # ------------------------------------------------------------------ reproduce
@@ -159,7 +160,7 @@ def _run_experiments(names, quick, out, seed, force, progress, command):
     for r in res["headline"]:
         t.add_row(r["exp"], r["claim"], r["measured"])
     console.print(t)
-    console.print(f"report: [bold]{target / 'report.md'}[/] ({res['meta']['wall_time']:.0f} s)")
+    console.print(f"report: [bold]{escape(str(target / 'report.md'))}[/] ({res['meta']['wall_time']:.0f} s)")
     return res
 
 

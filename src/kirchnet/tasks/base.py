@@ -173,6 +173,9 @@ class Task:
                 raise BoundaryConditionError(
                     f"task {self.name!r} was generated for its own network; build it again for a new one")
             ground, inputs, outputs = place_terminals(net, self.n_inputs, self.n_outputs)
+        if net.labels is not None:  # terminals are internal ids; Circuit reads the stored labels
+            lab = net.labels
+            ground, inputs, outputs = lab[ground], [lab[v] for v in inputs], [lab[v] for v in outputs]
         return Circuit(net, ground=ground, inputs=inputs, outputs=outputs, backend=backend)
 
     def predict_labels(self, outputs) -> np.ndarray:
