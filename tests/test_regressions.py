@@ -58,3 +58,25 @@ def test_cli_error_messages_keep_square_brackets(tmp_path):
     r = CliRunner().invoke(app, ["train", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"])
     assert r.exit_code == 2
     assert "[at least two positive ints]" in r.output
+
+
+# --------------------------------------------------------------------------- InSitu(wrt="resistance") in training
+@pytest.mark.parametrize("parametrization", ["conductance", "resistance"])
+def test_trainer_reads_resistance_space_insitu_estimates(parametrization):
+    """InSitu(wrt="resistance") returns dC/dr; the Trainer used to apply it as dC/dg
+    (opposite sign), so training *raised* the loss. Now it trains exactly like Analytical."""
+    from kirchnet import topologies
+    from kirchnet.rules import Analytical, InSitu
+    from kirchnet.training import Trainer
+
+    net = topologies.lattice(4, 4)
+    task = make_task("teacher_student", network=net, n_train=16, n_test=4, seed=2)
+    c = task.circuit()
+    g0 = np.ones(net.n_edges)
+    runs = {}
+    for name, rule in (("analytical", Analytical()), ("insitu_r", InSitu(wrt="resistance"))):
+        tr = Trainer(rule, "sgd", lr=0.5, epochs=5, batch_size=8, parametrization=parametrization)
+        runs[name] = tr.fit(c, g0, task.x_train, task.y_train)
+    losses = [h["loss"] for h in runs["insitu_r"].history.to_dicts()]
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(runs["insitu_r"].conductances, runs["analytical"].conductances, rtol=1e-9)

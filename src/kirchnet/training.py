@@ -247,7 +247,8 @@ class Trainer:
     Parameters
     ----------
     rule: the gradient estimator (default :class:`~kirchnet.rules.Analytical` with MSE);
-        its ``loss`` is the training loss.
+        its ``loss`` is the training loss. Estimates are ``dC/dg``; a result whose
+        ``info["wrt"]`` is ``"resistance"`` (``InSitu(wrt="resistance")``) is read as ``dC/dr``.
     optimizer: an :class:`~kirchnet.optim.Optimizer` or ``"sgd" | "momentum" | "adam"``.
     lr: base learning rate when ``optimizer`` is a name (ignored for instances).
     epochs, batch_size: passes over the data and minibatch size.
@@ -383,6 +384,8 @@ class Trainer:
         est = np.asarray(res.estimate, dtype=float)
         if est.shape != g.shape:
             raise ShapeError(f"rule {self.rule!r} returned an estimate of shape {est.shape}, expected {g.shape}")
+        if res.info.get("wrt") in ("resistance", "r"):  # e.g. InSitu(wrt="resistance"): dC/dr
+            est = -est / (g * g)  # dC/dg = -r^2 dC/dr
         cos = math.nan
         if self.cosine:
             _, exact = loss_and_grad(circuit, g, xb, yb, loss=self.rule.loss, factorization=fac)
