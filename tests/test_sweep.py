@@ -299,6 +299,12 @@ def test_stop_and_resume_runs_only_the_rest(tmp_path, client):
 
     third = run_sweep(spec, out, client=client, runner=toy_runner, progress=False, report=False)
     assert third.n_submitted == 0 and third.n_skipped == 8
+    # a damaged result file (e.g. written by hand) does not count as done: that run reruns
+    damaged = sorted((out / "runs").glob("*.json"))[0]
+    damaged.write_text('{"run_id": ')
+    repair = run_sweep(spec, out, client=client, runner=toy_runner, progress=False, report=False)
+    assert repair.n_submitted == 1 and repair.n_ok == 1
+    assert json.loads(damaged.read_text())["status"] == "ok"
     # extending the sweep with a seed executes only the new runs
     spec2 = SweepSpec.from_dict({**spec.model_dump(),
                                  "sweep": {"name": "toy", "seeds": [0, 1, 2, 3, 4]}})
