@@ -18,7 +18,8 @@ On k x k lattices (ground + 4 input nodes clamped, 2 output nodes, batch 64, MSE
   LAPACK ``potrf`` for the dense backend) plus the triangular solves of the same
   right-hand-side columns (4 driver columns + 2 output columns), prepared beforehand.
 
-The baselines' gradients are checked against kirchnet's. Run:
+The baselines' gradients are checked against kirchnet's. Times are CPU seconds with
+single-threaded BLAS (see ``benchmarks/common.py``). Run:
 
     python benchmarks/bench_baselines.py            # 10x10 .. 300x300
     python benchmarks/bench_baselines.py --quick    # up to 40x40
@@ -26,17 +27,16 @@ The baselines' gradients are checked against kirchnet's. Run:
 
 from __future__ import annotations
 
-from common import best_time, machine, markdown_table, task  # first: sets BLAS threads
+from common import best_time, machine, markdown_table, task, timed  # first: sets BLAS threads
 
 import argparse
-import time
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 from scipy.sparse.linalg import spsolve
 
-from kirchnet import solvers, topologies
+from kirchnet import topologies
 from kirchnet.rules import Analytical
 
 SIDES = (10, 20, 40, 70, 100, 200, 300)
@@ -135,22 +135,17 @@ def main(argv=None):
         t_floor = floor_step(circuit, g, backend)
 
         # per-sample KKT spsolve: time 1 sample, then as many as the budget allows
-        t0 = time.perf_counter()
-        kkt_step(circuit, g, X, Y, samples=1)
-        t1 = time.perf_counter() - t0
+        _, t1 = timed(lambda: kkt_step(circuit, g, X, Y, samples=1))
         ns = BATCH if t1 * BATCH <= SPSOLVE_BUDGET else max(2, int(SPSOLVE_BUDGET / t1))
-        t0 = time.perf_counter()
-        gsum, ns = kkt_step(circuit, g, X, Y, samples=ns)
-        t_kkt = (time.perf_counter() - t0) * BATCH / ns
+        (gsum, ns), t_ns = timed(lambda: kkt_step(circuit, g, X, Y, samples=ns))
+        t_kkt = t_ns * BATCH / ns
         if ns == BATCH:
             np.testing.assert_allclose(gsum / BATCH, ref.estimate, rtol=1e-6,
                                        atol=1e-9 * np.abs(ref.estimate).max())
 
         t_dense = np.nan
         if net.n_nodes <= DENSE_MAX_NODES:
-            t0 = time.perf_counter()
-            gd = dense_step(circuit, g, X, Y)
-            t_dense = time.perf_counter() - t0
+            gd, t_dense = timed(lambda: dense_step(circuit, g, X, Y))
             np.testing.assert_allclose(gd, ref.estimate, rtol=1e-6,
                                        atol=1e-9 * np.abs(ref.estimate).max())
         rows.append([f"{k}x{k}", net.n_edges, backend, t_kn * 1e3, t_floor * 1e3,

@@ -3,7 +3,9 @@
 ngspice gets its best chance: ONE ``ngspice -b`` process runs every operating point
 (``alter`` the sources, then ``op``, in a ``.control`` block), and its time is end to
 end (write the netlist, parse, solve, read the binary results), like kirchnet's
-(``factorize`` + ``solve`` from the conductances). Where 64 operating points would take
+(``factorize`` + ``solve`` from the conductances). Times are CPU seconds of the
+process and its children (ngspice), see ``benchmarks/common.py``: robust to other jobs
+on a shared machine; ``KIRCHNET_BENCH_CLOCK=wall`` switches to wall time. Where 64 operating points would take
 too long, ngspice runs ``k`` of them and the 64-sample time is extrapolated as
 ``t(1) + 63 (t(k) - t(1)) / (k - 1)`` (marked ``*``). The max relative difference of
 the potentials is printed as a by-product of the cross-validation.
@@ -14,10 +16,9 @@ the potentials is printed as a by-product of the cross-validation.
 
 from __future__ import annotations
 
-from common import best_time, machine, markdown_table, network, task  # first: sets BLAS threads
+from common import best_time, machine, markdown_table, network, task, timed  # first: sets BLAS threads
 
 import argparse
-import time
 
 import numpy as np
 
@@ -33,14 +34,10 @@ SIZES = {"lattice": (100, 1000, 10000), "delaunay": (100, 1000, 10000), "random"
 
 def ngspice_time(circuit, g, X):
     """(seconds for the batch, number of operating points actually run, potentials)."""
-    t0 = time.perf_counter()
-    ngspice_potentials(circuit, g, X[:1])
-    t1 = time.perf_counter() - t0
+    _, t1 = timed(lambda: ngspice_potentials(circuit, g, X[:1]))
     b = X.shape[0]
-    k = b if t1 * b < NGSPICE_BUDGET else int(max(2, min(b, NGSPICE_BUDGET / t1)))
-    t0 = time.perf_counter()
-    u = ngspice_potentials(circuit, g, X[:k])
-    tk = time.perf_counter() - t0
+    k = b if t1 * b < NGSPICE_BUDGET else int(max(4, min(b, NGSPICE_BUDGET / t1)))
+    u, tk = timed(lambda: ngspice_potentials(circuit, g, X[:k]))
     if k == b:
         return tk, k, u
     return t1 + (b - 1) * max(tk - t1, 0.0) / (k - 1), k, u

@@ -40,7 +40,7 @@ import numpy as np
 
 from ._validation import as_batch
 from .circuit import Circuit, Edge, Pair
-from .errors import FloatingComponentError, KirchnetError, NetlistError, ShapeError, SimulatorError
+from .errors import FloatingComponentError, NetlistError, ShapeError, SimulatorError
 from .network import Network
 
 __all__ = [
@@ -98,7 +98,6 @@ class _Elements:
 
     lines: list[str]  # resistor lines (fixed)
     sources: list[tuple[str, str, str]]  # (name, n+, n-) for V drivers, in driver order
-    driver_sign: np.ndarray  # value written = sign * driver value
 
 
 def _elements(circuit: Circuit, conductances: np.ndarray) -> _Elements:
@@ -112,7 +111,7 @@ def _elements(circuit: Circuit, conductances: np.ndarray) -> _Elements:
     sources = [(f"VN{v}", names[v], "0") for v in circuit.input_nodes]
     sources += [(f"VS{e}", names[net.heads[e]], f"s{e}") for e in circuit.source_edges]
     sources += [(f"VC{v}", names[v], "0") for v in circuit.clamped_nodes]
-    return _Elements(lines, sources, np.ones(len(sources)))
+    return _Elements(lines, sources)
 
 
 def _driver_values(circuit: Circuit, x, clamp) -> np.ndarray:
