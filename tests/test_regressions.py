@@ -80,3 +80,27 @@ def test_trainer_reads_resistance_space_insitu_estimates(parametrization):
     losses = [h["loss"] for h in runs["insitu_r"].history.to_dicts()]
     assert losses[-1] < losses[0]
     np.testing.assert_allclose(runs["insitu_r"].conductances, runs["analytical"].conductances, rtol=1e-9)
+
+
+# --------------------------------------------------------------------------- drawing labelled circuits
+def test_draw_network_marks_outputs_given_by_label():
+    """Node outputs were taken from the raw specs as internal ids: string labels were
+    dropped and integer labels marked the wrong node."""
+    from kirchnet.plotting import draw_network
+
+    G = nx.path_graph(6)
+    G = nx.relabel_nodes(G, {i: 10 + 7 * i for i in range(6)})  # labels 10, 17, ..., 45
+    G.add_edge(10, 31)
+    net = Network.from_networkx(G)
+    c = Circuit(net, ground=10, inputs=[45], outputs=[24, 38])
+    fig = draw_network(net, np.ones(net.n_edges), circuit=c)
+    ax = fig.axes[0]
+    from kirchnet.plotting import network_layout
+
+    pos = network_layout(net)
+    marked = [col for col in ax.collections if col.get_label() == "outputs"]
+    assert len(marked) == 1
+    np.testing.assert_allclose(marked[0].get_offsets(), pos[[2, 4]])
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -143,7 +143,10 @@ def draw_network(network, conductances, currents=None, circuit=None, ax=None, ti
     ax.scatter(pos[:, 0], pos[:, 1], s=6, c="0.3", zorder=2)
     if circuit is not None:
         ins = np.asarray(circuit.input_nodes, dtype=int)
-        outs = [s for s in circuit.output_specs if isinstance(s, (int, np.integer))]
+        from .circuit import Edge, Pair
+
+        # node outputs given as ids or labels -> internal ids (Edge/Pair outputs are not marked)
+        outs = [network.node_index(s) for s in circuit.output_specs if not isinstance(s, (Edge, Pair))]
         ax.scatter(pos[ins, 0], pos[ins, 1], marker="^", s=40, c="tab:red", zorder=3, label="inputs")
         if outs:
             outs = np.asarray(outs, dtype=int)
