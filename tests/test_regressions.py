@@ -104,3 +104,22 @@ def test_draw_network_marks_outputs_given_by_label():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- complex input
+def test_complex_conductances_and_inputs_are_rejected():
+    """Complex arrays were cast to float with only a ComplexWarning: the imaginary part was
+    silently dropped and real-part numbers returned."""
+    from kirchnet import topologies
+    from kirchnet.errors import ParameterError
+
+    c = Circuit(topologies.lattice(3, 3), ground=0, inputs=[2], outputs=[8])
+    g = np.ones(c.network.n_edges)
+    with pytest.raises(ParameterError, match="conductances must be real"):
+        c.solve(g + 0.5j, [1.0])
+    with pytest.raises(ParameterError, match="x must be real"):
+        c.solve(g, np.array([1.0 + 1.0j]))
+    with pytest.raises(ParameterError, match="currents must be real"):
+        c.solve(g, [1.0], currents=np.full(9, 1j))
+    # ordinary real input still works
+    assert c.solve(g, [1.0]).outputs.shape == (1, 1)

@@ -17,8 +17,16 @@ def _list(ids) -> str:
     return text
 
 
+def _reject_complex(values, name: str) -> None:
+    """Complex input would be silently truncated to its real part by ``asarray(dtype=float)``."""
+    if np.iscomplexobj(values):
+        raise ParameterError(f"{name} must be real; got complex values (kirchnet solves DC "
+                             f"resistor networks: pass real conductances and voltages)")
+
+
 def check_positive_finite(values, n: int, name: str = "conductances") -> np.ndarray:
     """Return ``values`` as a float array of shape ``(n,)``; every entry finite and > 0."""
+    _reject_complex(values, name)
     arr = np.asarray(values, dtype=float)
     if arr.shape != (n,):
         raise ShapeError(f"{name} must have shape ({n},) (one value per edge), got {arr.shape}")
@@ -39,6 +47,7 @@ def check_positive_finite(values, n: int, name: str = "conductances") -> np.ndar
 
 def as_batch(x, width: int, name: str) -> tuple[np.ndarray, bool]:
     """Return ``x`` as a 2-D ``(batch, width)`` float array and whether it was 1-D."""
+    _reject_complex(x, name)
     arr = np.asarray(x, dtype=float)
     single = arr.ndim == 1
     if single:
