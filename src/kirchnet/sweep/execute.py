@@ -1,0 +1,440 @@
+"""Executing a sweep on Dask: the worker-side run, the client loop, fault tolerance."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import math
+import os
+import shutil
+import socket
+import threading
+import time
+import traceback as _traceback
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .report import write_report
+from .spec import (
+    RunSpec,
+    SweepError,
+    SweepSpec,
+    SweepSpecError,
+    _error_text,
+    expand,
+    load_sweep,
+)
+from .store import _atomic_write_json, _iso, _write_tables, build_table, load_records
+
+__all__ = ["RunFailed", "SweepResult", "run_sweep", "train_runner"]
+
+DEFAULT_RUNNER = "kirchnet.sweep:train_runner"
+EVENT_TOPIC = "kirchnet-sweep"
+
+
+class RunFailed(RuntimeError):
+    """Raised on a worker when a run raises; carries the original error as text.
+
+    Always picklable (only strings inside), so the client can record the error even
+    when the original exception class cannot be unpickled there.
+    """
+
+    def __init__(self, error_type: str, message: str, traceback: str = ""):
+        super().__init__(error_type, message, traceback)
+        self.error_type, self.message, self.traceback = error_type, message, traceback
+
+    def __str__(self) -> str:
+        return f"{self.error_type}: {self.message}"
+
+
+# --------------------------------------------------------------------------- runners
+
+
+def train_runner(config: dict, out_dir: str | None = None) -> dict:
+    """The default runner: one call of :func:`kirchnet.experiments.run.run_training`."""
+    from ..config import TrainConfig
+    from ..experiments.run import run_training
+
+    cfg = TrainConfig.from_dict(config, source="run config")
+    return run_training(cfg, out_dir=None if out_dir is None else Path(out_dir), progress=False)
+
+
+def _resolve_runner(runner: str | Callable) -> Callable:
+    if callable(runner):
+        return runner
+    module, _, attr = runner.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise SweepError(f"cannot import runner {runner!r}: {exc}") from exc
+    if not callable(obj):
+        raise SweepError(f"runner {runner!r} is not callable")
+    return obj
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types (numpy scalars -> Python numbers, NaN/inf -> None)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _emit(event: dict) -> None:
+    with contextlib.suppress(Exception):
+        from distributed import get_worker
+
+        get_worker().log_event(EVENT_TOPIC, event)
+
+
+def _execute_run(runner: str | Callable, run_id: str, config: dict,
+                 artifacts: str | None) -> dict:
+    """Worker side of one run: call the runner, return a result record or raise RunFailed."""
+    started = time.time()
+    _emit({"event": "start", "run_id": run_id, "pid": os.getpid(), "t": started})
+    tmp = None
+    try:
+        fn = _resolve_runner(runner)
+        if artifacts is not None:
+            tmp = Path(artifacts).with_name(f".tmp-{Path(artifacts).name}-{uuid.uuid4().hex[:8]}")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+        metrics = fn(config, None if tmp is None else str(tmp))
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"the runner must return a dict of metrics, got {type(metrics).__name__}")
+        metrics = _flatten(_jsonable(dict(metrics)))
+        if tmp is not None and tmp.exists():
+            target = Path(artifacts)
+            if target.exists():  # a duplicate completion (its first result was lost)
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+    except Exception as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _emit({"event": "error", "run_id": run_id, "pid": os.getpid()})
+        raise RunFailed(type(exc).__name__, str(exc), _traceback.format_exc()) from None
+    finished = time.time()
+    _emit({"event": "end", "run_id": run_id, "pid": os.getpid()})
+    return {"status": "ok", "metrics": metrics, "wall_s": finished - started,
+            "pid": os.getpid(), "worker": _worker_address(), "host": socket.gethostname(),
+            "started_at": _iso(started), "finished_at": _iso(finished)}
+
+
+def _worker_address() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except Exception:  # noqa: BLE001 - not on a worker
+        return None
+
+
+# --------------------------------------------------------------------------- execution
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` did. ``records``: every run of the grid that has a result."""
+
+    out_dir: Path
+    n_runs: int
+    n_skipped: int
+    n_submitted: int
+    n_ok: int
+    n_failed: int
+    wall_s: float
+    interrupted: bool
+    report: Path | None
+    records: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def n_missing(self) -> int:
+        return self.n_runs - sum(r.get("status") in ("ok", "failed") for r in self.records.values())
+
+
+class _Tracker:
+    """Counts for the progress display; fed by worker events (any thread) and results."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.started: dict[str, int] = {}  # start events per run (> 1: restarted)
+        self.last: dict[str, str] = {}  # last worker event per run: start, end or error
+        self.done: set[str] = set()
+        self.ok = self.failed = 0
+        self.callback: Callable[[], None] | None = None
+
+    def on_event(self, event) -> None:
+        _, msg = event
+        if not isinstance(msg, dict) or "run_id" not in msg:
+            return
+        with self.lock:
+            rid = msg["run_id"]
+            self.last[rid] = msg.get("event")
+            if msg.get("event") == "start":
+                self.started[rid] = self.started.get(rid, 0) + 1
+        if self.callback:
+            self.callback()
+
+    def finish(self, run_id: str, ok: bool) -> None:
+        with self.lock:
+            self.done.add(run_id)
+            if ok:
+                self.ok += 1
+            else:
+                self.failed += 1
+
+    @property
+    def running(self) -> int:
+        with self.lock:
+            return sum(1 for rid, ev in self.last.items() if ev == "start" and rid not in self.done)
+
+    @property
+    def restarted(self) -> int:
+        with self.lock:
+            return sum(1 for c in self.started.values() if c > 1)
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None, workers: int | None, client, n_tasks: int):
+    if client is not None:
+        yield client, f"{client.scheduler.address} (given client)"
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise SweepError("sweeps need Dask: pip install 'kirchnet[dist]' "
+                         "(dask[distributed], pandas, pyarrow)") from exc
+
+    if scheduler is not None:
+        try:
+            c = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise SweepError(f"cannot connect to the Dask scheduler {scheduler}: {exc}") from exc
+        try:
+            yield c, scheduler
+        finally:
+            c.close()
+        return
+    n = workers or max(1, min(os.cpu_count() or 1, n_tasks))
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           dashboard_address=":0", silence_logs=logging.ERROR)
+    try:
+        with Client(cluster) as c:
+            yield c, f"LocalCluster, {n} worker process(es)"
+    finally:
+        cluster.close()
+
+
+def _make_progress(enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), transient=False)
+
+
+def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+              scheduler: str | None = None, workers: int | None = None, client=None,
+              runner: str | Callable | None = None, validate: Callable | bool | None = None,
+              retries: int | None = None, max_runs: int | None = None, rerun_failed: bool = True,
+              progress: bool = True, report: bool = True, table_interval_s: float = 2.0,
+              on_result: Callable[[dict], bool | None] | None = None) -> SweepResult:
+    """Execute every run of the sweep that has no result yet; persist, tabulate, report.
+
+    ``out_dir`` defaults to ``results/sweep-<name>``; rerunning with the same directory
+    resumes (finished runs are skipped; failed ones are executed again unless
+    ``rerun_failed=False``). Cluster: ``client`` (an existing ``distributed.Client``),
+    else ``scheduler`` (``tcp://HOST:PORT``), else a ``LocalCluster`` of ``workers``
+    single-threaded processes (default: one per core). ``runner`` (callable or
+    ``"module:function"``, signature ``runner(config: dict, out_dir: str | None) ->
+    dict``) overrides the file's; ``validate`` defaults to TrainConfig validation for
+    the default runner and to none for a custom one. ``max_runs`` executes at most
+    that many pending runs. ``on_result(record)`` is called after each run is
+    persisted; returning ``False`` stops the sweep (pending runs are cancelled). A
+    ``KeyboardInterrupt`` also stops it cleanly (tables and report are still written)
+    and is re-raised.
+    """
+    if not isinstance(spec, SweepSpec):
+        spec = load_sweep(spec)
+    runner = runner if runner is not None else (spec.sweep.runner or DEFAULT_RUNNER)
+    if validate is None:
+        validate = runner == DEFAULT_RUNNER
+    retries = spec.sweep.retries if retries is None else int(retries)
+    if retries < 0:
+        raise SweepSpecError(f"retries must be >= 0, got {retries}")
+    if workers is not None and workers < 1:
+        raise SweepSpecError(f"workers must be >= 1, got {workers}")
+    if max_runs is not None and max_runs < 0:
+        raise SweepSpecError(f"max_runs must be >= 0, got {max_runs}")
+    if isinstance(runner, str) and scheduler is None and client is None:
+        _resolve_runner(runner)  # fail fast (local workers share this environment)
+    runs = expand(spec, validate=validate)
+    out = Path(out_dir) if out_dir is not None else Path("results") / f"sweep-{spec.sweep.name}"
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"output path {out} exists and is not a directory")
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    _atomic_write_json(out / "sweep.json", {
+        "name": spec.sweep.name, "axes": spec.axis_names(),
+        "spec": spec.model_dump(mode="json"),
+        "runs": [{"run_id": r.run_id, "labels": r.labels} for r in runs]})
+
+    records = load_records(out, [r.run_id for r in runs])
+    done_status = ("ok",) if rerun_failed else ("ok", "failed")
+    todo = [r for r in runs if records.get(r.run_id, {}).get("status") not in done_status]
+    n_skipped = len(runs) - len(todo)
+    if max_runs is not None:
+        todo = todo[:max_runs]
+    t0 = time.perf_counter()
+    tracker = _Tracker()
+    interrupted = False
+    info: dict[str, Any] = {}
+
+    if todo:
+        with _client(scheduler, workers, client, len(todo)) as (c, where), _make_progress(progress) as bar:
+            info["cluster"] = where
+            task = None
+            if bar is not None:
+                task = bar.add_task(spec.sweep.name, total=len(todo), counts="")
+
+                def refresh():
+                    bar.update(task, counts=f"ok {tracker.ok} · running {tracker.running} · "
+                                            f"failed {tracker.failed} · skipped {n_skipped}")
+
+                tracker.callback = refresh
+                refresh()
+            with contextlib.suppress(Exception):
+                c.subscribe_topic(EVENT_TOPIC, tracker.on_event)
+            by_key = {}
+            tag = uuid.uuid4().hex[:8]
+            for r in todo:
+                art = str((out / "runs" / r.run_id).resolve()) if spec.sweep.save_artifacts else None
+                fut = c.submit(_execute_run, runner, r.run_id, r.config, art,
+                               key=f"kirchnet-run-{r.run_id}-{tag}", pure=False, retries=retries)
+                by_key[fut.key] = (fut, r)
+            last_table = time.perf_counter()
+            from distributed import as_completed
+
+            futures = [f for f, _ in by_key.values()]
+            clean = False
+            try:
+                for fut in as_completed(futures):
+                    _, r = by_key[fut.key]
+                    rec = _collect(fut, r)
+                    if rec is None:  # cancelled or lost connection: no result, resume reruns it
+                        continue
+                    _atomic_write_json(out / "runs" / f"{r.run_id}.json", rec)
+                    records[r.run_id] = rec
+                    tracker.finish(r.run_id, rec["status"] == "ok")
+                    if bar is not None:
+                        bar.advance(task)
+                        tracker.callback()
+                    fut.release()
+                    if time.perf_counter() - last_table >= table_interval_s:
+                        _write_tables(out, build_table([records[x.run_id] for x in runs
+                                                        if x.run_id in records], spec.axis_names()))
+                        last_table = time.perf_counter()
+                    if on_result is not None and on_result(rec) is False:
+                        interrupted = True
+                        break
+                clean = True
+            finally:
+                if not clean:  # KeyboardInterrupt or a lost scheduler: stop what is left
+                    interrupted = True
+                if interrupted:
+                    with contextlib.suppress(Exception):
+                        c.cancel([f for f in futures if not f.done()])
+                with contextlib.suppress(Exception):
+                    c.unsubscribe_topic(EVENT_TOPIC)
+                wall = time.perf_counter() - t0
+                info.update(_invocation_info(len(todo), tracker, n_skipped, wall, interrupted))
+                try:
+                    _finish_outputs(out, spec, runs, records, info, report)
+                except Exception:  # an error in flight matters more than the report
+                    if clean:
+                        raise
+                    logging.getLogger(__name__).exception("could not write the sweep report")
+    else:
+        info.update(_invocation_info(0, tracker, n_skipped, 0.0, False))
+        _finish_outputs(out, spec, runs, records, info, report)
+    wall = time.perf_counter() - t0
+    in_grid = {r.run_id: records[r.run_id] for r in runs if r.run_id in records}
+    return SweepResult(out_dir=out, n_runs=len(runs), n_skipped=n_skipped, n_submitted=len(todo),
+                       n_ok=tracker.ok, n_failed=tracker.failed, wall_s=wall,
+                       interrupted=interrupted, report=(out / "report.md") if report else None,
+                       records=in_grid)
+
+
+def _invocation_info(n_submitted, tracker, n_skipped, wall, interrupted) -> dict:
+    text = (f"{n_submitted} submitted, {tracker.ok} ok, {tracker.failed} failed, "
+            f"{n_skipped} already done, wall time {wall:.1f} s")
+    if tracker.restarted:
+        text += f", {tracker.restarted} restarted after a worker loss"
+    if interrupted:
+        text += " (interrupted: rerun the same command to resume)"
+    return {"last invocation": text}
+
+
+def _finish_outputs(out, spec, runs, records, info, report: bool) -> None:
+    if report:
+        write_report(out, spec, runs, records, info)
+    else:
+        _write_tables(out, build_table([records[r.run_id] for r in runs if r.run_id in records],
+                                       spec.axis_names()))
+
+
+def _collect(fut, run: RunSpec) -> dict | None:
+    """Turn a finished future into a run record (None if it was cancelled)."""
+    from .. import __version__
+
+    base = {"run_id": run.run_id, "labels": run.labels, "config": run.config,
+            "kirchnet_version": __version__}
+    status = fut.status
+    if status == "finished":
+        try:
+            res = fut.result()
+        except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be deserialized
+            return {**base, "status": "failed", "error": _error_text(exc), "traceback": "",
+                    "metrics": {}}
+        return {**base, **res}
+    if status == "cancelled":
+        return None
+    try:
+        exc = fut.exception()
+    except Exception as e:  # noqa: BLE001 - cancelled while we asked
+        if type(e).__name__ in ("CancelledError", "FutureCancelledError"):
+            return None
+        exc = e
+    if exc is None:
+        return None
+    if isinstance(exc, RunFailed):
+        error, tb = str(exc), exc.traceback
+    else:  # KilledWorker (the run killed its worker too often) or a transport error
+        error, tb = _error_text(exc), ""
+    return {**base, "status": "failed", "error": error, "traceback": tb, "metrics": {},
+            "finished_at": _iso(time.time())}

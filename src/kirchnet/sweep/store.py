@@ -1,0 +1,114 @@
+"""Persistence of run results: atomic files, reading them back, the results table."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .spec import _RESERVED_COLUMNS, _canonical_json
+
+__all__ = ["load_records", "build_table"]
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, text.encode())
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def load_records(out_dir: str | os.PathLike, run_ids: Sequence[str] | None = None) -> dict[str, dict]:
+    """Read ``OUT/runs/*.json`` (only ``run_ids`` if given); unreadable files are skipped."""
+    runs = Path(out_dir) / "runs"
+    records = {}
+    paths = (runs / f"{r}.json" for r in run_ids) if run_ids is not None else runs.glob("*.json")
+    for p in paths:
+        try:
+            rec = json.loads(p.read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(rec, dict) and rec.get("run_id") == p.stem:
+            records[p.stem] = rec
+    return records
+
+
+def build_table(records: Mapping[str, dict] | Sequence[dict], axes: Sequence[str] | None = None):
+    """One row per run: run_id, status, axis values, metrics, wall_s, error (pandas DataFrame)."""
+    import pandas as pd
+
+    recs = list(records.values()) if isinstance(records, Mapping) else list(records)
+    if axes is None:
+        axes = []
+        for r in recs:
+            axes += [k for k in r.get("labels", {}) if k not in axes]
+    rows = []
+    for r in recs:
+        row = {"run_id": r["run_id"], "status": r.get("status")}
+        for a in axes:
+            v = r.get("labels", {}).get(a)
+            row[a] = _canonical_json(v) if isinstance(v, (list, dict)) else v
+        for k, v in (r.get("metrics") or {}).items():
+            name = k if k not in row and k not in _RESERVED_COLUMNS else f"metric.{k}"
+            row[name] = _canonical_json(v) if isinstance(v, (list, dict)) else v
+        row["wall_s"] = r.get("wall_s")
+        row["error"] = r.get("error")
+        row["worker"] = r.get("worker")
+        row["pid"] = r.get("pid")
+        row["finished_at"] = r.get("finished_at")
+        rows.append(row)
+    cols = ["run_id", "status", *axes]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=[*cols, "wall_s", "error", "worker", "pid", "finished_at"])
+    return df
+
+
+def _write_tables(out: Path, df) -> list[Path]:
+    paths = [out / "results.csv"]
+    _atomic_write_text(paths[0], df.to_csv(index=False))
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return paths
+    buf = io.BytesIO()
+    frame = df.copy()
+    for col in frame.columns:  # mixed-type object columns cannot go to Parquet as they are
+        if frame[col].dtype == object:
+            vals = frame[col].dropna()
+            if len({type(v) for v in vals}) > 1:
+                frame[col] = frame[col].map(lambda v: None if v is None else str(v))
+    try:
+        frame.to_parquet(buf, index=False)
+    except Exception:  # noqa: BLE001 - Parquet is a convenience; CSV is the reference
+        return paths
+    paths.append(out / "results.parquet")
+    _atomic_write_bytes(paths[1], buf.getvalue())
+    return paths
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds")
