@@ -524,3 +524,14 @@ x = [1, 2, 3]
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 12 and table["run_id"].is_unique
     np.testing.assert_allclose(table["loss"], table["x"] + table["seed"])
+
+
+def test_bad_run_sweep_arguments(tmp_path):
+    spec = SweepSpec.from_dict({"base": {"x": 1.0, "seed": 0}, "grid": {"x": [1.0]}})
+    for kwargs, msg in [({"scheduler": "tcp://127.0.0.1:1", "workers": 2}, "local cluster"),
+                        ({"workers": 0}, "workers must be >= 1"),
+                        ({"retries": -1}, "retries must be >= 0"),
+                        ({"max_runs": -1}, "max_runs must be >= 0")]:
+        with pytest.raises(SweepSpecError, match=msg):
+            run_sweep(spec, tmp_path / "o", runner=toy_runner, progress=False, **kwargs)
+    assert not (tmp_path / "o").exists()

@@ -290,6 +290,9 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
         raise SweepSpecError(f"retries must be >= 0, got {retries}")
     if workers is not None and workers < 1:
         raise SweepSpecError(f"workers must be >= 1, got {workers}")
+    if workers is not None and (scheduler is not None or client is not None):
+        raise SweepSpecError("workers= sets the size of the local cluster; it cannot be combined "
+                             "with an existing scheduler or client")
     if max_runs is not None and max_runs < 0:
         raise SweepSpecError(f"max_runs must be >= 0, got {max_runs}")
     if isinstance(runner, str) and scheduler is None and client is None:
