@@ -123,3 +123,28 @@ def test_complex_conductances_and_inputs_are_rejected():
         c.solve(g, [1.0], currents=np.full(9, 1j))
     # ordinary real input still works
     assert c.solve(g, [1.0]).outputs.shape == (1, 1)
+
+
+# --------------------------------------------------------------------------- pickling a used circuit
+def test_circuit_can_be_copied_and_pickled_after_a_cholmod_factorization():
+    """The cached CHOLMOD symbolic analysis made a used circuit impossible to deepcopy or
+    pickle, so ResistiveRegressor(circuit=c), GridSearchCV(n_jobs>1) and Dask failed."""
+    import copy
+    import pickle
+
+    from kirchnet import solvers, topologies
+
+    if not solvers.cholmod_available():
+        pytest.skip("CHOLMOD (scikit-sparse) not installed")
+    net = topologies.lattice(6, 6)
+    c = Circuit(net, ground=0, inputs=[5, 35], outputs=[20], backend="cholmod")
+    g = np.linspace(0.5, 2.0, net.n_edges)
+    x = np.array([[1.0, -0.5]])
+    ref = c.factorize(g).solve(x).potentials  # caches the symbolic analysis
+    for other in (copy.deepcopy(c), pickle.loads(pickle.dumps(c))):
+        np.testing.assert_allclose(other.factorize(g).solve(x).potentials, ref, rtol=1e-12)
+    from kirchnet import ResistiveRegressor
+
+    X = np.random.default_rng(0).uniform(-1, 1, (12, 2))
+    est = ResistiveRegressor(circuit=c, epochs=2).fit(X, X[:, 0] * 0.1)
+    assert est.predict(X).shape == (12,)

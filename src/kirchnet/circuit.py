@@ -263,6 +263,13 @@ class Circuit:
         g = np.ones(self.network.n_edges)
         return solvers.CholmodSymbolic(self.reduced_laplacian(g, check=False))
 
+    def __getstate__(self):
+        """Pickle / deepcopy without the cached CHOLMOD symbolic analysis (a C object that
+        cannot be pickled; it is recomputed on the next CHOLMOD factorization)."""
+        state = self.__dict__.copy()
+        state.pop("_symbolic", None)
+        return state
+
     # ------------------------------------------------------------- properties
     @property
     def n_free(self) -> int:
