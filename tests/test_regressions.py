@@ -148,3 +148,18 @@ def test_circuit_can_be_copied_and_pickled_after_a_cholmod_factorization():
     X = np.random.default_rng(0).uniform(-1, 1, (12, 2))
     est = ResistiveRegressor(circuit=c, epochs=2).fit(X, X[:, 0] * 0.1)
     assert est.predict(X).shape == (12,)
+
+
+# --------------------------------------------------------------------------- one-shot iterables
+def test_outputs_given_as_a_generator_are_read():
+    """``outputs`` was consumed twice (tuple() then the readout loop): a generator gave
+    n_outputs = 2 with an all-zero readout, i.e. outputs silently stuck at 0."""
+    from kirchnet import topologies
+
+    net = topologies.lattice(3, 3)
+    g = np.linspace(0.5, 2.0, net.n_edges)
+    ref = Circuit(net, ground=0, inputs=[2], outputs=[8, 5]).solve(g, [1.0]).outputs
+    c = Circuit(net, ground=0, inputs=(v for v in [2]), outputs=(v for v in [8, 5]))
+    out = c.solve(g, [1.0]).outputs
+    assert np.all(out != 0)
+    np.testing.assert_allclose(out, ref, rtol=1e-14)

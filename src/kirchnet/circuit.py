@@ -135,7 +135,7 @@ class Circuit:
         # outputs -> sparse readout P (k x n) over node potentials
         rows, cols, vals = [], [], []
         self.output_specs = tuple(outputs)
-        for k, item in enumerate(outputs):
+        for k, item in enumerate(self.output_specs):
             if isinstance(item, Edge):
                 a, b = network.edges[_edge(network, item, "outputs")]
                 rows += [k, k]; cols += [a, b]; vals += [1.0, -1.0]
