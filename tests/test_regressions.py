@@ -163,3 +163,15 @@ def test_outputs_given_as_a_generator_are_read():
     out = c.solve(g, [1.0]).outputs
     assert np.all(out != 0)
     np.testing.assert_allclose(out, ref, rtol=1e-14)
+
+
+# --------------------------------------------------------------------------- Network validation
+def test_network_rejects_duplicate_labels_and_prints_plain_ids():
+    """Duplicate labels were accepted (a label then silently named the first such node);
+    the unknown-id message printed numpy reprs ``(np.int64(0), np.int64(5))``."""
+    from kirchnet.errors import TopologyError
+
+    with pytest.raises(TopologyError, match="labels must be distinct"):
+        Network(3, [[0, 1], [1, 2]], labels=("a", "b", "a"))
+    with pytest.raises(TopologyError, match=r"edge 0 = \(0, 5\)"):
+        Network(3, [[0, 5]])

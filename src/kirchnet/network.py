@@ -66,7 +66,7 @@ class Network:
         if bad.size:
             raise TopologyError(
                 f"edge(s) {_list(bad)} use unknown node ids (valid ids are 0..{n - 1}); "
-                f"e.g. edge {bad[0]} = {tuple(edges[bad[0]])}"
+                f"e.g. edge {bad[0]} = {tuple(int(v) for v in edges[bad[0]])}"
             )
         loops = np.flatnonzero(edges[:, 0] == edges[:, 1])
         if loops.size:
@@ -85,6 +85,8 @@ class Network:
             labels = tuple(self.labels)
             if len(labels) != n:
                 raise TopologyError(f"labels must have {n} entries, got {len(labels)}")
+            if len(set(labels)) != n:
+                raise TopologyError("node labels must be distinct (each label names one node)")
             object.__setattr__(self, "labels", labels)
 
     # ------------------------------------------------------------------ basics
