@@ -346,9 +346,7 @@ def test_run_failed_pickles():
     assert str(err) == "KeyError: 'a'" and err.traceback == "tb"
 
 
-def test_killed_worker_run_is_retried_and_nothing_lost(tmp_path):
-    from distributed import Client, LocalCluster
-
+def test_killed_worker_run_is_retried_and_nothing_lost(tmp_path, client):
     log = tmp_path / "log.txt"
     log.touch()
     spec = SweepSpec.from_dict({
@@ -370,13 +368,12 @@ def test_killed_worker_run_is_retried_and_nothing_lost(tmp_path):
                 killed.append((f"{x} {seed}", int(pid)))
             time.sleep(0.02)
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", silence_logs=50) as cluster, Client(cluster) as c:
-        pids = set(c.run(os.getpid).values())
-        thread = threading.Thread(target=killer, daemon=True)
-        thread.start()
-        res = run_sweep(spec, out, client=c, runner=toy_runner, progress=False)
-        thread.join(5)
+    client.wait_for_workers(2, timeout=60)
+    pids = set(client.run(os.getpid).values())
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    res = run_sweep(spec, out, client=client, runner=toy_runner, progress=False)
+    thread.join(5)
     assert killed, "the killer thread did not fire"
     (key, pid), = killed
     assert pid in pids  # a real worker process was killed
@@ -464,11 +461,15 @@ def test_cli_entry_point_runs_and_resumes(tmp_path):
     assert len(list((out / "runs").glob("*.json"))) == 2 and (out / "report.md").exists()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert again.returncode == 0 and "2 runs, 2 already done, 0 ok" in again.stderr
-    dry = subprocess.run(cmd[:-3] + ["--dry-run"], capture_output=True, text=True, timeout=120)
-    assert dry.returncode == 0 and dry.stderr.count(" ok ") == 2
+    from typer.testing import CliRunner
+
+    from kirchnet.cli import app
+
+    dry = CliRunner().invoke(app, ["sweep", str(sweep_file), "--out", str(out), "--dry-run"])
+    assert dry.exit_code == 0 and dry.output.count(" ok ") == 2
     bad = write_toml(tmp_path / "bad.toml", REAL.replace("[report]", "[reportt]"))
-    res = subprocess.run(cmd[:4] + [str(bad)], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and "reportt: unknown key" in res.stderr
+    res = CliRunner().invoke(app, ["sweep", str(bad)])
+    assert res.exit_code == 2 and "reportt: unknown key" in res.output
 
 
 SLOW_RUNNER = """
@@ -494,14 +495,14 @@ runner = "slowrun:run"
 [base]
 x = 0
 seed = 0
-sleep = 0.4
+sleep = 0.25
 [grid]
 x = [1, 2, 3]
 """)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "mod"), "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "kirchnet", "sweep", str(sweep_file), "--out", str(out),
-           "--workers", "2", "--no-progress"]
+           "--workers", "1", "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 90
