@@ -175,3 +175,23 @@ def test_network_rejects_duplicate_labels_and_prints_plain_ids():
         Network(3, [[0, 1], [1, 2]], labels=("a", "b", "a"))
     with pytest.raises(TopologyError, match=r"edge 0 = \(0, 5\)"):
         Network(3, [[0, 5]])
+
+
+# --------------------------------------------------------------------------- Trainer safety clip
+def test_trainer_safety_clip_does_not_move_conductances_in_other_units():
+    """The default safety clip (1e-6, 1e6) silently moved 10 Mohm resistors (g = 1e-7 S, as
+    a SPICE import gives) to 1 Mohm on the first step, whatever the learning rate."""
+    from kirchnet import topologies
+    from kirchnet.training import Trainer
+
+    net = topologies.lattice(3, 3)
+    c = Circuit(net, ground=0, inputs=[8], outputs=[4])
+    g0 = np.full(net.n_edges, 1e-7)
+    g0[0] = 3e7
+    X = np.ones((4, 1))
+    Y = c.solve(g0, X).outputs * 1.001
+    res = Trainer(optimizer="sgd", lr=1e-30, epochs=2, batch_size=4).fit(c, g0, X, Y)
+    np.testing.assert_allclose(res.conductances, g0, rtol=1e-12)
+    # the clip still guards against leaving the (widened) range
+    res = Trainer(optimizer="sgd", lr=1e30, epochs=1, batch_size=4).fit(c, g0, X, Y)
+    assert np.all(res.conductances >= 1e-7 * (1 - 1e-12)) and np.all(res.conductances <= 3e7 * (1 + 1e-12))

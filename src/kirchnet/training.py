@@ -264,7 +264,9 @@ class Trainer:
     history_dir: write ``history.json`` and ``history.csv`` there after every epoch.
     progress: show a progress bar (tqdm).
     clip: safety range for conductances ``(g_min, g_max)`` applied after every step so that
-        the circuit stays well-posed (use :class:`~kirchnet.constraints.Bounds` for devices).
+        the circuit stays well-posed (use :class:`~kirchnet.constraints.Bounds` for devices);
+        widened to contain the initial conductances, so that circuits in other units (e.g.
+        10 Mohm = 1e-7 S) are not moved by the clip itself.
     max_rank: low-rank update threshold passed to ``CircuitFactorization.update``
         (``None``: its default; ``0``: always refactor).
     """
@@ -304,6 +306,7 @@ class Trainer:
         if not 0 < lo < hi:
             raise ParameterError(f"clip must satisfy 0 < g_min < g_max, got {clip}")
         self.clip = (lo, hi)
+        self._clip_range = self.clip  # widened to the initial conductances by fit()
         self.max_rank = max_rank
         self.stop_training = False
 
@@ -396,7 +399,7 @@ class Trainer:
         d = est if space == "conductance" else -(g * g) * est  # dC/dr = -g^2 dC/dg
         d = np.where(mask, d, 0.0)
         p_new = self.optimizer.step(to_space(g, space), d, lr)
-        lo, hi = self.clip
+        lo, hi = self._clip_range
         p_lo, p_hi = (lo, hi) if space == "conductance" else (1.0 / hi, 1.0 / lo)
         g_new = from_space(np.clip(p_new, p_lo, p_hi), space)
         g_new = self.constraints.apply(g_new, g, space)
@@ -410,6 +413,7 @@ class Trainer:
         rule's loss); with ``resume=True`` continue from the checkpoint in ``checkpoint_dir``
         when there is one. Returns a :class:`TrainResult`."""
         g = circuit.check_conductances(g0).copy()
+        self._clip_range = (min(self.clip[0], float(g.min())), max(self.clip[1], float(g.max())))
         mask = resolve_mask(self.tunable, circuit)
         X = np.asarray(x, dtype=float)
         if X.ndim != 2 or X.shape[1] != circuit.n_inputs:
