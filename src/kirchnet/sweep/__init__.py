@@ -3,16 +3,19 @@
 A sweep file (TOML) holds a base training config and grid axes; :func:`expand` turns
 it into independent runs, each identified by a stable ``run_id`` (the first 16 hex
 digits of the SHA-256 of the canonical JSON of its validated config, values equal to
-the schema defaults left out). :func:`run_sweep`
-executes the runs that have no result yet on a Dask cluster (by default a local cluster
-of processes; or an existing scheduler), and persists every finished run at once,
+the schema defaults left out). :func:`run_sweep` executes the runs that have no result
+yet on a Dask cluster (by default a local cluster of single-threaded processes; or an
+existing scheduler), each as one call ``runner(config, out_dir) -> dict of metrics``
+(default: :func:`kirchnet.experiments.run.run_training`); the client persists every
+finished run at once,
 atomically, as ``OUT/runs/<run_id>.json`` (temp file + ``os.replace``). The results
 table (``results.csv`` / ``results.parquet``), the aggregated ``summary.csv`` (mean and
 sample std across seeds) and ``report.md`` with figures are rebuilt from those files.
 
 Fault tolerance:
 
-- resume: a run whose ``runs/<run_id>.json`` says ``"ok"`` is never executed again;
+- resume: a run whose ``runs/<run_id>.json`` says ``"ok"`` is never executed again
+  (``"failed"`` ones are, unless ``rerun_failed=False``);
 - a worker killed mid-run: the scheduler re-runs the lost run on another worker (up to
   ``distributed.scheduler.allowed-failures`` deaths, then it is recorded as failed
   with ``KilledWorker``); nothing else is lost because every other finished run is
