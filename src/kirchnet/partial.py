@@ -187,8 +187,7 @@ class Masked(Rule):
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
         res = self.rule.estimate(circuit, conductances, x, y, factorization=factorization)
         mask = resolve_mask(self.tunable, circuit)
-        return RuleResult(np.where(mask, res.estimate, 0.0), res.loss, res.free, res.states,
-                          {**res.info, "tunable": mask})
+        return res.replace(estimate=np.where(mask, res.estimate, 0.0), info={**res.info, "tunable": mask})
 
 
 def default_max_rank(circuit: Circuit) -> int:

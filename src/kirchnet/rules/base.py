@@ -9,7 +9,7 @@ factorizes once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,21 +19,44 @@ from ..gradient import loss_and_grad
 from ..losses import get_loss
 
 
-@dataclass(frozen=True, eq=False)
 class RuleResult:
-    """What a rule returns.
+    """What a rule returns (read-only).
 
     ``estimate`` (m,): batch-mean gradient estimate w.r.t. conductances.
-    ``loss``: batch-mean loss at the free state. ``free``: the free state.
+    ``loss``: batch-mean loss at the free state. ``free``: the free state (may be given
+    as a zero-argument callable: it is then built on first access, so a training step
+    that reads only ``estimate`` never forms the (batch x n) potentials).
     ``states``: other states the rule used (e.g. ``{"nudged": ..., "clamped": ...}``).
     ``info``: anything else (e.g. nudge strength).
     """
 
-    estimate: np.ndarray
-    loss: float
-    free: State
-    states: dict[str, State] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("estimate", "loss", "_free", "states", "info")
+
+    def __init__(self, estimate: np.ndarray, loss: float, free: "State | Callable[[], State]",
+                 states: Mapping[str, State] | None = None, info: dict[str, Any] | None = None):
+        for name, value in (("estimate", estimate), ("loss", loss), ("_free", free),
+                            ("states", {} if states is None else states),
+                            ("info", {} if info is None else info)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("RuleResult is read-only; use .replace(...)")
+
+    @property
+    def free(self) -> State:
+        if not isinstance(self._free, State):
+            object.__setattr__(self, "_free", self._free())
+        return self._free
+
+    def replace(self, **changes) -> "RuleResult":
+        """A copy with some fields changed (the free state stays lazy if not given)."""
+        kw = {"estimate": self.estimate, "loss": self.loss, "free": self._free,
+              "states": self.states, "info": self.info}
+        kw.update(changes)
+        return RuleResult(**kw)
+
+    def __repr__(self) -> str:
+        return f"RuleResult(loss={self.loss!r}, estimate=<{np.shape(self.estimate)}>, states={list(self.states)})"
 
 
 class Rule:
@@ -65,4 +88,4 @@ class Analytical(Rule):
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
         res = loss_and_grad(circuit, conductances, x, y, loss=self.loss,
                             factorization=factorization, full=True)
-        return RuleResult(res.grad, res.loss, res.state, {}, {"delta": res.delta})
+        return RuleResult(res.grad, res.loss, lambda: res.state, {}, {"delta": res.delta})
