@@ -195,3 +195,25 @@ def test_trainer_safety_clip_does_not_move_conductances_in_other_units():
     # the clip still guards against leaving the (widened) range
     res = Trainer(optimizer="sgd", lr=1e30, epochs=1, batch_size=4).fit(c, g0, X, Y)
     assert np.all(res.conductances >= 1e-7 * (1 - 1e-12)) and np.all(res.conductances <= 3e7 * (1 + 1e-12))
+
+
+# --------------------------------------------------------------------------- caller's arrays stay writable
+def test_solving_does_not_freeze_the_callers_conductance_array():
+    """The factorization kept (and froze) the caller's float64 array itself, so the usual
+    manual loop ``loss, grad = c.loss_and_grad(g, ...); g -= lr * grad`` raised
+    'assignment destination is read-only' after the first solve."""
+    from kirchnet import topologies
+
+    net = topologies.lattice(3, 3)
+    c = Circuit(net, ground=0, inputs=[8], outputs=[4])
+    g = np.ones(net.n_edges)
+    fac = c.factorize(g)
+    losses = []
+    for _ in range(3):
+        loss, grad = c.loss_and_grad(g, [1.0], [0.2])
+        g -= 0.5 * grad
+        losses.append(loss)
+    assert losses[-1] < losses[0]
+    # the factorization holds its own frozen copy, unaffected by the caller's edits
+    np.testing.assert_array_equal(fac.conductances, np.ones(net.n_edges))
+    assert not fac.conductances.flags.writeable

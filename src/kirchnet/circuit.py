@@ -377,7 +377,7 @@ class CircuitFactorization:
     def __init__(self, circuit: Circuit, conductances: np.ndarray, backend: str = "auto",
                  factor: solvers.Factorization | None = None, **solver_options):
         self.circuit = circuit
-        self.conductances = np.asarray(conductances, dtype=float)
+        self.conductances = np.array(conductances, dtype=float)  # a copy: the caller's array stays writable
         self.conductances.setflags(write=False)
         if factor is None:
             if backend == "auto":
