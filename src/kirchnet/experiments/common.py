@@ -27,6 +27,15 @@ def mean_std(values) -> tuple[float, float]:
     return float(np.mean(v)), float(np.std(v, ddof=1)) if v.size > 1 else 0.0
 
 
+def aggregate(metrics: list[dict], keys, **labels) -> dict:
+    """``labels`` plus ``key`` and ``key_std`` (mean and sample std over seeds) for each key present."""
+    out = {**labels, "n_seeds": len(metrics)}
+    for key in keys:
+        if key in metrics[0]:
+            out[key], out[key + "_std"] = mean_std([m[key] for m in metrics])
+    return out
+
+
 def pm(mean: float, std: float | None = None, digits: int = 3) -> str:
     """``mean +- std`` with ``digits`` significant digits (for report tables)."""
     if std is None:

@@ -16,7 +16,6 @@ exact gradient ``d = dC/dg`` over a range of nudge strengths ``beta`` (or ``eta`
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .. import plotting, topologies

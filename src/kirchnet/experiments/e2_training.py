@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import plotting
-from .common import Ticker, curve, mean_std, pm, preset, write_results
+from .common import Ticker, aggregate, curve, pm, preset, write_results
 from .run import train
 
 #: rule configs compared (EP: centered, energy nudge, the physical "weak clamp"; CL: positive)
@@ -43,10 +43,8 @@ def e2_training(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int =
                 ms.append(m)
                 tick.advance()
             histories[task][rname] = hs
-            entry = {"task": task, "rule": rname, "n_seeds": len(seeds)}
-            for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "wall_time"):
-                if key in ms[0]:
-                    entry[key], entry[key + "_std"] = mean_std([m[key] for m in ms])
+            entry = aggregate(ms, ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "wall_time"),
+                              task=task, rule=rname)
             table.append(entry)
     data = {"experiment": "E2", "quick": quick, "seeds": seeds, "rules": rules, "table": table}
     if out_dir is None:

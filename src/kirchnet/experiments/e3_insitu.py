@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import plotting
-from .common import Ticker, mean_std, preset, write_results
+from .common import Ticker, aggregate, preset, write_results
 from .run import train
 
 NOISE_QUICK = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -38,10 +38,8 @@ def e3_insitu(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | N
                              **{k: m[k] for k in m if k.endswith(("loss", "accuracy"))}})
                 ms.append(m)
                 tick.advance()
-            e = {"task": task, "noise": float(sigma), "n_seeds": len(seeds)}
-            for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
-                if key in ms[0]:
-                    e[key], e[key + "_std"] = mean_std([m[key] for m in ms])
+            e = aggregate(ms, ("train_loss", "test_loss", "train_accuracy", "test_accuracy"),
+                          task=task, noise=float(sigma))
             table.append(e)
     data = {"experiment": "E3", "quick": quick, "seeds": seeds, "noise_levels": noise_levels, "table": table}
     if out_dir is None:

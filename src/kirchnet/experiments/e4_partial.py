@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import plotting
-from .common import Ticker, mean_std, preset, write_results
+from .common import Ticker, aggregate, preset, write_results
 from .run import train
 
 FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.1)
@@ -37,10 +37,8 @@ def e4_partial(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | 
                              **{k: m[k] for k in m if k.endswith(("loss", "accuracy"))}})
                 ms.append(m)
                 tick.advance()
-            e = {"task": task, "mode": mode, "fraction": frac, "n_seeds": len(seeds)}
-            for key in ("train_loss", "test_loss", "test_accuracy", "loss_reduction"):
-                if key in ms[0]:
-                    e[key], e[key + "_std"] = mean_std([m[key] for m in ms])
+            e = aggregate(ms, ("train_loss", "test_loss", "test_accuracy", "loss_reduction"),
+                          task=task, mode=mode, fraction=frac)
             table.append(e)
     # full-network rows are shared by every mode in the plot
     data = {"experiment": "E4", "quick": quick, "seeds": seeds, "fractions": list(fractions), "table": table}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Ticker, mean_std, preset, write_results
+from .common import Ticker, aggregate, preset, write_results
 from .run import train
 
 G_MIN, G_MAX = 0.1, 10.0
@@ -53,10 +53,8 @@ def e5_device(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | N
                              **{k: m[k] for k in m if k.endswith(("loss", "accuracy"))}})
                 ms.append(m)
                 tick.advance()
-            e = {"condition": label, "rule": rname, "n_seeds": len(seeds), **ccfg}
-            for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
-                if key in ms[0]:
-                    e[key], e[key + "_std"] = mean_std([m[key] for m in ms])
+            e = aggregate(ms, ("train_loss", "test_loss", "train_accuracy", "test_accuracy"),
+                          condition=label, rule=rname, **ccfg)
             table.append(e)
     data = {"experiment": "E5", "quick": quick, "seeds": seeds, "task": task, "table": table}
     if out_dir is None:

@@ -308,40 +308,54 @@ class EquilibriumPropagation(Rule):
                            "delta": delta})
 
 
-class CoupledLearning(Rule):
-    """Coupled learning (Stern et al. 2021): clamp the outputs to ``o_F + eta (y - o_F)``.
+class _OutputClampRule(Rule):
+    """Two-phase rule whose nudged phase clamps the outputs: ``o_C = o_F + eta * shift``.
 
-    The clamp is the port current ``mu = eta S (y - o_F)``, ``S = K^{-1}`` (the k x k
-    output stiffness from the free factorization's adjoint basis): never a
+    The clamp is the port current ``eta * nu`` with ``nu = S shift`` (``S = K^{-1}``, the
+    k x k output stiffness from the free factorization's adjoint basis): never a
     refactorization. Estimator ``(1/eta)[dE/dg(u_C) - dE/dg(u_F)] = c w + eta c^2 / 2``
-    per sample with ``c = W S (y - o_F)`` (positive variant); ``eta -> 0`` gives
-    ``c w``, the gradient of ``1/2 (o - y)^T S (o - y)`` at frozen ``S``. Targets are
-    output values (for cross-entropy: the one-hot / probability targets).
+    per sample with ``c = W nu`` (positive variant). Subclasses define ``shift``.
     """
-
-    name = "cl"
 
     def __init__(self, eta: float = 1e-3, variant: str = "positive", loss="mse"):
         super().__init__(loss)
         self.eta, self.variant = _check("eta", eta, variant)
+
+    def _port_current(self, ports: Ports, free: State, y, delta: np.ndarray) -> tuple[np.ndarray, dict]:
+        """``(nu, extra_info)``: port current per unit ``eta`` (b, k)."""
+        raise NotImplementedError
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
         fac = factorization if factorization is not None else circuit.factorize(conductances)
         free = fac.solve(x)
         values, delta = self.loss(free.outputs, y)
         ports = Ports(fac)
-        err = self.loss.targets(y, free.outputs) - free.outputs  # y - o_F
-        nu = ports.stiffness_solve(err)  # S (y - o_F): port current per unit eta
+        nu, extra = self._port_current(ports, free, y, delta)
         est = _port_rule_estimate(ports, free, nu, _sided(self.variant) * self.eta)
         b1, b2 = _betas(self.eta, self.variant)
         states = _states(ports, free, {key: bk * nu for bk, key in
                                        ((b1, "clamped_negative"), (b2, "clamped")) if bk != 0.0})
         return RuleResult(est, float(values.mean()), free, states,
-                          {"eta": self.eta, "variant": self.variant, "delta": delta,
-                           "stiffness_error": nu})
+                          {"eta": self.eta, "variant": self.variant, "delta": delta, **extra})
 
 
-class AdjointCoupledLearning(Rule):
+class CoupledLearning(_OutputClampRule):
+    """Coupled learning (Stern et al. 2021): clamp the outputs to ``o_F + eta (y - o_F)``.
+
+    ``shift = y - o_F``, so ``c = W S (y - o_F)``; ``eta -> 0`` gives ``c w``, the gradient
+    of ``1/2 (o - y)^T S (o - y)`` at frozen ``S``. Targets are output values (for
+    cross-entropy: the one-hot / probability targets). ``info["stiffness_error"]`` is
+    ``S (y - o_F)``.
+    """
+
+    name = "cl"
+
+    def _port_current(self, ports, free, y, delta):
+        nu = ports.stiffness_solve(self.loss.targets(y, free.outputs) - free.outputs)
+        return nu, {"stiffness_error": nu}
+
+
+class AdjointCoupledLearning(_OutputClampRule):
     """Adjoint coupled learning (McGinnis, Li, Mori, arXiv:2606.15443; our reading).
 
     Clamp the outputs to the adjoint-corrected target ``o_F - eta K delta`` (``K`` the
@@ -353,20 +367,5 @@ class AdjointCoupledLearning(Rule):
 
     name = "acl"
 
-    def __init__(self, eta: float = 1e-3, variant: str = "positive", loss="mse"):
-        super().__init__(loss)
-        self.eta, self.variant = _check("eta", eta, variant)
-
-    def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
-        fac = factorization if factorization is not None else circuit.factorize(conductances)
-        free = fac.solve(x)
-        values, delta = self.loss(free.outputs, y)
-        ports = Ports(fac)
-        target_shift = -(delta @ ports.K)  # clamp target - o_F, per unit eta
-        nu = ports.stiffness_solve(target_shift)  # = -delta up to rounding
-        est = _port_rule_estimate(ports, free, nu, _sided(self.variant) * self.eta)
-        b1, b2 = _betas(self.eta, self.variant)
-        states = _states(ports, free, {key: bk * nu for bk, key in
-                                       ((b1, "clamped_negative"), (b2, "clamped")) if bk != 0.0})
-        return RuleResult(est, float(values.mean()), free, states,
-                          {"eta": self.eta, "variant": self.variant, "delta": delta})
+    def _port_current(self, ports, free, y, delta):
+        return ports.stiffness_solve(-(delta @ ports.K)), {}  # = -delta up to rounding
