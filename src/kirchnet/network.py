@@ -282,6 +282,12 @@ class Network:
                 return int(label)
             raise TopologyError(f"unknown node id {label!r}; valid ids are 0..{self.n_nodes - 1}")
         try:
-            return self.labels.index(label)
-        except ValueError:
+            return self._label_index[label]
+        except (KeyError, TypeError):  # TypeError: an unhashable label cannot be a node label
             raise TopologyError(f"unknown node label {label!r}") from None
+
+    @cached_property
+    def _label_index(self) -> dict:
+        """``{label: id}`` (built once: a list search per lookup made circuits with many
+        terminals on large labelled graphs quadratic)."""
+        return {lab: i for i, lab in enumerate(self.labels)}
