@@ -22,6 +22,9 @@ distributed = pytest.importorskip("distributed")  # the 'dist' extra: dask, pand
 pd = pytest.importorskip("pandas")
 cloudpickle = pytest.importorskip("cloudpickle")
 
+import dask  # noqa: E402
+
+from kirchnet.sweep.execute import LOCAL_DASK_CONFIG  # noqa: E402
 from kirchnet.sweep import (  # noqa: E402
     RunFailed,
     SweepSpec,
@@ -46,6 +49,8 @@ def toy_runner(config: dict, out_dir=None) -> dict:
     time.sleep(config.get("sleep", 0.0))
     if config["x"] == config.get("fail_at"):
         raise ValueError(f"bad x={config['x']}")
+    if config["x"] == config.get("crash_at") and config["seed"] == 0:  # kill its own worker
+        os.kill(os.getpid(), signal.SIGKILL)
     if config.get("flaky_marker"):  # fail on the first attempt only
         marker = Path(config["flaky_marker"]) / f"{config['x']}-{config['seed']}"
         if not marker.exists():
@@ -76,8 +81,9 @@ def write_toml(path: Path, text: str) -> Path:
 def client():
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=50)
+    with dask.config.set(LOCAL_DASK_CONFIG):  # as run_sweep's own local cluster
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=50)
     c = Client(cluster)
     yield c
     c.close()
@@ -92,7 +98,7 @@ def run_files(out: Path) -> list[str]:
 
 
 def test_expand_grid_variants_seeds(tmp_path):
-    base_file = write_toml(tmp_path / "train.toml", 'x = 5.0\nrule = "a"\n[opt]\nlr = 0.1\nmom = 0.9\n')
+    write_toml(tmp_path / "train.toml", 'x = 5.0\nrule = "a"\n[opt]\nlr = 0.1\nmom = 0.9\n')
     spec = SweepSpec.from_toml(write_toml(tmp_path / "s.toml", """
 [sweep]
 name = "t"
@@ -536,3 +542,30 @@ def test_bad_run_sweep_arguments(tmp_path):
         with pytest.raises(SweepSpecError, match=msg):
             run_sweep(spec, tmp_path / "o", runner=toy_runner, progress=False, **kwargs)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_run_that_kills_its_worker_is_recorded_failed(tmp_path):
+    """A run that crashes its worker every time ends as failed (KilledWorker); the
+    others, including those whose results were lost with a dead worker, all finish."""
+    from distributed import Client, LocalCluster
+
+    spec = SweepSpec.from_dict({
+        "sweep": {"name": "crash", "seeds": [0, 1]},
+        "base": {"x": 0.0, "seed": 0, "crash_at": 2.0},
+        "grid": {"x": [1.0, 2.0, 3.0]},
+        "report": {"metrics": ["loss"]},
+    })
+    with dask.config.set({**LOCAL_DASK_CONFIG, "distributed.scheduler.allowed-failures": 1}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=50)
+    with cluster, Client(cluster) as c:
+        res = run_sweep(spec, tmp_path / "out", client=c, runner=toy_runner, progress=False)
+    assert res.n_ok == 5 and res.n_failed == 1 and res.n_missing == 0, [(r["labels"], r.get("error", "")[:150]) for r in res.records.values()]
+    for rec in res.records.values():
+        if rec["labels"] == {"x": 2.0, "seed": 0}:
+            assert rec["status"] == "failed" and rec["error"].startswith("KilledWorker")
+        else:
+            assert rec["status"] == "ok"
+    assert len(list((tmp_path / "out" / "runs").glob("*.json"))) == 6
+    assert "1 failed" in (tmp_path / "out" / "report.md").read_text()

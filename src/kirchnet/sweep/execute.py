@@ -36,6 +36,12 @@ DEFAULT_RUNNER = "kirchnet.sweep:train_runner"
 EVENT_TOPIC = "kirchnet-sweep"
 
 
+#: dask settings of the default local cluster. ``worker-saturation = 1``: a single-threaded
+#: worker holds only the run it executes (none queued behind it), so a worker that dies
+#: uses up no other run's retry budget (``allowed-failures``).
+LOCAL_DASK_CONFIG = {"distributed.scheduler.worker-saturation": 1.0}
+
+
 class RunFailed(RuntimeError):
     """Raised on a worker when a run raises; carries the original error as text.
 
@@ -240,9 +246,12 @@ def _client(scheduler: str | None, workers: int | None, client, n_tasks: int):
         finally:
             c.close()
         return
+    import dask
+
     n = workers or max(1, min(os.cpu_count() or 1, n_tasks))
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=logging.ERROR)
+    with dask.config.set(LOCAL_DASK_CONFIG):  # read when the scheduler starts
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=logging.ERROR)
     try:
         with Client(cluster) as c:
             yield c, f"LocalCluster, {n} worker process(es)"
@@ -264,6 +273,7 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
               runner: str | Callable | None = None, validate: Callable | bool | None = None,
               retries: int | None = None, max_runs: int | None = None, rerun_failed: bool = True,
               progress: bool = True, report: bool = True, table_interval_s: float = 2.0,
+              worker_loss_resubmits: int = 1,
               on_result: Callable[[dict], bool | None] | None = None) -> SweepResult:
     """Execute every run of the sweep that has no result yet; persist, tabulate, report.
 
@@ -278,7 +288,10 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
     that many pending runs. ``on_result(record)`` is called after each run is
     persisted; returning ``False`` stops the sweep (pending runs are cancelled). A
     ``KeyboardInterrupt`` also stops it cleanly (tables and report are still written)
-    and is re-raised.
+    and is re-raised. A run whose workers died ``allowed-failures + 1`` times (Dask's
+    ``KilledWorker``) is submitted afresh ``worker_loss_resubmits`` times before it is
+    recorded as failed, because Dask counts every run assigned to a dying worker, not
+    only the one that killed it.
     """
     if not isinstance(spec, SweepSpec):
         spec = load_sweep(spec)
@@ -334,20 +347,39 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
             with contextlib.suppress(Exception):
                 c.subscribe_topic(EVENT_TOPIC, tracker.on_event)
             by_key = {}
-            tag = uuid.uuid4().hex[:8]
-            for r in todo:
+            resubmitted: dict[str, int] = {}
+
+            def submit(r: RunSpec):
                 art = str((out / "runs" / r.run_id).resolve()) if spec.sweep.save_artifacts else None
                 fut = c.submit(_execute_run, runner, r.run_id, r.config, art,
-                               key=f"kirchnet-run-{r.run_id}-{tag}", pure=False, retries=retries)
+                               key=f"kirchnet-run-{r.run_id}-{uuid.uuid4().hex[:8]}", pure=False,
+                               retries=retries)
                 by_key[fut.key] = (fut, r)
+                return fut
+
+            futures = [submit(r) for r in todo]
             last_table = time.perf_counter()
             from distributed import as_completed
 
-            futures = [f for f, _ in by_key.values()]
             clean = False
             try:
-                for fut in as_completed(futures):
+                pending = as_completed(futures)
+                for fut in pending:
                     _, r = by_key[fut.key]
+                    if (_killed_worker(fut) and
+                            resubmitted.get(r.run_id, 0) < worker_loss_resubmits):
+                        # dask gave up after allowed-failures worker deaths while the run was
+                        # assigned; one of them may not have been its fault: a fresh try
+                        resubmitted[r.run_id] = resubmitted.get(r.run_id, 0) + 1
+                        new = submit(r)
+                        futures.append(new)
+                        pending.add(new)
+                        continue
+                    if fut.status not in ("finished", "error", "cancelled"):
+                        # its result was lost with a worker after it finished: dask
+                        # recomputes it, and it comes back here when done
+                        pending.add(fut)
+                        continue
                     rec = _collect(fut, r)
                     if rec is None:  # cancelled or lost connection: no result, resume reruns it
                         continue
@@ -411,33 +443,29 @@ def _finish_outputs(out, spec, runs, records, info, report: bool) -> None:
                                        spec.axis_names()))
 
 
+def _killed_worker(fut) -> bool:
+    if fut.status != "error":
+        return False
+    try:
+        return type(fut.exception()).__name__ == "KilledWorker"
+    except Exception:  # noqa: BLE001 - cancelled meanwhile
+        return False
+
+
 def _collect(fut, run: RunSpec) -> dict | None:
     """Turn a finished future into a run record (None if it was cancelled)."""
     from .. import __version__
 
     base = {"run_id": run.run_id, "labels": run.labels, "config": run.config,
             "kirchnet_version": __version__}
-    status = fut.status
-    if status == "finished":
-        try:
-            res = fut.result()
-        except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be deserialized
-            return {**base, "status": "failed", "error": _error_text(exc), "traceback": "",
-                    "metrics": {}}
-        return {**base, **res}
-    if status == "cancelled":
-        return None
     try:
-        exc = fut.exception()
-    except Exception as e:  # noqa: BLE001 - cancelled while we asked
-        if type(e).__name__ in ("CancelledError", "FutureCancelledError"):
+        res = fut.result()
+    except RunFailed as exc:  # the run raised (after its retries)
+        return {**base, "status": "failed", "error": str(exc), "traceback": exc.traceback,
+                "metrics": {}, "finished_at": _iso(time.time())}
+    except Exception as exc:  # noqa: BLE001 - KilledWorker, an unreadable result, ...
+        if "Cancelled" in type(exc).__name__:
             return None
-        exc = e
-    if exc is None:
-        return None
-    if isinstance(exc, RunFailed):
-        error, tb = str(exc), exc.traceback
-    else:  # KilledWorker (the run killed its worker too often) or a transport error
-        error, tb = _error_text(exc), ""
-    return {**base, "status": "failed", "error": error, "traceback": tb, "metrics": {},
-            "finished_at": _iso(time.time())}
+        return {**base, "status": "failed", "error": _error_text(exc), "traceback": "",
+                "metrics": {}, "finished_at": _iso(time.time())}
+    return {**base, **res}
