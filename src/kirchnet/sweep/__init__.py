@@ -16,10 +16,11 @@ Fault tolerance:
 
 - resume: a run whose ``runs/<run_id>.json`` says ``"ok"`` is never executed again
   (``"failed"`` ones are, unless ``rerun_failed=False``);
-- a worker killed mid-run: the scheduler re-runs the lost run on another worker (up to
-  ``distributed.scheduler.allowed-failures`` deaths, then it is recorded as failed
-  with ``KilledWorker``); nothing else is lost because every other finished run is
-  already on disk;
+- a worker killed mid-run: the scheduler re-runs the lost run on another worker, and
+  results the dead worker held are recomputed; a run whose workers keep dying (more than
+  ``distributed.scheduler.allowed-failures`` times, on two fresh submissions) is
+  recorded as failed with ``KilledWorker``; nothing else is lost because every other
+  finished run is already on disk;
 - a run that raises is retried ``retries`` times (Dask ``retries=``), then recorded as
   ``"failed"`` with its error and traceback; the sweep goes on.
 
