@@ -245,3 +245,30 @@ def test_node_label_lookup_is_a_hash_lookup():
     picks = list(range(n - 50, n))
     assert [net.node_index(Label(i)) for i in picks] == picks
     assert calls["eq"] <= 2 * len(picks)
+
+
+def test_factorization_of_other_conductances_is_rejected():
+    """A factorization passed with different conductances must not silently be used."""
+    import kirchnet as kn
+    from kirchnet.errors import ParameterError
+
+    net = kn.topologies.lattice(4, 4)
+    c = kn.Circuit(net, ground=0, inputs=[3, 12], outputs=[15])
+    g = np.ones(net.n_edges)
+    fac = c.factorize(g)
+    x, y = np.ones((3, 2)), np.zeros((3, 1))
+    g2 = g.copy()
+    g2[0] = 2.0
+    with pytest.raises(ParameterError, match="other conductances"):
+        c.loss_and_grad(g2, x, y, factorization=fac)
+    with pytest.raises(ParameterError, match="other conductances"):
+        kn.EquilibriumPropagation(0.01).estimate(c, g2, x, y, factorization=fac)
+    # the matching factorization is accepted and gives the same numbers as a fresh one
+    assert np.allclose(c.loss_and_grad(g, x, y, factorization=fac)[1], c.loss_and_grad(g, x, y)[1])
+
+
+def test_ltspice_backanno_line_is_ignored():
+    from kirchnet.spice import from_netlist
+
+    sc = from_netlist("title\nV1 n1 0 1\nR1 n1 n2 1k\nR2 n2 0 1k\n.backanno\n.end\n", outputs=["n2"])
+    assert np.allclose(sc.solve().outputs, 0.5)

@@ -42,10 +42,11 @@ from .training import History, Trainer, TrainResult
 
 def __getattr__(name):
     # scikit-learn is imported only when the estimators are used
-    if name in ("ResistiveRegressor", "ResistiveClassifier"):
-        from . import estimators
+    if name in ("ResistiveRegressor", "ResistiveClassifier", "estimators"):
+        import importlib
 
-        return getattr(estimators, name)
+        estimators = importlib.import_module(".estimators", __name__)
+        return estimators if name == "estimators" else getattr(estimators, name)
     raise AttributeError(f"module 'kirchnet' has no attribute {name!r}")
 
 __version__ = "0.1.0"

@@ -26,7 +26,13 @@ import scipy.sparse as sp
 
 from . import solvers
 from ._validation import _list, as_batch, check_positive_finite
-from .errors import BoundaryConditionError, FloatingComponentError, ShapeError, TopologyError
+from .errors import (
+    BoundaryConditionError,
+    FloatingComponentError,
+    ParameterError,
+    ShapeError,
+    TopologyError,
+)
 from .network import Network
 
 
@@ -322,6 +328,25 @@ class Circuit:
         """Factorize ``L_FF(g)`` once; the result solves any number of right-hand sides."""
         g = self.check_conductances(conductances)
         return CircuitFactorization(self, g, backend or self.backend, **solver_options)
+
+    def factorization_for(self, conductances, factorization: "CircuitFactorization | None" = None
+                          ) -> "CircuitFactorization":
+        """``factorization`` if it was built for these conductances, else a new one.
+
+        Raises :class:`ParameterError` when a given factorization belongs to other
+        conductances (its results would silently describe the wrong network).
+        """
+        if factorization is None:
+            return self.factorize(conductances)
+        if factorization.circuit is not self:
+            raise BoundaryConditionError("the factorization belongs to another circuit")
+        g = np.asarray(conductances, dtype=float)
+        if g.shape != factorization.conductances.shape or not np.array_equal(g, factorization.conductances):
+            raise ParameterError(
+                "the factorization was built for other conductances; call circuit.factorize(g) "
+                "(or factorization.update(g)) with the conductances you pass"
+            )
+        return factorization
 
     def solve(self, conductances, x, currents=None, clamp=None) -> "State":
         """Equilibrium for one sample ``x`` (n_inputs,) or a batch (batch, n_inputs)."""

@@ -117,8 +117,7 @@ def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "
     existing ``factorization`` of the same conductances to skip refactoring.
     """
     loss_fn = get_loss(loss)
-    if factorization is None:
-        factorization = circuit.factorize(conductances)
+    factorization = circuit.factorization_for(conductances, factorization)
     if wrt not in ("conductance", "g", "resistance", "r"):
         raise ValueError(f"wrt must be 'conductance' or 'resistance', got {wrt!r}")
     xn, xs, xc, _ = circuit.driver_values(x, None)

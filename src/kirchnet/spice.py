@@ -198,7 +198,8 @@ class SpiceCircuit:
 
 _IGNORED_DOT = {".op", ".options", ".option", ".opt", ".print", ".save", ".probe", ".plot",
                 ".temp", ".width", ".tran", ".ac", ".dc", ".noise", ".tf", ".ic", ".nodeset",
-                ".meas", ".measure", ".four", ".sens", ".pz", ".disto", ".csparam"}
+                ".meas", ".measure", ".four", ".sens", ".pz", ".disto", ".csparam", ".backanno",
+                ".title"}
 
 
 def _node_key(name: str) -> str:

@@ -231,7 +231,7 @@ def _labels(y) -> np.ndarray:
 def evaluate(circuit: Circuit, conductances, x, y, loss, accuracy: bool = False,
              factorization=None) -> dict:
     """``{"loss": mean C_s, "accuracy": mean(argmax o == label)}`` with one batched solve."""
-    fac = factorization if factorization is not None else circuit.factorize(conductances)
+    fac = circuit.factorization_for(conductances, factorization)
     out = fac.solve(x).outputs
     values, _ = loss(out, y)
     res = {"loss": float(values.mean())}

@@ -30,7 +30,7 @@ class FiniteDifference(Rule):
         self.block = int(block)
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
-        fac = factorization if factorization is not None else circuit.factorize(conductances)
+        fac = circuit.factorization_for(conductances, factorization)
         free = fac.solve(x)
         values, delta = self.loss(free.outputs, y)
         ports = Ports(fac)

@@ -139,7 +139,7 @@ class InSitu(Rule):
         return g * np.asarray((c._BT @ lam.T).T)
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
-        fac = factorization if factorization is not None else circuit.factorize(conductances)
+        fac = circuit.factorization_for(conductances, factorization)
         g = fac.conductances
         # run 1: voltage mode
         free = fac.solve(x)

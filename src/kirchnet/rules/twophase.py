@@ -231,7 +231,7 @@ class GEP(Rule):
         self.order = int(getattr(nudge, "order", 1) if order is None else order)
 
     def _context(self, circuit, conductances, x, y, factorization):
-        fac = factorization if factorization is not None else circuit.factorize(conductances)
+        fac = circuit.factorization_for(conductances, factorization)
         free = fac.solve(x)
         values, delta = self.loss(free.outputs, y)
         return NudgeContext(free, y, self.loss, values, delta, Ports(fac))
@@ -291,7 +291,7 @@ class EquilibriumPropagation(Rule):
         return energy_nudge_currents(self.loss, ports, free.outputs, y, beta)
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
-        fac = factorization if factorization is not None else circuit.factorize(conductances)
+        fac = circuit.factorization_for(conductances, factorization)
         free = fac.solve(x)
         values, delta = self.loss(free.outputs, y)
         ports = Ports(fac)
@@ -326,7 +326,7 @@ class _OutputClampRule(Rule):
         raise NotImplementedError
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
-        fac = factorization if factorization is not None else circuit.factorize(conductances)
+        fac = circuit.factorization_for(conductances, factorization)
         free = fac.solve(x)
         values, delta = self.loss(free.outputs, y)
         ports = Ports(fac)

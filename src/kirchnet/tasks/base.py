@@ -192,7 +192,7 @@ class Task:
 
     def evaluate(self, circuit: Circuit, conductances, factorization=None) -> dict[str, float]:
         """Train/test loss (and accuracy) at ``conductances`` with one factorization."""
-        fac = factorization if factorization is not None else circuit.factorize(conductances)
+        fac = circuit.factorization_for(conductances, factorization)
         loss = get_loss(self.loss)
         out: dict[str, float] = {}
         for split, x, y, lab in (("train", self.x_train, self.y_train, self.labels_train),
