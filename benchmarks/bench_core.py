@@ -20,13 +20,14 @@ import kirchnet as kn
 from kirchnet import topologies
 
 
-def best_of(fn, repeats):
-    best = np.inf
-    out = None
-    for _ in range(repeats):
+def best_of(fn, repeats, budget=0.5):
+    """Best time of at least ``repeats`` calls, repeating fast calls until ``budget`` seconds."""
+    best, out, spent, count = np.inf, None, 0.0, 0
+    while count < repeats or (spent < budget and count < 10_000):
         t0 = time.perf_counter()
         out = fn()
-        best = min(best, time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        best, spent, count = min(best, dt), spent + dt, count + 1
     return best, out
 
 

@@ -30,6 +30,8 @@ def check_positive_finite(values, n: int, name: str = "conductances") -> np.ndar
     arr = np.asarray(values, dtype=float)
     if arr.shape != (n,):
         raise ShapeError(f"{name} must have shape ({n},) (one value per edge), got {arr.shape}")
+    if 0.0 < arr.min() and arr.max() < np.inf:  # fast path (NaN fails both comparisons)
+        return arr
     bad_nan = np.flatnonzero(~np.isfinite(arr))
     if bad_nan.size:
         raise ParameterError(

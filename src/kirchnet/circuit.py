@@ -175,6 +175,7 @@ class Circuit:
         self._B = B.tocsr()
         self._BT = B.T.tocsr()
         self._B_free = B[self.free_nodes, :].tocsr()
+        self._BT_free = self._B_free.T.tocsr()
         self._build_pattern()
 
     # ------------------------------------------------------------------ setup

@@ -97,14 +97,11 @@ def contracted_gradient(factorization: CircuitFactorization, state: State,
 def _contract(factorization: CircuitFactorization, M: np.ndarray, Ms: np.ndarray | None) -> np.ndarray:
     """``-sum_j (Z[a,j] - Z[b,j]) (M[j,a] - M[j,b] + Ms[j,e])`` for every edge ``e = (a, b)``."""
     c = factorization.circuit
-    Z = np.zeros((c.network.n_nodes, c.n_outputs))
-    Z[c.free_nodes] = factorization.adjoint_basis()
-    a, b = c.network.tails, c.network.heads
-    W = M[:, a] - M[:, b]
+    Wt = c._BT @ M.T  # (m, k): M[j, a] - M[j, b]
     if Ms is not None:
-        W += Ms
-    Y = (Z[a] - Z[b]).T  # (k, m)
-    return -np.einsum("km,km->m", Y, W)
+        Wt += Ms.T
+    Yt = c._BT_free @ factorization.adjoint_basis()  # (m, k): Z[a, j] - Z[b, j]
+    return -np.einsum("mk,mk->m", Yt, Wt)
 
 
 def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "conductance",
