@@ -24,7 +24,8 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 --timeout=1800 tests
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_core.py
+	cd benchmarks && for b in bench_core bench_rules bench_baselines bench_scaling bench_spice; do \
+		../$(PY) $$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build src/*.egg-info
