@@ -421,6 +421,7 @@ class CircuitFactorization:
         self.base_backend = backend if backend != "auto" else factor.name.split("+")[0]
         self._transfer = None
         self._adjoint_basis = None
+        self._edge_bases = None
 
     @property
     def backend(self) -> str:
@@ -441,6 +442,10 @@ class CircuitFactorization:
             R = self._driver_matrix()
             X = self.factor.solve(np.hstack([R, self.circuit.readout_free_T]))
             self._transfer, self._adjoint_basis = X[:, :R.shape[1]], X[:, R.shape[1]:]
+        elif need_t:
+            self.transfer()
+        elif need_a:
+            self.adjoint_basis()
         return self
 
     def transfer(self) -> np.ndarray:
@@ -458,6 +463,22 @@ class CircuitFactorization:
         Hf[c.input_nodes, np.arange(ni)] = 1.0
         Hf[c.clamped_nodes, ni + ns + np.arange(c.clamped_nodes.size)] = 1.0
         return Hf
+
+    def edge_bases(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(Hfull, E)``: node potentials per unit driver (n x D) and the edge drops
+        ``E = B^T [Hfull | Z]`` (m x (D + k)) per unit driver and per unit output error."""
+        if self._edge_bases is None:
+            c = self.circuit
+            self.prepare()
+            D = c.n_drivers
+            X = np.zeros((c.network.n_nodes, D + c.n_outputs))
+            X[c.free_nodes, :D] = self._transfer
+            X[c.free_nodes, D:] = self._adjoint_basis
+            ni, ns = c.input_nodes.size, c.source_edges.size
+            X[c.input_nodes, np.arange(ni)] = 1.0
+            X[c.clamped_nodes, ni + ns + np.arange(c.clamped_nodes.size)] = 1.0
+            self._edge_bases = (X[:, :D], c._BT @ X)
+        return self._edge_bases
 
     def adjoint_basis(self) -> np.ndarray:
         """``Z = L_FF^{-1} P_F^T`` (n_free x n_outputs): adjoint potentials per unit output error."""

@@ -122,16 +122,15 @@ def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "
     state = None
     if not per_sample and b > D and b > k:
         # Low-rank path: u = Zd Hfull^T never formed; O((D + k)(n + m)) after the solves.
-        Zd = np.concatenate([xn, xs, xc], axis=1)
-        Hfull = factorization.prepare().transfer_full()  # (n, D)
+        Zd = np.concatenate([xn, xs, xc], axis=1) if xs.size or xc.size else xn
+        Hfull, E = factorization.edge_bases()  # (n, D) potentials, (m, D + k) edge drops
         outputs = Zd @ circuit.read_outputs(Hfull.T)
         values, delta = loss_fn(outputs, y)
-        M = (delta.T @ Zd) @ Hfull.T  # (k, n) = delta^T U
-        Ms = None
+        # sum_s w_s delta_s^T = (B^T Hfull) Zd^T delta (+ sources); adjoint drops B^T Z
+        Wt = E[:, :D] @ (Zd.T @ delta)  # (m, k)
         if circuit.source_edges.size:
-            Ms = np.zeros((k, circuit.network.n_edges))
-            Ms[:, circuit.source_edges] = delta.T @ xs
-        grad = _contract(factorization, M, Ms) / b
+            Wt[circuit.source_edges] += xs.T @ delta
+        grad = -np.einsum("mk,mk->m", E[:, D:], Wt) / b
         per = None
     else:
         state = factorization.solve(x)
