@@ -73,7 +73,7 @@ def headline(results: dict) -> list[dict]:
 def render_report(results: dict, meta: dict) -> str:
     L = [f"# kirchnet reproduction report{' (quick mode)' if meta['quick'] else ''}", "",
          f"Generated {meta['date']} by `{meta['command']}` in {meta['wall_time']:.0f} s "
-         f"(kirchnet {meta['version']}, Python {meta['python']}, solver backend for these sizes: "
+         f"(kirchnet {meta['version']}, Python {meta['python']}, solver backend "
          f"{meta['backend']}).", "", "## Headline", "",
          markdown_table(headline(results), ["exp", "claim", "measured"], ["exp", "claim", "measured"]), ""]
     if "e1" in results:
@@ -148,8 +148,9 @@ def reproduce(out_dir, quick: bool = False, seed: int = 0, experiments=None, pro
     meta = {"quick": quick, "seed": seed, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": command, "wall_time": time.perf_counter() - t0, "version": __version__,
             "python": platform.python_version(),
-            "backend": "dense (small systems)" + ("; CHOLMOD available" if solvers.cholmod_available()
-                                                   else "; CHOLMOD not available"),
+            "backend": (f"auto (dense up to {solvers.DENSE_MAX} free nodes, then "
+                        + ("CHOLMOD" if solvers.cholmod_available() else "SuperLU; CHOLMOD not installed")
+                        + " or PCG by predicted fill)"),
             "timings": timings}
     io.write_text(out / "report.md", render_report(results, meta))
     io.write_json(out / "summary.json", {"meta": meta, "headline": headline(results)})
