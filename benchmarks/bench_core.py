@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_core.py [--sizes 1e2,1e3,1e4,1e5,1e6] [--batch 64] [--repeats 3]
 
-For each lattice of ~N nodes it prints the best-of-``repeats`` times of
+For each lattice of ~N nodes it prints the median times (at least ``repeats`` calls) of
   factorize        circuit.factorize(g)
   forward          factorization.solve(x) for a batch, outputs read
   loss_and_grad    circuit.loss_and_grad(g, x, y) from scratch (factorize included)
@@ -21,14 +21,20 @@ from kirchnet import topologies
 
 
 def best_of(fn, repeats, budget=0.5):
-    """Best time of at least ``repeats`` calls, repeating fast calls until ``budget`` seconds."""
-    best, out, spent, count = np.inf, None, 0.0, 0
-    while count < repeats or (spent < budget and count < 10_000):
+    """Median time of at least ``repeats`` calls, repeating fast calls until ``budget`` seconds.
+
+    The median, not the minimum: multithreaded BLAS inside CHOLMOD makes single
+    factorizations jitter by +-30% on 2 cores, and a minimum over many calls of a short
+    operation then flatters it against a longer composite one.
+    """
+    times, out, spent = [], None, 0.0
+    while len(times) < repeats or (spent < budget and len(times) < 10_000):
         t0 = time.perf_counter()
         out = fn()
         dt = time.perf_counter() - t0
-        best, spent, count = min(best, dt), spent + dt, count + 1
-    return best, out
+        times.append(dt)
+        spent += dt
+    return float(np.median(times)), out
 
 
 def lattice_circuit(n_nodes: int):
