@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ParameterError
+from ._ports import Ports
 from .base import Rule, RuleResult
 
 
@@ -127,14 +128,13 @@ class InSitu(Rule):
         """Edge currents (b, m) of the current-mode run: ``i_adj = g * B^T lam``.
 
         By linearity, a batch larger than the number of outputs is the superposition of
-        one run per output with a unit current (k runs instead of b).
+        one run per output with a unit current (k runs instead of b): their edge drops are
+        ``W = B_F^T Z`` (:class:`._ports.Ports`, ``Z`` the factorization's adjoint basis).
         """
         c = factorization.circuit
         g = factorization.conductances
         if delta.shape[0] > c.n_outputs:
-            unit = factorization.solve_currents(c.readout.toarray())  # (k, n)
-            unit_currents = g * np.asarray((c._BT @ unit.T).T)  # (k, m)
-            return delta @ unit_currents
+            return delta @ (g * Ports(factorization).W.T)
         lam = self.adjoint_run(factorization, delta)
         return g * np.asarray((c._BT @ lam.T).T)
 
@@ -169,19 +169,14 @@ class InSitu(Rule):
     def _ideal_products(self, factorization, free, delta):
         """``mean_s i_e i_adj_e`` with ideal current sensors, without (b, m) arrays.
 
-        ``i_adj = delta U`` (``U`` (k, m): edge currents of the k unit current-mode runs),
-        so ``sum_s i_s,e i_adj_s,e = sum_k U_ke (i^T delta)_ek`` with
-        ``i^T delta = g * (B^T (u^T delta) + s^T delta)``.
+        ``i_adj = delta (g * W)^T`` (``W`` (m, k): edge drops of the k unit current-mode
+        runs) and ``i = g * w``, so ``sum_s i_s,e i_adj_s,e = g_e^2 sum_k W_ek (w^T delta)_ek``
+        (:meth:`._ports.Ports.drive_correlation`).
         """
-        c = factorization.circuit
+        ports = Ports(factorization)
         g = factorization.conductances
-        unit = factorization.solve_currents(c.readout.toarray())  # (k, n)
-        U = g * np.asarray((c._BT @ unit.T).T)  # (k, m)
-        corr = np.asarray(c._BT @ (free.potentials.T @ delta))
-        if free.sources is not None:
-            corr = corr + free.sources.T @ delta
-        corr *= g[:, None]
-        return np.einsum("km,mk->m", U, corr) / delta.shape[0]
+        corr = np.einsum("ek,ek->e", ports.W, ports.drive_correlation(free, delta))
+        return g * g * corr / delta.shape[0]
 
     def _superposed(self, i, i_adj):
         """Sample ``i cos(w1 t) + i_adj cos(w2 t)`` per edge, measure, demodulate both."""
@@ -197,7 +192,3 @@ class InSitu(Rule):
             acc1 += c1[j] * s
             acc2 += c2[j] * s
         return (2.0 / N) * acc1, (2.0 / N) * acc2
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"InSitu({params})"
