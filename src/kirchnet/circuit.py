@@ -232,12 +232,12 @@ class Circuit:
             dr.append(free_end[mask]); dc.append(col_of_node[other][mask]); de.append(e[mask])
             ds.append(np.ones(int(mask.sum())))
         # series source s_e on edge (a, b): -g_e B_F[:, e] -> -g_e at a, +g_e at b
-        for j, edge in enumerate(self.source_edges):
-            col = self.input_nodes.size + j
-            for end, sign in ((fa[edge], -1.0), (fb[edge], 1.0)):
-                if end >= 0:
-                    dr.append(np.array([end])); dc.append(np.array([col]))
-                    de.append(np.array([edge])); ds.append(np.array([sign]))
+        src = self.source_edges
+        src_cols = self.input_nodes.size + np.arange(src.size)
+        for end, sign in ((fa[src], -1.0), (fb[src], 1.0)):
+            mask = end >= 0
+            dr.append(end[mask]); dc.append(src_cols[mask]); de.append(src[mask])
+            ds.append(np.full(int(mask.sum()), sign))
         self.n_drivers = int(D_nodes.size)
         self._drv_slot = np.concatenate(dr) * max(self.n_drivers, 1) + np.concatenate(dc)
         self._drv_edge = np.concatenate(de)
@@ -419,9 +419,9 @@ class CircuitFactorization:
         self.solver_options = dict(solver_options)
         #: the backend name used for full refactorizations (kept across low-rank updates)
         self.base_backend = backend if backend != "auto" else factor.name.split("+")[0]
-        self._transfer = None
-        self._adjoint_basis = None
-        self._edge_bases = None
+        # per-factorization caches (right-hand sides are fixed by the circuit)
+        self._transfer = self._transfer_full = self._adjoint_basis = None
+        self._driver_drops = self._adjoint_drops = None
 
     @property
     def backend(self) -> str:
@@ -437,15 +437,10 @@ class CircuitFactorization:
 
     def prepare(self) -> "CircuitFactorization":
         """Compute the transfer matrix and the adjoint basis together (one multi-column solve)."""
-        need_t, need_a = self._transfer is None, self._adjoint_basis is None
-        if need_t and need_a:
+        if self._transfer is None and self._adjoint_basis is None:
             R = self._driver_matrix()
             X = self.factor.solve(np.hstack([R, self.circuit.readout_free_T]))
             self._transfer, self._adjoint_basis = X[:, :R.shape[1]], X[:, R.shape[1]:]
-        elif need_t:
-            self.transfer()
-        elif need_a:
-            self.adjoint_basis()
         return self
 
     def transfer(self) -> np.ndarray:
@@ -456,35 +451,33 @@ class CircuitFactorization:
 
     def transfer_full(self) -> np.ndarray:
         """``Hfull`` (n x D): potentials of every node per unit driver (drivers' own rows are 1)."""
-        c = self.circuit
-        Hf = np.zeros((c.network.n_nodes, c.n_drivers))
-        Hf[c.free_nodes] = self.transfer()
-        ni, ns = c.input_nodes.size, c.source_edges.size
-        Hf[c.input_nodes, np.arange(ni)] = 1.0
-        Hf[c.clamped_nodes, ni + ns + np.arange(c.clamped_nodes.size)] = 1.0
-        return Hf
-
-    def edge_bases(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(Hfull, E)``: node potentials per unit driver (n x D) and the edge drops
-        ``E = B^T [Hfull | Z]`` (m x (D + k)) per unit driver and per unit output error."""
-        if self._edge_bases is None:
+        if self._transfer_full is None:
             c = self.circuit
-            self.prepare()
-            D = c.n_drivers
-            X = np.zeros((c.network.n_nodes, D + c.n_outputs))
-            X[c.free_nodes, :D] = self._transfer
-            X[c.free_nodes, D:] = self._adjoint_basis
+            Hf = np.zeros((c.network.n_nodes, c.n_drivers))
+            Hf[c.free_nodes] = self.transfer()
             ni, ns = c.input_nodes.size, c.source_edges.size
-            X[c.input_nodes, np.arange(ni)] = 1.0
-            X[c.clamped_nodes, ni + ns + np.arange(c.clamped_nodes.size)] = 1.0
-            self._edge_bases = (X[:, :D], c._BT @ X)
-        return self._edge_bases
+            Hf[c.input_nodes, np.arange(ni)] = 1.0
+            Hf[c.clamped_nodes, ni + ns + np.arange(c.clamped_nodes.size)] = 1.0
+            self._transfer_full = Hf
+        return self._transfer_full
 
     def adjoint_basis(self) -> np.ndarray:
         """``Z = L_FF^{-1} P_F^T`` (n_free x n_outputs): adjoint potentials per unit output error."""
         if self._adjoint_basis is None:
             self._adjoint_basis = self.factor.solve(self.circuit.readout_free_T)
         return self._adjoint_basis
+
+    def driver_drops(self) -> np.ndarray:
+        """``B^T Hfull`` (m x D): edge voltage drops per unit driver."""
+        if self._driver_drops is None:
+            self._driver_drops = self.circuit._BT @ self.transfer_full()
+        return self._driver_drops
+
+    def adjoint_drops(self) -> np.ndarray:
+        """``B_F^T Z`` (m x k): edge voltage drops of the adjoint run per unit output error."""
+        if self._adjoint_drops is None:
+            self._adjoint_drops = self.circuit._BT_free @ self.adjoint_basis()
+        return self._adjoint_drops
 
     # -------------------------------------------------------------- forward
     def solve(self, x, currents=None, clamp=None) -> "State":
@@ -494,25 +487,19 @@ class CircuitFactorization:
         b = xn.shape[0]
         Z = np.concatenate([xn, xs, xc], axis=1)  # (b, D) in driver order
         D = Z.shape[1]
-        if D and b > D and currents is None:
-            # u = Z Hfull^T in one product: the drivers' own rows of Hfull are unit rows and
-            # the ground's row is 0, so no zero-fill and scatter of (b, n) arrays is needed
-            return State(c, self.conductances, Z @ self.transfer_full().T, c.edge_sources(xs))
-        if D and b > D:
-            uF = Z @ self.transfer().T
-        elif D:
-            uF = self.factor.solve(self._driver_matrix() @ Z.T).T
+        if D and b > D:  # through the transfer matrix: D solves for the whole batch
+            u = Z @ self.transfer_full().T
         else:
-            uF = np.zeros((b, c.n_free))
+            u = np.zeros((b, c.network.n_nodes))
+            if D:
+                u[:, c.free_nodes] = self.factor.solve(self._driver_matrix() @ Z.T).T
+            u[:, c.input_nodes] = xn
+            u[:, c.clamped_nodes] = xc
         if currents is not None:
             J, _ = as_batch(currents, c.network.n_nodes, "currents")
             if J.shape[0] not in (1, b):
                 raise ShapeError(f"currents has batch {J.shape[0]} but x has batch {b}")
-            uF = uF + self.factor.solve(J[:, c.free_nodes].T).T
-        u = np.zeros((b, c.network.n_nodes))
-        u[:, c.free_nodes] = uF
-        u[:, c.input_nodes] = xn
-        u[:, c.clamped_nodes] = xc
+            u = u + self.solve_currents(J)
         return State(c, self.conductances, u, c.edge_sources(xs))
 
     def solve_currents(self, currents) -> np.ndarray:

@@ -63,8 +63,7 @@ def adjoint_potentials(factorization: CircuitFactorization, delta: np.ndarray) -
     if delta.shape[0] > c.n_outputs:
         lam[:, c.free_nodes] = delta @ factorization.adjoint_basis().T
     else:
-        PF = c.readout[:, c.free_nodes]
-        lam[:, c.free_nodes] = factorization.solve_free((PF.T @ delta.T)).T
+        lam[:, c.free_nodes] = factorization.solve_free(c.readout_free_T @ delta.T).T
     return lam
 
 
@@ -85,23 +84,15 @@ def contracted_gradient(factorization: CircuitFactorization, state: State,
                         delta: np.ndarray) -> np.ndarray:
     """Batch-mean ``dC/dg`` without any (batch x m) array.
 
-    With ``lam_s = Z delta_s`` (``Z`` = adjoint basis on all nodes, n x k), for edge
-    ``e = (a, b)``: ``sum_s (lam_s[a] - lam_s[b]) w_se = sum_j (Z[a,j] - Z[b,j]) (M[j,a] - M[j,b] + Ms[j,e])``
-    with ``M = delta^T U`` (k x n) and ``Ms = delta^T S`` (k x m). Cost O(b k n + k m).
+    With ``lam_s = Z delta_s`` (``Z`` = adjoint basis, lam_C = 0), for edge ``e = (a, b)``:
+    ``sum_s (lam_s[a] - lam_s[b]) w_se = sum_j (B^T Z)[e,j] (B^T M^T + S^T delta)[e,j]``
+    with ``M = delta^T U`` (k x n). Cost O(b k n + k m).
     """
     M = delta.T @ state.potentials  # (k, n)
-    Ms = None if state.sources is None else delta.T @ state.sources
-    return _contract(factorization, M, Ms) / delta.shape[0]
-
-
-def _contract(factorization: CircuitFactorization, M: np.ndarray, Ms: np.ndarray | None) -> np.ndarray:
-    """``-sum_j (Z[a,j] - Z[b,j]) (M[j,a] - M[j,b] + Ms[j,e])`` for every edge ``e = (a, b)``."""
-    c = factorization.circuit
-    Wt = c._BT @ M.T  # (m, k): M[j, a] - M[j, b]
-    if Ms is not None:
-        Wt += Ms.T
-    Yt = c._BT_free @ factorization.adjoint_basis()  # (m, k): Z[a, j] - Z[b, j]
-    return -np.einsum("mk,mk->m", Yt, Wt)
+    Wt = factorization.circuit._BT @ M.T  # (m, k): M[j, a] - M[j, b]
+    if state.sources is not None:
+        Wt += state.sources.T @ delta
+    return -np.einsum("mk,mk->m", factorization.adjoint_drops(), Wt) / delta.shape[0]
 
 
 def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "conductance",
@@ -123,14 +114,14 @@ def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "
     if not per_sample and b > D and b > k:
         # Low-rank path: u = Zd Hfull^T never formed; O((D + k)(n + m)) after the solves.
         Zd = np.concatenate([xn, xs, xc], axis=1) if xs.size or xc.size else xn
-        Hfull, E = factorization.edge_bases()  # (n, D) potentials, (m, D + k) edge drops
-        outputs = Zd @ circuit.read_outputs(Hfull.T)
+        factorization.prepare()  # transfer and adjoint basis in one multi-column solve
+        outputs = Zd @ circuit.read_outputs(factorization.transfer_full().T)
         values, delta = loss_fn(outputs, y)
-        # sum_s w_s delta_s^T = (B^T Hfull) Zd^T delta (+ sources); adjoint drops B^T Z
-        Wt = E[:, :D] @ (Zd.T @ delta)  # (m, k)
+        # sum_s w_s delta_s^T = (B^T Hfull) Zd^T delta (+ sources), against the adjoint drops B^T Z
+        Wt = factorization.driver_drops() @ (Zd.T @ delta)  # (m, k)
         if circuit.source_edges.size:
             Wt[circuit.source_edges] += xs.T @ delta
-        grad = -np.einsum("mk,mk->m", E[:, D:], Wt) / b
+        grad = -np.einsum("mk,mk->m", factorization.adjoint_drops(), Wt) / b
         per = None
     else:
         state = factorization.solve(x)
