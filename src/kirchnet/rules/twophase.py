@@ -55,23 +55,6 @@ def _check(name: str, value, variant: str) -> tuple[float, str]:
     return value, variant
 
 
-def _sided(variant: str) -> float:
-    """+1 / -1 / 0: the sign of the O(beta) bias term of the positive / negative / centered estimator."""
-    return {"positive": 1.0, "negative": -1.0, "centered": 0.0}[variant]
-
-
-def _port_rule_estimate(ports: Ports, free: State, nu: np.ndarray, scale: float) -> np.ndarray:
-    """Closed form for port currents ``beta * nu`` (EP current, CL, ACL):
-
-    ``mean_s [nu W^T * w + scale/2 (nu W^T)^2]``, i.e.
-    ``[sum_k W_ek (w^T nu)_ek + scale/2 sum_kl W_ek (nu^T nu)_kl W_el] / b``
-    (``scale = beta`` positive, ``-beta`` negative, ``0`` centered).
-    """
-    first = np.einsum("ek,ek->e", ports.W, ports.drive_correlation(free, nu))
-    second = np.einsum("ek,ek->e", ports.W @ (nu.T @ nu), ports.W) if scale else 0.0
-    return (first + 0.5 * scale * second) / free.batch_size
-
-
 def _states(ports: Ports, free: State, currents: dict) -> LazyStates:
     """Lazily built nudged states ``{name: u_F + Z mu}``."""
     return LazyStates({key: (lambda mu=mu: ports.state(free, mu)) for key, mu in currents.items()})
@@ -297,11 +280,10 @@ class EquilibriumPropagation(Rule):
         ports = Ports(fac)
         b1, b2 = _betas(self.beta, self.variant)
         if self.nudge == "current":  # mu = -beta delta: closed form
-            est = _port_rule_estimate(ports, free, -delta, _sided(self.variant) * self.beta)
             mus = {bk: -bk * delta for bk in (b1, b2) if bk != 0.0}
         else:
             mus = {bk: self._energy_currents(bk, ports, free, y, delta) for bk in (b1, b2) if bk != 0.0}
-            est = ports.hebbian(free, mus.get(b1), mus.get(b2), b1, b2)
+        est = ports.hebbian(free, mus.get(b1), mus.get(b2), b1, b2)
         names = {key: mus[bk] for bk, key in ((b1, "nudged_negative"), (b2, "nudged")) if bk != 0.0}
         return RuleResult(est, float(values.mean()), free, _states(ports, free, names),
                           {"beta": self.beta, "variant": self.variant, "nudge": self.nudge,
@@ -331,9 +313,10 @@ class _OutputClampRule(Rule):
         values, delta = self.loss(free.outputs, y)
         ports = Ports(fac)
         nu, extra = self._port_current(ports, free, y, delta)
-        est = _port_rule_estimate(ports, free, nu, _sided(self.variant) * self.eta)
         b1, b2 = _betas(self.eta, self.variant)
-        states = _states(ports, free, {key: bk * nu for bk, key in
+        mus = {bk: bk * nu for bk in (b1, b2) if bk != 0.0}
+        est = ports.hebbian(free, mus.get(b1), mus.get(b2), b1, b2)
+        states = _states(ports, free, {key: mus[bk] for bk, key in
                                        ((b1, "clamped_negative"), (b2, "clamped")) if bk != 0.0})
         return RuleResult(est, float(values.mean()), free, states,
                           {"eta": self.eta, "variant": self.variant, "delta": delta, **extra})
