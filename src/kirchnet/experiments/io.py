@@ -35,13 +35,16 @@ def _default(obj):
 
 
 def write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: a temp file in the same folder, then ``os.replace``."""
+    """Write ``data`` to ``path`` atomically: a temp file in the same folder (flushed to disk),
+    then ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

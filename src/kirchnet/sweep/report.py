@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .spec import RunSpec, SweepSpec, _canonical_json, _label_text
-from .store import _atomic_write_bytes, _atomic_write_text, _iso, _write_tables, build_table
+from ..experiments.io import write_bytes, write_text
+from .store import _iso, _write_tables, build_table
 
 __all__ = ["summarize", "write_report"]
 
@@ -157,7 +158,7 @@ def _plot_metric(summary, metric: str, x: str | None, hue: Sequence[str], facet:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    _atomic_write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 def _choose_x(spec: SweepSpec, summary, group: Sequence[str]) -> str | None:
@@ -182,7 +183,7 @@ def write_report(out_dir: str | os.PathLike, spec: SweepSpec, runs: Sequence[Run
     _write_tables(out, df)
     metrics = _metric_columns(df, axes, spec.report.metrics)
     summary = summarize(df, axes, metrics)
-    _atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    write_text(out / "summary.csv", summary.to_csv(index=False))
     group = [a for a in axes if a != "seed"]
     lines = [f"# Sweep report: {spec.sweep.name}", ""]
     n_ok = sum(r.get("status") == "ok" for r in recs)
@@ -228,5 +229,5 @@ def write_report(out_dir: str | os.PathLike, spec: SweepSpec, runs: Sequence[Run
             lines.append(f"| `{r['run_id']}` | {_label_text(r.get('labels', {}))} | {err} |")
         lines.append("")
     path = out / "report.md"
-    _atomic_write_text(path, "\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path

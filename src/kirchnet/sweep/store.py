@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..experiments.io import write_bytes, write_text
 from .spec import _RESERVED_COLUMNS, _canonical_json
 
 __all__ = ["load_records", "build_table"]
@@ -19,26 +19,9 @@ __all__ = ["load_records", "build_table"]
 # --------------------------------------------------------------------------- persistence
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode())
-
-
 def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    """Strict JSON (NaN/inf raise), atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def load_records(out_dir: str | os.PathLike, run_ids: Sequence[str] | None = None) -> dict[str, dict]:
@@ -89,7 +72,7 @@ def build_table(records: Mapping[str, dict] | Sequence[dict], axes: Sequence[str
 
 def _write_tables(out: Path, df) -> list[Path]:
     paths = [out / "results.csv"]
-    _atomic_write_text(paths[0], df.to_csv(index=False))
+    write_text(paths[0], df.to_csv(index=False))
     try:
         import pyarrow  # noqa: F401
     except ImportError:
@@ -106,7 +89,7 @@ def _write_tables(out: Path, df) -> list[Path]:
     except Exception:  # noqa: BLE001 - Parquet is a convenience; CSV is the reference
         return paths
     paths.append(out / "results.parquet")
-    _atomic_write_bytes(paths[1], buf.getvalue())
+    write_bytes(paths[1], buf.getvalue())
     return paths
 
 
