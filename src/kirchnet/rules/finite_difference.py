@@ -36,28 +36,25 @@ class FiniteDifference(Rule):
         ports = Ports(fac)
         g = fac.conductances
         m = g.size
-        Bf = circuit._B_free
         o, w = free.outputs, free.resistor_voltages  # (b, k), (b, m)
         b, k = o.shape
+        yy = self.loss.targets(y, o)  # (b, k) output-shaped targets
         est = np.empty(m)
-        y_rep = None
         for start in range(0, m, self.block):  # blocks of edges, vectorized inside
             idx = np.arange(start, min(start + self.block, m))
-            cols = Bf[:, idx]
+            cols = circuit.edge_columns(idx)
             X = fac.solve_free(cols.toarray())
             rho = np.asarray(cols.multiply(X).sum(axis=0)).ravel()  # (nb,)
             h = self.eps * g[idx]
             n_b = idx.size
-            if y_rep is None or y_rep[0] != n_b:
-                yy = self.loss.targets(y, o)  # (b, k) output-shaped targets
-                y_rep = (n_b, np.concatenate([yy] * n_b, axis=0))
+            y_rep = np.tile(yy, (n_b, 1))  # targets of the n_b * b perturbed outputs
             losses = []
             for sgn in (1.0, -1.0):
                 hh = sgn * h
                 wn = w[:, idx] / (1.0 + hh * rho)  # (b, nb) perturbed voltage of edge e
                 do = -(hh * wn)[:, :, None] * ports.W[idx][None, :, :]  # (b, nb, k)
                 on = (o[:, None, :] + do).transpose(1, 0, 2).reshape(n_b * b, k)
-                losses.append(self.loss(on, y_rep[1])[0].reshape(n_b, b).mean(axis=1))
+                losses.append(self.loss(on, y_rep)[0].reshape(n_b, b).mean(axis=1))
             est[idx] = (losses[0] - losses[1]) / (2 * h)
         return RuleResult(est, float(values.mean()), free, {}, {"eps": self.eps, "delta": delta})
 
