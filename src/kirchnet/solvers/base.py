@@ -47,6 +47,13 @@ class Factorization(ABC):
         """Factorization of ``A + C diag(d) C^T`` (default: Woodbury on top of this one)."""
         return WoodburyFactorization(self, C, d)
 
+    def updated_matrix(self, C, d):
+        """``A + C diag(d) C^T``, sparse (CSC) if ``A`` is sparse, else dense."""
+        change = _as_csc(C) @ sp.diags_array(np.asarray(d, dtype=float)) @ _as_csc(C).T
+        if sp.issparse(self.matrix):
+            return sp.csc_array(self.matrix + change)
+        return np.asarray(self.matrix) + change.toarray()
+
     @property
     def update_rank(self) -> int:
         """Rank of the low-rank corrections stacked on the last full factorization."""
@@ -57,6 +64,10 @@ def _dense(C) -> np.ndarray:
     return C.toarray() if sp.issparse(C) else np.asarray(C, dtype=float)
 
 
+def _as_csc(C) -> sp.csc_array:
+    return sp.csc_array(C) if sp.issparse(C) else sp.csc_array(np.asarray(C, dtype=float))
+
+
 class WoodburyFactorization(Factorization):
     """``(A + C D C^T)^{-1} = A^{-1} - Z (D^{-1} + C^T Z)^{-1} Z^T`` with ``Z = A^{-1} C``."""
 
@@ -64,12 +75,8 @@ class WoodburyFactorization(Factorization):
 
     def __init__(self, base: Factorization, C, d):
         d = np.asarray(d, dtype=float)
-        C = sp.csc_array(C) if sp.issparse(C) else np.asarray(C, dtype=float)
-        change = C @ sp.diags_array(d) @ C.T
-        if sp.issparse(base.matrix):
-            super().__init__(sp.csc_array(base.matrix + sp.csc_array(change)))
-        else:
-            super().__init__(np.asarray(base.matrix) + _dense(change))
+        super().__init__(base.updated_matrix(C, d))
+        C = _as_csc(C)
         self.base = base
         self.name = f"{base.name.split('+')[0]}+woodbury"
         self._C = C

@@ -75,5 +75,4 @@ class CholmodCholesky(Factorization):
             new.update_inplace(sp.csc_matrix(C[:, pos] @ sp.diags(np.sqrt(d[pos]))), subtract=False)
         if neg.any():
             new.update_inplace(sp.csc_matrix(C[:, neg] @ sp.diags(np.sqrt(-d[neg]))), subtract=True)
-        matrix = sp.csc_array(self.matrix + C @ sp.diags(d) @ C.T)
-        return CholmodCholesky(matrix, _factor=new)
+        return CholmodCholesky(self.updated_matrix(C, d), _factor=new)

@@ -36,6 +36,5 @@ class DenseCholesky(Factorization):
 
     def updated(self, C, d):
         # Refactoring a small dense matrix is cheaper and more accurate than Woodbury.
-        C = C.toarray() if sp.issparse(C) else np.asarray(C, dtype=float)
-        base = self.matrix.toarray() if sp.issparse(self.matrix) else np.asarray(self.matrix)
-        return DenseCholesky(base + (C * np.asarray(d, float)) @ C.T)
+        A = self.updated_matrix(C, d)
+        return DenseCholesky(A.toarray() if sp.issparse(A) else A)

@@ -90,6 +90,4 @@ class PCG(Factorization):
         )
 
     def updated(self, C, d):
-        C = sp.csc_array(C)
-        return PCG(self.A + C @ sp.diags_array(np.asarray(d, float)) @ C.T,
-                   self.preconditioner, self.rtol, self.maxiter)
+        return PCG(self.updated_matrix(C, d), self.preconditioner, self.rtol, self.maxiter)
