@@ -85,9 +85,9 @@ class Network:
             labels = tuple(self.labels)
             if len(labels) != n:
                 raise TopologyError(f"labels must have {n} entries, got {len(labels)}")
-            if len(set(labels)) != n:
-                raise TopologyError("node labels must be distinct (each label names one node)")
             object.__setattr__(self, "labels", labels)
+            if len(self._label_index) != n:
+                raise TopologyError("node labels must be distinct (each label names one node)")
 
     # ------------------------------------------------------------------ basics
     @property
