@@ -30,6 +30,15 @@ def _ax(ax, figsize=(5.5, 4.0)):
     return fig, ax
 
 
+def _label(ax, xlabel: str, ylabel: str, title: str | None, legend_size: int, grid_which: str = "both"):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3, which=grid_which)
+    ax.legend(fontsize=legend_size)
+
+
 def learning_curves(curves: Mapping[str, tuple], ylabel: str = "loss", logy: bool = True,
                     title: str | None = None, ax=None):
     """``curves[label] = (epochs, mean)`` or ``(epochs, mean, std)``; std drawn as a band."""
@@ -45,12 +54,7 @@ def learning_curves(curves: Mapping[str, tuple], ylabel: str = "loss", logy: boo
             ax.fill_between(x, lo, mean + std, color=line.get_color(), alpha=0.2, lw=0)
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    _label(ax, "epoch", ylabel, title, 8)
     return fig
 
 
@@ -65,12 +69,7 @@ def gradient_bias(series: Mapping[str, tuple], xlabel: str = "nudge strength (be
         lab = label if not slopes or label not in slopes or not np.isfinite(slopes[label]) \
             else f"{label} (slope {slopes[label]:.2f})"
         ax.loglog(x, y, marker="o", ls=styles[j % len(styles)], ms=3.5, lw=1.3, label=lab)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    _label(ax, xlabel, ylabel, title, 7)
     return fig
 
 
@@ -91,12 +90,7 @@ def metric_curve(x: Sequence[float], series: Mapping[str, tuple], xlabel: str, y
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("symlog", linthresh=min(x[x > 0]) if np.any(x > 0) else 1.0)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _label(ax, xlabel, ylabel, title, 8, grid_which="major")
     return fig
 
 
