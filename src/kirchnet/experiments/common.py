@@ -64,6 +64,15 @@ def markdown_table(rows: list[dict], columns: list[str], headers: list[str] | No
     return "\n".join(out)
 
 
+def task_panels(tasks, table: list[dict]):
+    """A figure with one panel per task: ``fig`` and ``[(ax, task, rows of table for it)]``."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.0))
+    return fig, [(ax, task, [e for e in table if e["task"] == task])
+                 for ax, task in zip(np.atleast_1d(axes), tasks)]
+
+
 def write_results(out_dir, name: str, data: dict, rows: list[dict], figures: dict[str, Any]) -> dict:
     """Write ``name.json`` (``data``), ``name.csv`` (``rows``) and ``figures`` (file -> Figure)
     atomically into ``out_dir``; return ``data`` with a ``files`` entry."""

@@ -11,10 +11,8 @@ teacher-student regression) at several ``sigma`` and reports final accuracy/loss
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import plotting
-from .common import Ticker, aggregate, preset, write_results
+from .common import Ticker, aggregate, preset, task_panels, write_results
 from .run import train
 
 NOISE_QUICK = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -44,11 +42,8 @@ def e3_insitu(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | N
     data = {"experiment": "E3", "quick": quick, "seeds": seeds, "noise_levels": noise_levels, "table": table}
     if out_dir is None:
         return {**data, "rows": rows}
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.0))
-    for ax, task in zip(np.atleast_1d(axes), tasks):
-        t = [e for e in table if e["task"] == task]
+    fig, panels = task_panels(tasks, table)
+    for ax, task, t in panels:
         key = "test_accuracy" if "test_accuracy" in t[0] else "test_loss"
         plotting.metric_curve([e["noise"] for e in t], {f"in-situ ({key})": ([e[key] for e in t],
                                                                              [e[key + "_std"] for e in t])},

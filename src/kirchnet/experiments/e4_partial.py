@@ -9,10 +9,8 @@ final loss (and accuracy) vs the tunable fraction.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import plotting
-from .common import Ticker, aggregate, preset, write_results
+from .common import Ticker, aggregate, preset, task_panels, write_results
 from .run import train
 
 FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.1)
@@ -44,11 +42,8 @@ def e4_partial(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | 
     data = {"experiment": "E4", "quick": quick, "seeds": seeds, "fractions": list(fractions), "table": table}
     if out_dir is None:
         return {**data, "rows": rows}
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.0))
-    for ax, task in zip(np.atleast_1d(axes), tasks):
-        t = [e for e in table if e["task"] == task]
+    fig, panels = task_panels(tasks, table)
+    for ax, task, t in panels:
         key = "test_accuracy" if "test_accuracy" in t[0] else "train_loss"
         full = next(e for e in t if e["mode"] == "random" and e["fraction"] >= 1.0)
         series = {}
