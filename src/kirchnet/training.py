@@ -44,6 +44,7 @@ import numpy as np
 from .circuit import Circuit
 from .constraints import as_constraint, from_space, to_space
 from .errors import ParameterError, ShapeError
+from .experiments.io import write_bytes, write_text
 from .gradient import loss_and_grad
 from .losses import CrossEntropy
 from .optim import Optimizer, get_optimizer, get_schedule
@@ -76,13 +77,6 @@ def _load_rule_state(rule, state: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- history
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _jsonable(v):
     if isinstance(v, (np.floating, float)):
         v = float(v)
@@ -127,7 +121,7 @@ class History:
         """JSON text (a list of records, NaN written as null); written atomically to ``path``."""
         text = json.dumps(self.to_dicts(), indent=1)
         if path is not None:
-            _atomic_write_text(path, text)
+            write_text(path, text)
         return text
 
     def to_csv(self, path: str | None = None) -> str:
@@ -140,7 +134,7 @@ class History:
                         for k in self.keys})
         text = buf.getvalue()
         if path is not None:
-            _atomic_write_text(path, text)
+            write_text(path, text)
         return text
 
     @classmethod
@@ -328,16 +322,16 @@ class Trainer:
         arrays, scalars = self._state_arrays(g)
         name = f"ckpt-{epoch:06d}.npz"
         path = os.path.join(d, name)
-        tmp = os.path.join(d, f".{name}.tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        write_bytes(path, buf.getvalue())
         index = {"epoch": epoch, "arrays": name, "n_edges": int(g.size),
                  "optimizer": type(self.optimizer).__name__, "optimizer_scalars": scalars,
                  "optimizer_none": [k for k, v in self.optimizer.state_dict().items() if v is None],
                  "constraints": self.constraints.state_dict(), "rule": repr(self.rule),
                  "rule_state": _rule_state(self.rule),
                  "parametrization": self.parametrization, "history": history.to_dicts()}
-        _atomic_write_text(os.path.join(d, CHECKPOINT_INDEX), json.dumps(index))
+        write_text(os.path.join(d, CHECKPOINT_INDEX), json.dumps(index))
         for old in glob.glob(os.path.join(d, "ckpt-*.npz")):
             if os.path.basename(old) != name:
                 os.remove(old)
