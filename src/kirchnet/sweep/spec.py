@@ -12,9 +12,10 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -98,16 +99,15 @@ def _check_path(key: str) -> None:
         raise ValueError(f"invalid config path {key!r} (use dotted names like 'rule.beta')")
 
 
+#: grid axes: dotted config path -> its values (non-empty, no repeats)
+_Axes = Annotated[dict[str, list[Any]], AfterValidator(_check_axes)]
+
+
 class Variant(_Strict):
     """One labelled value of a variants axis: a config patch plus its own sub-grid."""
 
     set: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
-
-    @field_validator("grid")
-    @classmethod
-    def _grid(cls, v):
-        return _check_axes(v)
+    grid: _Axes = Field(default_factory=dict)
 
     @field_validator("set")
     @classmethod
@@ -136,16 +136,11 @@ class SweepSpec(_Strict):
 
     sweep: SweepSection = Field(default_factory=SweepSection)
     base: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    grid: _Axes = Field(default_factory=dict)
     variants: dict[str, dict[str, Variant]] = Field(default_factory=dict)
     report: ReportSection = Field(default_factory=ReportSection)
     #: directory relative paths (base_config) are resolved against; not part of the file
     _source_dir: str | None = PrivateAttr(None)
-
-    @field_validator("grid")
-    @classmethod
-    def _grid(cls, v):
-        return _check_axes(v)
 
     @field_validator("variants")
     @classmethod
@@ -256,7 +251,7 @@ def _axis_paths(spec: SweepSpec, source: str) -> None:
     owners: list[tuple[tuple, str]] = []
     for axis, variants in spec.variants.items():
         paths = set()
-        for label, v in variants.items():
+        for v in variants.values():
             paths |= set(_leaf_paths(v.set)) | {tuple(k.split(".")) for k in v.grid}
         owners += [(p, f"variants axis {axis!r}") for p in sorted(paths)]
     owners += [(tuple(k.split(".")), f"grid axis {k!r}") for k in spec.grid]
