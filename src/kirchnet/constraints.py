@@ -37,13 +37,13 @@ __all__ = [
 SPACES = ("conductance", "resistance")
 
 
-def _check_space(space, allow_none=True):
+def _check_space(space, allow_none=True, name="space"):
     if space is None and allow_none:
         return None
     aliases = {"g": "conductance", "r": "resistance"}
     space = aliases.get(space, space)
     if space not in SPACES:
-        raise ValueError(f"space must be 'conductance' or 'resistance', got {space!r}")
+        raise ValueError(f"{name} must be 'conductance' or 'resistance', got {space!r}")
     return space
 
 

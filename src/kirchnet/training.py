@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from .circuit import Circuit
-from .constraints import as_constraint, from_space, to_space
+from .constraints import _check_space, as_constraint, from_space, to_space
 from .errors import ParameterError, ShapeError
 from .experiments.io import write_bytes, write_text
 from .gradient import loss_and_grad
@@ -283,11 +283,7 @@ class Trainer:
         self.schedule = get_schedule(schedule, epochs)
         self.tunable = tunable
         self.constraints = as_constraint(constraints)
-        aliases = {"g": "conductance", "r": "resistance"}
-        parametrization = aliases.get(parametrization, parametrization)
-        if parametrization not in ("conductance", "resistance"):
-            raise ValueError(f"parametrization must be 'conductance' or 'resistance', got {parametrization!r}")
-        self.parametrization = parametrization
+        self.parametrization = _check_space(parametrization, allow_none=False, name="parametrization")
         self.accuracy = isinstance(self.rule.loss, CrossEntropy) if accuracy is None else bool(accuracy)
         self.cosine = bool(cosine)
         self.callbacks = list(callbacks)
