@@ -27,7 +27,7 @@ single-threaded BLAS (see ``benchmarks/common.py``). Run:
 
 from __future__ import annotations
 
-from common import best_time, machine, markdown_table, task, timed  # first: sets BLAS threads
+from common import best_time, print_table, task, timed  # first: sets BLAS threads
 
 import argparse
 
@@ -153,13 +153,11 @@ def main(argv=None):
                      f"{t_kkt / t_kn:.0f}x", t_dense,
                      "-" if np.isnan(t_dense) else f"{t_dense / t_kn:.0f}x"])
         print(" ".join(str(v) for v in rows[-1]), flush=True)
-    print()
-    print(f"One Analytical training step (batch {BATCH}, 4 inputs, 2 outputs, MSE) on k x k "
-          f"lattices. {machine()}")
-    print()
-    print(markdown_table(["lattice", "edges", "backend", "kirchnet (ms)", "floor (ms)",
-                          "kirchnet / floor", "KKT spsolve per sample (s)", "speed-up vs KKT",
-                          "dense numpy (s)", "speed-up vs dense"], rows))
+    print_table(f"One Analytical training step (batch {BATCH}, 4 inputs, 2 outputs, MSE) on k x k "
+                "lattices.",
+                ["lattice", "edges", "backend", "kirchnet (ms)", "floor (ms)", "kirchnet / floor",
+                 "KKT spsolve per sample (s)", "speed-up vs KKT", "dense numpy (s)", "speed-up vs dense"],
+                rows)
     print(f"\n* extrapolated to {BATCH} samples from the samples solved within "
           f"{SPSOLVE_BUDGET:.0f} s (each sample costs the same two spsolve calls). "
           f"Dense numpy skipped above {DENSE_MAX_NODES} nodes (memory and O(n^3) time).")

@@ -14,7 +14,7 @@ training-loop cost). The exponent ``p`` of ``time ~ edges^p`` is a least-squares
 
 from __future__ import annotations
 
-from common import fit_exponent, lattice_side, machine, markdown_table  # first: BLAS threads
+from common import fit_exponent, lattice_side, print_table  # first: BLAS threads
 
 import argparse
 import json
@@ -71,12 +71,9 @@ def main(argv=None):
         rows.append([f"{side}x{side}", r["edges"], r["backend"], r["build"], r["first"], r["warm"],
                      r["warm_cpu"], r["peak"], r["peak"] - r["rss_before"]])
         print(" ".join(str(v) for v in rows[-1]), flush=True)
-    print()
-    print(f"One Analytical step, batch 64, square lattices. {machine()}")
-    print()
-    print(markdown_table(["lattice", "edges", "backend", "circuit build (s)", "first step (s)",
-                          "warm step (s)", "warm step CPU (s)", "peak RSS (MB)",
-                          "step RSS growth (MB)"], rows))
+    print_table("One Analytical step, batch 64, square lattices.",
+                ["lattice", "edges", "backend", "circuit build (s)", "first step (s)", "warm step (s)",
+                 "warm step CPU (s)", "peak RSS (MB)", "step RSS growth (MB)"], rows)
     if len(edges) >= 2:
         print(f"\nFitted exponent (warm step CPU time ~ edges^p, all sizes): p = "
               f"{fit_exponent(edges, times):.2f}")

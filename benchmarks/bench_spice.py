@@ -16,7 +16,7 @@ the potentials is printed as a by-product of the cross-validation.
 
 from __future__ import annotations
 
-from common import best_time, machine, markdown_table, network, task, timed  # first: sets BLAS threads
+from common import best_time, network, print_table, task, timed  # first: sets BLAS threads
 
 import argparse
 
@@ -65,12 +65,9 @@ def main(argv=None):
                          f"{t_ng:.3g}{'' if k == BATCH else '*'}", k, f"{t_ng / t_k:.0f}x",
                          f"{err:.1e}"])
             print(" ".join(str(v) for v in rows[-1]), flush=True)
-    print()
-    print(f"Forward solve, batch {BATCH} (4 inputs): kirchnet vs ngspice (one process, alter + op). "
-          f"{machine()}")
-    print()
-    print(markdown_table(["graph", "nodes", "edges", "kirchnet backend", "kirchnet (ms)",
-                          "ngspice (s)", "ngspice ops run", "speed-up", "max rel. diff"], rows))
+    print_table(f"Forward solve, batch {BATCH} (4 inputs): kirchnet vs ngspice (one process, alter + op).",
+                ["graph", "nodes", "edges", "kirchnet backend", "kirchnet (ms)", "ngspice (s)",
+                 "ngspice ops run", "speed-up", "max rel. diff"], rows)
     print("\n* extrapolated to 64 operating points from the ops run (t(1) + 63 per-op time).")
 
 

@@ -111,6 +111,14 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
+def print_table(caption: str, headers: Sequence[str], rows: Sequence[Sequence]) -> None:
+    """Print ``caption`` with the machine line, then the rows as a markdown table."""
+    print()
+    print(f"{caption} {machine()}")
+    print()
+    print(markdown_table(headers, rows))
+
+
 def fit_exponent(x: Sequence[float], y: Sequence[float]) -> float:
     """Least-squares slope of ``log y`` against ``log x`` (``y ~ x^p``)."""
     return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
