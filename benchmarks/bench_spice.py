@@ -57,10 +57,11 @@ def main(argv=None):
             net = network(family, edges)
             circuit, g, X, _ = task(net, batch=BATCH)
             t_k = best_time(lambda: circuit.factorize(g).solve(X), repeat=5, budget=2.0)
-            ref = circuit.factorize(g).solve(X).potentials
+            fac = circuit.factorize(g)
+            ref = fac.solve(X).potentials
             t_ng, k, u = ngspice_time(circuit, g, X)
             err = float(np.max(np.abs(u - ref[:k])) / np.max(np.abs(ref[:k])))
-            backend = circuit.factorize(g).backend
+            backend = fac.backend
             rows.append([family, net.n_nodes, net.n_edges, backend, t_k * 1e3,
                          f"{t_ng:.3g}{'' if k == BATCH else '*'}", k, f"{t_ng / t_k:.0f}x",
                          f"{err:.1e}"])
