@@ -157,6 +157,15 @@ class AdjointClampNudge(Nudge):
         return Nudged(clamp=ctx.outputs - beta * ctx.delta @ ctx.ports.K)
 
 
+def _free_phase(loss: Loss, circuit, conductances, x, y, factorization) -> NudgeContext:
+    """The free phase every two-phase rule starts from: one factorization (reused when
+    given), the free state, its loss and output error, and the port algebra."""
+    fac = circuit.factorization_for(conductances, factorization)
+    free = fac.solve(x)
+    values, delta = loss(free.outputs, y)
+    return NudgeContext(free, y, loss, values, delta, Ports(fac))
+
+
 NUDGES = {"current": CurrentNudge, "energy": EnergyNudge, "clamp": ClampNudge,
           "adjoint_clamp": AdjointClampNudge}
 
@@ -213,14 +222,8 @@ class GEP(Rule):
         self.beta, self.variant = _check("beta", beta, variant)
         self.order = int(getattr(nudge, "order", 1) if order is None else order)
 
-    def _context(self, circuit, conductances, x, y, factorization):
-        fac = circuit.factorization_for(conductances, factorization)
-        free = fac.solve(x)
-        values, delta = self.loss(free.outputs, y)
-        return NudgeContext(free, y, self.loss, values, delta, Ports(fac))
-
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
-        ctx = self._context(circuit, conductances, x, y, factorization)
+        ctx = _free_phase(self.loss, circuit, conductances, x, y, factorization)
         b1, b2 = _betas(self.beta, self.variant)
         mus, names, objective = {}, {}, None
         for bk, key in ((b1, "nudged_negative"), (b2, "nudged")):
@@ -274,10 +277,8 @@ class EquilibriumPropagation(Rule):
         return energy_nudge_currents(self.loss, ports, free.outputs, y, beta)
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
-        fac = circuit.factorization_for(conductances, factorization)
-        free = fac.solve(x)
-        values, delta = self.loss(free.outputs, y)
-        ports = Ports(fac)
+        ctx = _free_phase(self.loss, circuit, conductances, x, y, factorization)
+        free, values, delta, ports = ctx.free, ctx.values, ctx.delta, ctx.ports
         b1, b2 = _betas(self.beta, self.variant)
         if self.nudge == "current":  # mu = -beta delta: closed form
             mus = {bk: -bk * delta for bk in (b1, b2) if bk != 0.0}
@@ -308,10 +309,8 @@ class _OutputClampRule(Rule):
         raise NotImplementedError
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
-        fac = circuit.factorization_for(conductances, factorization)
-        free = fac.solve(x)
-        values, delta = self.loss(free.outputs, y)
-        ports = Ports(fac)
+        ctx = _free_phase(self.loss, circuit, conductances, x, y, factorization)
+        free, values, delta, ports = ctx.free, ctx.values, ctx.delta, ctx.ports
         nu, extra = self._port_current(ports, free, y, delta)
         b1, b2 = _betas(self.eta, self.variant)
         mus = {bk: bk * nu for bk in (b1, b2) if bk != 0.0}
