@@ -34,14 +34,18 @@ class Optimizer:
     """Base class: ``step(params, grad, lr=None) -> new params`` (inputs are not modified)."""
 
     name = "optimizer"
+    #: names of the state arrays, kept as attributes ``_<name>`` (None before the first step)
+    _arrays: tuple[str, ...] = ()
 
     def __init__(self, lr: float):
         self.lr = _positive(lr, "lr")
-        self.t = 0
+        Optimizer.reset(self)  # not a subclass's reset: its own attributes are not set yet
 
     def reset(self) -> None:
         """Forget all state (velocity, moments, step count)."""
         self.t = 0
+        for k in self._arrays:
+            setattr(self, f"_{k}", None)
 
     def step(self, params: np.ndarray, grad: np.ndarray, lr: float | None = None) -> np.ndarray:
         params = np.asarray(params, dtype=float)
@@ -56,10 +60,13 @@ class Optimizer:
 
     def state_dict(self) -> dict:
         """``{"t": int, **arrays}``: everything needed to continue identically."""
-        return {"t": self.t}
+        arrays = {k: getattr(self, f"_{k}") for k in self._arrays}
+        return {"t": self.t, **{k: None if a is None else a.copy() for k, a in arrays.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.t = int(state["t"])
+        for k in self._arrays:
+            setattr(self, f"_{k}", None if state.get(k) is None else np.array(state[k], dtype=float))
 
     def __repr__(self):
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
@@ -80,6 +87,7 @@ class Momentum(Optimizer):
     """Heavy ball: ``v <- beta v + d``, ``p <- p - lr v`` (Nesterov: ``p <- p - lr (d + beta v)``)."""
 
     name = "momentum"
+    _arrays = ("v",)
 
     def __init__(self, lr: float = 0.01, beta: float = 0.9, nesterov: bool = False):
         super().__init__(lr)
@@ -87,11 +95,6 @@ class Momentum(Optimizer):
             raise ParameterError(f"momentum beta must lie in [0, 1), got {beta!r}")
         self.beta = float(beta)
         self.nesterov = bool(nesterov)
-        self._v = None
-
-    def reset(self):
-        super().reset()
-        self._v = None
 
     def _direction(self, grad, lr):
         if self._v is None:
@@ -99,19 +102,13 @@ class Momentum(Optimizer):
         self._v = self.beta * self._v + grad
         return lr * (grad + self.beta * self._v if self.nesterov else self._v)
 
-    def state_dict(self):
-        return {"t": self.t, "v": None if self._v is None else self._v.copy()}
-
-    def load_state_dict(self, state):
-        self.t = int(state["t"])
-        self._v = None if state.get("v") is None else np.array(state["v"], dtype=float)
-
 
 class Adam(Optimizer):
     """Adam (Kingma and Ba): ``m <- b1 m + (1-b1) d``, ``v <- b2 v + (1-b2) d^2``,
     ``p <- p - lr * m_hat / (sqrt(v_hat) + eps)`` with bias-corrected ``m_hat, v_hat``."""
 
     name = "adam"
+    _arrays = ("m", "v")
 
     def __init__(self, lr: float = 1e-2, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
         super().__init__(lr)
@@ -119,11 +116,6 @@ class Adam(Optimizer):
             if not 0.0 <= b < 1.0:
                 raise ParameterError(f"Adam {nm} must lie in [0, 1), got {b!r}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), _positive(eps, "eps")
-        self._m = self._v = None
-
-    def reset(self):
-        super().reset()
-        self._m = self._v = None
 
     def _direction(self, grad, lr):
         if self._m is None:
@@ -133,15 +125,6 @@ class Adam(Optimizer):
         m_hat = self._m / (1.0 - self.beta1 ** self.t)
         v_hat = self._v / (1.0 - self.beta2 ** self.t)
         return lr * m_hat / (np.sqrt(v_hat) + self.eps)
-
-    def state_dict(self):
-        copy = (lambda a: None if a is None else a.copy())
-        return {"t": self.t, "m": copy(self._m), "v": copy(self._v)}
-
-    def load_state_dict(self, state):
-        self.t = int(state["t"])
-        self._m = None if state.get("m") is None else np.array(state["m"], dtype=float)
-        self._v = None if state.get("v") is None else np.array(state["v"], dtype=float)
 
 
 _OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
