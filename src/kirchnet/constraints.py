@@ -82,7 +82,9 @@ class Constraint:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        """Restore what :meth:`state_dict` saved (``"rng"``: the seeded generator's state)."""
+        if "rng" in state:
+            self._rng.bit_generator.state = state["rng"]
 
     def __repr__(self):
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -160,10 +162,6 @@ class Levels(Constraint):
     def state_dict(self):
         return {"rng": self._rng.bit_generator.state} if self.rounding == "stochastic" else {}
 
-    def load_state_dict(self, state):
-        if "rng" in state:
-            self._rng.bit_generator.state = state["rng"]
-
     def __repr__(self):
         return (f"{type(self).__name__}(n={self.levels.size}, range=[{self.levels[0]:g}, "
                 f"{self.levels[-1]:g}], space={self.space!r}, log={self.log}, rounding={self.rounding!r})")
@@ -201,10 +199,6 @@ class UpdateNoise(Constraint):
 
     def state_dict(self):
         return {"rng": self._rng.bit_generator.state}
-
-    def load_state_dict(self, state):
-        if "rng" in state:
-            self._rng.bit_generator.state = state["rng"]
 
 
 class AsymmetricSteps(Constraint):
