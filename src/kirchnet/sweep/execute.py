@@ -391,8 +391,7 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
                         tracker.callback()
                     fut.release()
                     if time.perf_counter() - last_table >= table_interval_s:
-                        _write_tables(out, build_table([records[x.run_id] for x in runs
-                                                        if x.run_id in records], spec.axis_names()))
+                        _write_grid_tables(out, spec, runs, records)
                         last_table = time.perf_counter()
                     if on_result is not None and on_result(rec) is False:
                         interrupted = True
@@ -439,8 +438,13 @@ def _finish_outputs(out, spec, runs, records, info, report: bool) -> None:
     if report:
         write_report(out, spec, runs, records, info)
     else:
-        _write_tables(out, build_table([records[r.run_id] for r in runs if r.run_id in records],
-                                       spec.axis_names()))
+        _write_grid_tables(out, spec, runs, records)
+
+
+def _write_grid_tables(out, spec, runs, records) -> None:
+    """``results.csv``/``.parquet`` of the runs of the grid that have a record."""
+    _write_tables(out, build_table([records[r.run_id] for r in runs if r.run_id in records],
+                                   spec.axis_names()))
 
 
 def _killed_worker(fut) -> bool:
