@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .spec import RunSpec, SweepSpec, _canonical_json, _label_text
+from .spec import _RESERVED_COLUMNS, RunSpec, SweepSpec, _canonical_json, _label_text
 from ..experiments.io import write_bytes, write_text
 from .store import _iso, _write_tables, build_table
 
@@ -24,7 +24,7 @@ __all__ = ["summarize", "write_report"]
 def _metric_columns(df, axes: Sequence[str], wanted: Sequence[str] | None) -> list[str]:
     import pandas as pd
 
-    skip = {"run_id", "status", "error", "worker", "pid", "finished_at", *axes}
+    skip = {*_RESERVED_COLUMNS, *axes}
     if wanted:
         missing = [m for m in wanted if m not in df.columns]
         if missing and not df.empty:
@@ -32,7 +32,7 @@ def _metric_columns(df, axes: Sequence[str], wanted: Sequence[str] | None) -> li
         return [m for m in wanted if m in df.columns]
     cols = []
     for c in df.columns:
-        if c in skip or c == "wall_s":
+        if c in skip:
             continue
         num = pd.to_numeric(df[c], errors="coerce")
         if num.notna().any() and num.dropna().nunique() > 1:

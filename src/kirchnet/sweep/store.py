@@ -63,10 +63,9 @@ def build_table(records: Mapping[str, dict] | Sequence[dict], axes: Sequence[str
         row["pid"] = r.get("pid")
         row["finished_at"] = r.get("finished_at")
         rows.append(row)
-    cols = ["run_id", "status", *axes]
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=[*cols, "wall_s", "error", "worker", "pid", "finished_at"])
+        return pd.DataFrame(columns=["run_id", "status", *axes, *_RESERVED_COLUMNS[2:]])
     return df
 
 
