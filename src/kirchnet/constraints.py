@@ -83,7 +83,7 @@ class Constraint:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved (``"rng"``: the seeded generator's state)."""
-        if "rng" in state:
+        if "rng" in state and hasattr(self, "_rng"):
             self._rng.bit_generator.state = state["rng"]
 
     def __repr__(self):
