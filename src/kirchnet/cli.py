@@ -76,9 +76,8 @@ def backend_report() -> list[dict]:
 @app.command()
 def info(sizes: bool = typer.Option(True, "--sizes/--no-sizes", help="show what 'auto' picks per size")):
     """Versions, optional backends and the solver that ``backend="auto"`` picks."""
-    import shutil
-
     from . import __version__, solvers
+    from .spice import find_ngspice
 
     t = Table(title=f"kirchnet {__version__}", show_header=True)
     t.add_column("component")
@@ -92,7 +91,7 @@ def info(sizes: bool = typer.Option(True, "--sizes/--no-sizes", help="show what 
             t.add_row(mod, "[yellow]not installed[/]")
     t.add_row("CHOLMOD (scikit-sparse)", "[green]available[/]" if solvers.cholmod_available()
               else "[yellow]not available (sparse fallback: scipy splu)[/]")
-    t.add_row("ngspice", shutil.which("ngspice") or "[yellow]not found[/]")
+    t.add_row("ngspice", find_ngspice() or "[yellow]not found[/]")
     t.add_row("dense below", f"{solvers.DENSE_MAX} free nodes")
     console.print(t)
     if sizes:
