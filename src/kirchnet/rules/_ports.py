@@ -94,13 +94,11 @@ class Ports:
 def loss_hessian(loss: Loss, outputs: np.ndarray, targets) -> np.ndarray:
     """``d^2 C_s / do^2`` per sample (b, k, k).
 
-    Closed forms for :class:`SquaredError` (``I``) and :class:`CrossEntropy`
-    (``s (diag(q) - q q^T) / T^2``, ``q = softmax(o/T)``, ``s`` the target mass); other
-    losses by central differences of their ``delta``.
+    Closed form for :class:`CrossEntropy` (``s (diag(q) - q q^T) / T^2``,
+    ``q = softmax(o/T)``, ``s`` the target mass); other losses by central differences of
+    their ``delta`` (squared error never gets here: its energy nudge is linear).
     """
     b, k = outputs.shape
-    if isinstance(loss, SquaredError):
-        return np.broadcast_to(np.eye(k), (b, k, k))
     if isinstance(loss, CrossEntropy):
         p = loss.targets(targets, outputs)
         z = outputs / loss.temperature
@@ -125,12 +123,16 @@ def energy_nudge_currents(loss: Loss, ports: Ports, outputs: np.ndarray, targets
     """Port currents of the energy nudge ``E(u) + beta C(P u)`` (b, k).
 
     Stationarity gives ``o' = o - beta K dC/do(o')``: a k-dimensional equation per
-    sample, solved by Newton (``J = I + beta K H(o')``; one step for squared error).
-    The currents are ``mu = -beta dC/do(o')``.
+    sample, linear for squared error (``(I + beta K) delta' = delta``, ``K`` symmetric),
+    else solved by Newton (``J = I + beta K H(o')``). The currents are
+    ``mu = -beta dC/do(o')``.
     """
     o0 = np.asarray(outputs, dtype=float)
+    k = o0.shape[1]
+    if isinstance(loss, SquaredError):
+        delta = loss(o0, targets)[1]
+        return -beta * np.linalg.solve(np.eye(k) + beta * ports.K, delta.T).T
     o = o0.copy()
-    k = o.shape[1]
     scale = 1.0 + np.abs(o0).max(initial=0.0)
     for _ in range(max_iter):
         grad = loss(o, targets)[1]

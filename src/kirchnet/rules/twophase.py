@@ -35,7 +35,7 @@ import numpy as np
 
 from ..circuit import State
 from ..errors import ParameterError
-from ..losses import Loss, SquaredError
+from ..losses import Loss
 from ._ports import LazyStates, Ports, energy_nudge_currents
 from .base import Rule, RuleResult
 
@@ -268,14 +268,6 @@ class EquilibriumPropagation(Rule):
             raise ParameterError(f"nudge must be 'current' or 'energy', got {nudge!r}")
         self.nudge = nudge
 
-    def _energy_currents(self, beta, ports, free, y, delta):
-        """Port currents of the energy nudge (closed form for squared error, else Newton)."""
-        if isinstance(self.loss, SquaredError):
-            # (I + beta K) delta_beta = delta  (K symmetric)
-            A = np.eye(ports.K.shape[0]) + beta * ports.K
-            return -beta * np.linalg.solve(A, delta.T).T
-        return energy_nudge_currents(self.loss, ports, free.outputs, y, beta)
-
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
         ctx = _free_phase(self.loss, circuit, conductances, x, y, factorization)
         free, values, delta, ports = ctx.free, ctx.values, ctx.delta, ctx.ports
@@ -283,7 +275,8 @@ class EquilibriumPropagation(Rule):
         if self.nudge == "current":  # mu = -beta delta: closed form
             mus = {bk: -bk * delta for bk in (b1, b2) if bk != 0.0}
         else:
-            mus = {bk: self._energy_currents(bk, ports, free, y, delta) for bk in (b1, b2) if bk != 0.0}
+            mus = {bk: energy_nudge_currents(self.loss, ports, free.outputs, y, bk)
+                   for bk in (b1, b2) if bk != 0.0}
         est = ports.hebbian(free, mus.get(b1), mus.get(b2), b1, b2)
         names = {key: mus[bk] for bk, key in ((b1, "nudged_negative"), (b2, "nudged")) if bk != 0.0}
         return RuleResult(est, float(values.mean()), free, _states(ports, free, names),
