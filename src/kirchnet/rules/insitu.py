@@ -145,7 +145,7 @@ class InSitu(Rule):
         free = fac.solve(x)
         o_meas = self._measure(free.outputs, self.output_noise, self.output_noise_abs,
                                self.output_range)
-        values, delta = self.loss(free.outputs, y)
+        values = self.loss(free.outputs, y)[0]
         m_values, m_delta = self.loss(o_meas, y)
         # run 2: current mode, the measured error injected at the outputs
         ideal = not (self.current_noise or self.current_noise_abs or self.adc_bits is not None)
