@@ -40,7 +40,6 @@ def best_of(fn, repeats, budget=0.5):
 def lattice_circuit(n_nodes: int):
     side = max(2, int(round(np.sqrt(n_nodes))))
     net = topologies.lattice(side, side)
-    n = net.n_nodes
     # 4 input nodes on the left edge, 2 outputs on the right edge, ground bottom-left
     left = [side * r for r in np.linspace(1, side - 1, 4).astype(int)]
     right = [side * r + side - 1 for r in np.linspace(0, side - 1, 2).astype(int)]

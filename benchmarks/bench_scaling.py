@@ -45,7 +45,7 @@ for _ in range({repeat}):
     res = rule.estimate(circuit, g, X, Y)
     warm.append(time.perf_counter() - t0); warm_cpu.append(time.process_time() - c0)
 print(json.dumps(dict(nodes=circuit.network.n_nodes, edges=circuit.network.n_edges,
-                      backend="dense" if circuit.n_free <= solvers.DENSE_MAX else circuit.auto_backend,
+                      backend=circuit.auto_backend,
                       build=t_build, first=t_first, warm=min(warm), warm_cpu=min(warm_cpu), rss_before=before,
                       peak=rss_mb(), finite=bool((res.estimate == res.estimate).all()))))
 """

@@ -103,7 +103,7 @@ class Circuit:
             )
         self.network = network
         self.backend = backend
-        n, m = network.n_nodes, network.n_edges
+        n = network.n_nodes
         self.ground = _node(network, ground, "ground")
 
         node_cols, node_ids, edge_cols, edge_ids = [], [], [], []
@@ -407,7 +407,7 @@ class CircuitFactorization:
         self.conductances.setflags(write=False)
         if factor is None:
             if backend == "auto":
-                backend = circuit.auto_backend if circuit.n_free > solvers.DENSE_MAX else "dense"
+                backend = circuit.auto_backend
             if backend == "dense":
                 L = circuit.reduced_laplacian_dense(self.conductances, check=False)
             else:
