@@ -154,6 +154,17 @@ class Network:
         """Number of edge ends at each node (parallel edges counted)."""
         return np.bincount(self.edges.ravel(), minlength=self.n_nodes)
 
+    def hop_distances(self, sources) -> np.ndarray:
+        """Hop distance (n,) of every node to the nearest node of ``sources`` (inf if unreachable).
+
+        One breadth-first search from a virtual node joined to every source.
+        """
+        n = self.n_nodes
+        src = np.asarray(sources, dtype=np.int64)
+        link = sp.csr_array((np.ones(src.size), (np.zeros(src.size, dtype=np.int64), src)), shape=(1, n))
+        big = sp.block_array([[self.adjacency(), link.T], [link, None]], format="csr")
+        return csgraph.shortest_path(big, unweighted=True, directed=False, indices=n)[:n] - 1.0
+
     # ------------------------------------------------------------- cycle basis
     def spanning_forest(self) -> np.ndarray:
         """Boolean mask of ``m`` edges that form a spanning forest (BFS trees)."""

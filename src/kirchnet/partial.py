@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse import csgraph
 
 from .circuit import Circuit, CircuitFactorization, Edge, Pair
 from .errors import ParameterError, ShapeError, TopologyError
@@ -93,14 +91,7 @@ def node_distances(circuit: Circuit, of: str = "inputs") -> np.ndarray:
 
     One breadth-first search from a virtual node joined to every anchor.
     """
-    net = circuit.network
-    n = net.n_nodes
-    anchors = _anchors(circuit, of)
-    A = sp.csr_array(net.adjacency())
-    link = sp.csr_array((np.ones(anchors.size), (np.full(anchors.size, 0), anchors)), shape=(1, n))
-    big = sp.block_array([[A, link.T], [link, None]], format="csr")
-    dist = csgraph.shortest_path(big, unweighted=True, directed=False, indices=n)
-    return dist[:n] - 1.0
+    return circuit.network.hop_distances(_anchors(circuit, of))
 
 
 def edge_distances(circuit: Circuit, of: str = "inputs") -> np.ndarray:

@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse import csgraph
 
 from ..circuit import Circuit
 from ..errors import BoundaryConditionError, ShapeError
@@ -60,16 +58,6 @@ def class_patterns(n_classes: int, low: float = 0.0, high: float = 0.5) -> np.nd
 
 
 # ------------------------------------------------------------------- placement
-def _multi_source_bfs(adj: sp.csr_array, sources) -> np.ndarray:
-    """Hop distance from the nearest node of ``sources`` (inf where unreachable)."""
-    n = adj.shape[0]
-    src = np.asarray(sources, dtype=np.int64)
-    extra = sp.csr_array((np.ones(src.size), (np.zeros(src.size, dtype=np.int64), src)), shape=(1, n))
-    aug = sp.vstack([sp.hstack([sp.csr_array(adj), extra.T]), sp.hstack([extra, sp.csr_array((1, 1))])])
-    d = csgraph.shortest_path(sp.csr_array(aug), unweighted=True, directed=False, indices=n)
-    return d[:n] - 1.0
-
-
 def place_terminals(network: Network, n_inputs: int, n_outputs: int):
     """Deterministic ``(ground, inputs, outputs)`` for a network.
 
@@ -88,17 +76,16 @@ def place_terminals(network: Network, n_inputs: int, n_outputs: int):
             f"the network has {n} nodes but {n_inputs} inputs + {n_outputs} outputs + 1 ground "
             f"= {n_inputs + n_outputs + 1} terminals are needed; use a larger network"
         )
-    adj = network.adjacency()
     if network.positions is not None:
         pos = np.asarray(network.positions, dtype=float)
         key = pos[:, 0]
         second = np.abs(pos[:, 1] - np.median(pos[:, 1]))
     else:
-        d0 = csgraph.shortest_path(adj, unweighted=True, directed=False, indices=0)
+        d0 = network.hop_distances([0])
         a = int(np.argmax(np.where(np.isfinite(d0), d0, -1)))
-        da = csgraph.shortest_path(adj, unweighted=True, directed=False, indices=a)
+        da = network.hop_distances([a])
         b = int(np.argmax(np.where(np.isfinite(da), da, -1)))
-        db = csgraph.shortest_path(adj, unweighted=True, directed=False, indices=b)
+        db = network.hop_distances([b])
         key = np.nan_to_num(da - db, nan=0.0, posinf=0.0, neginf=0.0)
         second = np.zeros(n)
     ids = np.arange(n)
@@ -106,8 +93,8 @@ def place_terminals(network: Network, n_inputs: int, n_outputs: int):
     rest = np.setdiff1d(ids, inputs)
     outputs = rest[np.lexsort((rest, second[rest], -key[rest]))][:n_outputs]
     rest = np.setdiff1d(rest, outputs)
-    d_in = _multi_source_bfs(adj, inputs)[rest]
-    d_out = _multi_source_bfs(adj, outputs)[rest]
+    d_in = network.hop_distances(inputs)[rest]
+    d_out = network.hop_distances(outputs)[rest]
     d_in = np.where(np.isfinite(d_in), d_in, -1)
     d_out = np.where(np.isfinite(d_out), d_out, -1)
     order = np.lexsort((rest, np.abs(d_in - d_out), -np.minimum(d_in, d_out)))
