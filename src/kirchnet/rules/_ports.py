@@ -36,9 +36,9 @@ class Ports:
         self.factorization = factorization
         self.circuit = c
         self.Z = factorization.adjoint_basis()  # (n_free, k)
-        K = np.asarray(c.readout[:, c.free_nodes] @ self.Z)
+        K = c.readout_free_T.T @ self.Z
         self.K = 0.5 * (K + K.T)
-        self.W = np.asarray(c._B_free.T @ self.Z)  # (m, k)
+        self.W = factorization.adjoint_drops()  # (m, k), cached with the factorization
         self._stiffness = None
 
     def stiffness_solve(self, r: np.ndarray) -> np.ndarray:
