@@ -283,6 +283,11 @@ class Circuit:
         return int(self.free_nodes.size)
 
     @property
+    def default_max_rank(self) -> int:
+        """Largest stacked rank of low-rank factorization updates, ``min(256, max(8, n_free // 50))``."""
+        return min(256, max(8, self.n_free // 50))
+
+    @property
     def n_clamped(self) -> int:
         return int(self.clamped_nodes.size)
 
@@ -422,6 +427,8 @@ class CircuitFactorization:
         # per-factorization caches (right-hand sides are fixed by the circuit)
         self._transfer = self._transfer_full = self._adjoint_basis = None
         self._driver_drops = self._adjoint_drops = None
+        #: True when :meth:`update` produced this by a low-rank change of the previous factor
+        self.low_rank_update = False
 
     @property
     def backend(self) -> str:
@@ -529,7 +536,7 @@ class CircuitFactorization:
         if changed.size == 0:
             return self
         if max_rank is None:
-            max_rank = min(256, max(8, c.n_free // 50))
+            max_rank = c.default_max_rank
         cols = c.edge_columns(changed)
         touches = np.asarray(abs(cols).sum(axis=0)).ravel() > 0
         changed, cols = changed[touches], cols[:, touches]
@@ -539,7 +546,9 @@ class CircuitFactorization:
         if changed.size + self.factor.update_rank > max_rank:
             return CircuitFactorization(c, g, self.base_backend, **opts)
         dg = g[changed] - self.conductances[changed]
-        return CircuitFactorization(c, g, self.base_backend, factor=self.factor.updated(cols, dg), **opts)
+        new = CircuitFactorization(c, g, self.base_backend, factor=self.factor.updated(cols, dg), **opts)
+        new.low_rank_update = True
+        return new
 
 
 @dataclass(frozen=True, eq=False)

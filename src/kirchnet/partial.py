@@ -182,9 +182,8 @@ class Masked(Rule):
 
 
 def default_max_rank(circuit: Circuit) -> int:
-    """Rank threshold of low-rank updates, ``min(256, max(8, n_free // 50))`` (the default
-    of :meth:`CircuitFactorization.update`)."""
-    return min(256, max(8, circuit.n_free // 50))
+    """Rank threshold of low-rank updates (:attr:`Circuit.default_max_rank`)."""
+    return circuit.default_max_rank
 
 
 def next_factorization(factorization: CircuitFactorization | None, circuit: Circuit,
@@ -200,14 +199,5 @@ def next_factorization(factorization: CircuitFactorization | None, circuit: Circ
     g = np.asarray(conductances, dtype=float)
     if factorization is None or factorization.circuit is not circuit:
         return circuit.factorize(g), False
-    if max_rank is None:
-        max_rank = default_max_rank(circuit)
-    net = circuit.network
-    changed = g != factorization.conductances
-    changed &= ~(circuit.is_clamped[net.tails] & circuit.is_clamped[net.heads])
-    k = int(changed.sum())
-    if k == 0:
-        return factorization.update(g), False
-    if k + factorization.factor.update_rank <= max_rank:
-        return factorization.update(g, max_rank=max_rank), True
-    return circuit.factorize(g), False
+    new = factorization.update(g, max_rank=max_rank)
+    return new, new is not factorization and new.low_rank_update
