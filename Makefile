@@ -1,9 +1,29 @@
 # Two entry points: `make demo` (the main job) and `make test` (the whole suite).
+#
+# Knobs:
+#   VENV=dir      the virtual environment (default .venv)
+#   FAST=0        do not install the optional fast solver backends (pyamg, CHOLMOD):
+#                 the scipy-only path a newcomer without them gets
+#   REQUIRE_FAST=1  fail (instead of printing one line) when pyamg or CHOLMOD cannot be
+#                 installed (CI uses this, so a broken backend install cannot hide)
+#   SUITESPARSE_INCLUDE_DIR=dir   where cholmod.h lives, if not in /usr/include[/suitesparse]
 PYTHON ?= python3
 VENV ?= .venv
+FAST ?= 1
+REQUIRE_FAST ?= 0
+SUITESPARSE_INCLUDE_DIR ?=
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-STAMP := $(VENV)/.kirchnet-installed
+STAMP := $(VENV)/.kirchnet-installed-fast$(FAST)
+LOG := $(VENV)/optional-backends.log
+CHOLMOD_H := $(firstword $(wildcard $(if $(SUITESPARSE_INCLUDE_DIR),$(SUITESPARSE_INCLUDE_DIR)/cholmod.h) \
+	/usr/include/suitesparse/cholmod.h /usr/include/cholmod.h))
+# what an optional install failure does: one line and go on, or stop (REQUIRE_FAST=1)
+ifeq ($(REQUIRE_FAST),1)
+ON_FAIL := exit 1
+else
+ON_FAIL := true
+endif
 
 .PHONY: demo test bench clean venv
 
@@ -11,8 +31,22 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ".[dist,test]"
-	@# optional fast backends (CHOLMOD needs libsuitesparse-dev); kirchnet works without them
-	$(PIP) install -q -e ".[fast,dist,test]" || echo "WARNING: optional fast solver backends not installed; using scipy fallbacks"
+	@rm -f $(VENV)/.kirchnet-installed*
+ifeq ($(FAST),1)
+	@# optional fast backends, each on its own; kirchnet falls back to scipy without them
+	@: > $(LOG)
+	@if $(PIP) install -q -e ".[amg]" >>$(LOG) 2>&1; then echo "pyamg: installed (backend pcg-amg)"; \
+	else echo "WARNING: pyamg could not be installed (backend pcg-amg unavailable; see $(LOG))"; $(ON_FAIL); fi
+	@if [ -z "$(CHOLMOD_H)" ]; then \
+		echo "NOTE: CHOLMOD skipped: no SuiteSparse headers (cholmod.h); kirchnet uses SuperLU instead. To get it: apt-get install libsuitesparse-dev, then make clean venv"; \
+		$(ON_FAIL); \
+	elif CFLAGS="$$CFLAGS -I$(dir $(CHOLMOD_H))" $(PIP) install -q -e ".[cholmod]" >>$(LOG) 2>&1; then \
+		echo "CHOLMOD: installed (scikit-sparse, headers in $(dir $(CHOLMOD_H)))"; \
+	else echo "WARNING: scikit-sparse (CHOLMOD) failed to build; kirchnet uses SuperLU instead; build log: $(LOG)"; $(ON_FAIL); fi
+else
+	@echo "FAST=0: optional fast backends (pyamg, CHOLMOD) not installed; kirchnet uses scipy (SuperLU, conjugate gradients)"
+	@$(PIP) uninstall -y -q pyamg scikit-sparse >/dev/null 2>&1 || true
+endif
 	touch $(STAMP)
 
 venv: $(STAMP)
