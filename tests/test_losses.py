@@ -119,3 +119,30 @@ def test_custom_loss_plugs_into_the_gradient():
                     - c.loss_and_grad(g - h * np.eye(net.n_edges)[e], x, y, loss=Quartic())[0]) / (2 * h)
                    for e in range(net.n_edges)])
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-9 * np.abs(fd).max())
+
+
+# ------------------------------------------------------------ argument validation (issue 9)
+@pytest.mark.parametrize("temperature, match", [
+    (0.0, r"temperature must be > 0\.0, got 0\.0"),
+    (-1.0, r"temperature must be > 0\.0, got -1\.0"),  # would train toward the wrong class
+    (np.nan, r"temperature must be finite, got nan"),
+    (np.inf, r"temperature must be finite, got inf"),
+    ("0.1", r"temperature must be a real number, got '0\.1'"),
+])
+def test_cross_entropy_temperature_is_checked(temperature, match):
+    from kirchnet.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=match):
+        CrossEntropy(temperature)
+
+
+@pytest.mark.parametrize("loss, o, y", [
+    (SquaredError(), np.array([[1e200, 0.0]]), np.array([[0.0, 0.0]])),   # (1e200)^2 overflows
+    (SquaredError(), np.array([[1e308, 0.0]]), np.array([[-1e308, 0.0]])),  # o - y overflows
+    (CrossEntropy(1e-300), np.array([[1e10, 0.0]]), np.array([1])),       # o / T overflows
+])
+def test_losses_never_return_non_finite_values(loss, o, y):
+    from kirchnet.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"loss is not finite \(largest output magnitude .*\); .*rescale"):
+        loss(o, y)

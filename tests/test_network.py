@@ -178,3 +178,51 @@ def test_from_undirected_and_multigraphs():
     assert net.node_index(2) == 2
     with pytest.raises(TopologyError, match=r"unknown node id 7; valid ids are 0\.\.3"):
         net.node_index(7)
+
+
+# ------------------------------------------------------------ argument validation (issue 9)
+@pytest.mark.parametrize("n_nodes, match", [
+    (2.5, r"n_nodes must be an integer, got 2\.5; e\.g\. n_nodes=2 or 3"),
+    ("3", r"n_nodes must be an integer, got '3'; pass an int, not a str"),
+    (True, r"n_nodes must be an integer, got True"),
+    (np.nan, r"n_nodes must be an integer, got nan"),
+    (None, r"n_nodes must be an integer, got None"),
+    (-2, r"at least one node, got n_nodes=-2"),
+])
+def test_n_nodes_is_never_coerced(n_nodes, match):
+    with pytest.raises(TopologyError, match=match):
+        Network(n_nodes, [[0, 1]])
+
+
+def test_integral_n_nodes_are_accepted():
+    assert Network(3.0, [[0, 1], [1, 2]]).n_nodes == 3
+    assert Network(np.int32(3), [[0, 1], [1, 2]]).n_nodes == 3
+
+
+@pytest.mark.parametrize("edges, match", [
+    ([["a", "b"]], r"integer node ids, got string values \(e\.g\. edge 0 = \('a', 'b'\)\); map node names"),
+    ([["0", "1"]], r"integer node ids, got string values"),
+    ([[True, False]], r"integer node ids, got boolean values"),
+    ([[0, 1], [0.5, 2]], r"edge\(s\) 1 do not, e\.g\. edge 1 = \(0\.5, 2\.0\)"),
+    ([[0, 1], [np.nan, 2]], r"edge\(s\) 1 do not, e\.g\. edge 1 = \(nan, 2\.0\)"),
+    ([[0, np.inf]], r"edge\(s\) 0 do not"),
+    ([[0, None]], r"integer node ids; edge 0 = \(0, None\)"),
+    ([[0, 1], [2]], r"edges must have shape \(m, 2\).*got shape \(2,\)"),
+    ([[0, 1, 2]], r"edges must have shape \(m, 2\)"),
+    ([[-1, 1]], r"edge\(s\) 0 use unknown node ids \(valid ids are 0\.\.2\); e\.g\. edge 0 = \(-1, 1\)"),
+    ([[1, 1]], r"self-loops are not allowed .* edge\(s\) 0 are loops, e\.g\. node 1"),
+])
+def test_bad_edges_are_topology_errors(edges, match):
+    with pytest.raises(TopologyError, match=match):
+        Network(3, edges)
+
+
+def test_from_edgelist_and_positions_are_checked():
+    with pytest.raises(TopologyError, match="integer node ids, got string values"):
+        Network.from_edgelist([("a", "b")])
+    with pytest.raises(TopologyError, match=r"positions must be finite; 1 NaN or inf value\(s\), e\.g\. at index \(1, 0\)"):
+        Network(2, [[0, 1]], positions=[[0.0, 0.0], [np.nan, 1.0]])
+    with pytest.raises(TopologyError, match="positions must be an array of numbers"):
+        Network(2, [[0, 1]], positions="ab")
+    # integral float ids are whole numbers: accepted as they are
+    assert Network(3, [(0, 1), (1, 2.0)]).edges.tolist() == [[0, 1], [1, 2]]

@@ -157,3 +157,40 @@ def test_complete(n):
     assert np.all(net.tails < net.heads)
     with pytest.raises(TopologyError, match="n >= 2"):
         topologies.complete(1)
+
+
+# ------------------------------------------------------------ argument validation (issue 9)
+@pytest.mark.parametrize("call, match", [
+    (lambda: topologies.lattice(2.5, 3), r"rows must be an integer, got 2\.5; e\.g\. rows=2 or 3"),
+    (lambda: topologies.lattice(3, "4"), r"cols must be an integer, got '4'"),
+    (lambda: topologies.lattice(-2, 3), r"a lattice needs at least 2 nodes, got rows=-2"),
+    (lambda: topologies.random_connected(10, mean_degree=np.nan), r"mean_degree must be finite, got nan"),
+    (lambda: topologies.random_connected(10, mean_degree=np.inf), r"mean_degree must be finite, got inf"),
+    (lambda: topologies.random_connected(10, mean_degree=-1), r"mean_degree must be > 0\.0, got -1\.0"),
+    (lambda: topologies.random_connected(10, mean_degree="3"), r"mean_degree must be a real number, got '3'"),
+    (lambda: topologies.random_connected(10, m=12.5), r"m must be an integer, got 12\.5"),
+    (lambda: topologies.random_connected(10.5, m=12), r"n must be an integer, got 10\.5"),
+    (lambda: topologies.random_connected(10, m=12, seed=-1), r"seed must be a non-negative integer, got -1; use e\.g\. seed=1"),
+    (lambda: topologies.random_connected(10, m=12, seed=1.5), r"seed must be a non-negative integer, got 1\.5"),
+    (lambda: topologies.random_regular(10, 3, seed=-1), r"seed must be a non-negative integer, got -1"),
+    (lambda: topologies.random_regular(10, 2.5), r"degree must be an integer, got 2\.5"),
+    (lambda: topologies.delaunay(10, seed=-3), r"seed must be a non-negative integer, got -3"),
+    (lambda: topologies.delaunay(10.5), r"n must be an integer, got 10\.5"),
+    (lambda: topologies.layered([3, 2.5]), r"sizes\[1\] must be an integer, got 2\.5"),
+    (lambda: topologies.layered(5), r"sizes must be a list of layer sizes"),
+    (lambda: topologies.complete(0.5), r"n must be an integer, got 0\.5"),
+])
+def test_generator_arguments_are_kirchnet_errors(call, match):
+    with pytest.raises(TopologyError, match=match):
+        call()
+
+
+def test_memory_guard_refuses_graphs_that_cannot_fit(monkeypatch):
+    """complete(20000) has 2e8 edges: refused before allocating, with the estimate."""
+    monkeypatch.setattr(topologies, "_available_memory", lambda: 8 * 10**9)
+    with pytest.raises(TopologyError, match=r"complete\(20000\) has 199,990,000 edges and needs about "
+                                            r"40\.0 GB .* only 8\.0 GB are available; use a smaller"):
+        topologies.complete(20000)
+    with pytest.raises(TopologyError, match=r"lattice\(5000, 10000\) has 100,000,000 edges"):
+        topologies.lattice(5000, 10000)
+    assert topologies.complete(30).n_edges == 435  # small graphs are untouched

@@ -11,7 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_softmax, softmax
 
-from .errors import ShapeError
+from ._validation import check_positive
+from .errors import ParameterError, ShapeError
+
+
+def _finite(name: str, outputs: np.ndarray, values: np.ndarray, delta: np.ndarray):
+    """Return ``(values, delta)``, or raise when the loss overflowed (never NaN/inf out)."""
+    if np.isfinite(values).all() and np.isfinite(delta).all():
+        return values, delta
+    top = float(np.max(np.abs(outputs))) if outputs.size else 0.0
+    raise ParameterError(f"the {name} loss is not finite (largest output magnitude {top:.3g}); "
+                         f"the outputs or targets are too large: rescale the input voltages and "
+                         f"targets (e.g. to about 1 V)")
 
 
 class Loss:
@@ -47,8 +58,10 @@ class SquaredError(Loss):
 
     def __call__(self, outputs, targets):
         y = self.targets(targets, outputs)
-        delta = outputs - y
-        return 0.5 * np.einsum("bk,bk->b", delta, delta), delta
+        with np.errstate(over="ignore", invalid="ignore"):
+            delta = outputs - y
+            values = 0.5 * np.einsum("bk,bk->b", delta, delta)
+        return _finite(self.name, outputs, values, delta)
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,11 @@ class CrossEntropy(Loss):
 
     temperature: float = 1.0
     name = "cross_entropy"
+
+    def __post_init__(self):
+        # T <= 0 flips or breaks the softmax (T < 0 trains toward the wrong class), NaN/inf
+        # give NaN losses: refuse them here, once
+        object.__setattr__(self, "temperature", check_positive(self.temperature, "temperature"))
 
     def targets(self, targets, outputs):
         y = np.asarray(targets)
@@ -86,10 +104,11 @@ class CrossEntropy(Loss):
 
     def __call__(self, outputs, targets):
         p = self.targets(targets, outputs)
-        z = outputs / self.temperature
-        values = -np.einsum("bk,bk->b", p, log_softmax(z, axis=1))
-        delta = (softmax(z, axis=1) * p.sum(axis=1, keepdims=True) - p) / self.temperature
-        return values, delta
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = outputs / self.temperature
+            values = -np.einsum("bk,bk->b", p, log_softmax(z, axis=1))
+            delta = (softmax(z, axis=1) * p.sum(axis=1, keepdims=True) - p) / self.temperature
+        return _finite(self.name, outputs, values, delta)
 
 
 LOSSES = {"mse": SquaredError, "squared_error": SquaredError,
@@ -102,4 +121,4 @@ def get_loss(loss) -> Loss:
         return loss
     if isinstance(loss, str) and loss in LOSSES:
         return LOSSES[loss]()
-    raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)} or pass a Loss")
+    raise ParameterError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)} or pass a Loss")

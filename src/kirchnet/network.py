@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from ._validation import _list
+from ._validation import _list, check_finite_array, check_int
 from .errors import TopologyError
 
 
@@ -24,6 +24,42 @@ def _readonly(arr: np.ndarray) -> np.ndarray:
     arr = np.array(arr, copy=True)
     arr.setflags(write=False)
     return arr
+
+
+def _as_edges(edges) -> np.ndarray:
+    """``edges`` as an ``(m, 2)`` int64 array of node ids, or a :class:`TopologyError`.
+
+    Integer arrays and integral floats are accepted; strings, booleans, fractional,
+    NaN or infinite ids and ragged rows are refused (never truncated or parsed).
+    """
+    try:
+        arr = np.asarray(edges)
+    except (TypeError, ValueError):
+        arr = np.asarray(edges, dtype=object)
+    if arr.size == 0:
+        raise TopologyError("a network needs at least one edge; the edge list is empty")
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise TopologyError(f"edges must have shape (m, 2) (one (tail, head) pair of node ids per row), "
+                            f"got shape {arr.shape}")
+    if arr.dtype == object:  # mixed types: every entry must be an integer number
+        flat = arr.ravel()
+        ok = [isinstance(v, (int, np.integer, float, np.floating)) and not isinstance(v, (bool, np.bool_))
+              for v in flat]
+        if not all(ok):
+            e = ok.index(False) // 2
+            raise TopologyError(f"edges must contain integer node ids; edge {e} = {tuple(arr[e])!r}")
+        arr = arr.astype(float)
+    if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
+        kind = {"b": "boolean", "U": "string", "S": "bytes", "c": "complex"}.get(arr.dtype.kind, arr.dtype.name)
+        raise TopologyError(f"edges must contain integer node ids, got {kind} values "
+                            f"(e.g. edge 0 = {tuple(arr[0].tolist())!r}); map node names to ids first, "
+                            f"e.g. with Network.from_networkx")
+    if arr.dtype.kind == "f":
+        bad = np.flatnonzero(~(np.isfinite(arr) & (np.mod(arr, 1) == 0)).all(axis=1))
+        if bad.size:
+            raise TopologyError(f"edges must contain integer node ids; edge(s) {_list(bad)} do not, "
+                                f"e.g. edge {bad[0]} = {tuple(arr[bad[0]].tolist())}")
+    return arr.astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,18 +86,10 @@ class Network:
     labels: tuple[Hashable, ...] | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        n = int(self.n_nodes) if np.ndim(self.n_nodes) == 0 else -1
+        n = check_int(self.n_nodes, "n_nodes", error=TopologyError)
         if n <= 0:
             raise TopologyError(f"a network needs at least one node, got n_nodes={self.n_nodes!r}")
-        edges = np.asarray(self.edges)
-        if edges.size == 0:
-            raise TopologyError("a network needs at least one edge; the edge list is empty")
-        if edges.ndim != 2 or edges.shape[1] != 2:
-            raise TopologyError(f"edges must have shape (m, 2), got {edges.shape}")
-        if not np.issubdtype(edges.dtype, np.integer):
-            if not np.all(np.equal(np.mod(edges, 1), 0)):
-                raise TopologyError("edges must contain integer node ids")
-        edges = edges.astype(np.int64)
+        edges = _as_edges(self.edges)
         bad = np.flatnonzero((edges < 0).any(axis=1) | (edges >= n).any(axis=1))
         if bad.size:
             raise TopologyError(
@@ -77,7 +105,7 @@ class Network:
         object.__setattr__(self, "n_nodes", n)
         object.__setattr__(self, "edges", _readonly(edges))
         if self.positions is not None:
-            pos = np.asarray(self.positions, dtype=float)
+            pos = check_finite_array(self.positions, "positions", error=TopologyError)
             if pos.shape != (n, 2):
                 raise TopologyError(f"positions must have shape ({n}, 2), got {pos.shape}")
             object.__setattr__(self, "positions", _readonly(pos))
@@ -234,9 +262,7 @@ class Network:
         positions: np.ndarray | None = None,
     ) -> "Network":
         """Build from ``[(a, b), ...]`` with integer node ids ``0..n-1``."""
-        arr = np.asarray(list(edges))
-        if arr.size == 0:
-            raise TopologyError("a network needs at least one edge; the edge list is empty")
+        arr = _as_edges(list(edges))
         if n_nodes is None:
             n_nodes = int(arr.max()) + 1
         return cls(n_nodes, arr, positions=positions)
@@ -249,7 +275,11 @@ class Network:
         edges get the orientation in which networkx lists them. Edges are numbered in
         networkx order, or by their integer ``index`` attribute when every edge has a
         distinct one (as :meth:`to_networkx` writes), so that round trips keep edge ids.
-        Node attribute ``pos_attr`` (if present on every node) becomes :attr:`positions`.
+        Node attribute ``pos_attr`` (if present on every node), else numeric ``x`` and
+        ``y`` attributes on every node, become :attr:`positions`. A node attribute
+        ``kirchnet_label`` on every node (written by ``to_networkx(graphml=True)``, whose
+        GraphML node ids are strings) gives the original labels: an int, str, float or bool
+        as is, a string Python literal (e.g. a tuple) when ``kirchnet_label_literal`` is true.
         """
         nodes = list(graph.nodes)
         if not nodes:
@@ -262,29 +292,70 @@ class Network:
         if edges and all(isinstance(i, (int, np.integer)) for i in order) \
                 and sorted(order) == list(range(len(order))):
             edges = [edges[i] for i in np.argsort(order)]
+        nd = graph.nodes
         pos = None
-        if nodes and all(pos_attr in graph.nodes[v] for v in nodes):
-            pos = np.array([graph.nodes[v][pos_attr] for v in nodes], dtype=float)[:, :2]
+        if all(pos_attr in nd[v] for v in nodes):
+            pos = np.array([nd[v][pos_attr] for v in nodes], dtype=float)[:, :2]
+        elif all(isinstance(nd[v].get(k), (int, float, np.number)) for v in nodes for k in ("x", "y")):
+            pos = np.array([[nd[v]["x"], nd[v]["y"]] for v in nodes], dtype=float)
+        if all("kirchnet_label" in nd[v] for v in nodes):
+            import ast
+
+            nodes = [ast.literal_eval(nd[v]["kirchnet_label"]) if nd[v].get("kirchnet_label_literal")
+                     else nd[v]["kirchnet_label"] for v in nodes]
         labels = None if nodes == list(range(len(nodes))) else tuple(nodes)
         if not edges:
             raise TopologyError("the networkx graph has no edges")
         return cls(len(nodes), np.asarray(edges), positions=pos, labels=labels)
 
-    def to_networkx(self, conductances: np.ndarray | None = None) -> nx.MultiDiGraph:
-        """Return a ``networkx.MultiDiGraph``; edge attribute ``index`` (and ``conductance``)."""
+    def to_networkx(self, conductances: np.ndarray | None = None, graphml: bool = False) -> nx.MultiDiGraph:
+        """Return a ``networkx.MultiDiGraph``; edge attribute ``index`` (and ``conductance``).
+
+        ``graphml=False``: nodes are the original labels, positions the node attribute
+        ``pos``. ``graphml=True``: a graph ``networkx.write_graphml`` can write and
+        ``from_networkx(networkx.read_graphml(path))`` reads back with the same edge order,
+        labels and positions: nodes are the ids ``0..n-1``, positions the attributes ``x``,
+        ``y``, labels the attribute ``kirchnet_label`` (a Python literal string, flagged by
+        ``kirchnet_label_literal``, for labels that are not int, str, float or bool).
+        """
         G = nx.MultiDiGraph()
         labels = self.labels or tuple(range(self.n_nodes))
+        keys = tuple(range(self.n_nodes)) if graphml else labels
         for i, lab in enumerate(labels):
             attrs: dict[str, Any] = {}
             if self.positions is not None:
-                attrs["pos"] = tuple(self.positions[i])
-            G.add_node(lab, **attrs)
+                if graphml:
+                    attrs["x"], attrs["y"] = float(self.positions[i, 0]), float(self.positions[i, 1])
+                else:
+                    attrs["pos"] = tuple(self.positions[i])
+            if graphml:
+                plain = isinstance(lab, (int, str, float, bool)) and not isinstance(lab, np.generic)
+                attrs["kirchnet_label"] = lab if plain else repr(lab)
+                if not plain:
+                    attrs["kirchnet_label_literal"] = True
+            G.add_node(keys[i], **attrs)
         for e, (a, b) in enumerate(self.edges):
             attrs = {"index": e}
             if conductances is not None:
                 attrs["conductance"] = float(conductances[e])
-            G.add_edge(labels[a], labels[b], **attrs)
+            G.add_edge(keys[a], keys[b], key=e, **attrs)
         return G
+
+    def write_graphml(self, path, conductances: np.ndarray | None = None, **edge_data) -> None:
+        """Write GraphML (``to_networkx(conductances, graphml=True)``; ``edge_data[name]`` is an
+        (m,) array of extra edge attributes) that ``from_networkx(nx.read_graphml(path))``
+        reads back with the same edge order, labels and positions."""
+        G = self.to_networkx(conductances, graphml=True)
+        for name, values in edge_data.items():
+            values = np.asarray(values)
+            if values.shape != (self.n_edges,):
+                raise TopologyError(f"edge attribute {name!r} must have shape ({self.n_edges},), got {values.shape}")
+            for a, b, e in G.edges(keys=True):
+                G.edges[a, b, e][name] = values[e].item()
+        text = "\n".join(nx.generate_graphml(G)) + "\n"
+        from .experiments.io import write_text
+
+        write_text(path, text)
 
     def node_index(self, label: Hashable) -> int:
         """Integer id of an original node label (identity when no labels are stored)."""

@@ -8,8 +8,36 @@ import networkx as nx
 import numpy as np
 from scipy.spatial import Delaunay
 
+from ._validation import check_int, check_positive, check_seed
 from .errors import TopologyError
 from .network import Network
+
+#: bytes per edge a generator and a Circuit built on it need (edge list, incidence,
+#: Laplacian pattern and generator temporaries), for the memory guard below
+_BYTES_PER_EDGE = 200
+
+
+def _available_memory() -> int | None:
+    """``MemAvailable`` from /proc/meminfo in bytes (None where it cannot be read)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(n_edges: int, what: str) -> None:
+    """Refuse a graph whose edges alone would not fit in the available memory (instead of a
+    MemoryError after seconds of work)."""
+    need = int(n_edges) * _BYTES_PER_EDGE
+    avail = _available_memory()
+    if avail is not None and need > avail:
+        raise TopologyError(f"{what} has {n_edges:,} edges and needs about {need / 1e9:.1f} GB "
+                            f"(edges, incidence, Laplacian) but only {avail / 1e9:.1f} GB are "
+                            f"available; use a smaller or sparser graph")
 
 
 def _unique_undirected(edges: np.ndarray) -> np.ndarray:
@@ -24,8 +52,10 @@ def lattice(rows: int, cols: int, diagonals: bool = False) -> Network:
     Horizontal edges point right, vertical edges point up; with ``diagonals`` each
     cell also gets both diagonals.
     """
+    rows, cols = check_int(rows, "rows", error=TopologyError), check_int(cols, "cols", error=TopologyError)
     if rows < 1 or cols < 1 or rows * cols < 2:
         raise TopologyError(f"a lattice needs at least 2 nodes, got rows={rows}, cols={cols}")
+    _check_memory((2 + 2 * bool(diagonals)) * rows * cols, f"lattice({rows}, {cols})")
     idx = np.arange(rows * cols).reshape(rows, cols)
     parts = [
         np.stack([idx[:, :-1].ravel(), idx[:, 1:].ravel()], axis=1),
@@ -50,13 +80,19 @@ def random_connected(
     """
     if (m is None) == (mean_degree is None):
         raise TopologyError("give exactly one of m or mean_degree")
+    n = check_int(n, "n", error=TopologyError)
+    seed = check_seed(seed, error=TopologyError)
     if n < 2:
         raise TopologyError(f"a random connected graph needs n >= 2, got {n}")
     if m is None:
-        m = int(round(n * float(mean_degree) / 2))
+        mean_degree = check_positive(mean_degree, "mean_degree", error=TopologyError)
+        m = int(round(n * mean_degree / 2))
+    else:
+        m = check_int(m, "m", error=TopologyError)
     max_m = n * (n - 1) // 2
     if not n - 1 <= m <= max_m:
         raise TopologyError(f"m must be between n-1={n - 1} and n(n-1)/2={max_m}, got {m}")
+    _check_memory(m, f"random_connected({n}, m={m})")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
     # random recursive tree: node perm[k] attaches to a uniformly chosen earlier node
@@ -82,6 +118,8 @@ def random_connected(
 
 def random_regular(n: int, degree: int, seed: int = 0) -> Network:
     """Random ``degree``-regular graph (networkx); retried with new seeds until connected."""
+    n, degree = check_int(n, "n", error=TopologyError), check_int(degree, "degree", error=TopologyError)
+    seed = check_seed(seed, error=TopologyError)
     if degree < 1 or degree >= n or (n * degree) % 2:
         raise TopologyError(f"no {degree}-regular graph on {n} nodes (need degree < n, n*degree even)")
     for attempt in range(100):
@@ -93,6 +131,7 @@ def random_regular(n: int, degree: int, seed: int = 0) -> Network:
 
 def delaunay(n: int, seed: int = 0) -> Network:
     """Delaunay triangulation of ``n`` uniform random points in the unit square."""
+    n, seed = check_int(n, "n", error=TopologyError), check_seed(seed, error=TopologyError)
     if n < 3:
         raise TopologyError(f"a Delaunay triangulation needs n >= 3 points, got {n}")
     rng = np.random.default_rng(seed)
@@ -109,9 +148,12 @@ def layered(sizes: Sequence[int]) -> Network:
     Nodes are numbered layer by layer; edges point from layer ``l`` to ``l + 1``.
     Positions put layer ``l`` at ``x = l``.
     """
-    sizes = [int(s) for s in sizes]
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TopologyError(f"sizes must be a list of layer sizes, e.g. [4, 8, 2], got {sizes!r}")
+    sizes = [check_int(s, f"sizes[{i}]", error=TopologyError) for i, s in enumerate(sizes)]
     if len(sizes) < 2 or min(sizes) < 1:
         raise TopologyError(f"layered needs at least two non-empty layers, got {sizes}")
+    _check_memory(sum(a * b for a, b in zip(sizes, sizes[1:])), f"layered({sizes})")
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     parts, pos = [], []
     for l, size in enumerate(sizes):
@@ -127,8 +169,10 @@ def layered(sizes: Sequence[int]) -> Network:
 
 def complete(n: int) -> Network:
     """Complete graph on ``n`` nodes, edges ``i -> j`` for ``i < j``."""
+    n = check_int(n, "n", error=TopologyError)
     if n < 2:
         raise TopologyError(f"a complete graph needs n >= 2, got {n}")
+    _check_memory(n * (n - 1) // 2, f"complete({n})")
     i, j = np.triu_indices(n, k=1)
     ang = 2 * np.pi * np.arange(n) / n
     return Network(n, np.stack([i, j], axis=1), positions=np.stack([np.cos(ang), np.sin(ang)], 1))
