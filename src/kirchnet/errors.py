@@ -48,6 +48,11 @@ class ConvergenceError(SolverError):
     """An iterative solver did not reach its tolerance."""
 
 
+class IllConditionedError(SolverError):
+    """A solve could not be certified accurate in float64 (the circuit is ill-conditioned:
+    conductances spanning too many decades, near-shorts or near-opens)."""
+
+
 class NetlistError(KirchnetError, ValueError):
     """A SPICE netlist is malformed or uses elements kirchnet cannot represent.
 
@@ -66,3 +71,15 @@ class SimulatorError(SolverError):
 
 class ConfigError(KirchnetError, ValueError):
     """A configuration file or dict is malformed (unknown key, wrong type, impossible value)."""
+
+
+class FormatError(KirchnetError, ValueError):
+    """A saved network (:func:`kirchnet.load`) is malformed or of an unknown format version."""
+
+
+class KirchnetWarning(UserWarning):
+    """Base class of the warnings kirchnet issues (e.g. many conductances at a bound)."""
+
+
+class SaturationWarning(KirchnetWarning):
+    """More than the allowed fraction of tunable edges sits at a conductance bound."""
