@@ -10,42 +10,6 @@ from kirchnet import Circuit, Network
 from kirchnet.tasks import make_task, place_terminals
 
 
-# --------------------------------------------------------------------------- tasks on labelled graphs
-def test_task_circuit_on_networkx_graph_with_tuple_labels():
-    """Tasks place terminals by internal id; a network with stored labels (here grid tuples)
-    used to fail with 'unknown node label 15'."""
-    net = Network.from_networkx(nx.grid_2d_graph(4, 5))
-    task = make_task("teacher_student", network=net, n_inputs=2, n_outputs=2, n_train=8, n_test=4)
-    c = task.circuit()
-    ground, inputs, outputs = place_terminals(net, 2, 2)
-    assert c.ground == ground
-    assert c.input_nodes.tolist() == inputs
-    assert np.unique(c.readout.indices).tolist() == sorted(outputs)
-    # the teacher's targets are what this circuit computes at the teacher's conductances
-    out = c.solve(task.info["teacher"], task.x_train).outputs
-    np.testing.assert_allclose(out, task.y_train, rtol=1e-12, atol=1e-14)
-
-
-def test_task_terminals_on_integer_labels_with_gaps_are_not_remapped():
-    """With integer labels that are not 0..n-1, internal ids were silently read as labels
-    (other nodes) or rejected; the circuit must use the internal ids the task chose."""
-    G = nx.convert_node_labels_to_integers(nx.grid_2d_graph(4, 5))
-    G.remove_nodes_from([0, 7])
-    net = Network.from_networkx(G)
-    assert net.labels is not None and net.labels[0] == 1
-    task = make_task("allostery", network=net, n_sources=2, n_targets=2, seed=1)
-    ground, inputs, outputs = task.terminals
-    c = task.circuit()
-    assert c.ground == ground
-    assert c.input_nodes.tolist() == inputs
-    assert c.readout.indices.tolist() == outputs
-    # iris terminals placed on a graph with string labels
-    S = nx.relabel_nodes(nx.random_regular_graph(4, 30, seed=1), {i: f"v{i}" for i in range(30)})
-    iris = make_task("iris")
-    c2 = iris.circuit(Network.from_networkx(S))
-    assert c2.n_inputs == iris.n_inputs and c2.n_outputs == 3
-
-
 # --------------------------------------------------------------------------- CLI error text
 def test_cli_error_messages_keep_square_brackets(tmp_path):
     """rich markup used to swallow '[...]' in error messages ('needs sizes = ' lost its hint)."""

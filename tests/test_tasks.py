@@ -129,3 +129,96 @@ def test_make_task_errors():
         make_task("mnist")
     with pytest.raises(BoundaryConditionError, match="needs a network"):
         make_task("teacher_student")
+
+
+# ------------------------------------------------------------ argument validation (issue 9)
+_NET = topologies.lattice(4, 4)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: iris(voltage=np.nan), r"voltage must be finite, got nan"),
+    (lambda: iris(voltage=0.0), r"voltage must be > 0\.0, got 0\.0"),
+    (lambda: digits(voltage=-1.0), r"voltage must be > 0\.0, got -1\.0"),
+    (lambda: iris(test_fraction=np.nan), r"test_fraction must be finite, got nan"),
+    (lambda: iris(test_fraction=1.0), r"test_fraction must lie in \[0\.0, 1\.0\), got 1\.0"),
+    (lambda: iris(seed=-1), r"seed must be a non-negative integer, got -1"),
+    (lambda: iris(loss="hinge"), r"loss must be one of 'mse', 'cross_entropy', 'ce'; got 'hinge'"),
+    (lambda: iris(loss="cross_entropy", temperature=0.0), r"temperature must be > 0\.0, got 0\.0"),
+    (lambda: iris(temperature=np.nan), r"temperature must be finite, got nan"),
+    (lambda: iris(target_low=np.nan), r"\(target_low, target_high\)\[0\] must be finite, got nan"),
+    (lambda: iris(target_low=0.5, target_high=0.5), r"target_low and target_high must differ"),
+    (lambda: iris(decision="max"), r"decision must be one of 'argmax', 'nearest'; got 'max'"),
+    (lambda: iris(signed=1), r"signed must be True or False, got 1"),
+    (lambda: digits(max_train=2.5), r"max_train must be an integer, got 2\.5"),
+    (lambda: digits(max_train=0), r"max_train must be >= 1, got 0"),
+    (lambda: teacher_student(_NET, noise=np.nan), r"noise must be finite, got nan"),
+    (lambda: teacher_student(_NET, noise=-0.1), r"noise must be >= 0\.0, got -0\.1"),
+    (lambda: teacher_student(_NET, voltage=np.inf), r"voltage must be finite, got inf"),
+    (lambda: teacher_student(_NET, n_train=0), r"n_train must be >= 1, got 0"),
+    (lambda: teacher_student(_NET, n_test=2.5), r"n_test must be an integer, got 2\.5"),
+    (lambda: teacher_student(_NET, n_inputs="3"), r"n_inputs must be an integer, got '3'"),
+    (lambda: teacher_student(_NET, g_range=(2.0, 1.0)), r"g_range must satisfy low <= high, got \(2\.0, 1\.0\)"),
+    (lambda: teacher_student(_NET, g_range=(0.0, 1.0)), r"g_range\[0\] must be > 0\.0, got 0\.0"),
+    (lambda: teacher_student(_NET, g_range=1.0), r"g_range must be a pair \(low, high\), got 1\.0"),
+    (lambda: teacher_student(_NET, seed=-5), r"seed must be a non-negative integer, got -5"),
+    (lambda: allostery(_NET, n_sources=1.5), r"n_sources must be an integer, got 1\.5"),
+    (lambda: allostery(_NET, voltage=np.nan), r"voltage must be finite, got nan"),
+    (lambda: allostery(_NET, seed=-1), r"seed must be a non-negative integer, got -1"),
+    (lambda: make_task(3), r"unknown task 3"),
+])
+def test_task_arguments_are_checked(call, match):
+    from kirchnet.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=match):
+        call()
+
+
+def test_task_data_are_finite():
+    """Every task factory builds finite data (the NaN voltage/noise cases above raise)."""
+    for t in (iris(), teacher_student(_NET, noise=0.01), allostery(_NET), digits(max_train=50)):
+        for a in (t.x_train, t.y_train, t.x_test, t.y_test):
+            assert np.isfinite(np.asarray(a, dtype=float)).all()
+
+
+# ------------------------------------------------------------ tasks on labelled graphs
+def test_task_circuit_on_networkx_graph_with_tuple_labels():
+    """Tasks place terminals by internal id; a network with stored labels (here grid tuples)
+    used to fail with 'unknown node label 15'."""
+    import networkx as nx
+
+    from kirchnet import Network
+
+    net = Network.from_networkx(nx.grid_2d_graph(4, 5))
+    task = make_task("teacher_student", network=net, n_inputs=2, n_outputs=2, n_train=8, n_test=4)
+    c = task.circuit()
+    ground, inputs, outputs = place_terminals(net, 2, 2)
+    assert c.ground == ground
+    assert c.input_nodes.tolist() == inputs
+    assert np.unique(c.readout.indices).tolist() == sorted(outputs)
+    # the teacher's targets are what this circuit computes at the teacher's conductances
+    out = c.solve(task.info["teacher"], task.x_train).outputs
+    np.testing.assert_allclose(out, task.y_train, rtol=1e-12, atol=1e-14)
+
+
+def test_task_terminals_on_integer_labels_with_gaps_are_not_remapped():
+    """With integer labels that are not 0..n-1, internal ids were silently read as labels
+    (other nodes) or rejected; the circuit must use the internal ids the task chose."""
+    import networkx as nx
+
+    from kirchnet import Network
+
+    G = nx.convert_node_labels_to_integers(nx.grid_2d_graph(4, 5))
+    G.remove_nodes_from([0, 7])
+    net = Network.from_networkx(G)
+    assert net.labels is not None and net.labels[0] == 1
+    task = make_task("allostery", network=net, n_sources=2, n_targets=2, seed=1)
+    ground, inputs, outputs = task.terminals
+    c = task.circuit()
+    assert c.ground == ground
+    assert c.input_nodes.tolist() == inputs
+    assert c.readout.indices.tolist() == outputs
+    # iris terminals placed on a graph with string labels
+    S = nx.relabel_nodes(nx.random_regular_graph(4, 30, seed=1), {i: f"v{i}" for i in range(30)})
+    iris_task = make_task("iris")
+    c2 = iris_task.circuit(Network.from_networkx(S))
+    assert c2.n_inputs == iris_task.n_inputs and c2.n_outputs == 3

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..circuit import Circuit
-from ..errors import BoundaryConditionError, ShapeError
+from ..errors import BoundaryConditionError, ParameterError, ShapeError
 from ..losses import get_loss
 from ..network import Network
 
@@ -133,9 +133,9 @@ class Task:
 
     def __post_init__(self):
         if self.kind not in ("regression", "classification"):
-            raise ValueError(f"kind must be 'regression' or 'classification', got {self.kind!r}")
+            raise ParameterError(f"kind must be 'regression' or 'classification', got {self.kind!r}")
         if self.decision not in DECISIONS:
-            raise ValueError(f"decision must be one of {DECISIONS}, got {self.decision!r}")
+            raise ParameterError(f"decision must be one of {DECISIONS}, got {self.decision!r}")
         for a, b, what in ((self.x_train, self.y_train, "train"), (self.x_test, self.y_test, "test")):
             if np.shape(a)[0] != np.shape(b)[0]:
                 raise ShapeError(f"{what}: x has {np.shape(a)[0]} samples but y has {np.shape(b)[0]}")

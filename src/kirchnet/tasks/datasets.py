@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import check_choice, check_int, check_positive, check_real, check_seed
 from ..losses import CrossEntropy
 from ..errors import BoundaryConditionError, ParameterError
 from ..network import Network
@@ -12,8 +13,7 @@ from .base import Task, class_patterns, encode_inputs, place_terminals, scale_fe
 
 def _split(n: int, test_fraction: float, rng: np.random.Generator, labels=None):
     """Seeded (stratified when ``labels`` are given) train/test index split."""
-    if not 0.0 <= test_fraction < 1.0:
-        raise ParameterError(f"test_fraction must lie in [0, 1), got {test_fraction}")
+    check_real(test_fraction, "test_fraction", low=0.0, high=1.0, high_open=True)
     if labels is None:
         perm = rng.permutation(n)
         n_test = int(round(test_fraction * n))
@@ -33,7 +33,11 @@ def teacher_student(network: Network, n_inputs: int = 3, n_outputs: int = 2, n_t
     ("teacher") conductances ``g* ~ U(g_range)``; inputs ``x ~ U(-v, v)``;
     optional Gaussian target noise (std ``noise``). ``info["teacher"]`` holds ``g*``.
     """
-    rng = np.random.default_rng(seed)
+    n_inputs, n_outputs = check_int(n_inputs, "n_inputs", 1), check_int(n_outputs, "n_outputs", 1)
+    n_train, n_test = check_int(n_train, "n_train", 1), check_int(n_test, "n_test", 0)
+    voltage, noise = check_positive(voltage, "voltage"), check_real(noise, "noise", low=0.0)
+    g_range = _check_range(g_range, "g_range", positive=True)
+    rng = np.random.default_rng(check_seed(seed))
     ground, inputs, outputs = place_terminals(network, n_inputs, n_outputs)
     task = Task("teacher_student", "regression", np.zeros((0, n_inputs)), np.zeros((0, n_outputs)),
                 np.zeros((0, n_inputs)), np.zeros((0, n_outputs)), n_outputs,
@@ -49,10 +53,40 @@ def teacher_student(network: Network, n_inputs: int = 3, n_outputs: int = 2, n_t
                 info={"teacher": g_star, "seed": seed, "voltage": voltage})
 
 
+def _check_range(pair, name: str, positive: bool = False) -> tuple[float, float]:
+    """``(low, high)``: two finite numbers with ``low <= high`` (both > 0 if ``positive``)."""
+    try:
+        lo, hi = pair
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a pair (low, high), got {pair!r}") from None
+    check = check_positive if positive else check_real
+    lo, hi = check(lo, f"{name}[0]"), check(hi, f"{name}[1]")
+    if lo > hi:
+        raise ParameterError(f"{name} must satisfy low <= high, got {pair!r}; swap the two values")
+    return lo, hi
+
+
+def _check_flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _classification(name, X, labels, n_classes, test_fraction, seed, voltage, signed, bias,
                     loss, target_low, target_high, decision, max_train, low=None, high=None,
                     network=None, temperature: float = 1.0) -> Task:
-    rng = np.random.default_rng(seed)
+    voltage = check_positive(voltage, "voltage")
+    signed, bias = _check_flag(signed, "signed"), _check_flag(bias, "bias")
+    check_choice(loss, "loss", ("mse", "cross_entropy", "ce"))
+    target_low, target_high = _check_range((target_low, target_high), "(target_low, target_high)")
+    if target_low == target_high:
+        raise ParameterError(f"target_low and target_high must differ (both {target_low!r}): "
+                             f"the class patterns would be identical")
+    check_choice(decision, "decision", ("argmax", "nearest"))
+    if max_train is not None:
+        max_train = check_int(max_train, "max_train", 1)
+    temperature = check_positive(temperature, "temperature")
+    rng = np.random.default_rng(check_seed(seed))
     tr, te = _split(X.shape[0], test_fraction, rng, labels)
     if max_train is not None and tr.size > max_train:
         tr = np.sort(rng.choice(tr, size=int(max_train), replace=False))
@@ -113,6 +147,8 @@ def allostery(network: Network, n_sources: int = 2, n_targets: int = 2, voltage:
     random node). Sources ``~ U(v/2, v)``; targets ``~ U(0.2, 0.8) * min(sources)`` (inside
     the range a passive network can reach). One sample; train = test.
     """
+    n_sources, n_targets = check_int(n_sources, "n_sources", 1), check_int(n_targets, "n_targets", 1)
+    voltage, seed = check_positive(voltage, "voltage"), check_seed(seed)
     if n_sources + n_targets + 1 > network.n_nodes:
         raise BoundaryConditionError(
             f"allostery needs {n_sources + n_targets + 1} distinct nodes, the network has {network.n_nodes}")
@@ -131,8 +167,8 @@ TASKS = {"teacher_student": teacher_student, "iris": iris, "digits": digits, "al
 
 def make_task(name: str, network: Network | None = None, **kwargs) -> Task:
     """Build a task by name (``teacher_student``, ``iris``, ``digits``, ``allostery``)."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    if not isinstance(name, str) or name not in TASKS:
+        raise ParameterError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
     if name in ("teacher_student", "allostery"):
         if network is None:
             raise BoundaryConditionError(f"task {name!r} needs a network")
