@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from ._validation import check_int, check_positive, check_real
 from .errors import ParameterError
 
 __all__ = [
@@ -24,10 +25,12 @@ __all__ = [
 
 
 def _positive(value, name):
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ParameterError(f"{name} must be a positive finite number, got {value!r}")
-    return value
+    return check_positive(value, name)
+
+
+def _unit(value, name):
+    """A decay rate in ``[0, 1)``."""
+    return check_real(value, name, low=0.0, high=1.0, high_open=True)
 
 
 class Optimizer:
@@ -52,8 +55,14 @@ class Optimizer:
         grad = np.asarray(grad, dtype=float)
         if grad.shape != params.shape:
             raise ParameterError(f"gradient shape {grad.shape} does not match parameters {params.shape}")
+        if not np.isfinite(grad).all():
+            bad = np.flatnonzero(~np.isfinite(grad))
+            raise ParameterError(f"the gradient is not finite on {bad.size} parameter(s) (e.g. index "
+                                 f"{int(bad[0])}: {float(grad[bad[0]])!r}); the optimizer state is unchanged",
+                                 edges=bad)
+        lr = self.lr if lr is None else check_real(lr, "lr (this step's learning rate)", low=0.0)
         self.t += 1
-        return params - self._direction(grad, self.lr if lr is None else float(lr))
+        return params - self._direction(grad, lr)
 
     def _direction(self, grad, lr):
         raise NotImplementedError
@@ -91,9 +100,7 @@ class Momentum(Optimizer):
 
     def __init__(self, lr: float = 0.01, beta: float = 0.9, nesterov: bool = False):
         super().__init__(lr)
-        if not 0.0 <= beta < 1.0:
-            raise ParameterError(f"momentum beta must lie in [0, 1), got {beta!r}")
-        self.beta = float(beta)
+        self.beta = _unit(beta, "momentum beta")
         self.nesterov = bool(nesterov)
 
     def _direction(self, grad, lr):
@@ -112,10 +119,8 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 1e-2, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
         super().__init__(lr)
-        for b, nm in ((beta1, "beta1"), (beta2, "beta2")):
-            if not 0.0 <= b < 1.0:
-                raise ParameterError(f"Adam {nm} must lie in [0, 1), got {b!r}")
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), _positive(eps, "eps")
+        self.beta1, self.beta2 = _unit(beta1, "Adam beta1"), _unit(beta2, "Adam beta2")
+        self.eps = _positive(eps, "eps")
 
     def _direction(self, grad, lr):
         if self._m is None:
@@ -137,7 +142,7 @@ def get_optimizer(optimizer, lr: float | None = None) -> Optimizer:
     if isinstance(optimizer, str) and optimizer.lower() in _OPTIMIZERS:
         cls = _OPTIMIZERS[optimizer.lower()]
         return cls(lr) if lr is not None else cls(**({"lr": 0.01} if cls is SGD else {}))
-    raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(_OPTIMIZERS)} or pass an Optimizer")
+    raise ParameterError(f"unknown optimizer {optimizer!r}; choose one of {sorted(_OPTIMIZERS)} or pass an Optimizer")
 
 
 # ---------------------------------------------------------------------------- schedules
@@ -162,9 +167,7 @@ class StepDecay(Schedule):
     """``gamma ** floor(epoch / step_size)``."""
 
     def __init__(self, step_size: int, gamma: float = 0.1):
-        if int(step_size) < 1:
-            raise ParameterError(f"step_size must be >= 1, got {step_size!r}")
-        self.step_size, self.gamma = int(step_size), _positive(gamma, "gamma")
+        self.step_size, self.gamma = check_int(step_size, "step_size", 1), _positive(gamma, "gamma")
 
     def __call__(self, epoch):
         return self.gamma ** (int(epoch) // self.step_size)
@@ -185,11 +188,8 @@ class Cosine(Schedule):
     with ``f = min_factor``."""
 
     def __init__(self, total: int, min_factor: float = 0.0):
-        if int(total) < 1:
-            raise ParameterError(f"total must be >= 1, got {total!r}")
-        if not 0.0 <= min_factor <= 1.0:
-            raise ParameterError(f"min_factor must lie in [0, 1], got {min_factor!r}")
-        self.total, self.min_factor = int(total), float(min_factor)
+        self.total = check_int(total, "total", 1)
+        self.min_factor = check_real(min_factor, "min_factor", low=0.0, high=1.0)
 
     def __call__(self, epoch):
         e = min(int(epoch), self.total)
@@ -198,12 +198,12 @@ class Cosine(Schedule):
 
 def get_schedule(schedule, epochs: int | None = None) -> Schedule:
     """A schedule from ``None``/``"constant"``, ``"cosine"`` (over ``epochs``), a callable or an instance."""
-    if schedule is None or schedule == "constant":
+    if schedule is None or (isinstance(schedule, str) and schedule == "constant"):
         return Constant()
     if isinstance(schedule, Schedule):
         return schedule
-    if schedule == "cosine":
+    if isinstance(schedule, str) and schedule == "cosine":
         return Cosine(max(int(epochs or 1), 1))
     if callable(schedule):
         return schedule
-    raise ValueError(f"unknown schedule {schedule!r}; use 'constant', 'cosine' or a Schedule instance")
+    raise ParameterError(f"unknown schedule {schedule!r}; use 'constant', 'cosine' or a Schedule instance")
