@@ -424,3 +424,75 @@ def test_energy_nudge_generic_loss_uses_numerical_hessian():
     ref = Analytical(loss=loss).estimate(c, g, x, y).estimate
     est = EquilibriumPropagation(1e-4, "centered", "energy", loss=loss).estimate(c, g, x, y).estimate
     assert _rel(est, ref) < 1e-6
+
+
+# ------------------------------------------------------------ argument validation and finiteness (issue 9)
+@pytest.mark.parametrize("call, match", [
+    (lambda: CoupledLearning(eta=2.0), r"eta must lie in \(0, 1\] \(the clamping fraction.*got 2\.0; eta > 1 clamps beyond the target"),
+    (lambda: AdjointCoupledLearning(eta=1.5), r"eta must lie in \(0, 1\]"),
+    (lambda: GEP("clamp", beta=2.0), r"beta must lie in \(0, 1\] \(the clamping fraction"),
+    (lambda: CoupledLearning(eta=0.0), r"eta must be > 0\.0, got 0\.0"),
+    (lambda: CoupledLearning(eta=np.nan), r"eta must be finite, got nan"),
+    (lambda: EquilibriumPropagation(beta=np.inf), r"beta must be finite, got inf"),
+    (lambda: EquilibriumPropagation(beta=-0.1), r"beta must be > 0\.0, got -0\.1"),
+    (lambda: EquilibriumPropagation(beta="0.1"), r"beta must be a real number, got '0\.1'"),
+    (lambda: EquilibriumPropagation(variant="both"), r"variant must be one of 'positive', 'negative', 'centered'; got 'both'"),
+    (lambda: GEP("current", beta=np.nan), r"beta must be finite, got nan"),
+    (lambda: InSitu(current_noise=np.nan), r"current_noise must be finite, got nan"),
+    (lambda: InSitu(output_noise=-1.0), r"output_noise must be >= 0\.0, got -1\.0"),
+    (lambda: InSitu(adc_bits=8.5), r"adc_bits must be an integer, got 8\.5"),
+    (lambda: InSitu(adc_bits=40), r"adc_bits must be <= 32, got 40"),
+    (lambda: InSitu(seed=-1), r"seed must be a non-negative integer, got -1"),
+    (lambda: InSitu(mode="superposed", frequencies=(1.5, 2)), r"frequencies must be two integers"),
+    (lambda: InSitu(n_samples=16.5), r"n_samples must be an integer, got 16\.5"),
+    (lambda: FiniteDifference(eps=np.nan), r"eps must be finite, got nan"),
+    (lambda: FiniteDifference(block=2.5), r"block must be an integer, got 2\.5"),
+])
+def test_rule_arguments_are_checked(call, match):
+    with pytest.raises(ParameterError, match=match):
+        call()
+
+
+def test_clamping_fraction_one_is_allowed():
+    """eta = 1 clamps the outputs exactly to the targets (the full-clamp limit)."""
+    assert CoupledLearning(eta=1.0).eta == 1.0
+    assert EquilibriumPropagation(beta=2.0).beta == 2.0  # EP's beta is not a fraction
+
+
+def test_a_non_finite_estimate_or_loss_raises_in_the_base_class():
+    """Every Rule subclass's estimate is checked once, in Rule.__init_subclass__."""
+    from kirchnet.errors import SolverError
+    from kirchnet.rules import RuleResult
+    from kirchnet.rules.base import Rule
+
+    circuit, g, x, y = _problem("random", batch=4)
+
+    class Broken(Rule):
+        def __init__(self, value, loss_value=0.0):
+            super().__init__()
+            self.value, self.loss_value = value, loss_value
+
+        def estimate(self, circuit, conductances, x, y, factorization=None):
+            est = np.zeros(circuit.network.n_edges)
+            est[3] = self.value
+            return RuleResult(est, self.loss_value, lambda: None)
+
+    with pytest.raises(SolverError, match=r"rule Broken returned a non-finite estimate on 1 of \d+ edge\(s\) "
+                                          r"\(e\.g\. edge 3: nan\).*rescale"):
+        Broken(np.nan).estimate(circuit, g, x, y)
+    with pytest.raises(SolverError, match=r"edge 3: inf"):
+        Broken(np.inf)(circuit, g, x, y)
+    with pytest.raises(SolverError, match=r"returned a non-finite loss \(nan\)"):
+        Broken(0.0, loss_value=np.nan).estimate(circuit, g, x, y)
+    assert Broken(1.0).estimate(circuit, g, x, y).estimate[3] == 1.0
+
+    class SubBroken(Broken):  # inherits the wrapped estimate: wrapped once, still checked
+        pass
+
+    assert SubBroken.estimate is Broken.estimate
+    with pytest.raises(SolverError):
+        SubBroken(np.nan).estimate(circuit, g, x, y)
+    # the shipped rules are wrapped too
+    for cls in (Analytical, EquilibriumPropagation, CoupledLearning, AdjointCoupledLearning, GEP,
+                FiniteDifference, InSitu):
+        assert getattr(cls.estimate, "_finite_checked", False), cls

@@ -9,12 +9,14 @@ factorizes once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from ..circuit import Circuit, CircuitFactorization, State
+from ..errors import SolverError
 from ..gradient import loss_and_grad
 from ..losses import get_loss
 
@@ -59,11 +61,54 @@ class RuleResult:
         return f"RuleResult(loss={self.loss!r}, estimate=<{np.shape(self.estimate)}>, states={list(self.states)})"
 
 
+def _check_result(rule: "Rule", result: RuleResult) -> RuleResult:
+    """Raise :class:`~kirchnet.errors.SolverError` when a rule's estimate or loss is not
+    finite (an overflow or an ill-conditioned solve): no rule ever returns NaN or inf."""
+    est = np.asarray(result.estimate)
+    loss = result.loss
+    est_ok = est.dtype.kind not in "fc" or bool(np.isfinite(est).all())
+    loss_ok = loss is None or bool(np.isfinite(loss))
+    if est_ok and loss_ok:
+        return result
+    if not est_ok:
+        bad = np.flatnonzero(~np.isfinite(est.ravel()))
+        what = (f"a non-finite estimate on {bad.size} of {est.size} edge(s) (e.g. edge {int(bad[0])}: "
+                f"{float(est.ravel()[bad[0]])!r})")
+    else:
+        what = f"a non-finite loss ({float(loss)!r})"
+    raise SolverError(f"rule {type(rule).__name__} returned {what}; the conductances, inputs or "
+                      f"targets are too large or too widely spread for double precision: rescale them "
+                      f"(e.g. conductances near 1 S, inputs near 1 V) or use a smaller beta/eta")
+
+
+def _checked_estimate(estimate):
+    """Wrap a subclass's ``estimate`` with :func:`_check_result` (done once per class by
+    :meth:`Rule.__init_subclass__`, so every rule is checked in this one place)."""
+    if getattr(estimate, "_finite_checked", False):
+        return estimate
+
+    @functools.wraps(estimate)
+    def checked(self, *args, **kwargs):
+        return _check_result(self, estimate(self, *args, **kwargs))
+
+    checked._finite_checked = True
+    return checked
+
+
 class Rule:
-    """Base class. Subclasses implement :meth:`estimate`; hyperparameters in ``__init__``."""
+    """Base class. Subclasses implement :meth:`estimate`; hyperparameters in ``__init__``.
+
+    Every subclass's ``estimate`` is wrapped so that a non-finite estimate or loss raises
+    :class:`~kirchnet.errors.SolverError` instead of being returned.
+    """
 
     #: short identifier used in histories and reports
     name = "rule"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "estimate" in cls.__dict__:
+            cls.estimate = _checked_estimate(cls.__dict__["estimate"])
 
     def __init__(self, loss="mse"):
         self.loss = get_loss(loss)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import check_int, check_real
 from ..errors import ParameterError
 from ._ports import Ports
 from .base import Rule, RuleResult
@@ -23,11 +24,11 @@ class FiniteDifference(Rule):
 
     def __init__(self, eps: float = 1e-6, loss="mse", block: int = 256):
         super().__init__(loss)
-        eps = float(eps)
-        if not np.isfinite(eps) or not 0 < eps < 1:
+        eps = check_real(eps, "eps")
+        if not 0 < eps < 1:
             raise ParameterError(f"eps must lie in (0, 1) (relative step), got {eps!r}")
         self.eps = eps
-        self.block = int(block)
+        self.block = check_int(block, "block", 1)
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
         fac = circuit.factorization_for(conductances, factorization)

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import check_int, check_real, check_seed
 from ..errors import ParameterError
 from ._ports import Ports
 from .base import Rule, RuleResult
 
 
 def _nonneg(name, v) -> float:
-    v = float(v)
-    if not np.isfinite(v) or v < 0:
-        raise ParameterError(f"{name} must be a finite number >= 0, got {v!r}")
-    return v
+    return check_real(v, name, low=0.0)
 
 
 class InSitu(Rule):
@@ -67,16 +65,17 @@ class InSitu(Rule):
         self.current_noise_abs = _nonneg("current_noise_abs", current_noise_abs)
         self.output_noise = _nonneg("output_noise", output_noise)
         self.output_noise_abs = _nonneg("output_noise_abs", output_noise_abs)
-        if adc_bits is not None and (int(adc_bits) != adc_bits or not 2 <= adc_bits <= 32):
-            raise ParameterError(f"adc_bits must be an integer in 2..32 or None, got {adc_bits!r}")
-        self.adc_bits = None if adc_bits is None else int(adc_bits)
+        self.adc_bits = None if adc_bits is None else check_int(adc_bits, "adc_bits", 2, 32)
         self.current_range = None if current_range is None else _nonneg("current_range", current_range)
         self.output_range = None if output_range is None else _nonneg("output_range", output_range)
         if mode not in ("sequential", "superposed"):
             raise ParameterError(f"mode must be 'sequential' or 'superposed', got {mode!r}")
         self.mode = mode
-        f1, f2 = (int(f) for f in frequencies)
-        n_samples = int(n_samples)
+        try:
+            f1, f2 = (check_int(f, "frequencies", 1) for f in frequencies)
+        except (TypeError, ValueError) as exc:
+            raise ParameterError(f"frequencies must be two integers, got {frequencies!r}") from exc
+        n_samples = check_int(n_samples, "n_samples", 2)
         if mode == "superposed" and not (f1 != f2 and 0 < f1 < n_samples / 2 and 0 < f2 < n_samples / 2):
             raise ParameterError(
                 f"frequencies must be two different integers in 1..{(n_samples - 1) // 2} "
@@ -86,8 +85,8 @@ class InSitu(Rule):
         if wrt not in ("conductance", "g", "resistance", "r"):
             raise ParameterError(f"wrt must be 'conductance' or 'resistance', got {wrt!r}")
         self.wrt = wrt
-        self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        self.seed = None if seed is None else check_seed(seed)  # None: fresh entropy
+        self._rng = np.random.default_rng(self.seed)
 
     # ----------------------------------------------------------- measurement
     def _measure(self, v, rel, absolute, full_scale, auto_scale=None):

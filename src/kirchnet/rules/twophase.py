@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..circuit import State
+from .._validation import check_choice, check_positive
 from ..errors import ParameterError
 from ..losses import Loss
 from ._ports import LazyStates, Ports, energy_nudge_currents
@@ -46,12 +47,14 @@ def _betas(beta: float, variant: str) -> tuple[float, float]:
     return {"positive": (0.0, beta), "negative": (-beta, 0.0), "centered": (-beta, beta)}[variant]
 
 
-def _check(name: str, value, variant: str) -> tuple[float, str]:
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
-        raise ParameterError(f"{name} must be a finite positive number, got {value!r}")
-    if variant not in VARIANTS:
-        raise ParameterError(f"variant must be one of {VARIANTS}, got {variant!r}")
+def _check(name: str, value, variant: str, clamp: bool = False) -> tuple[float, str]:
+    """``beta``/``eta`` finite and > 0 (a clamping fraction: in ``(0, 1]``) and a known variant."""
+    value = check_positive(value, name)
+    if clamp and value > 1.0:
+        raise ParameterError(f"{name} must lie in (0, 1] (the clamping fraction: the outputs are "
+                             f"clamped to o_F + {name} (y - o_F)), got {value!r}; {name} > 1 clamps "
+                             f"beyond the target. Use a small {name} (e.g. 0.1) for gradient-like updates")
+    check_choice(variant, "variant", VARIANTS)
     return value, variant
 
 
@@ -219,7 +222,8 @@ class GEP(Rule):
         if not callable(nudge):
             raise ParameterError("nudge must be a Nudge (callable: nudge(beta, ctx) -> Nudged)")
         self.nudge = nudge
-        self.beta, self.variant = _check("beta", beta, variant)
+        self.beta, self.variant = _check("beta", beta, variant,
+                                         clamp=isinstance(nudge, (ClampNudge, AdjointClampNudge)))
         self.order = int(getattr(nudge, "order", 1) if order is None else order)
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
@@ -295,7 +299,7 @@ class _OutputClampRule(Rule):
 
     def __init__(self, eta: float = 1e-3, variant: str = "positive", loss="mse"):
         super().__init__(loss)
-        self.eta, self.variant = _check("eta", eta, variant)
+        self.eta, self.variant = _check("eta", eta, variant, clamp=True)
 
     def _port_current(self, ports: Ports, free: State, y, delta: np.ndarray) -> tuple[np.ndarray, dict]:
         """``(nu, extra_info)``: port current per unit ``eta`` (b, k)."""
