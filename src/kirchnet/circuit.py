@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from . import solvers
 from ._validation import _list, as_batch, check_positive_finite
+from .elements import ElementMap
 from .errors import (
     BoundaryConditionError,
     FloatingComponentError,
@@ -84,6 +85,9 @@ class Circuit:
     clamped: extra clamped nodes; their potentials are the ``clamp`` argument of
         :meth:`solve` (default 0).
     backend: solver backend for :meth:`factorize` (see :mod:`kirchnet.solvers`).
+    elements: element laws ``{law: edge_ids}`` (:mod:`kirchnet.elements`); edges not
+        named are resistors. A nonlinear circuit's :meth:`factorize` returns a
+        :class:`~kirchnet.nonlinear.NonlinearFactorization` (Newton equilibria).
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class Circuit:
         outputs: Sequence = (),
         clamped: Sequence[int] = (),
         backend: str = "auto",
+        elements=None,
     ):
         if not isinstance(network, Network):
             raise TypeError(f"network must be a kirchnet.Network, got {type(network).__name__}")
@@ -177,6 +182,13 @@ class Circuit:
         self._B_free = B[self.free_nodes, :].tocsr()
         self._BT_free = self._B_free.T.tocsr()
         self._build_pattern()
+        #: element law of every edge (:class:`~kirchnet.elements.ElementMap`; default: resistors)
+        self.elements = elements if isinstance(elements, ElementMap) else ElementMap(network.n_edges, elements)
+
+    @property
+    def is_linear(self) -> bool:
+        """Whether every edge is a linear resistor (then every linear fast path applies)."""
+        return self.elements.is_linear
 
     # ------------------------------------------------------------------ setup
     def _check_floating(self):
@@ -333,6 +345,10 @@ class Circuit:
     def factorize(self, conductances, backend: str | None = None, **solver_options) -> "CircuitFactorization":
         """Factorize ``L_FF(g)`` once; the result solves any number of right-hand sides."""
         g = self.check_conductances(conductances)
+        if not self.is_linear:  # Newton on the co-content (kirchnet.nonlinear)
+            from .nonlinear import NonlinearFactorization
+
+            return NonlinearFactorization(self, g, backend or self.backend, **solver_options)
         return CircuitFactorization(self, g, backend or self.backend, **solver_options)
 
     def factorization_for(self, conductances, factorization: "CircuitFactorization | None" = None

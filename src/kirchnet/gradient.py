@@ -104,6 +104,11 @@ def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "
     with ``per_sample=True``, or a :class:`GradientResult` with ``full=True``. Pass an
     existing ``factorization`` of the same conductances to skip refactoring.
     """
+    if not circuit.is_linear:  # implicit differentiation at the Newton equilibrium
+        from .nonlinear import loss_and_grad as nonlinear_loss_and_grad
+
+        return nonlinear_loss_and_grad(circuit, conductances, x, y, loss=loss, wrt=wrt,
+                                       per_sample=per_sample, factorization=factorization, full=full)
     loss_fn = get_loss(loss)
     factorization = circuit.factorization_for(conductances, factorization)
     if wrt not in ("conductance", "g", "resistance", "r"):

@@ -7,6 +7,7 @@ import numpy as np
 from .._validation import check_int, check_real
 from ..errors import ParameterError
 from ._ports import Ports
+from . import _nonlinear
 from .base import Rule, RuleResult
 
 
@@ -31,6 +32,8 @@ class FiniteDifference(Rule):
         self.block = check_int(block, "block", 1)
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
+        if not circuit.is_linear:  # exact nonlinear phases (rules/_nonlinear.py)
+            return _nonlinear.estimate(self, circuit, conductances, x, y, factorization)
         fac = circuit.factorization_for(conductances, factorization)
         free = fac.solve(x)
         values, delta = self.loss(free.outputs, y)

@@ -23,6 +23,7 @@ import numpy as np
 from .._validation import check_int, check_real, check_seed
 from ..errors import ParameterError
 from ._ports import Ports
+from . import _nonlinear
 from .base import Rule, RuleResult
 
 
@@ -50,6 +51,10 @@ class InSitu(Rule):
     ``wrt``: ``"conductance"`` (the :class:`Rule` convention) or ``"resistance"``
     (``dC/dr``). ``seed``: the random generator is created once, so consecutive calls
     draw fresh noise (reproducible as a sequence).
+
+    Nonlinear circuits (``not circuit.is_linear``): the current-mode run keeps the inputs
+    on and injects ``amplitude * P^T delta``; each element measures its voltage change
+    (the small-signal adjoint drop), see :func:`kirchnet.rules._nonlinear._insitu`.
     """
 
     name = "insitu"
@@ -59,7 +64,7 @@ class InSitu(Rule):
                  adc_bits: int | None = None, current_range: float | None = None,
                  output_range: float | None = None, mode: str = "sequential",
                  frequencies: tuple[int, int] = (1, 2), n_samples: int = 16,
-                 wrt: str = "conductance", seed=None):
+                 wrt: str = "conductance", seed=None, amplitude: float = 1e-4):
         super().__init__(loss)
         self.current_noise = _nonneg("current_noise", current_noise)
         self.current_noise_abs = _nonneg("current_noise_abs", current_noise_abs)
@@ -87,6 +92,10 @@ class InSitu(Rule):
         self.wrt = wrt
         self.seed = None if seed is None else check_seed(seed)  # None: fresh entropy
         self._rng = np.random.default_rng(self.seed)
+        #: nonlinear circuits only: relative size ``a`` of the current-mode injection ``a P^T delta``
+        self.amplitude = float(amplitude)
+        if not np.isfinite(self.amplitude) or self.amplitude <= 0:
+            raise ParameterError(f"amplitude must be a finite positive number, got {amplitude!r}")
 
     # ----------------------------------------------------------- measurement
     def _measure(self, v, rel, absolute, full_scale, auto_scale=None):
@@ -138,6 +147,8 @@ class InSitu(Rule):
         return g * np.asarray((c._BT @ lam.T).T)
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
+        if not circuit.is_linear:  # exact nonlinear phases (rules/_nonlinear.py)
+            return _nonlinear.estimate(self, circuit, conductances, x, y, factorization)
         fac = circuit.factorization_for(conductances, factorization)
         g = fac.conductances
         # run 1: voltage mode

@@ -38,6 +38,7 @@ from .._validation import check_choice, check_positive
 from ..errors import ParameterError
 from ..losses import Loss
 from ._ports import LazyStates, Ports, energy_nudge_currents
+from . import _nonlinear
 from .base import Rule, RuleResult
 
 VARIANTS = ("positive", "negative", "centered")
@@ -227,6 +228,8 @@ class GEP(Rule):
         self.order = int(getattr(nudge, "order", 1) if order is None else order)
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
+        if not circuit.is_linear:  # exact nonlinear phases (rules/_nonlinear.py)
+            return _nonlinear.estimate(self, circuit, conductances, x, y, factorization)
         ctx = _free_phase(self.loss, circuit, conductances, x, y, factorization)
         b1, b2 = _betas(self.beta, self.variant)
         mus, names, objective = {}, {}, None
@@ -273,6 +276,8 @@ class EquilibriumPropagation(Rule):
         self.nudge = nudge
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
+        if not circuit.is_linear:  # exact nonlinear phases (rules/_nonlinear.py)
+            return _nonlinear.estimate(self, circuit, conductances, x, y, factorization)
         ctx = _free_phase(self.loss, circuit, conductances, x, y, factorization)
         free, values, delta, ports = ctx.free, ctx.values, ctx.delta, ctx.ports
         b1, b2 = _betas(self.beta, self.variant)
@@ -306,6 +311,8 @@ class _OutputClampRule(Rule):
         raise NotImplementedError
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
+        if not circuit.is_linear:  # exact nonlinear phases (rules/_nonlinear.py)
+            return _nonlinear.estimate(self, circuit, conductances, x, y, factorization)
         ctx = _free_phase(self.loss, circuit, conductances, x, y, factorization)
         free, values, delta, ports = ctx.free, ctx.values, ctx.delta, ctx.ports
         nu, extra = self._port_current(ports, free, y, delta)

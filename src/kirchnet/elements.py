@@ -1,0 +1,406 @@
+"""Element laws: what an edge does with the voltage across it (theory.md, 6).
+
+Every edge ``e = (a, b)`` carries a law. Its current (flowing ``a -> b``) is
+
+    i_e = g_e phi(w_e),    w_e = u_a - u_b + s_e,
+
+with ``g_e`` the edge's trainable scale (the conductance of a resistor, the area factor
+of a diode) and ``phi`` the law's shape. A law gives, vectorized over arrays of edge
+voltages (batch first):
+
+* ``phi(w)``: the current per unit scale;
+* ``dphi(w)``: the incremental conductance ``phi'(w)`` (stamped as ``g_e phi'(w_e)``
+  into the tangent Laplacian of Newton steps and adjoints);
+* ``Phi(w)``: the co-content, ``Phi' = phi``, ``Phi(0) = 0``. The equilibrium of a
+  monotone network minimizes ``E(u) = sum_e g_e Phi(w_e) - J . u``; ``dE/dg_e = Phi(w_e)``
+  is the local (Hebbian) quantity of two-phase rules;
+* ``spice(name, a, b, g)``: its SPICE element card(s) (``model_card()`` for laws with a
+  ``.model`` line).
+
+Laws:
+
+* :class:`Resistor`: ``phi(w) = w`` (the default of every edge).
+* :class:`Diode`: Shockley, ``phi(w) = Is (exp(w / (n Vt)) - 1)``, anode ``a``, cathode
+  ``b``; defaults are ngspice's default diode at its default temperature 27 C
+  (``IS = 1e-14`` A, ``N = 1``, ``Vt = k T / q`` at 300.15 K). Overflow protection: above
+  ``w_max = max_exponent * n Vt`` (default 100 n Vt, about 2.6 V, where a unit-area diode
+  would carry 2.7e29 A) the exponential is continued *linearly* with the slope it has at
+  ``w_max`` (``phi`` is C1, ``Phi`` C2, the law stays monotone and the energy convex). The
+  continued law is the one the solvers solve exactly; below ``w_max`` it is Shockley's.
+* :class:`Rectifier`: ``phi(w) = max(w, 0)``: an ideal diode in series with the edge's
+  resistance ``1/g`` (piecewise linear; ``phi'`` at the kink ``w = 0`` is taken as 0).
+* :class:`IdealDiode`: an edge *constraint*, not a function: ``i >= 0``, ``w <= 0``,
+  ``i w = 0`` (zero drop when conducting, zero current when blocking). Its current is a
+  multiplier the solver finds (``constraint = True``); ``g`` plays no role and its
+  gradient is 0; ``Phi`` is 0 on the feasible set ``w <= 0``.
+
+An :class:`ElementMap` assigns laws to edges (``{law: edge_ids}``; edges not named are
+resistors) and evaluates them on all edges at once. Three-terminal elements (a
+conductance controlled by a gate potential, non-symmetric Jacobian) would add
+``ElementMap.symmetric = False`` and extra Jacobian entries; the solvers take the
+Jacobian from the map, so the interface does not change for them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
+
+import numpy as np
+
+from .errors import ParameterError, TopologyError
+
+#: Boltzmann constant (J/K) and elementary charge (C), CODATA 2018 exact values
+BOLTZMANN = 1.380649e-23
+ELEMENTARY_CHARGE = 1.602176634e-19
+#: ngspice's default temperature 27 C in kelvin
+SPICE_TNOM = 300.15
+#: thermal voltage ``k T / q`` at 27 C (about 25.865 mV)
+THERMAL_VOLTAGE_27C = BOLTZMANN * SPICE_TNOM / ELEMENTARY_CHARGE
+
+
+def _positive(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a finite positive number, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ParameterError(f"{name} must be a finite positive number, got {value!r}")
+    return v
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.17g}"
+
+
+class Law:
+    """Interface of an element law (module docstring). Subclasses are frozen dataclasses."""
+
+    #: registry name used by :meth:`to_dict` / :func:`law_from_dict`
+    kind: ClassVar[str] = "law"
+    #: ``phi`` is linear (``phi(w) = w``): the circuit keeps the linear fast paths
+    linear: ClassVar[bool] = False
+    #: ``phi`` is piecewise linear (exact finite-step solutions exist)
+    piecewise_linear: ClassVar[bool] = False
+    #: an edge constraint with a multiplier current instead of a function ``phi``
+    constraint: ClassVar[bool] = False
+
+    def phi(self, w: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def dphi(self, w: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def Phi(self, w: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def spice(self, name: str, a, b, g: float) -> str:
+        raise NotImplementedError
+
+    def model_card(self) -> str | None:
+        """The ``.model`` line this law's cards refer to (``None`` if it needs none)."""
+        return None
+
+    def to_dict(self) -> dict:
+        """``{"kind": ..., **parameters}`` (JSON-serializable; :func:`law_from_dict` inverts it)."""
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Resistor(Law):
+    """``phi(w) = w``, ``phi' = 1``, ``Phi(w) = w^2 / 2``: a linear resistor of conductance ``g``."""
+
+    kind: ClassVar[str] = "resistor"
+    linear: ClassVar[bool] = True
+    piecewise_linear: ClassVar[bool] = True
+
+    def phi(self, w):
+        return np.asarray(w, dtype=float)
+
+    def dphi(self, w):
+        return np.ones(np.shape(w))
+
+    def Phi(self, w):
+        w = np.asarray(w, dtype=float)
+        return 0.5 * w * w
+
+    def spice(self, name, a, b, g):
+        return f"R{name} {a} {b} {_fmt(1.0 / float(g))}"
+
+
+@dataclass(frozen=True)
+class Diode(Law):
+    """Shockley diode ``phi(w) = Is (exp(w / (n Vt)) - 1)`` (anode ``a``, cathode ``b``).
+
+    ``g`` is the area factor. ``Phi(w) = Is (n Vt (exp(w / (n Vt)) - 1) - w)``. Above
+    ``w_max = max_exponent n Vt`` the law is continued linearly (C1; module docstring).
+    """
+
+    saturation_current: float = 1e-14
+    emission: float = 1.0
+    thermal_voltage: float = THERMAL_VOLTAGE_27C
+    max_exponent: float = 100.0
+
+    kind: ClassVar[str] = "diode"
+
+    def __post_init__(self):
+        for f in fields(self):
+            object.__setattr__(self, f.name, _positive(f"Diode.{f.name}", getattr(self, f.name)))
+        if self.max_exponent > 700:
+            raise ParameterError(
+                f"Diode.max_exponent must be at most 700 (exp overflows float64 beyond ~709), "
+                f"got {self.max_exponent!r}")
+
+    @property
+    def nvt(self) -> float:
+        """``n Vt`` (volts)."""
+        return self.emission * self.thermal_voltage
+
+    @property
+    def max_voltage(self) -> float:
+        """``w_max``: above it the exponential is continued linearly."""
+        return self.max_exponent * self.nvt
+
+    def phi(self, w):
+        w = np.asarray(w, dtype=float)
+        X, nvt, Is = self.max_exponent, self.nvt, self.saturation_current
+        x = w / nvt
+        xc = np.minimum(x, X)
+        out = Is * np.expm1(xc)
+        over = x > X
+        if np.any(over):
+            out = out + np.where(over, Is * math.exp(X) * (x - X), 0.0)
+        return out
+
+    def dphi(self, w):
+        w = np.asarray(w, dtype=float)
+        nvt = self.nvt
+        return (self.saturation_current / nvt) * np.exp(np.minimum(w / nvt, self.max_exponent))
+
+    def Phi(self, w):
+        w = np.asarray(w, dtype=float)
+        X, nvt, Is = self.max_exponent, self.nvt, self.saturation_current
+        x = w / nvt
+        xc = np.minimum(x, X)
+        # Is (nVt expm1(x) - w), written as Is nVt (expm1(x) - x) to avoid cancellation
+        out = Is * nvt * (np.expm1(xc) - xc)
+        over = x > X
+        if np.any(over):
+            d = np.where(over, x - X, 0.0)
+            out = out + Is * nvt * (math.expm1(X) * d + 0.5 * math.exp(X) * d * d)
+        return out
+
+    @property
+    def model_name(self) -> str:
+        return f"KN_D_{abs(hash((self.saturation_current, self.emission))) % 10**8:08d}"
+
+    def model_card(self):
+        return f".model {self.model_name} D(IS={_fmt(self.saturation_current)} N={_fmt(self.emission)})"
+
+    def spice(self, name, a, b, g):
+        return f"D{name} {a} {b} {self.model_name} area={_fmt(float(g))}"
+
+
+@dataclass(frozen=True)
+class Rectifier(Law):
+    """``phi(w) = max(w, 0)``: an ideal diode in series with the resistance ``1/g``.
+
+    ``phi'(w) = 1 for w > 0, else 0``; ``Phi(w) = max(w, 0)^2 / 2``.
+    """
+
+    kind: ClassVar[str] = "rectifier"
+    piecewise_linear: ClassVar[bool] = True
+
+    def phi(self, w):
+        return np.maximum(np.asarray(w, dtype=float), 0.0)
+
+    def dphi(self, w):
+        return (np.asarray(w) > 0).astype(float)
+
+    def Phi(self, w):
+        p = np.maximum(np.asarray(w, dtype=float), 0.0)
+        return 0.5 * p * p
+
+    def model_card(self):
+        return IdealDiode().model_card()
+
+    def spice(self, name, a, b, g):
+        mid = f"{name}_rd"
+        return (f"R{name} {a} {mid} {_fmt(1.0 / float(g))}\n"
+                f"D{name} {mid} {b} {IdealDiode.MODEL}")
+
+
+@dataclass(frozen=True)
+class IdealDiode(Law):
+    """Ideal diode constraint: ``i >= 0``, ``w <= 0``, ``i w = 0`` (anode ``a``).
+
+    Not a function of ``w``: ``phi``/``dphi`` raise; ``Phi`` is 0 on the feasible set
+    (its current is the solver's multiplier, :class:`~kirchnet.nonlinear.NonlinearState`).
+    SPICE has no exact equivalent: the card is a diode with the steep model
+    ``IS=1e-15 N=0.001`` (documented approximation, forward drop ~1 mV at 1 A).
+    """
+
+    kind: ClassVar[str] = "ideal_diode"
+    piecewise_linear: ClassVar[bool] = True
+    constraint: ClassVar[bool] = True
+    MODEL: ClassVar[str] = "KN_IDEAL"
+
+    def phi(self, w):
+        raise ParameterError("IdealDiode is a constraint (i >= 0, w <= 0, i w = 0), not a "
+                             "function phi(w); its current is the solver's multiplier")
+
+    dphi = phi
+
+    def Phi(self, w):
+        return np.zeros(np.shape(w))
+
+    def model_card(self):
+        return f".model {self.MODEL} D(IS=1e-15 N=0.001)"
+
+    def spice(self, name, a, b, g):
+        return f"D{name} {a} {b} {self.MODEL}"
+
+
+LAWS: dict[str, type[Law]] = {cls.kind: cls for cls in (Resistor, Diode, Rectifier, IdealDiode)}
+
+
+def law_from_dict(d: Mapping) -> Law:
+    """Inverse of :meth:`Law.to_dict`."""
+    if not isinstance(d, Mapping) or "kind" not in d:
+        raise ParameterError(f"a law must be a mapping with a 'kind' key, got {d!r}")
+    kind = d["kind"]
+    if kind not in LAWS:
+        raise ParameterError(f"unknown law kind {kind!r}; choose one of {sorted(LAWS)}")
+    cls = LAWS[kind]
+    names = {f.name for f in fields(cls)}
+    params = {k: v for k, v in d.items() if k != "kind"}
+    extra = sorted(set(params) - names)
+    if extra:
+        raise ParameterError(f"law {kind!r}: unknown parameter(s) {extra}; valid: {sorted(names)}")
+    return cls(**params)
+
+
+class ElementMap:
+    """Which law each edge carries: ``laws`` (unique laws, ``laws[0]`` is the resistor) and
+    ``law_index`` (m,) into them. Built from ``{law: edge_ids}``; unnamed edges are resistors.
+
+    Evaluates on edge voltages ``w`` (..., m) at once (one vectorized call per law).
+    """
+
+    symmetric = True  # two-terminal laws: the tangent Laplacian is symmetric
+
+    def __init__(self, n_edges: int, elements: Mapping | None = None):
+        index = np.zeros(n_edges, dtype=np.int64)
+        laws: list[Law] = [Resistor()]
+        named = np.full(n_edges, -1, dtype=np.int64)
+        if elements is None:
+            elements = {}
+        if not isinstance(elements, Mapping):
+            raise ParameterError(
+                f"elements must be a mapping {{law: edge_ids}}, got {type(elements).__name__}")
+        for law, edges in elements.items():
+            if not isinstance(law, Law):
+                raise ParameterError(
+                    f"elements: keys must be laws (Resistor(), Diode(), Rectifier(), IdealDiode()), "
+                    f"got {law!r}")
+            idx = np.atleast_1d(np.asarray(edges))
+            if idx.size and (idx.dtype == bool or not np.issubdtype(idx.dtype, np.integer)):
+                raise TopologyError(f"elements[{law!r}]: edge ids must be integers, got {edges!r}")
+            idx = idx.astype(np.int64).ravel()
+            bad = idx[(idx < 0) | (idx >= n_edges)]
+            if bad.size:
+                raise TopologyError(
+                    f"elements[{law!r}]: unknown edge index {int(bad[0])}; valid indices are "
+                    f"0..{n_edges - 1}")
+            if law not in laws:
+                laws.append(law)
+            j = laws.index(law)
+            twice = idx[named[idx] >= 0]
+            if twice.size or np.unique(idx).size != idx.size:
+                e = int(twice[0]) if twice.size else int(idx[np.argmax(np.bincount(idx) > 1)])
+                raise TopologyError(f"elements: edge {e} is given more than one law; give each edge one law")
+            named[idx] = j
+            index[idx] = j
+        self.n_edges = int(n_edges)
+        self.laws = tuple(laws)
+        self.law_index = index
+        self.law_index.setflags(write=False)
+        self._groups = [(law, np.flatnonzero(index == j)) for j, law in enumerate(self.laws)]
+        self._groups = [(law, e) for law, e in self._groups if e.size]
+
+    # ------------------------------------------------------------- queries
+    @property
+    def is_linear(self) -> bool:
+        return all(law.linear for law, _ in self._groups)
+
+    @property
+    def piecewise_linear(self) -> bool:
+        return all(law.piecewise_linear for law, _ in self._groups)
+
+    @property
+    def constraint_edges(self) -> np.ndarray:
+        """Edges that are constraints (ideal diodes), sorted."""
+        parts = [e for law, e in self._groups if law.constraint]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+    def edges_of(self, law: Law) -> np.ndarray:
+        return np.flatnonzero(self.law_index == self.laws.index(law)) if law in self.laws else \
+            np.zeros(0, dtype=np.int64)
+
+    def law_of(self, edge: int) -> Law:
+        return self.laws[int(self.law_index[edge])]
+
+    # ------------------------------------------------------------- evaluation
+    def _apply(self, method: str, w: np.ndarray) -> np.ndarray:
+        w = np.asarray(w, dtype=float)
+        out = np.zeros(w.shape)
+        for law, e in self._groups:
+            if law.constraint:
+                continue  # multiplier currents, not a function of w (0 here)
+            if law.linear and method != "dphi":
+                out[..., e] = w[..., e] if method == "phi" else 0.5 * w[..., e] ** 2
+            else:
+                out[..., e] = getattr(law, method)(w[..., e])
+        return out
+
+    def phi(self, w):
+        """``phi_e(w_e)`` on every edge (0 on constraint edges)."""
+        return self._apply("phi", w)
+
+    def dphi(self, w):
+        """``phi_e'(w_e)`` (0 on constraint edges)."""
+        return self._apply("dphi", w)
+
+    def Phi(self, w):
+        """``Phi_e(w_e)`` (0 on constraint edges, whose co-content vanishes when feasible)."""
+        return self._apply("Phi", w)
+
+    # ------------------------------------------------------------- (de)serialization
+    def to_dict(self) -> dict:
+        """``{"n_edges": m, "elements": [{"law": law.to_dict(), "edges": [...]}, ...]}`` (non-resistors)."""
+        return {"n_edges": self.n_edges,
+                "elements": [{"law": law.to_dict(), "edges": e.tolist()}
+                             for law, e in self._groups if not isinstance(law, Resistor)]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "ElementMap":
+        return cls(int(d["n_edges"]), {law_from_dict(item["law"]): item["edges"]
+                                       for item in d.get("elements", [])})
+
+    def as_mapping(self) -> dict:
+        """``{law: edge_ids}`` of the non-resistor edges (the ``elements=`` argument)."""
+        return {law: e.copy() for law, e in self._groups if not isinstance(law, Resistor)}
+
+    def __eq__(self, other):
+        if not isinstance(other, ElementMap):
+            return NotImplemented
+        return self.n_edges == other.n_edges and self.to_dict() == other.to_dict()
+
+    def __hash__(self):
+        return hash((self.n_edges, repr(self.to_dict())))
+
+    def __repr__(self):
+        parts = ", ".join(f"{law!r}: {e.size} edge(s)" for law, e in self._groups)
+        return f"ElementMap({parts})"

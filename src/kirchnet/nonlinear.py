@@ -1,0 +1,613 @@
+"""Exact equilibria and exact gradients of circuits with nonlinear element laws (theory.md, 6).
+
+**Equilibrium.** With laws ``i_e = g_e phi_e(w_e)`` (monotone) and ideal-diode
+constraints ``w_e <= 0`` (multiplier currents ``mu_e >= 0``), the equilibrium is the
+minimizer of the convex co-content
+
+    E(u_F) = sum_e g_e Phi_e(w_e) - J_F . u_F    subject to  w_e <= 0 (ideal diodes),
+
+whose stationarity (KKT) conditions are KCL on the free nodes,
+``B_F (g phi(w)) + C mu = J_F`` (``C`` the free rows of the ideal diodes' incidence
+columns), with ``mu >= 0``, ``w <= 0``, ``mu w = 0``.
+
+**Algorithm: one Newton iteration for every law** (primal-dual active set = semismooth
+Newton on the complementarity ``min(mu_e, -c w_e) = 0``). Each step solves, per sample,
+
+    [ H     C_A ] [du  ]   [ -(B_F i - J_F) ]      H = B_F diag(g phi'(w)) B_F^T
+    [ C_A^T  0  ] [mu_A] = [ -w_A           ]      (the tangent Laplacian: same
+                                                    pattern as L_FF, only weights change)
+
+with ``A`` the ideal diodes currently treated as conducting (the others get ``mu = 0``),
+then an exact line search on the convex ``L(u) = E(u) + mu_A . w_A(u)`` along ``du``
+(safeguarded Newton/bisection on the 1-d derivative, capped at the full step ``t = 1``),
+then the active-set update ``A = {e: mu_e + c w_e > 0}``. Why this method:
+
+* smooth laws (diodes): it is damped Newton on the convex energy; the exact line search
+  makes the exponential harmless (no voltage limiting heuristics) and each iteration
+  costs one factorization of a weighted Laplacian;
+* piecewise-linear laws (rectifiers, ideal diodes with resistors): the energy is a convex
+  piecewise quadratic. On a fixed active set one full step solves the linear network
+  exactly; the active set then changes only where a sign is violated. For an M-matrix
+  (every Laplacian is one) the primal-dual active-set method converges monotonically in
+  finitely many steps (Hintermueller, Ito, Kunisch 2002), and its answer is the exact
+  piecewise-linear solution (residual at rounding level), not a smoothed approximation.
+  Block coordinate descent (Scellier 2024) is exact only on layered graphs; this works on
+  any graph. Termination: at most ``max_iter`` iterations (then ``ConvergenceError``).
+
+Stopping rule, per sample: KCL residual ``|r_v| <= rtol * s_v`` at every free node,
+``s_v = sum_e |B_ve i_e| + |J_v|`` (floored at ``1e-12 max_v s_v``), default
+``rtol = 1e-10``; complementarity for ideal diodes ``w_e <= ctol V``, ``|w_e| <= ctol V``
+when conducting, ``mu_e >= -ctol I`` (``V``, ``I`` the sample's voltage and current
+scales), default ``ctol = 1e-12``. Otherwise :class:`~kirchnet.errors.ConvergenceError`
+names the worst sample, node and residual. Infeasible constraint sets (ideal diodes
+forward-biased around a loop, or between clamped nodes, with no resistance) raise
+:class:`~kirchnet.errors.BoundaryConditionError` naming the edges.
+
+Batches: up to ``DENSE_MAX`` free unknowns the per-sample systems are stacked
+``(b, N, N)`` and solved in one batched LAPACK call (no Python loop over samples);
+larger networks assemble the sparse tangent Laplacian on the circuit's precomputed
+scatter pattern and factorize it with the circuit's backend (CHOLMOD reuses the circuit's
+one symbolic analysis; only the numeric factorization is repeated). Only unconverged
+samples are iterated. Warm starts: ``solve(..., warm_start=state)`` starts from a state's
+potentials and active set (nudged phases start from the free state).
+
+Where a tangent system is singular (a node whose every element is a blocking rectifier),
+a diagonal shift ``1e-12 max diag`` is added for the step only (the equilibrium is then
+one of the non-unique minimizers; KCL still holds to ``rtol``).
+
+**Gradient** (implicit differentiation): at the equilibrium
+``[H C_A; C_A^T 0] [lam_F; nu] = [P_F^T delta; 0]`` and
+``dC/dg_e = -(B^T lam)_e phi_e(w_e)`` (resistors: today's ``-(B^T lam)_e w_e``); ideal
+diodes have no parameter (gradient 0). For piecewise-linear elements the active set is
+frozen: exact wherever it does not switch; at a switch (``w_e = 0`` and ``i_e = 0``,
+measure zero) the derivative returned is that of the blocking branch (a rectifier at
+``w = 0`` counts as blocking, ``phi' = 0``; an ideal diode conducts iff ``mu_e > 0``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from . import solvers
+from ._validation import _list, as_batch
+from .circuit import State
+from .errors import BoundaryConditionError, ConvergenceError, ShapeError, SolverError
+from .gradient import GradientResult
+from .losses import get_loss
+
+#: stacked dense solves up to this many unknowns (free nodes + ideal diodes)
+DENSE_MAX = solvers.DENSE_MAX
+RTOL = 1e-10
+CTOL = 1e-12
+MAX_ITER = 100
+
+
+# --------------------------------------------------------------------------- assembly
+class _Assembly:
+    """Per-circuit constant pieces of the Newton systems (cached per circuit)."""
+
+    def __init__(self, circuit):
+        c = circuit
+        net = c.network
+        self.nf, self.m = c.n_free, net.n_edges
+        self.BF = c._B_free  # (nf, m) csr
+        self.absBF = abs(c._B_free)
+        ci = c.elements.constraint_edges
+        clamped_both = c.is_clamped[net.tails[ci]] & c.is_clamped[net.heads[ci]]
+        self.ci = ci[~clamped_both]  # ideal diodes with a free end: unknown multipliers
+        self.ci_fixed = ci[clamped_both]  # ideal diodes between clamped nodes: checked only
+        self.nc = self.ci.size
+        self.C = c._B_free[:, self.ci].toarray() if self.nc else np.zeros((self.nf, 0))
+        self.absC = np.abs(self.C)
+
+    @cached_property
+    def dense_map(self) -> sp.csr_array:
+        """``(nf*nf, m)``: row-major dense ``H`` from edge weights, ``vec(H) = M d``."""
+        c_nf = max(self.nf, 1)
+        return sp.csr_array((self._circuit._scatter_sign,
+                             (self._circuit._dense_slot, self._circuit._scatter_edge)),
+                            shape=(c_nf * c_nf, self.m))
+
+
+_ASSEMBLY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _assembly(circuit) -> _Assembly:
+    a = _ASSEMBLY.get(circuit)
+    if a is None:
+        a = _Assembly(circuit)
+        a._circuit = circuit
+        _ASSEMBLY[circuit] = a
+    return a
+
+
+class _Singular(Exception):
+    pass
+
+
+class TangentSystem:
+    """The per-sample tangent (KKT) matrices at given edge weights and active sets.
+
+    ``weights`` (b, m): ``g phi'(w)``; ``active`` (b, nc) bool: conducting ideal diodes.
+    :meth:`solve` returns ``X`` (b, N, r) for right-hand sides (b, N, r), ``N = nf + nc``.
+    """
+
+    def __init__(self, circuit, weights: np.ndarray, active: np.ndarray, dense: bool, backend: str):
+        self.circuit = circuit
+        self.asm = _assembly(circuit)
+        self.weights = weights
+        self.active = active
+        self.dense = dense
+        self.backend = backend
+        self._factors = None
+        self._stack = None
+
+    def _dense_stack(self, shift: np.ndarray | None = None) -> np.ndarray:
+        asm, w = self.asm, self.weights
+        nf, nc, b = asm.nf, asm.nc, w.shape[0]
+        H = np.asarray(asm.dense_map @ w.T).T.reshape(b, nf, nf)
+        if shift is not None:
+            H = H + shift[:, None, None] * np.eye(nf)[None]
+        if not nc:
+            return H
+        K = np.zeros((b, nf + nc, nf + nc))
+        K[:, :nf, :nf] = H
+        Ca = asm.C[None, :, :] * self.active[:, None, :]
+        K[:, :nf, nf:] = Ca
+        K[:, nf:, :nf] = np.swapaxes(Ca, 1, 2)
+        K[:, nf:, nf:] = np.eye(nc)[None] * (~self.active)[:, :, None]
+        return K
+
+    def _regularization(self) -> np.ndarray:
+        """``1e-12 max diag(H)`` per sample (diag(H)_v = sum_e |B_ve| weight_e)."""
+        d = np.asarray(self.asm.absBF @ self.weights.T).T  # (b, nf)
+        return 1e-12 * d.max(axis=1, initial=0.0) + 1e-300
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        if self.dense:
+            return self._solve_dense(rhs)
+        return self._solve_sparse(rhs)
+
+    def _solve_dense(self, rhs):
+        if self._stack is None:
+            self._stack = self._dense_stack()
+        try:
+            return np.linalg.solve(self._stack, rhs)
+        except np.linalg.LinAlgError:
+            pass
+        self._stack = self._dense_stack(self._regularization())
+        try:
+            return np.linalg.solve(self._stack, rhs)
+        except np.linalg.LinAlgError:
+            raise _Singular() from None
+
+    def _sparse_matrix(self, s: int, shift: float = 0.0):
+        c, asm = self.circuit, self.asm
+        wts = self.weights[s]
+        data = np.bincount(c._scatter_slot, weights=c._scatter_sign * wts[c._scatter_edge],
+                           minlength=c._L_nnz)
+        L = sp.csc_array((data, c._L_indices, c._L_indptr), shape=(asm.nf, asm.nf))
+        if shift:
+            L = sp.csc_array(L + shift * sp.eye_array(asm.nf, format="csc"))
+        return L
+
+    def _factor_one(self, s: int):
+        asm = self.asm
+        if not asm.nc:
+            for shift in (0.0, float(self._regularization()[s])):
+                L = self._sparse_matrix(s, shift)
+                try:
+                    sym = self.circuit._symbolic if self.backend == "cholmod" else None
+                    f = solvers.factorize(L, self.backend, symbolic=sym)
+                    return f.solve
+                except SolverError:
+                    continue
+            raise _Singular()
+        act = self.active[s]
+        Ca = sp.csc_array(asm.C * act[None, :])
+        D = sp.diags_array((~act).astype(float))
+        for shift in (0.0, float(self._regularization()[s])):
+            L = self._sparse_matrix(s, shift)
+            K = sp.csc_array(sp.block_array([[L, Ca], [Ca.T, D]], format="csc"))
+            try:
+                lu = spla.splu(K)
+            except RuntimeError:
+                continue
+            return lu.solve
+        raise _Singular()
+
+    def _solve_sparse(self, rhs):
+        b = rhs.shape[0]
+        if self._factors is None:
+            self._factors = [None] * b
+        out = np.empty_like(rhs)
+        for s in range(b):  # large networks: one numeric factorization per sample
+            if self._factors[s] is None:
+                self._factors[s] = self._factor_one(s)
+            out[s] = np.asarray(self._factors[s](rhs[s])).reshape(rhs[s].shape)
+        if not np.all(np.isfinite(out)):
+            raise _Singular()
+        return out
+
+
+# --------------------------------------------------------------------------- states
+@dataclass(frozen=True, eq=False)
+class NonlinearState(State):
+    """An equilibrium of a nonlinear circuit (batch first).
+
+    ``currents = g phi(w)`` (plus the ideal-diode multipliers on their edges),
+    ``energy_derivative() = Phi(w)`` (``dE/dg``: the Hebbian quantity; the element's
+    co-content is ``g Phi(w)``), ``energy`` the co-content ``sum_e g_e Phi(w_e)`` (b,),
+    ``multipliers`` (b, n_ideal) the currents of the ideal diodes in
+    ``ideal_edges``, ``iterations`` (b,) Newton iterations per sample.
+    """
+
+    multipliers: np.ndarray | None = None
+    ideal_edges: np.ndarray | None = None
+    iterations: np.ndarray | None = field(default=None, repr=False)
+
+    @cached_property
+    def currents(self) -> np.ndarray:
+        i = self.conductances * self.circuit.elements.phi(self.resistor_voltages)
+        if self.ideal_edges is not None and self.ideal_edges.size:
+            i[:, self.ideal_edges] = self.multipliers
+        return i
+
+    @cached_property
+    def active(self) -> np.ndarray:
+        """(b, n_ideal) bool: ideal diodes conducting (``mu > 0``)."""
+        if self.multipliers is None:
+            return np.zeros((self.batch_size, 0), dtype=bool)
+        return self.multipliers > 0
+
+    @cached_property
+    def energy(self) -> np.ndarray:
+        """Co-content ``sum_e g_e Phi_e(w_e)`` per sample (b,)."""
+        return self.circuit.elements.Phi(self.resistor_voltages) @ self.conductances
+
+    def energy_derivative(self) -> np.ndarray:
+        """``dE/dg_e = Phi_e(w_e)`` per sample (b, m) (resistors: ``w^2 / 2``; ideal diodes: 0)."""
+        return self.circuit.elements.Phi(self.resistor_voltages)
+
+    @cached_property
+    def tangent_weights(self) -> np.ndarray:
+        """``g phi'(w)`` (b, m): the small-signal conductances at this operating point."""
+        return self.conductances * self.circuit.elements.dphi(self.resistor_voltages)
+
+
+# --------------------------------------------------------------------------- solver
+def _line_search(el, g, w, dw, lin, max_iter: int = 60) -> np.ndarray:
+    """Step ``t`` in (0, 1] per sample: root of ``f'(t) = sum g phi(w + t dw) dw + lin``
+    (``f`` convex) to ``|f'(t)| <= 0.1 |f'(0)|``, or 1 when ``f'(1) <= 0.1 |f'(0)|``."""
+    def fp(t, idx):
+        return np.einsum("bm,bm->b", g * el.phi(w[idx] + t[:, None] * dw[idx]), dw[idx]) + lin[idx]
+
+    b = w.shape[0]
+    every = np.arange(b)
+    f0 = fp(np.zeros(b), every)
+    t = np.ones(b)
+    f1 = fp(t, every)
+    tol = 0.1 * np.abs(f0)
+    need = np.flatnonzero((f0 < 0) & (f1 > tol))
+    if not need.size:
+        return t
+    lo, hi = np.zeros(need.size), np.ones(need.size)
+    tt = np.full(need.size, 0.5)
+    flo, fhi = f0[need], f1[need]
+    # secant start (regula falsi) then safeguarded Newton
+    tt = np.clip(-flo / (fhi - flo), 1e-3, 0.999)
+    for _ in range(max_iter):
+        f = fp(tt, need)
+        done = np.abs(f) <= tol[need]
+        if done.all():
+            break
+        pos = f > 0
+        hi = np.where(pos, tt, hi)
+        lo = np.where(pos, lo, tt)
+        fpp = np.einsum("bm,bm->b", g * el.dphi(w[need] + tt[:, None] * dw[need]), dw[need] ** 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = tt - f / fpp
+        ok = np.isfinite(newton) & (newton > lo) & (newton < hi)
+        nxt = np.where(ok, newton, 0.5 * (lo + hi))
+        tt = np.where(done, tt, nxt)
+    t[need] = tt
+    return t
+
+
+def _dependent_ideal(circuit, edges) -> list[int]:
+    """Ideal-diode edges (of ``edges``) that close a loop through other ideal diodes and
+    the clamped nodes (all clamped nodes merged into one): no resistance in the loop."""
+    net = circuit.network
+    parent = np.arange(net.n_nodes + 1)
+    root = net.n_nodes  # the super node of every clamped node
+
+    def find(v):
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    def node(v):
+        return root if circuit.is_clamped[v] else v
+
+    bad = []
+    for e in edges:
+        a, b = find(node(net.tails[e])), find(node(net.heads[e]))
+        if a == b:
+            bad.append(int(e))
+        else:
+            parent[a] = b
+    return bad
+
+
+def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> NonlinearState:
+    """The exact equilibrium of a nonlinear circuit (module docstring); see
+    :meth:`NonlinearFactorization.solve`."""
+    c = fac.circuit
+    g = fac.conductances
+    el = c.elements
+    asm = _assembly(c)
+    xn, xs, xc, _ = c.driver_values(x, clamp)
+    b, n, nf, nc = xn.shape[0], c.network.n_nodes, asm.nf, asm.nc
+    u = np.zeros((b, n))
+    u[:, c.input_nodes] = xn
+    u[:, c.clamped_nodes] = xc
+    s = c.edge_sources(xs)
+    if s is None:
+        s = np.zeros((b, asm.m))
+    JF = np.zeros((b, nf))
+    if currents is not None:
+        J, _ = as_batch(currents, n, "currents")
+        if J.shape[0] not in (1, b):
+            raise ShapeError(f"currents has batch {J.shape[0]} but x has batch {b}")
+        JF = np.broadcast_to(J[:, c.free_nodes], (b, nf)).copy()
+    mu = np.zeros((b, nc))
+    active = np.zeros((b, nc), dtype=bool)
+    if warm_start is not None:
+        wp = warm_start.potentials if isinstance(warm_start, State) else np.asarray(warm_start, float)
+        if wp.ndim == 1:
+            wp = wp[None]
+        if wp.shape[1] != n or wp.shape[0] not in (1, b):
+            raise ShapeError(f"warm_start potentials must have shape ({b}, {n}), got {wp.shape}")
+        u[:, c.free_nodes] = wp[:, c.free_nodes]
+        if nc and isinstance(warm_start, NonlinearState) and warm_start.multipliers is not None \
+                and warm_start.multipliers.shape[0] in (1, b):
+            active[:] = warm_start.multipliers > 0
+    BT = c._BT
+    # ideal diodes between clamped nodes: their voltage is fixed by the drivers
+    if asm.ci_fixed.size:
+        wfix = np.asarray((BT @ u.T).T)[:, asm.ci_fixed] + s[:, asm.ci_fixed]
+        vs = np.abs(u).max(axis=1) + np.abs(s).max(axis=1, initial=0.0) + 1e-300
+        bad = wfix > fac.ctol * vs[:, None]
+        if bad.any():
+            smp, j = np.argwhere(bad)[0]
+            edges = asm.ci_fixed[bad.any(axis=0)]
+            raise BoundaryConditionError(
+                f"ideal diode edge(s) {_list(edges)} connect clamped nodes and are forward-biased "
+                f"(sample {smp}: w = {wfix[smp, j]:.6g} V > 0) with no resistance in the loop: the "
+                f"circuit has no equilibrium. Put a resistance in series (Rectifier()) or change "
+                f"the inputs")
+    iters = np.zeros(b, dtype=np.int64)
+    cpd = float(np.mean(g))  # units of the active-set test mu + c w
+    todo = np.arange(b)
+    dense = fac.dense
+    for it in range(fac.max_iter + 1):
+        uu = u[todo]
+        ww = np.asarray((BT @ uu.T).T) + s[todo]
+        ii = g * el.phi(ww)
+        mm = mu[todo]
+        JJ = JF[todo]
+        r = np.asarray((asm.BF @ ii.T).T) - JJ
+        scale = np.asarray((asm.absBF @ np.abs(ii).T).T) + np.abs(JJ)
+        if nc:
+            r += mm @ asm.C.T
+            scale += np.abs(mm) @ asm.absC.T
+        floor = 1e-12 * scale.max(axis=1, initial=0.0)
+        rel = np.abs(r) / np.maximum(np.maximum(scale, floor[:, None]), 1e-300)
+        ok = rel.max(axis=1, initial=0.0) <= fac.rtol
+        if nc:
+            act = active[todo]
+            wc = ww[:, asm.ci]
+            vs = np.abs(uu).max(axis=1) + np.abs(s[todo]).max(axis=1, initial=0.0) + 1e-300
+            isc = scale.max(axis=1, initial=0.0) + 1e-300
+            tolv = (fac.ctol * vs)[:, None]
+            comp = (wc <= tolv) & (~act | (np.abs(wc) <= tolv)) & (mm >= -(fac.ctol * isc)[:, None])
+            ok &= comp.all(axis=1)
+        iters[todo] = it
+        todo, keep = todo[~ok], ~ok
+        if not todo.size:
+            break
+        if it == fac.max_iter:
+            relk = rel[keep]
+            smp, v = np.unravel_index(np.argmax(relk), relk.shape)
+            node = int(c.free_nodes[v])
+            hint = ""
+            if nc:
+                hint = (f"; conducting ideal diodes of that sample: "
+                        f"{_list(asm.ci[active[todo[smp]]])}")
+            raise ConvergenceError(
+                f"nonlinear equilibrium did not converge in {fac.max_iter} Newton iterations: "
+                f"sample {int(todo[smp])}, worst node {node}, KCL residual {r[keep][smp, v]:.3e} A "
+                f"(relative {relk[smp, v]:.3e} > rtol={fac.rtol:g}){hint}. Check for unbounded "
+                f"or infeasible circuits, or raise max_iter")
+        uu, ww, ii, r, JJ = uu[keep], ww[keep], ii[keep], r[keep], JJ[keep]
+        weights = g * el.dphi(ww)
+        act = active[todo]
+        rhs = np.zeros((todo.size, nf + nc, 1))
+        rhs[:, :nf, 0] = -(r - (mu[todo] @ asm.C.T if nc else 0.0))  # -(B_F i - J_F)
+        if nc:
+            rhs[:, nf:, 0] = -ww[:, asm.ci] * act
+        ts = TangentSystem(c, weights, act, dense, fac.backend)
+        try:
+            sol = ts.solve(rhs)[:, :, 0]
+        except _Singular:
+            raise _infeasible(c, asm, todo, act) from None
+        du = sol[:, :nf]
+        mu_new = sol[:, nf:] * act if nc else np.zeros((todo.size, 0))
+        dw = np.asarray((c._BT_free @ du.T).T)
+        lin = -np.einsum("bf,bf->b", JJ, du)
+        if nc:
+            lin = lin + np.einsum("bc,bc->b", mu_new, dw[:, asm.ci])
+        t = _line_search(el, g, ww, dw, lin) if not el.is_linear else np.ones(todo.size)
+        u[todo[:, None], c.free_nodes[None, :]] = uu[:, c.free_nodes] + t[:, None] * du
+        if nc:
+            mu[todo] = mu_new
+            w_new = ww[:, asm.ci] + t[:, None] * dw[:, asm.ci]
+            active[todo] = (mu_new + cpd * w_new) > 0
+    return NonlinearState(c, fac.conductances, u, None if c.source_edges.size == 0 else s,
+                          multipliers=mu, ideal_edges=asm.ci, iterations=iters)
+
+
+def _infeasible(c, asm, todo, act):
+    edges = asm.ci[act.any(axis=0)] if act.size else asm.ci
+    loop = _dependent_ideal(c, edges)
+    if loop:
+        return BoundaryConditionError(
+            f"ideal diode edge(s) {_list(np.asarray(loop))} (with the conducting ideal diodes "
+            f"{_list(edges)}) form a loop through clamped nodes with no resistance: the "
+            f"inputs forward-bias them, so the circuit has no equilibrium. Put a resistance in "
+            f"series (Rectifier()) or change the inputs")
+    return SolverError(
+        "the tangent system of the nonlinear equilibrium is singular (a node is connected "
+        "only through non-conducting elements and carries an injected current?)")
+
+
+# --------------------------------------------------------------------------- factorization
+class NonlinearFactorization:
+    """The solve object of a nonlinear circuit at fixed conductances.
+
+    Mirrors :class:`~kirchnet.CircuitFactorization` where that makes sense (``circuit``,
+    ``conductances``, ``solve``, ``update``, ``backend``) but holds no single
+    factorization: every equilibrium is a Newton iteration whose tangent matrices depend
+    on the sample. ``rtol``, ``ctol``, ``max_iter``: the stopping rule (module docstring).
+    """
+
+    low_rank_update = False
+
+    def __init__(self, circuit, conductances, backend: str = "auto", rtol: float = RTOL,
+                 ctol: float = CTOL, max_iter: int = MAX_ITER, **solver_options):
+        self.circuit = circuit
+        self.conductances = np.array(conductances, dtype=float)
+        self.conductances.setflags(write=False)
+        if backend == "auto":
+            backend = circuit.auto_backend
+        self.base_backend = self.backend_name = backend
+        self.solver_options = dict(rtol=rtol, ctol=ctol, max_iter=max_iter, **solver_options)
+        self.rtol, self.ctol, self.max_iter = float(rtol), float(ctol), int(max_iter)
+        asm = _assembly(circuit)
+        self.dense = backend == "dense" or (asm.nf + asm.nc <= DENSE_MAX and backend != "pcg")
+        self.backend = "splu" if backend in ("dense", "pcg-amg") and not self.dense else backend
+        if self.backend == "cholmod" and not solvers.cholmod_available():
+            self.backend = "splu"
+
+    def solve(self, x, currents=None, clamp=None, warm_start=None) -> NonlinearState:
+        """Exact equilibrium for a sample or a batch; ``currents`` (n,) or (b, n) injected
+        node currents; ``warm_start`` a state (or potentials (b, n)) to start Newton from."""
+        return equilibrium(self, x, currents=currents, clamp=clamp, warm_start=warm_start)
+
+    def update(self, conductances, max_rank: int | None = None) -> "NonlinearFactorization":
+        """The solve object at new conductances (nothing to update incrementally)."""
+        g = self.circuit.check_conductances(conductances)
+        if np.array_equal(g, self.conductances):
+            return self
+        return NonlinearFactorization(self.circuit, g, self.base_backend, **self.solver_options)
+
+    # ---------------------------------------------------------- linearization
+    def tangent(self, state: NonlinearState) -> TangentSystem:
+        """The tangent (KKT) system at an equilibrium, the active set frozen."""
+        return TangentSystem(self.circuit, state.tangent_weights, state.active, self.dense,
+                             self.backend)
+
+    def tangent_solve(self, state: NonlinearState, rhs_free: np.ndarray,
+                      tangent: TangentSystem | None = None) -> np.ndarray:
+        """``H^{-1} rhs`` on the free nodes (active set frozen): rhs (b, nf, r) -> (b, nf, r)."""
+        asm = _assembly(self.circuit)
+        b, nf, r = rhs_free.shape
+        rhs = np.zeros((b, nf + asm.nc, r))
+        rhs[:, :nf] = rhs_free
+        ts = tangent or self.tangent(state)
+        try:
+            return ts.solve(rhs)[:, :nf]
+        except _Singular:
+            raise SolverError("the tangent system at this equilibrium is singular") from None
+
+    def adjoint(self, state: NonlinearState, delta: np.ndarray) -> np.ndarray:
+        """``lam`` (b, n): ``H lam_F = P_F^T delta_s`` per sample (active set frozen), ``lam_C = 0``."""
+        c = self.circuit
+        delta = np.asarray(delta, dtype=float)
+        if delta.ndim != 2 or delta.shape != (state.batch_size, c.n_outputs):
+            raise ShapeError(f"delta must have shape ({state.batch_size}, {c.n_outputs}), got {delta.shape}")
+        rhs = (delta @ c.readout_free_T.T)[:, :, None]
+        lam = np.zeros((delta.shape[0], c.network.n_nodes))
+        lam[:, c.free_nodes] = self.tangent_solve(state, rhs)[:, :, 0]
+        return lam
+
+    def compliance(self, state: NonlinearState, tangent: TangentSystem | None = None) -> np.ndarray:
+        """Small-signal output compliance ``K_s = P_F H_s^{-1} P_F^T`` per sample (b, k, k)."""
+        c = self.circuit
+        b = state.batch_size
+        PT = np.broadcast_to(c.readout_free_T, (b,) + c.readout_free_T.shape)
+        Z = self.tangent_solve(state, np.ascontiguousarray(PT), tangent)
+        K = np.einsum("fk,bfl->bkl", c.readout_free_T, Z)
+        return 0.5 * (K + np.swapaxes(K, 1, 2))
+
+    def __repr__(self):
+        mode = "dense batched" if self.dense else self.backend
+        return f"NonlinearFactorization({self.circuit!r}, {mode})"
+
+
+# --------------------------------------------------------------------------- gradient
+@dataclass(frozen=True, eq=False)
+class NonlinearGradientResult(GradientResult):
+    """:class:`~kirchnet.GradientResult` of a nonlinear circuit (adjoint kept)."""
+
+    adjoint: np.ndarray | None = field(default=None, repr=False)
+
+    @cached_property
+    def adjoint_potentials(self) -> np.ndarray:
+        return self.adjoint
+
+
+def gradient_from_adjoint(state: NonlinearState, lam: np.ndarray) -> np.ndarray:
+    """Per-sample ``dC/dg_e = -(B^T lam)_e phi_e(w_e)`` (b, m); 0 on ideal diodes."""
+    c = state.circuit
+    adj = np.asarray((c._BT @ lam.T).T)
+    return -adj * c.elements.phi(state.resistor_voltages)
+
+
+def loss_and_grad(circuit, conductances, x, y, loss="mse", wrt: str = "conductance",
+                  per_sample: bool = False, factorization=None, full: bool = False,
+                  warm_start=None):
+    """Batch-mean loss and its exact gradient for a nonlinear circuit (implicit
+    differentiation, module docstring); same signature and returns as
+    :func:`kirchnet.loss_and_grad`."""
+    loss_fn = get_loss(loss)
+    if wrt not in ("conductance", "g", "resistance", "r"):
+        raise ValueError(f"wrt must be 'conductance' or 'resistance', got {wrt!r}")
+    fac = circuit.factorization_for(conductances, factorization)
+    state = fac.solve(x, warm_start=warm_start)
+    values, delta = loss_fn(state.outputs, y)
+    lam = fac.adjoint(state, delta)
+    per = gradient_from_adjoint(state, lam)
+    if wrt in ("resistance", "r"):
+        per = -(fac.conductances ** 2) * per
+    grad = per.mean(axis=0)
+    value = float(values.mean())
+    if full:
+        return NonlinearGradientResult(value, grad, delta, values, state.outputs, fac,
+                                       np.asarray(x, dtype=float), per if per_sample else None,
+                                       state, adjoint=lam)
+    if per_sample:
+        return value, grad, per
+    return value, grad
+
+
+def co_content(state: NonlinearState) -> np.ndarray:
+    """``E = sum_e g_e Phi_e(w_e)`` per sample (b,) (without the work of injected currents)."""
+    return state.energy
