@@ -262,3 +262,107 @@ def test_early_stop_writes_final_checkpoint(task, tmp_path):
         c, np.ones(c.network.n_edges), x, y)
     assert res.stopped and res.epochs_run == 2
     assert json.loads(open(os.path.join(ck, "checkpoint.json")).read())["epoch"] == 2
+
+
+# ----------------------------------------------------------------------------- argument and data checks (issue 9)
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(epochs=2.7), r"epochs must be an integer, got 2\.7; e\.g\. epochs=2 or 3"),
+    (dict(epochs="3"), r"epochs must be an integer, got '3'"),
+    (dict(epochs=-1), r"epochs must be >= 0, got -1"),
+    (dict(batch_size=0), r"batch_size must be >= 1, got 0"),
+    (dict(batch_size=8.5), r"batch_size must be an integer, got 8\.5"),
+    (dict(seed=-1), r"seed must be a non-negative integer, got -1"),
+    (dict(checkpoint_every=1.5), r"checkpoint_every must be an integer, got 1\.5"),
+    (dict(lr=np.nan), r"lr must be finite, got nan"),
+    (dict(optimizer="sgd", lr=-0.1), r"lr must be > 0\.0, got -0\.1"),
+])
+def test_trainer_arguments_are_never_coerced(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        Trainer(**kwargs)
+
+
+def test_batch_size_none_is_the_full_batch(task):
+    c, gt, x, y = task
+    g0 = np.ones(c.network.n_edges)
+    steps = []
+    cb = LambdaCallback(on_step_end=lambda tr, info: steps.append(info["step"]))
+    full = Trainer(optimizer="sgd", lr=0.5, epochs=2, batch_size=None, shuffle=False, callbacks=[cb]).fit(c, g0, x, y)
+    assert steps == [0, 0]  # one step per epoch
+    ref = Trainer(optimizer="sgd", lr=0.5, epochs=2, batch_size=len(x), shuffle=False).fit(c, g0, x, y)
+    np.testing.assert_array_equal(full.conductances, ref.conductances)
+
+
+def test_validation_data_come_in_pairs(task):
+    c, gt, x, y = task
+    g0 = np.ones(c.network.n_edges)
+    with pytest.raises(ParameterError, match="x_val and y_val must be given together; got x_val only"):
+        Trainer(epochs=1).fit(c, g0, x, y, x_val=x[:4])
+    with pytest.raises(ParameterError, match="got y_val only"):
+        Trainer(epochs=1).fit(c, g0, x, y, y_val=y[:4])
+    with pytest.raises(ShapeError, match=r"x_val has 4 samples but y_val has 3"):
+        Trainer(epochs=1).fit(c, g0, x, y, x_val=x[:4], y_val=y[:3])
+
+
+@pytest.mark.parametrize("which, bad, match", [
+    ("x", np.nan, r"x must be finite; 1 NaN or inf value\(s\), e\.g\. at index \(3, 1\); remove or impute"),
+    ("x", np.inf, r"x must be finite"),
+    ("y", np.nan, r"y must be finite; 1 NaN or inf value\(s\), e\.g\. at index \(3, 1\)"),
+    ("x", "ragged", r"x must be an array of numbers \(a rectangular list or numpy array\)"),
+    ("y", "strings", r"y must hold numbers"),
+])
+def test_non_finite_or_malformed_data_are_refused(task, which, bad, match):
+    c, gt, x, y = task
+    g0 = np.ones(c.network.n_edges)
+    x, y = x.copy(), y.copy()
+    if bad == "ragged":
+        x = [list(r) for r in x[:4]] + [[1.0]]
+        y = y[:5]
+    elif bad == "strings":
+        y = np.array([["a", "b"]] * len(x))
+    else:
+        (x if which == "x" else y)[3, 1] = bad
+    with pytest.raises(ShapeError, match=match):
+        Trainer(epochs=1).fit(c, g0, x, y)
+
+
+def test_cross_entropy_rule_refuses_target_voltages(task):
+    """Float pattern targets (target voltages) given to a cross-entropy rule used to train
+    silently as unnormalized probabilities."""
+    c, gt, x, _ = task
+    g0 = np.ones(c.network.n_edges)
+    labels = np.arange(len(x)) % 2
+    patterns = 0.5 * np.eye(2)[labels]
+    rule = Analytical(CrossEntropy(0.1))
+    with pytest.raises(ShapeError, match=r"cross-entropy rule needs class labels \(integers 0\.\.1\) or probability "
+                                         r"rows summing to 1; row 0 sums to 0\.5 .*loss='mse'"):
+        Trainer(rule, epochs=1).fit(c, g0, x, patterns)
+    with pytest.raises(ShapeError, match="class labels must be integers"):
+        Trainer(rule, epochs=1).fit(c, g0, x, labels + 0.5)
+    with pytest.raises(ShapeError, match=r"class labels must lie in 0\.\.1"):
+        Trainer(rule, epochs=1).fit(c, g0, x, labels + 1)
+    # labels and probability rows train
+    for y in (labels, np.eye(2)[labels], labels.astype(float)):
+        Trainer(rule, epochs=1).fit(c, g0, x, y)
+
+
+def test_nan_estimate_stops_training_with_epoch_and_step(task):
+    """A NaN estimate used to become the minimum conductance (nan_to_num) and training went on."""
+    from kirchnet.errors import SolverError
+    from kirchnet.rules.base import Rule, RuleResult
+
+    c, gt, x, y = task
+    g0 = np.ones(c.network.n_edges)
+
+    class NaNOnThirdCall(Rule):
+        calls = 0
+
+        def estimate(self, circuit, conductances, x, y, factorization=None):
+            NaNOnThirdCall.calls += 1
+            est = np.full(circuit.network.n_edges, 1e-3)
+            if NaNOnThirdCall.calls == 3:
+                est[7] = np.nan
+            return RuleResult(est, 0.0, lambda: None)
+
+    with pytest.raises(SolverError, match=r"^epoch 2, step 0: rule NaNOnThirdCall returned a non-finite estimate "
+                                          r"on 1 of \d+ edge\(s\) \(e\.g\. edge 7: nan\)"):
+        Trainer(NaNOnThirdCall(), "sgd", lr=0.1, epochs=3, batch_size=48).fit(c, g0, x, y)

@@ -46,6 +46,8 @@ from .constraints import _check_space, as_constraint, from_space, to_space
 from .errors import ParameterError, ShapeError
 from .experiments.io import write_bytes, write_text
 from .gradient import loss_and_grad
+from . import errors as _errors
+from ._validation import check_finite_array, check_int, check_seed
 from .losses import CrossEntropy
 from .optim import Optimizer, get_optimizer, get_schedule
 from .partial import next_factorization, resolve_mask
@@ -217,6 +219,47 @@ class EarlyStopping(Callback):
 
 
 # ----------------------------------------------------------------------------- evaluation
+def _check_data(x, y, circuit: Circuit, loss, xname: str = "x", yname: str = "y"):
+    """``(X, Y)`` checked for training: ``X`` finite ``(n, n_inputs)``; ``Y`` finite numbers with
+    ``n`` rows that ``loss`` accepts as targets (shape, class labels). Cross-entropy targets
+    given as ``(n, k)`` floats must be probability rows (summing to 1): target voltages
+    (e.g. 0.5-scaled one-hot patterns) belong to ``loss="mse"``."""
+    X = check_finite_array(x, xname, fix="remove or impute them before training")
+    if X.ndim != 2 or X.shape[1] != circuit.n_inputs:
+        raise ShapeError(f"{xname} must have shape (n_samples, {circuit.n_inputs}), got {X.shape}")
+    Y = check_finite_array(y, yname, dtype=None, fix="remove or impute them before training")
+    if Y.dtype.kind not in "biuf":
+        raise ShapeError(f"{yname} must hold numbers (targets or integer class labels), got "
+                         f"{Y.dtype.name} values; encode class names as 0..k-1 first")
+    if Y.ndim == 0 or len(Y) != len(X):
+        raise ShapeError(f"{xname} has {len(X)} samples but {yname} has {len(Y) if Y.ndim else 0}")
+    if len(X):
+        try:
+            loss.targets(Y, np.zeros((len(X), circuit.n_outputs)))  # shape, labels, range
+        except NotImplementedError:  # a user loss without a targets() check
+            pass
+        if isinstance(loss, CrossEntropy) and Y.ndim == 2:
+            sums = Y.sum(axis=1)
+            bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-6)
+            if bad.size:
+                raise ShapeError(
+                    f"{yname}: a cross-entropy rule needs class labels (integers 0..{circuit.n_outputs - 1}) "
+                    f"or probability rows summing to 1; row {bad[0]} sums to {sums[bad[0]]:.6g} "
+                    f"({bad.size} such row(s)). Target voltages need loss='mse'")
+    return X, Y
+
+
+def _at_step(exc: Exception, epoch: int, step: int) -> Exception:
+    """The same kirchnet error with ``epoch E, step S:`` in front of its message."""
+    msg = f"epoch {epoch}, step {step}: {exc}"
+    try:
+        new = type(exc)(msg)
+    except TypeError:
+        new = _errors.SolverError(msg)
+    new.__dict__.update(exc.__dict__)
+    return new
+
+
 def _labels(y) -> np.ndarray:
     y = np.asarray(y)
     return np.argmax(y, axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1).astype(np.int64)
@@ -245,7 +288,8 @@ class Trainer:
         ``info["wrt"]`` is ``"resistance"`` (``InSitu(wrt="resistance")``) is read as ``dC/dr``.
     optimizer: an :class:`~kirchnet.optim.Optimizer` or ``"sgd" | "momentum" | "adam"``.
     lr: base learning rate when ``optimizer`` is a name (ignored for instances).
-    epochs, batch_size: passes over the data and minibatch size.
+    epochs, batch_size: passes over the data and minibatch size (``batch_size=None``: the
+        whole training set, one step per epoch).
     shuffle, seed: reshuffle every epoch with ``default_rng([seed, epoch])``.
     schedule: learning-rate multiplier per epoch (:mod:`kirchnet.optim`), ``None`` = constant.
     tunable: mask spec (:func:`kirchnet.partial.resolve_mask`); ``None`` = all edges.
@@ -276,10 +320,10 @@ class Trainer:
         if not hasattr(self.rule, "estimate"):
             raise TypeError(f"rule must be a kirchnet Rule, got {type(rule).__name__}")
         self.optimizer = get_optimizer(optimizer, lr)
-        if int(epochs) < 0 or int(batch_size) < 1:
-            raise ParameterError(f"need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
-        self.epochs, self.batch_size = int(epochs), int(batch_size)
-        self.shuffle, self.seed = bool(shuffle), seed
+        self.epochs = check_int(epochs, "epochs", 0)
+        self.full_batch = batch_size is None  # None: one step per epoch on the whole training set
+        self.batch_size = None if self.full_batch else check_int(batch_size, "batch_size", 1)
+        self.shuffle, self.seed = bool(shuffle), check_seed(seed)
         self.schedule = get_schedule(schedule, epochs)
         self.tunable = tunable
         self.constraints = as_constraint(constraints)
@@ -287,9 +331,8 @@ class Trainer:
         self.accuracy = isinstance(self.rule.loss, CrossEntropy) if accuracy is None else bool(accuracy)
         self.cosine = bool(cosine)
         self.callbacks = list(callbacks)
-        if int(checkpoint_every) < 1:
-            raise ParameterError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-        self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, int(checkpoint_every)
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1)
         self.history_dir = history_dir
         self.progress = bool(progress)
         lo, hi = (float(c) for c in clip)
@@ -393,7 +436,12 @@ class Trainer:
         p_lo, p_hi = (lo, hi) if space == "conductance" else (1.0 / hi, 1.0 / lo)
         g_new = from_space(np.clip(p_new, p_lo, p_hi), space)
         g_new = self.constraints.apply(g_new, g, space)
-        g_new = np.clip(np.nan_to_num(g_new, nan=lo, posinf=hi, neginf=lo), lo, hi)
+        bad = np.flatnonzero(np.isnan(g_new) & mask)
+        if bad.size:  # never turn NaN into a conductance and train on
+            raise _errors.SolverError(
+                f"the update gave NaN conductances on {bad.size} tunable edge(s) (e.g. edge "
+                f"{int(bad[0])}); lower the learning rate or check the constraints")
+        g_new = np.clip(g_new, lo, hi)
         g_new = np.where(mask, g_new, g)
         return g_new, float(res.loss), cos
 
@@ -405,19 +453,17 @@ class Trainer:
         g = circuit.check_conductances(g0).copy()
         self._clip_range = (min(self.clip[0], float(g.min())), max(self.clip[1], float(g.max())))
         mask = resolve_mask(self.tunable, circuit)
-        X = np.asarray(x, dtype=float)
-        if X.ndim != 2 or X.shape[1] != circuit.n_inputs:
-            raise ShapeError(f"x must have shape (n_samples, {circuit.n_inputs}), got {X.shape}")
-        Y = np.asarray(y)
-        if len(Y) != len(X):
-            raise ShapeError(f"x has {len(X)} samples but y has {len(Y)}")
+        X, Y = _check_data(x, y, circuit, self.rule.loss)
         if len(X) == 0:
             raise ShapeError("cannot train on an empty data set")
+        if (x_val is None) != (y_val is None):
+            raise ParameterError(f"x_val and y_val must be given together; got "
+                                 f"{'x_val' if y_val is None else 'y_val'} only")
         Xv = Yv = None
         if x_val is not None:
-            Xv, Yv = np.asarray(x_val, dtype=float), np.asarray(y_val)
-            if Xv.ndim != 2 or Xv.shape[1] != circuit.n_inputs or len(Yv) != len(Xv):
-                raise ShapeError("x_val must have shape (n_val, n_inputs) and y_val n_val rows")
+            Xv, Yv = _check_data(x_val, y_val, circuit, self.rule.loss, "x_val", "y_val")
+        if self.full_batch:
+            self.batch_size = len(X)
         self.stop_training = False
         loaded = self.load_checkpoint(g.size) if resume else None
         fac = None
@@ -452,7 +498,10 @@ class Trainer:
                     idx = order[i:i + self.batch_size]
                     fac, used_update = next_factorization(fac, circuit, g, self.max_rank)
                     low_rank += int(used_update)
-                    g, bl, cos = self._step(circuit, g, mask, X[idx], Y[idx], lr, fac)
+                    try:
+                        g, bl, cos = self._step(circuit, g, mask, X[idx], Y[idx], lr, fac)
+                    except _errors.KirchnetError as exc:  # say where training stopped
+                        raise _at_step(exc, epoch, step) from exc
                     batch_losses.append(bl)
                     cosines.append(cos)
                     self._call("on_step_end", {"epoch": epoch, "step": step, "conductances": g,
