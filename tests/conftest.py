@@ -24,15 +24,25 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("KIRCHNET_HYPOTHESIS_PROFILE", "ci"))
 
-#: every concrete solver backend; CHOLMOD is skipped where scikit-sparse is missing
+#: every concrete solver backend; optional ones skip where their package is missing
 ALL_BACKENDS = ("dense", "cholmod", "splu", "pcg", "pcg-amg")
+
+#: skip marks for the optional backends (CHOLMOD: scikit-sparse, AMG: pyamg)
+needs_cholmod = pytest.mark.skipif(not solvers.cholmod_available(),
+                                   reason="scikit-sparse (CHOLMOD) not installed: pip install scikit-sparse")
+needs_pyamg = pytest.mark.skipif(not solvers.pyamg_available(),
+                                 reason="pyamg (backend 'pcg-amg') not installed: pip install pyamg")
+OPTIONAL_BACKEND_MARKS = {"cholmod": needs_cholmod, "pcg-amg": needs_pyamg}
 
 
 def _backend_param(name):
-    marks = []
-    if name == "cholmod" and not solvers.cholmod_available():
-        marks.append(pytest.mark.skip(reason="scikit-sparse (CHOLMOD) not installed"))
+    marks = [OPTIONAL_BACKEND_MARKS[name]] if name in OPTIONAL_BACKEND_MARKS else []
     return pytest.param(name, marks=marks, id=name)
+
+
+def backend_params(names):
+    """``pytest.param`` per backend name with the skip mark of optional backends."""
+    return [_backend_param(b) for b in names]
 
 
 BACKEND_PARAMS = [_backend_param(b) for b in ALL_BACKENDS]

@@ -66,13 +66,25 @@ def test_projector_agrees_with_nodal_solver(case):
     np.testing.assert_allclose(st_.drops @ P.T, st_.outputs, rtol=1e-9, atol=1e-9 * np.abs(s).max())
     y = rng.normal(size=st_.outputs.shape)
     delta = st_.outputs - y
-    grad_nodal = c.loss_and_grad(g, s, y, wrt="resistance")[1]
+    res = c.loss_and_grad(g, s, y, wrt="resistance", full=True)
+    grad_nodal = res.grad
     grad_proj = projector.resistance_gradient(net, r, S, P, delta)
-    scale = np.abs(st_.currents).max() * np.abs(delta).max()
-    if np.abs(grad_nodal).max() > 1e-6 * scale:
+    # Tolerance. Node potentials carry an absolute rounding error ~eps |u| (the adjoint
+    # ~eps |lam|) that no float64 nodal method avoids, so dC/dr_e = g_e^2 w_e (B^T lam)_e is
+    # exact only to ~eps g_e^2 (|w_e| (|lam_a| + |lam_b|) + |(B^T lam)_e| (|u_a| + |u_b| + |s_e|)).
+    # On an edge of large g carrying a large current but exactly no adjoint current (a loop
+    # hanging off the output paths) this is far above tol * max|grad| (a 1.2e-8 norm-wise
+    # error at conductance ratio 1e6), while the projector's cycle form gives an exact 0.
+    # So the comparison is componentwise: tol * max|grad| plus a small multiple of that bound.
+    a, b = net.tails, net.heads
+    lam, u, w = res.adjoint_potentials, res.state.potentials, res.state.resistor_voltages
+    bound = (g ** 2 * (np.abs(w) * (np.abs(lam[:, a]) + np.abs(lam[:, b]))
+                       + np.abs(lam[:, a] - lam[:, b]) * (np.abs(u[:, a]) + np.abs(u[:, b]) + np.abs(s)))).mean(axis=0)
+    err = np.abs(grad_proj - grad_nodal)
+    scale = max(np.abs(grad_nodal).max(), 1e-6 * np.abs(st_.currents).max() * np.abs(delta).max())
+    assert np.all(err <= tol * scale + 64 * np.finfo(float).eps * bound), float(np.max(err / (tol * scale)))
+    if decades <= 3 and np.abs(grad_nodal).max() > 1e-6 * scale:  # moderate ratios: norm-wise too
         assert rel_err(grad_proj, grad_nodal) < tol
-    else:  # outputs off every cycle: the gradient vanishes
-        assert np.abs(grad_proj - grad_nodal).max() <= tol * scale
 
 
 @settings(max_examples=30)

@@ -24,17 +24,21 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from . import solvers
+from . import _memory, solvers
 from ._validation import _list, as_batch, check_positive_finite
 from .elements import ElementMap
 from .errors import (
     BoundaryConditionError,
     FloatingComponentError,
+    IllConditionedError,
+    KirchnetError,
     ParameterError,
     ShapeError,
+    SolverError,
     TopologyError,
 )
 from .network import Network
+from .solvers.base import ACCURACY, conductance_advice
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,23 @@ def _node(network: Network, v, role: str) -> int:
         return network.node_index(v)
     except TopologyError as exc:
         raise TopologyError(f"{role}: {exc}") from None
+
+
+def _sequence(items, role: str) -> list:
+    """``items`` as a list; refuses None, scalars and strings with a message naming ``role``."""
+    if items is None or isinstance(items, (str, bytes, int, float, np.number, Edge, Pair)) or (
+            isinstance(items, np.ndarray) and items.ndim != 1):
+        raise BoundaryConditionError(
+            f"{role} must be a list of node ids or Edge(...)/Pair(...) items, got {items!r}; "
+            f"pass [] for none, or [{items!r}] for a single one"
+        )
+    try:
+        return list(items)
+    except TypeError:
+        raise BoundaryConditionError(
+            f"{role} must be a list of node ids or Edge(...)/Pair(...) items, got "
+            f"{type(items).__name__} {items!r}"
+        ) from None
 
 
 def _edge(network: Network, e: Edge, role: str) -> int:
@@ -110,6 +131,14 @@ class Circuit:
         self.backend = backend
         n = network.n_nodes
         self.ground = _node(network, ground, "ground")
+        if not (np.any(network.tails == self.ground) or np.any(network.heads == self.ground)):
+            raise BoundaryConditionError(
+                f"ground: node {self.ground} has no edge (an isolated node), so it anchors nothing; "
+                f"choose a node of the network's edges as the ground"
+            )
+        inputs = _sequence(inputs, "inputs")
+        outputs = _sequence(outputs, "outputs")
+        clamped = _sequence(clamped, "clamped")
 
         node_cols, node_ids, edge_cols, edge_ids = [], [], [], []
         for j, item in enumerate(inputs):
@@ -261,6 +290,25 @@ class Circuit:
         return solvers.choose_backend(self.reduced_laplacian(np.ones(self.network.n_edges), check=False))
 
     @cached_property
+    def _fill(self) -> dict:
+        """:func:`kirchnet.solvers.predicted_fill` of the pattern of ``L_FF`` (computed once)."""
+        return solvers.predicted_fill(self.reduced_laplacian(np.ones(self.network.n_edges), check=False))
+
+    def _check_memory(self, backend: str) -> None:
+        """Refuse a factorization whose estimated memory exceeds the limit (kirchnet._memory)."""
+        nf = self.n_free
+        if backend == "dense":
+            _memory.require(24.0 * nf * nf, f"backend='dense' on {nf:,} free nodes (the dense L_FF, "
+                            f"its copy and its Cholesky factor, {nf:,} x {nf:,} float64 each)",
+                            "use backend='auto' (or 'splu'/'cholmod' for planar-like graphs, "
+                            "'pcg' for expander-like ones)")
+        elif backend in ("splu", "cholmod") and nf > solvers.DENSE_MAX:
+            need = solvers.factor_memory(self._fill, backend)
+            _memory.require(need, f"backend={backend!r} on {nf:,} free nodes (estimated Cholesky "
+                            f"fill of the RCM-envelope analysis)",
+                            "use backend='pcg' (conjugate gradients, no fill) or a smaller network")
+
+    @cached_property
     def _readout_gather(self) -> tuple[np.ndarray, np.ndarray]:
         """``(nodes, P_used)``: outputs are ``potentials[:, nodes] @ P_used.T``."""
         nodes = np.unique(self.readout.indices)
@@ -309,7 +357,15 @@ class Circuit:
 
     def check_conductances(self, conductances) -> np.ndarray:
         """Validated ``(m,)`` float conductances (raises :class:`ParameterError`)."""
-        return check_positive_finite(conductances, self.network.n_edges, "conductances")
+        try:
+            return check_positive_finite(conductances, self.network.n_edges, "conductances")
+        except KirchnetError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ParameterError(
+                f"conductances must be {self.network.n_edges} positive numbers (one per edge); "
+                f"got {type(conductances).__name__} that is not numeric ({exc})"
+            ) from None
 
     # ------------------------------------------------------------- matrices
     def reduced_laplacian_dense(self, conductances, check: bool = True) -> np.ndarray:
@@ -388,14 +444,17 @@ class Circuit:
 
         Returns ``(xn (b, n_node_inputs), xs (b, n_sources), xc (b, n_clamped), single)``.
         """
-        X, single = as_batch(x, self.n_inputs, "x")
+        X, single = _numeric_batch(x, self.n_inputs, "x")
         b = X.shape[0]
+        if b == 0:
+            raise ShapeError(f"x has an empty batch (shape {np.shape(x)}): pass at least one sample "
+                             f"of {self.n_inputs} input value(s)")
         xn = X[:, self._node_cols]
         xs = X[:, self._edge_cols]
         if clamp is None:
             xc = np.zeros((b, self.n_clamped))
         else:
-            xc, _ = as_batch(clamp, self.n_clamped, "clamp")
+            xc, _ = _numeric_batch(clamp, self.n_clamped, "clamp")
             if xc.shape[0] == 1 and b > 1:
                 xc = np.broadcast_to(xc, (b, self.n_clamped))
             elif xc.shape[0] != b:
@@ -409,6 +468,28 @@ class Circuit:
         s = np.zeros((xs.shape[0], self.network.n_edges))
         s[:, self.source_edges] = xs
         return s
+
+
+def _numeric_batch(x, width: int, name: str):
+    """:func:`as_batch` with non-numeric (strings, ragged lists) input as a kirchnet error."""
+    try:
+        return as_batch(x, width, name)
+    except KirchnetError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ShapeError(f"{name} must be a numeric array of shape ({width},) or (batch, {width}); "
+                         f"got a {type(x).__name__} that numpy cannot read as numbers ({exc})") from None
+
+
+def _check_finite(values: np.ndarray, what: str, g: np.ndarray) -> np.ndarray:
+    """``values`` if finite, else a :class:`ParameterError` saying which quantity overflowed."""
+    if not np.isfinite(values).all():
+        raise ParameterError(
+            f"{what} overflowed float64 (max conductance {float(np.max(g)):.3g}): rescale the "
+            f"conductances or the inputs x (potentials are linear in x, and invariant to a "
+            f"common factor on g)"
+        )
+    return values
 
 
 class CircuitFactorization:
@@ -426,15 +507,29 @@ class CircuitFactorization:
         self.circuit = circuit
         self.conductances = np.array(conductances, dtype=float)  # a copy: the caller's array stays writable
         self.conductances.setflags(write=False)
+        #: whether every solve is verified (``check=False``: benchmarks only, see kirchnet.solvers.base)
+        self.check = bool(solver_options.pop("check", True))
         if factor is None:
             if backend == "auto":
                 backend = circuit.auto_backend
+            circuit._check_memory(backend)
             if backend == "dense":
                 L = circuit.reduced_laplacian_dense(self.conductances, check=False)
+                diag = np.diagonal(L)
             else:
                 L = circuit.reduced_laplacian(self.conductances, check=False)
+                diag = L.data
+            _check_finite(diag, "the reduced Laplacian L_FF (sums of conductances at a node)",
+                          self.conductances)
             symbolic = circuit._symbolic if backend == "cholmod" else None
-            factor = solvers.factorize(L, backend, symbolic=symbolic, **solver_options)
+            try:
+                factor = solvers.factorize(L, backend, symbolic=symbolic, check=self.check,
+                                           **solver_options)
+            except IllConditionedError as exc:
+                raise IllConditionedError(f"{exc}; {conductance_advice(self.conductances)}") from None
+        # every solve of this factor is checked against the exact edge form L_FF = B_F G B_F^T
+        factor.check = self.check
+        factor.edge_form = (circuit._B_free, circuit._BT_free, self.conductances)
         self.factor = factor
         #: solver options (e.g. ``rtol``, ``maxiter``) reused by refactorizations in :meth:`update`
         self.solver_options = dict(solver_options)
@@ -463,14 +558,49 @@ class CircuitFactorization:
         if self._transfer is None and self._adjoint_basis is None:
             R = self._driver_matrix()
             X = self.factor.solve(np.hstack([R, self.circuit.readout_free_T]))
-            self._transfer, self._adjoint_basis = X[:, :R.shape[1]], X[:, R.shape[1]:]
+            self._transfer, self._adjoint_basis = self._check_harmonic(X[:, :R.shape[1]]), X[:, R.shape[1]:]
         return self
 
     def transfer(self) -> np.ndarray:
         """``H = L_FF^{-1} R_drv`` (n_free x D): free potentials per unit driver."""
         if self._transfer is None:
-            self._transfer = self.factor.solve(self._driver_matrix())
+            self._transfer = self._check_harmonic(self.factor.solve(self._driver_matrix()))
         return self._transfer
+
+    def _violation(self, what: str, value: float) -> IllConditionedError:
+        return IllConditionedError(
+            f"the {self.backend} solve violates the maximum principle ({what}, off by {value:.1e}), "
+            f"impossible in a passive circuit; {conductance_advice(self.conductances)}"
+        )
+
+    def _check_harmonic(self, H: np.ndarray) -> np.ndarray:
+        """Maximum principle for the node-driver columns of ``H`` (inputs, clamps): a free
+        potential per unit clamped potential is a harmonic measure, ``H >= 0``, ``sum_j H_j <= 1``."""
+        c = self.circuit
+        if not self.check or H.size == 0:
+            return H
+        ni, ns = c.input_nodes.size, c.source_edges.size
+        Hn = H[:, np.r_[0:ni, ni + ns:H.shape[1]]]
+        if Hn.size:
+            low, high = -float(Hn.min()), float(Hn.sum(axis=1).max()) - 1.0
+            if max(low, high) > ACCURACY:
+                raise self._violation("a free potential per volt at the inputs outside [0, 1]",
+                                      max(low, high))
+        return H
+
+    def _check_range(self, u: np.ndarray, xn: np.ndarray, xc: np.ndarray) -> None:
+        """Maximum principle per sample: free potentials within the clamped potentials' range."""
+        clamped = np.concatenate([np.zeros((u.shape[0], 1)), xn, xc], axis=1)
+        lo, hi = clamped.min(axis=1), clamped.max(axis=1)
+        uf = u[:, self.circuit.free_nodes]
+        if uf.size == 0:
+            return
+        off = np.maximum(lo - uf.min(axis=1), uf.max(axis=1) - hi)
+        worst = int(np.argmax(off / np.maximum(hi - lo, 1e-300)))
+        if off[worst] > ACCURACY * (hi[worst] - lo[worst]):
+            raise self._violation(f"sample {worst}: free potentials in [{uf[worst].min():.4g}, "
+                                  f"{uf[worst].max():.4g}] V, clamped ones in [{lo[worst]:.4g}, "
+                                  f"{hi[worst]:.4g}] V", float(off[worst]))
 
     def transfer_full(self) -> np.ndarray:
         """``Hfull`` (n x D): potentials of every node per unit driver (drivers' own rows are 1)."""
@@ -510,12 +640,16 @@ class CircuitFactorization:
         b = xn.shape[0]
         Z = np.concatenate([xn, xs, xc], axis=1)  # (b, D) in driver order
         D = Z.shape[1]
+        _memory.require(16.0 * b * c.network.n_nodes, f"a batch of {b:,} samples on {c.network.n_nodes:,} "
+                        f"nodes (potentials and a temporary, float64)", "solve a smaller batch at a time")
         if D and b > D:  # through the transfer matrix: D solves for the whole batch
             u = Z @ self.transfer_full().T
         else:
             u = np.zeros((b, c.network.n_nodes))
             if D:
                 u[:, c.free_nodes] = self.factor.solve(self._driver_matrix() @ Z.T).T
+                if self.check and c.source_edges.size == 0:
+                    self._check_range(u, xn, xc)
             u[:, c.input_nodes] = xn
             u[:, c.clamped_nodes] = xc
         if currents is not None:
@@ -556,13 +690,17 @@ class CircuitFactorization:
         cols = c.edge_columns(changed)
         touches = np.asarray(abs(cols).sum(axis=0)).ravel() > 0
         changed, cols = changed[touches], cols[:, touches]
-        opts = self.solver_options
+        opts = {**self.solver_options, "check": self.check}
         if changed.size == 0:  # only edges between clamped nodes changed: L_FF unchanged
             return CircuitFactorization(c, g, self.base_backend, factor=self.factor, **opts)
         if changed.size + self.factor.update_rank > max_rank:
             return CircuitFactorization(c, g, self.base_backend, **opts)
         dg = g[changed] - self.conductances[changed]
-        new = CircuitFactorization(c, g, self.base_backend, factor=self.factor.updated(cols, dg), **opts)
+        try:
+            factor = self.factor.updated(cols, dg)
+        except SolverError:  # the update cannot be done accurately: refactorize from scratch
+            return CircuitFactorization(c, g, self.base_backend, **opts)
+        new = CircuitFactorization(c, g, self.base_backend, factor=factor, **opts)
         new.low_rank_update = True
         return new
 
@@ -596,7 +734,8 @@ class State:
 
     @cached_property
     def currents(self) -> np.ndarray:
-        return self.conductances * self.resistor_voltages
+        return _check_finite(self.conductances * self.resistor_voltages, "the edge currents g * w",
+                             self.conductances)
 
     @cached_property
     def outputs(self) -> np.ndarray:
@@ -604,7 +743,8 @@ class State:
 
     @cached_property
     def power(self) -> np.ndarray:
-        return np.einsum("bm,bm->b", self.currents, self.resistor_voltages)
+        return _check_finite(np.einsum("bm,bm->b", self.currents, self.resistor_voltages),
+                             "the dissipated power sum_e g_e w_e^2", self.conductances)
 
     def energy_derivative(self) -> np.ndarray:
         """``dE/dg_e = 1/2 w_e^2`` per sample (b, m): the local quantity of Hebbian rules."""

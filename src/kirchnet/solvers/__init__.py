@@ -6,7 +6,11 @@
 ``"cholmod"``  CHOLMOD sparse Cholesky (scikit-sparse, optional); grids and planar graphs.
 ``"splu"``     scipy SuperLU with MMD ordering; dependency-free sparse fallback.
 ``"pcg"``      conjugate gradients, Jacobi preconditioner; expander-like graphs.
-``"pcg-amg"``  conjugate gradients, pyamg smoothed-aggregation preconditioner.
+``"pcg-amg"``  conjugate gradients, pyamg smoothed-aggregation preconditioner (optional).
+
+Every solve of every backend is checked (finiteness, an error bound from the residual,
+iterative refinement, then :class:`~kirchnet.errors.IllConditionedError`): see
+:mod:`kirchnet.solvers.base`.
 
 ``"auto"`` picks dense for small systems; otherwise it predicts the Cholesky fill
 from a symbolic analysis (the envelope of a reverse Cuthill-McKee ordering, an upper
@@ -25,7 +29,7 @@ from . import cholmod as _cholmod_mod
 from .base import Factorization, WoodburyFactorization
 from .cholmod import CholmodCholesky, CholmodSymbolic
 from .dense import DenseCholesky
-from .pcg import PCG
+from .pcg import PCG, pyamg_available
 from .splu import SuperLU
 
 BACKENDS = ("auto", "dense", "cholmod", "splu", "pcg", "pcg-amg")
@@ -65,6 +69,23 @@ def predicted_fill(matrix) -> dict:
     return {"n": n, "nnz": int(A.nnz), "envelope": env, "mean_width": env / max(n, 1)}
 
 
+def factor_memory(fill: dict, backend: str) -> float:
+    """Estimated bytes of a sparse Cholesky factor from :func:`predicted_fill`.
+
+    ``nnz(L)``: for planar-like patterns (mean envelope width at most ``4 sqrt(n)``)
+    ``min(envelope, 8 n log2 n)`` (nested-dissection-like orderings fill ``O(n log n)``;
+    measured AMD/MMD fill of lattices is below this), otherwise a quarter of the RCM
+    envelope. 12 bytes per entry (value + index); SuperLU stores ``L`` and ``U``.
+    """
+    n = max(int(fill["n"]), 2)
+    env = float(fill["envelope"])
+    if fill["mean_width"] <= 4.0 * np.sqrt(n):
+        nnz = min(env, 8.0 * n * np.log2(n))
+    else:
+        nnz = env / 4.0
+    return 12.0 * (nnz + n) * (2 if backend == "splu" else 1)
+
+
 def choose_backend(matrix) -> str:
     """The backend ``"auto"`` picks for this matrix (see the module docstring)."""
     n = matrix.shape[0]
@@ -78,27 +99,31 @@ def choose_backend(matrix) -> str:
 
 
 def factorize(matrix, backend: str = "auto", *, symbolic: CholmodSymbolic | None = None,
-              rtol: float = 1e-10, maxiter: int | None = None) -> Factorization:
-    """Factorize the SPD matrix with the named backend (see :data:`BACKENDS`)."""
+              rtol: float = 1e-10, maxiter: int | None = None, check: bool = True) -> Factorization:
+    """Factorize the SPD matrix with the named backend (see :data:`BACKENDS`).
+
+    ``check=False`` turns off the verification of every solve (for benchmarks only).
+    """
     if backend == "auto":
         backend = choose_backend(matrix)
     if backend == "dense":
-        return DenseCholesky(matrix)
-    if backend == "cholmod":
-        if symbolic is not None:
-            return symbolic.factorize(matrix)
-        return CholmodCholesky(matrix)
-    if backend == "splu":
-        return SuperLU(matrix)
-    if backend == "pcg":
-        return PCG(matrix, "jacobi", rtol=rtol, maxiter=maxiter)
-    if backend == "pcg-amg":
-        return PCG(matrix, "amg", rtol=rtol, maxiter=maxiter)
-    raise SolverError(f"unknown solver backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        fac = DenseCholesky(matrix)
+    elif backend == "cholmod":
+        fac = symbolic.factorize(matrix) if symbolic is not None else CholmodCholesky(matrix)
+    elif backend == "splu":
+        fac = SuperLU(matrix)
+    elif backend == "pcg":
+        fac = PCG(matrix, "jacobi", rtol=rtol, maxiter=maxiter)
+    elif backend == "pcg-amg":
+        fac = PCG(matrix, "amg", rtol=rtol, maxiter=maxiter)
+    else:
+        raise SolverError(f"unknown solver backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    fac.check = bool(check)
+    return fac
 
 
 __all__ = [
     "BACKENDS", "Factorization", "WoodburyFactorization", "DenseCholesky", "CholmodCholesky",
     "CholmodSymbolic", "SuperLU", "PCG", "factorize", "choose_backend", "predicted_fill",
-    "cholmod_available",
+    "cholmod_available", "pyamg_available", "factor_memory",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import SolverError
-from .base import Factorization
+from .base import Factorization, not_positive_definite
 
 try:  # pragma: no cover - exercised when the extra is installed
     from sksparse import cholmod as _cholmod
@@ -21,6 +21,9 @@ except ImportError:  # pragma: no cover
     _cholmod = None
     AVAILABLE = False
 
+_MISSING = ("the CHOLMOD backend needs scikit-sparse (and Debian's libsuitesparse-dev to build it): "
+            "pip install 'kirchnet[fast]', or use backend='splu' (scipy, always available)")
+
 
 def _csc(matrix) -> sp.csc_matrix:
     A = sp.csc_matrix(matrix)
@@ -28,13 +31,41 @@ def _csc(matrix) -> sp.csc_matrix:
     return A
 
 
+def _library_error(exc: Exception, n: int) -> SolverError:
+    """A CHOLMOD library error (too large, out of memory, ...) as a kirchnet error with advice."""
+    kind = type(exc).__name__
+    if "TooLarge" in kind or "OutOfMemory" in kind or "memory" in str(exc).lower():
+        return SolverError(
+            f"CHOLMOD cannot factorize this {n:,} x {n:,} system ({kind}: {exc}): its Cholesky "
+            f"factor is too large (the graph fills in like an expander); use backend='pcg' "
+            f"(conjugate gradients, no fill) or backend='auto', which picks it for such graphs"
+        )
+    return SolverError(f"CHOLMOD failed on the {n:,} x {n:,} system ({kind}: {exc}); "
+                       f"try backend='splu' or backend='pcg'")
+
+
+def _cholmod_errors() -> tuple:
+    """The exception classes of scikit-sparse's CHOLMOD wrapper (whatever this version has)."""
+    names = ("CholmodError", "CholmodTooLargeError", "CholmodOutOfMemoryError", "CholmodWarning")
+    found = tuple(c for c in (getattr(_cholmod, n, None) for n in names) if isinstance(c, type))
+    return found + (MemoryError,)
+
+
+def _not_pd_error():
+    cls = getattr(_cholmod, "CholmodNotPositiveDefiniteError", None)
+    return cls if isinstance(cls, type) else ()
+
+
 class CholmodSymbolic:
     """Reusable symbolic analysis of one sparsity pattern."""
 
     def __init__(self, matrix):
         if not AVAILABLE:
-            raise SolverError("CHOLMOD backend needs scikit-sparse: pip install 'kirchnet[fast]'")
-        self._symbolic = _cholmod.analyze(_csc(matrix), mode="auto")
+            raise SolverError(_MISSING)
+        try:
+            self._symbolic = _cholmod.analyze(_csc(matrix), mode="auto")
+        except _cholmod_errors() as exc:
+            raise _library_error(exc, matrix.shape[0]) from exc
 
     def factorize(self, matrix) -> "CholmodCholesky":
         return CholmodCholesky(matrix, symbolic=self)
@@ -46,7 +77,7 @@ class CholmodCholesky(Factorization):
     def __init__(self, matrix, symbolic: CholmodSymbolic | None = None, _factor=None):
         super().__init__(matrix)
         if not AVAILABLE:
-            raise SolverError("CHOLMOD backend needs scikit-sparse: pip install 'kirchnet[fast]'")
+            raise SolverError(_MISSING)
         if _factor is not None:
             self._factor = _factor
             return
@@ -56,23 +87,37 @@ class CholmodCholesky(Factorization):
                 self._factor = symbolic._symbolic.cholesky(A)
             else:
                 self._factor = _cholmod.cholesky(A)
-        except _cholmod.CholmodNotPositiveDefiniteError as exc:
-            raise SolverError(f"matrix is not positive definite: {exc}") from exc
+        except _not_pd_error() as exc:
+            raise not_positive_definite(f"CHOLMOD: {exc}", matrix) from exc
+        except _cholmod_errors() as exc:
+            raise _library_error(exc, A.shape[0]) from exc
         # CHOLMOD's simplicial LDL^T mode does not stop at a non-positive pivot: check D.
         if n_bad := int(np.count_nonzero(~(self._factor.D() > 0))):
-            raise SolverError(f"matrix is not positive definite ({n_bad} non-positive pivots)")
+            raise not_positive_definite(f"CHOLMOD: {n_bad} non-positive pivot(s)", matrix)
 
     def _solve_block(self, rhs):
         return self._factor.solve_A(np.asfortranarray(rhs))
 
     def updated(self, C, d):
-        """Rank-k update/downdate: ``A + C diag(d) C^T`` (CHOLMOD ``updown``)."""
+        """Rank-k update/downdate: ``A + C diag(d) C^T`` (CHOLMOD ``updown``).
+
+        A downdate that leaves a non-positive pivot raises :class:`SolverError` (the
+        caller refactorizes); later solves that fail the accuracy check fall back to a
+        fresh factorization (:attr:`derived`).
+        """
         d = np.asarray(d, dtype=float)
         C = sp.csc_matrix(C)
         new = self._factor.copy()
         pos, neg = d > 0, d < 0
-        if pos.any():
-            new.update_inplace(sp.csc_matrix(C[:, pos] @ sp.diags(np.sqrt(d[pos]))), subtract=False)
-        if neg.any():
-            new.update_inplace(sp.csc_matrix(C[:, neg] @ sp.diags(np.sqrt(-d[neg]))), subtract=True)
-        return CholmodCholesky(self.updated_matrix(C, d), _factor=new)
+        try:
+            if pos.any():
+                new.update_inplace(sp.csc_matrix(C[:, pos] @ sp.diags(np.sqrt(d[pos]))), subtract=False)
+            if neg.any():
+                new.update_inplace(sp.csc_matrix(C[:, neg] @ sp.diags(np.sqrt(-d[neg]))), subtract=True)
+        except _cholmod_errors() as exc:
+            raise SolverError(f"CHOLMOD up/downdate failed ({exc}); refactorize") from exc
+        if not np.all(new.D() > 0):
+            raise SolverError("CHOLMOD downdate lost positive definiteness; refactorize")
+        out = CholmodCholesky(self.updated_matrix(C, d), _factor=new)
+        out.derived = True
+        return out

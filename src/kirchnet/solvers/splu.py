@@ -10,8 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
-from ..errors import SolverError
-from .base import Factorization
+from .base import Factorization, not_positive_definite
 
 
 class SuperLU(Factorization):
@@ -19,11 +18,15 @@ class SuperLU(Factorization):
 
     def __init__(self, matrix, permc_spec: str = "MMD_AT_PLUS_A"):
         super().__init__(matrix)
+        self.permc_spec = permc_spec
         try:
             self._lu = splu(sp.csc_matrix(matrix), permc_spec=permc_spec,
                             options={"SymmetricMode": True})
         except RuntimeError as exc:
-            raise SolverError(f"sparse LU failed (matrix singular?): {exc}") from exc
+            raise not_positive_definite(f"sparse LU failed, matrix singular? SuperLU: {exc}", matrix) from exc
+
+    def _refactorized(self, matrix):
+        return SuperLU(matrix, self.permc_spec)
 
     def _solve_block(self, rhs):
         return self._lu.solve(np.asfortranarray(rhs))
