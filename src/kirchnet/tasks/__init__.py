@@ -26,6 +26,8 @@ Terminal placement (:func:`place_terminals`)
 
 from .base import Task, place_terminals, scale_features, encode_inputs, class_patterns
 from .datasets import allostery, digits, iris, make_task, teacher_student, TASKS
+from .nonlinear import NONLINEAR_TASKS, circles, mnist, mnist5k, moons, read_idx, xor
 
 __all__ = ["Task", "place_terminals", "scale_features", "encode_inputs", "class_patterns",
            "teacher_student", "iris", "digits", "allostery", "make_task", "TASKS"]
+__all__ += ["xor", "moons", "circles", "mnist5k", "mnist", "read_idx", "NONLINEAR_TASKS"]
