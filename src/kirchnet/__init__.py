@@ -12,6 +12,7 @@ Layers, bottom to top: :mod:`~kirchnet.errors` -> :mod:`~kirchnet.network` /
 """
 
 from . import constraints, optim, partial, projector, rules, solvers, tasks, topologies
+from . import drn  # deep resistive networks (layered diode networks, exact fast solver)
 from .circuit import Circuit, CircuitFactorization, Edge, Pair, State
 from .config import TrainConfig
 from .errors import (
