@@ -178,3 +178,60 @@ def test_example_configs_are_valid():
     assert len(configs) >= 3
     for p in configs:
         TrainConfig.from_toml(p)
+
+
+# ----------------------------------------------------------------------- info: optional backends (issue 9)
+def _patch_backends(monkeypatch, present: bool):
+    import importlib.util as iu
+
+    from kirchnet import solvers, spice
+
+    monkeypatch.setattr(solvers, "cholmod_available", lambda: present)
+    monkeypatch.setattr(solvers, "pyamg_available", lambda: present)
+    monkeypatch.setattr(spice, "find_ngspice", lambda: "/usr/bin/ngspice" if present else None)
+    real = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: (real(name, *a) if present else None)
+                        if name in ("dask", "distributed") else real(name, *a))
+
+
+def test_optional_backends_report_the_install_command_of_each_missing_one(monkeypatch):
+    import shlex
+
+    from kirchnet.cli import optional_backends
+
+    _patch_backends(monkeypatch, present=False)
+    rows = {r["name"]: r for r in optional_backends()}
+    assert set(rows) == {"CHOLMOD (scikit-sparse)", "pyamg", "ngspice", "dask"}
+    assert not any(r["present"] for r in rows.values())
+    pip = f"{shlex.quote(sys.executable)} -m pip install"
+    assert rows["CHOLMOD (scikit-sparse)"]["install"].startswith(
+        f"apt-get install libsuitesparse-dev && {pip} 'scikit-sparse")
+    assert "make clean venv" in rows["CHOLMOD (scikit-sparse)"]["install"]
+    assert rows["pyamg"]["install"] == f"{pip} 'pyamg>=5.0'"
+    assert rows["ngspice"]["install"].startswith("apt-get install ngspice")
+    assert rows["dask"]["install"].startswith(f"{pip} 'dask[distributed]")
+    assert "SuperLU" in rows["CHOLMOD (scikit-sparse)"]["provides"]
+
+
+def test_optional_backends_present_need_no_command(monkeypatch):
+    from kirchnet.cli import optional_backends
+
+    _patch_backends(monkeypatch, present=True)
+    rows = optional_backends()
+    assert all(r["present"] and r["install"] == "" for r in rows)
+    assert {r["name"]: r["detail"] for r in rows}["ngspice"] == "/usr/bin/ngspice"
+
+
+def test_info_prints_how_to_install_missing_backends(monkeypatch):
+    _patch_backends(monkeypatch, present=False)
+    r = CliRunner().invoke(app, ["info", "--no-sizes"], terminal_width=400)
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "optional backends" in text and "missing" in text
+    assert "to install pyamg: " in text and "-m pip install 'pyamg>=5.0'" in text
+    assert "to install CHOLMOD (scikit-sparse): apt-get install libsuitesparse-dev" in text
+    assert "to install ngspice: apt-get install ngspice" in text
+    monkeypatch.undo()
+    _patch_backends(monkeypatch, present=True)
+    r = CliRunner().invoke(app, ["info", "--no-sizes"], terminal_width=400)
+    assert r.exit_code == 0 and "to install" not in r.output

@@ -99,3 +99,53 @@ def test_estimator_options_and_errors():
         ResistiveClassifier().fit(X, np.zeros(60))
     with pytest.raises(ValueError, match="loss"):
         ResistiveClassifier(loss="hinge").fit(X, (y > 0).astype(int))
+
+
+# ------------------------------------------------------------ feature scale and argument checks (issue 9)
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_regressor_works_on_features_of_extreme_scale(scale):
+    """Features scaled by 1e300 overflowed the standard deviation (predictions were constant);
+    standardization now divides by each feature's largest magnitude first."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (60, 3))
+    y = X @ np.array([0.3, -0.2, 0.1]) + 0.05
+    ref = ResistiveRegressor(epochs=30).fit(X, y)
+    est = ResistiveRegressor(epochs=30).fit(X * scale, y)
+    pred = est.predict(X * scale)
+    assert np.isfinite(pred).all() and np.std(pred) > 0.1
+    np.testing.assert_allclose(pred, ref.predict(X), rtol=1e-9, atol=1e-12)
+    assert est.score(X * scale, y) > 0.99
+
+
+def test_regressor_targets_of_extreme_scale():
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-1, 1, (40, 2))
+    y = X @ np.array([0.4, -0.3])
+    est = ResistiveRegressor(epochs=30).fit(X, y * 1e300)
+    np.testing.assert_allclose(est.predict(X) / 1e300, ResistiveRegressor(epochs=30).fit(X, y).predict(X),
+                               rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(epochs=2.7), r"epochs must be an integer, got 2\.7"),
+    (dict(batch_size=0), r"batch_size must be >= 1, got 0"),
+    (dict(hidden=1.5), r"hidden must be an integer, got 1\.5"),
+    (dict(hidden=None), r"hidden must be an integer, got None"),
+    (dict(init_conductance=np.inf), r"init_conductance must be finite, got inf"),
+    (dict(init_conductance=-1.0), r"init_conductance must be > 0\.0, got -1\.0"),
+])
+def test_estimator_arguments_are_value_errors(params, match):
+    from kirchnet.errors import ParameterError
+
+    X = np.random.default_rng(0).uniform(-1, 1, (12, 2))
+    for est in (ResistiveRegressor(**params), ResistiveClassifier(**params)):
+        with pytest.raises(ParameterError, match=match) as info:
+            est.fit(X, (X[:, 0] > 0).astype(int))
+        assert isinstance(info.value, ValueError)  # scikit-learn's convention
+
+
+def test_estimator_full_batch():
+    X = np.random.default_rng(0).uniform(-1, 1, (20, 2))
+    est = ResistiveRegressor(batch_size=None, epochs=3).fit(X, X[:, 0] * 0.2)
+    ref = ResistiveRegressor(batch_size=20, epochs=3).fit(X, X[:, 0] * 0.2)
+    np.testing.assert_allclose(est.predict(X), ref.predict(X), rtol=1e-12)

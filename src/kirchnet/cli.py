@@ -73,6 +73,74 @@ def backend_report() -> list[dict]:
     return rows
 
 
+#: optional packages: (requirement name, import name, fallback requirement spec)
+_OPTIONAL_PACKAGES = {"scikit-sparse": ("sksparse", "scikit-sparse>=0.4.12,<0.5"),
+                      "pyamg": ("pyamg", "pyamg>=5.0"),
+                      "dask": ("distributed", "dask[distributed]>=2024.1")}
+
+
+def _requirement(name: str) -> str:
+    """kirchnet's own requirement spec for an optional package (from the installed metadata,
+    so the command matches pyproject.toml), e.g. ``scikit-sparse<0.5,>=0.4.12``."""
+    import importlib.metadata as md
+    import re
+
+    try:
+        for req in md.requires("kirchnet") or ():
+            spec = req.split(";")[0].strip()
+            if re.match(rf"{re.escape(name)}(\[|[<>=!~ ]|$)", spec):
+                return spec
+    except md.PackageNotFoundError:
+        pass
+    return _OPTIONAL_PACKAGES[name][1]
+
+
+def _version(dist: str) -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "installed"
+
+
+def optional_backends() -> list[dict]:
+    """The optional backends: ``{"name", "present", "detail", "provides", "install"}`` each.
+
+    ``install`` is the exact command that installs a missing one into this interpreter's
+    environment (empty when present): CHOLMOD (scikit-sparse, needs the SuiteSparse headers),
+    pyamg, ngspice (a system program) and Dask.
+    """
+    import shlex
+    import sys
+
+    from . import solvers
+    from .spice import find_ngspice
+
+    pip = f"{shlex.quote(sys.executable)} -m pip install"
+    rows = []
+    cholmod = solvers.cholmod_available()
+    rows.append({"name": "CHOLMOD (scikit-sparse)", "present": cholmod,
+                 "detail": _version("scikit-sparse") if cholmod else "not installed",
+                 "provides": 'backend "cholmod" (sparse Cholesky, low-rank updates); without it: scipy SuperLU',
+                 "install": "" if cholmod else
+                 f"apt-get install libsuitesparse-dev && {pip} {shlex.quote(_requirement('scikit-sparse'))}"
+                 f"  (in a kirchnet checkout: apt-get install libsuitesparse-dev && make clean venv)"})
+    amg = solvers.pyamg_available()
+    rows.append({"name": "pyamg", "present": amg, "detail": _version("pyamg") if amg else "not installed",
+                 "provides": 'backend "pcg-amg" (multigrid-preconditioned conjugate gradients)',
+                 "install": "" if amg else f"{pip} {shlex.quote(_requirement('pyamg'))}"})
+    ngspice = find_ngspice()
+    rows.append({"name": "ngspice", "present": bool(ngspice), "detail": ngspice or "not found",
+                 "provides": "kirchnet.spice.ngspice_potentials (cross-validation against SPICE)",
+                 "install": "" if ngspice else "apt-get install ngspice  (or set $NGSPICE to its path)"})
+    dask = importlib.util.find_spec("dask") is not None and importlib.util.find_spec("distributed") is not None
+    rows.append({"name": "dask", "present": dask, "detail": _version("dask") if dask else "not installed",
+                 "provides": "kirchnet sweep (parallel, resumable grids of runs)",
+                 "install": "" if dask else f"{pip} {shlex.quote(_requirement('dask'))} pandas pyarrow"})
+    return rows
+
+
 @app.command()
 def info(sizes: bool = typer.Option(True, "--sizes/--no-sizes", help="show what 'auto' picks per size")):
     """Versions, optional backends and the solver that ``backend="auto"`` picks."""
@@ -83,17 +151,26 @@ def info(sizes: bool = typer.Option(True, "--sizes/--no-sizes", help="show what 
     t.add_column("component")
     t.add_column("version / status")
     t.add_row("python", platform.python_version())
-    for mod in ("numpy", "scipy", "networkx", "sklearn", "matplotlib", "pydantic", "typer", "dask", "pyamg"):
+    for mod in ("numpy", "scipy", "networkx", "sklearn", "matplotlib", "pydantic", "typer"):
         try:
             m = __import__(mod)
             t.add_row(mod, getattr(m, "__version__", "installed"))
         except ImportError:
             t.add_row(mod, "[yellow]not installed[/]")
-    t.add_row("CHOLMOD (scikit-sparse)", "[green]available[/]" if solvers.cholmod_available()
-              else "[yellow]not available (sparse fallback: scipy splu)[/]")
-    t.add_row("ngspice", find_ngspice() or "[yellow]not found[/]")
     t.add_row("dense below", f"{solvers.DENSE_MAX} free nodes")
     console.print(t)
+    o = Table(title="optional backends", show_header=True)
+    for col in ("backend", "status", "provides"):
+        o.add_column(col)
+    missing = []
+    for r in optional_backends():
+        o.add_row(r["name"], f"[green]yes[/] ({escape(r['detail'])})" if r["present"] else "[yellow]missing[/]",
+                  escape(r["provides"]))
+        if not r["present"]:
+            missing.append(r)
+    console.print(o)
+    for r in missing:
+        console.print(f"to install {escape(r['name'])}: {escape(r['install'])}", highlight=False, soft_wrap=True)
     if sizes:
         s = Table(title='backend="auto" picks', show_header=True)
         for col in ("network", "free nodes", "backend"):

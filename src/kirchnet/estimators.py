@@ -43,6 +43,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._validation import check_int, check_positive
 from .circuit import Circuit
 from .losses import CrossEntropy, SquaredError
 from .rules.base import Analytical
@@ -76,26 +77,38 @@ def default_circuit(n_features: int, n_outputs: int, hidden: int = 0, backend: s
                    outputs=list(range(n - n_outputs, n)), backend=backend)
 
 
+def _mean_std(A: np.ndarray):
+    """Column mean, standard deviation and largest magnitude of ``A`` without overflow or
+    underflow: computed on ``A / max|A|`` and scaled back (features of 1e300 or 1e-300 work)."""
+    unit = np.max(np.abs(A), axis=0)
+    unit = np.where(unit > 0, unit, 1.0)
+    Au = A / unit
+    return unit * Au.mean(axis=0), unit * Au.std(axis=0), unit
+
+
 class _ResistiveBase(BaseEstimator):
     """Shared fitting machinery; subclasses define the loss, targets and output mapping."""
 
     def _check_params(self):
-        if self.hidden is None or int(self.hidden) < 0:
-            raise ValueError(f"hidden must be an integer >= 0, got {self.hidden!r}")
-        if not float(self.init_conductance) > 0:
-            raise ValueError(f"init_conductance must be > 0, got {self.init_conductance!r}")
+        # kirchnet's ParameterError is a ValueError, as scikit-learn's checks expect
+        check_int(self.hidden, "hidden", 0)
+        check_positive(self.init_conductance, "init_conductance")
+        check_int(self.epochs, "epochs", 0)
+        if self.batch_size is not None:  # None: full batch
+            check_int(self.batch_size, "batch_size", 1)
 
     def _standardize(self, X):
-        return (X - self.x_mean_) / self.x_scale_
+        # X / s - mean / s: no intermediate leaves the range of X / s (features of any scale)
+        return X / self.x_scale_ - self.x_mean_ / self.x_scale_
 
     def _voltages(self, X):
         z = self._standardize(X)
         return augment_inputs(z) if self._augment_ else z
 
     def _build(self, X, n_outputs, rng):
-        self.x_mean_ = X.mean(axis=0)
-        scale = X.std(axis=0)
-        self.x_scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.x_mean_)), scale, 1.0)
+        self.x_mean_, scale, unit = _mean_std(X)
+        # a feature is constant when its spread is below 1e-12 of its largest magnitude
+        self.x_scale_ = np.where(scale > 1e-12 * unit, scale, np.maximum(unit, 1.0))
         if self.circuit is None:
             circuit = default_circuit(X.shape[1], n_outputs, int(self.hidden))
             self._augment_ = True
@@ -115,7 +128,7 @@ class _ResistiveBase(BaseEstimator):
     def _train(self, X, T, loss, rng, g0):
         rule = copy.deepcopy(self.rule) if self.rule is not None else Analytical(loss)
         trainer = Trainer(rule, copy.deepcopy(self.optimizer), lr=self.learning_rate,
-                          epochs=int(self.epochs), batch_size=int(min(self.batch_size, len(X))),
+                          epochs=int(self.epochs), batch_size=None if self.batch_size is None else min(int(self.batch_size), len(X)),
                           seed=int(rng.randint(2 ** 31 - 1)), schedule=copy.deepcopy(self.schedule),
                           tunable=self.tunable, constraints=copy.deepcopy(self.constraints),
                           parametrization=self.parametrization, progress=bool(self.verbose))
@@ -182,11 +195,12 @@ class ResistiveRegressor(RegressorMixin, _ResistiveBase):
         Y = Y.reshape(len(Y), -1)
         rng = check_random_state(self.random_state)
         g0 = self._build(X, Y.shape[1], rng)
-        self.y_mean_ = Y.mean(axis=0)
+        self.y_mean_, _, _ = _mean_std(Y)
         Yc = Y - self.y_mean_
         if self._augment_:
-            w = np.linalg.lstsq(self._standardize(X), Yc, rcond=None)[0]
-            s = np.maximum(2.0 * np.abs(w).sum(axis=0), Yc.std(axis=0))
+            _, yc_std, y_unit = _mean_std(Yc)  # least squares on Yc / max|Yc|: no overflow
+            w = np.linalg.lstsq(self._standardize(X), Yc / y_unit, rcond=None)[0] * y_unit
+            s = np.maximum(2.0 * np.abs(w).sum(axis=0), yc_std)
             self.y_scale_ = np.where(s > 1e-12 * np.maximum(1.0, np.abs(self.y_mean_)), s, 1.0)
         else:  # a user circuit is trained on the targets as given
             self.y_mean_ = np.zeros(Y.shape[1])
