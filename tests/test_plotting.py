@@ -56,3 +56,58 @@ def test_learning_curves_band_and_metric_curve():
                                  xlabel="noise", ylabel="acc", logx=True)
     line = fig2.axes[0].get_lines()[0]
     np.testing.assert_allclose(line.get_ydata(), [0.9, 0.8, 0.5])
+
+
+def test_import_keeps_the_users_backend_and_pyplot_state():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import kirchnet.plotting, kirchnet.experiments.run; "
+            "import numpy as np; from kirchnet import topologies; net = topologies.lattice(2, 3); "
+            "kirchnet.plotting.draw_network(net, np.ones(net.n_edges)); import matplotlib.pyplot as plt; "
+            "print(matplotlib.get_backend(), plt.get_fignums())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["svg", "[]"]
+
+
+def test_figures_are_not_registered_with_pyplot():
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    before = plt.get_fignums()
+    fig = plotting.learning_curves({"a": ([0, 1], [1.0, 0.5])}, ylabel=plotting.loss_label("mse"))
+    assert isinstance(fig, Figure) and plt.get_fignums() == before
+    assert fig.axes[0].get_ylabel() == "squared error 1/2 ||o - y||² (V²)"
+    from kirchnet.losses import CrossEntropy
+
+    assert plotting.loss_label(CrossEntropy(0.05)) == "cross-entropy of softmax(o / 0.05 V) (nats)"
+
+
+def test_draw_network_units_width_legend_frozen_edges_and_floor():
+    net = topologies.lattice(4, 4)
+    c = Circuit(net, ground=0, inputs=[15], outputs=[10])
+    g = np.geomspace(0.1, 10, net.n_edges)
+    g[:5] = 1e-6  # five edges at the clip floor
+    tunable = np.arange(net.n_edges) % 4 != 0
+    state = c.solve(g, np.array([[1.0]]))
+    fig = plotting.draw_network(net, g, state.currents, circuit=c, tunable=tunable)
+    ax = fig.axes[0]
+    lc = [col for col in ax.collections if isinstance(col, LineCollection)][0]
+    assert lc.norm.vmin == pytest.approx(g[5]) and lc.norm.vmax == pytest.approx(10)  # not the floor
+    assert fig.axes[1].get_ylabel() == "conductance g (S)"
+    styles = lc.get_linestyles()
+    dashed = [s[1] is not None for s in styles]
+    assert dashed == list(~tunable)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    i_max = np.abs(state.currents).max()
+    assert f"|i| = {i_max:.2g} A" in labels and "frozen (not tunable)" in labels
+    assert "5 at the floor g = 1e-06 S" in labels
+
+
+def test_metric_curve_symlog_axis_has_no_negative_ticks():
+    fig = plotting.metric_curve([0.0, 0.1, 1.0, 10.0], {"acc": ([0.9, 0.9, 0.8, 0.5],)}, xlabel="noise",
+                                ylabel="acc", logx=True)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.1", "1", "10"]
+    assert ax.get_xlim()[0] > -0.1

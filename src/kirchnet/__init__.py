@@ -11,7 +11,7 @@ Layers, bottom to top: :mod:`~kirchnet.errors` -> :mod:`~kirchnet.network` /
 -> :mod:`~kirchnet.cli`.
 """
 
-from . import constraints, optim, partial, projector, rules, solvers, tasks, topologies
+from . import constraints, defaults, optim, partial, projector, rules, solvers, tasks, topologies
 from . import drn  # deep resistive networks (layered diode networks, exact fast solver)
 from .circuit import Circuit, CircuitFactorization, Edge, Pair, State
 from .config import TrainConfig
@@ -20,8 +20,11 @@ from .errors import (
     ConfigError,
     ConvergenceError,
     FloatingComponentError,
+    FormatError,
     KirchnetError,
+    KirchnetWarning,
     ParameterError,
+    SaturationWarning,
     ShapeError,
     SolverError,
     TopologyError,
@@ -29,6 +32,7 @@ from .errors import (
 from .gradient import GradientResult, loss_and_grad
 from .losses import CrossEntropy, Loss, SquaredError, get_loss
 from .network import Network
+from .persist import Saved, load, load_run, save
 from .rules import (
     GEP,
     AdjointCoupledLearning,
@@ -60,5 +64,6 @@ __all__ = [
     "InSitu", "FiniteDifference", "Trainer", "TrainResult", "History",
     "ResistiveRegressor", "ResistiveClassifier", "tasks", "TrainConfig", "ConfigError",
     "KirchnetError", "TopologyError", "BoundaryConditionError", "FloatingComponentError",
-    "ParameterError", "ShapeError", "SolverError", "ConvergenceError", "__version__",
+    "ParameterError", "ShapeError", "SolverError", "ConvergenceError", "FormatError", "KirchnetWarning",
+    "SaturationWarning", "save", "load", "load_run", "Saved", "defaults", "__version__",
 ]

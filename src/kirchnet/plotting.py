@@ -1,33 +1,46 @@
-"""Matplotlib figures from experiment data (Agg backend; every function returns a Figure).
+"""Matplotlib figures from experiment data; every function returns a ``matplotlib.figure.Figure``.
 
-* :func:`learning_curves`: loss/accuracy vs epoch, mean +- std bands over seeds.
+Figures are built with the object-oriented API on a :class:`matplotlib.figure.Figure` with an
+Agg canvas (:func:`figure`): importing this module never selects or changes the matplotlib
+backend, and no figure is registered with ``pyplot`` (so ``plt.show()`` and notebooks keep
+working, and nothing accumulates in pyplot's figure manager). Save with ``fig.savefig(path)``.
+
+* :func:`learning_curves`: loss/accuracy vs epoch, mean +- std bands over seeds;
+  :func:`loss_label` names the loss for the axis.
 * :func:`gradient_bias`: log-log error vs nudge strength with the fitted slopes.
 * :func:`metric_curve`: a metric vs a parameter (partial-update fraction, noise level...).
-* :func:`draw_network`: the network, edge colour = conductance (log scale), edge width
-  = |current| (stored positions when present, a networkx spring layout otherwise).
+* :func:`draw_network`: the network, edge colour = conductance in siemens (log scale; edges
+  at the floor in grey, outside the colour range), edge width = |current| in amperes (with
+  a width legend), frozen (non-tunable) edges dashed.
 """
 
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+__all__ = ["figure", "learning_curves", "gradient_bias", "metric_curve", "draw_network", "network_layout",
+           "loss_label"]
 
-__all__ = ["learning_curves", "gradient_bias", "metric_curve", "draw_network", "network_layout"]
+
+def figure(figsize=(5.5, 4.0), nrows: int = 1, ncols: int = 1, **subplot_kw):
+    """``(fig, axes)``: a :class:`~matplotlib.figure.Figure` on an Agg canvas (not managed by
+    pyplot) and ``fig.subplots(nrows, ncols, **subplot_kw)``."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **subplot_kw)
 
 
 def _ax(ax, figsize=(5.5, 4.0)):
     if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-    else:
-        fig = ax.figure
-    return fig, ax
+        return figure(figsize)
+    return ax.figure, ax
 
 
 def _label(ax, xlabel: str, ylabel: str, title: str | None, legend_size: int, grid_which: str = "both"):
@@ -39,9 +52,23 @@ def _label(ax, xlabel: str, ylabel: str, title: str | None, legend_size: int, gr
     ax.legend(fontsize=legend_size)
 
 
+def loss_label(loss) -> str:
+    """Axis label naming a loss (a name or a :class:`~kirchnet.losses.Loss`), e.g.
+    ``"squared error 1/2 ||o - y||^2 (V^2)"``."""
+    from .losses import CrossEntropy, SquaredError, get_loss
+
+    loss = get_loss(loss)
+    if isinstance(loss, SquaredError):
+        return "squared error 1/2 ||o - y||² (V²)"
+    if isinstance(loss, CrossEntropy):
+        return f"cross-entropy of softmax(o / {loss.temperature:g} V) (nats)"
+    return f"loss ({getattr(loss, 'name', type(loss).__name__)})"
+
+
 def learning_curves(curves: Mapping[str, tuple], ylabel: str = "loss", logy: bool = True,
                     title: str | None = None, ax=None):
-    """``curves[label] = (epochs, mean)`` or ``(epochs, mean, std)``; std drawn as a band."""
+    """``curves[label] = (epochs, mean)`` or ``(epochs, mean, std)``; std drawn as a band.
+    ``ylabel`` should name the loss (:func:`loss_label`)."""
     fig, ax = _ax(ax)
     for label, c in curves.items():
         x, mean = np.asarray(c[0], float), np.asarray(c[1], float)
@@ -76,7 +103,9 @@ def gradient_bias(series: Mapping[str, tuple], xlabel: str = "nudge strength (be
 def metric_curve(x: Sequence[float], series: Mapping[str, tuple], xlabel: str, ylabel: str,
                  logx: bool = False, title: str | None = None, ax=None, logy: bool = False):
     """``series[label] = (mean,)`` or ``(mean, std)`` over the points ``x``; error bars = std
-    (with ``logy`` the lower bar is capped at 90 % of the mean so it stays on the axis)."""
+    (with ``logy`` the lower bar is capped at 90 % of the mean so it stays on the axis).
+    ``logx`` with a point at 0: a symmetric-log axis, linear below the smallest positive
+    point, ticks at the data points (no negative ticks)."""
     fig, ax = _ax(ax)
     x = np.asarray(x, float)
     for label, s in series.items():
@@ -89,9 +118,23 @@ def metric_curve(x: Sequence[float], series: Mapping[str, tuple], xlabel: str, y
     if logy:
         ax.set_yscale("log")
     if logx:
-        ax.set_xscale("symlog", linthresh=min(x[x > 0]) if np.any(x > 0) else 1.0)
+        if np.any(x <= 0):
+            lin = float(min(x[x > 0])) if np.any(x > 0) else 1.0
+            ax.set_xscale("symlog", linthresh=lin, linscale=0.5)
+            ax.set_xticks(np.unique(x))
+            ax.set_xticklabels([f"{v:g}" for v in np.unique(x)])
+            ax.xaxis.set_minor_locator(_NoTicks())
+            ax.set_xlim(min(0.0, float(x.min())) - 0.1 * lin, float(x.max()) * 1.3)
+        else:
+            ax.set_xscale("log")
     _label(ax, xlabel, ylabel, title, 8, grid_which="major")
     return fig
+
+
+def _NoTicks():
+    from matplotlib.ticker import NullLocator
+
+    return NullLocator()
 
 
 def network_layout(network, seed: int = 0) -> np.ndarray:
@@ -108,15 +151,21 @@ def network_layout(network, seed: int = 0) -> np.ndarray:
 
 
 def draw_network(network, conductances, currents=None, circuit=None, ax=None, title: str | None = None,
-                 max_width: float = 4.0, min_width: float = 0.3, cmap: str = "viridis"):
-    """Draw edges coloured by conductance (log colour scale, colour bar) with width
-    proportional to ``|current|`` (``currents`` (m,) or (b, m): mean |i| over the batch).
-    With a ``circuit``, inputs (triangles), outputs (squares) and ground (star) are marked.
+                 max_width: float = 4.0, min_width: float = 0.3, cmap: str = "viridis", tunable=None,
+                 floor: float | None = None):
+    """Draw edges coloured by conductance (siemens, log colour scale, colour bar) with width
+    ``min_width + (max_width - min_width) |i| / max |i|`` (``currents`` (m,) or (b, m): mean
+    |i| over the batch, amperes; a legend gives the widths in A). With a ``circuit``, inputs
+    (triangles), outputs (squares) and ground (star) are marked; with ``tunable`` (bool mask
+    (m,)) the frozen edges are dashed. Edges at ``floor`` (default: the smallest conductance
+    when it is shared by several edges, e.g. the 1e-6 S clip) are drawn grey, below the
+    colour range, so that the range spans the other edges.
     """
-    fig, ax = _ax(ax, (6.0, 5.0))
+    fig, ax = _ax(ax, (6.4, 5.0))
     pos = network_layout(network)
     g = np.asarray(conductances, dtype=float)
     segs = pos[np.asarray(network.edges)]
+    i = None
     if currents is None:
         width = np.full(g.size, 1.2)
     else:
@@ -126,29 +175,61 @@ def draw_network(network, conductances, currents=None, circuit=None, ax=None, ti
         top = i.max() if i.size and i.max() > 0 else 1.0
         width = min_width + (max_width - min_width) * i / top
     positive = g[g > 0]
-    if positive.size and positive.max() > positive.min() * 1.0001:
-        norm = LogNorm(vmin=positive.min(), vmax=positive.max())
+    if floor is None and positive.size:
+        gmin = positive.min()
+        at_min = np.count_nonzero(g <= gmin * (1 + 1e-9))
+        floor = gmin if at_min >= 2 and at_min < g.size else None
+    at_floor = np.zeros(g.size, dtype=bool) if floor is None else g <= floor * (1 + 1e-9)
+    rest = g[(g > 0) & ~at_floor]
+    if rest.size and rest.max() > rest.min() * 1.0001:
+        norm = LogNorm(vmin=rest.min(), vmax=rest.max())
     else:
-        v = positive.max() if positive.size else 1.0
+        v = rest.max() if rest.size else (positive.max() if positive.size else 1.0)
         norm = Normalize(vmin=0.5 * v, vmax=1.5 * v)
-    lc = LineCollection(segs, array=g, cmap=cmap, norm=norm, linewidths=width)
+    import matplotlib
+
+    cm = matplotlib.colormaps[cmap].with_extremes(under="0.75")
+    styles = ["solid"] * g.size
+    if tunable is not None:
+        frozen = ~np.asarray(tunable, dtype=bool)
+        styles = ["--" if f else "solid" for f in frozen]
+    lc = LineCollection(segs, array=g, cmap=cm, norm=norm, linewidths=width, linestyles=styles)
     ax.add_collection(lc)
-    fig.colorbar(lc, ax=ax, label="conductance g")
+    cb = fig.colorbar(lc, ax=ax, label="conductance g (S)", extend="min" if at_floor.any() else "neither")
+    if isinstance(norm, LogNorm):  # plain numbers (2, 3, 0.5) instead of 2x10^0 labels
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        fmt = FuncFormatter(lambda v, _: f"{v:.3g}")
+        cb.ax.yaxis.set_major_formatter(fmt)
+        cb.ax.yaxis.set_minor_formatter(fmt if norm.vmax / norm.vmin < 10 else NullFormatter())
     ax.scatter(pos[:, 0], pos[:, 1], s=6, c="0.3", zorder=2)
+    handles = []
     if circuit is not None:
         ins = np.asarray(circuit.input_nodes, dtype=int)
         from .circuit import Edge, Pair
 
         # node outputs given as ids or labels -> internal ids (Edge/Pair outputs are not marked)
         outs = [network.node_index(s) for s in circuit.output_specs if not isinstance(s, (Edge, Pair))]
-        ax.scatter(pos[ins, 0], pos[ins, 1], marker="^", s=40, c="tab:red", zorder=3, label="inputs")
+        handles.append(ax.scatter(pos[ins, 0], pos[ins, 1], marker="^", s=40, c="tab:red", zorder=3,
+                                  label="inputs"))
         if outs:
             outs = np.asarray(outs, dtype=int)
-            ax.scatter(pos[outs, 0], pos[outs, 1], marker="s", s=40, c="tab:blue", zorder=3, label="outputs")
-        ax.scatter(*pos[circuit.ground], marker="*", s=120, c="k", zorder=3, label="ground")
-        ax.legend(fontsize=7, loc="upper right")
+            handles.append(ax.scatter(pos[outs, 0], pos[outs, 1], marker="s", s=40, c="tab:blue", zorder=3,
+                                      label="outputs"))
+        handles.append(ax.scatter(*pos[circuit.ground], marker="*", s=120, c="k", zorder=3, label="ground"))
+    if i is not None and i.max() > 0:
+        for frac in (1.0, 0.5, 0.1):
+            handles.append(Line2D([], [], color="0.3", lw=min_width + (max_width - min_width) * frac,
+                                  label=f"|i| = {frac * i.max():.2g} A"))
+    if tunable is not None and (~np.asarray(tunable, dtype=bool)).any():
+        handles.append(Line2D([], [], color="0.3", ls="--", lw=1.2, label="frozen (not tunable)"))
+    if at_floor.any():
+        handles.append(Line2D([], [], color="0.75", lw=1.5,
+                              label=f"{int(at_floor.sum())} at the floor g = {floor:.2g} S"))
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.25, 1.0), borderaxespad=0)
     ax.autoscale()
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xticks([]); ax.set_yticks([])
-    ax.set_title(title or f"{network.n_nodes} nodes, {network.n_edges} edges (width = |current|)")
+    ax.set_title(title or f"{network.n_nodes} nodes, {network.n_edges} edges (width = mean |current|)")
     return fig

@@ -66,9 +66,9 @@ def markdown_table(rows: list[dict], columns: list[str], headers: list[str] | No
 
 def task_panels(tasks, table: list[dict]):
     """A figure with one panel per task: ``fig`` and ``[(ax, task, rows of table for it)]``."""
-    import matplotlib.pyplot as plt
+    from .. import plotting
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.0))
+    fig, axes = plotting.figure(figsize=(5.5 * len(tasks), 4.0), ncols=len(tasks))
     return fig, [(ax, task, [e for e in table if e["task"] == task])
                  for ax, task in zip(np.atleast_1d(axes), tasks)]
 

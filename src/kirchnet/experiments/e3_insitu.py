@@ -47,7 +47,8 @@ def e3_insitu(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | N
         key = "test_accuracy" if "test_accuracy" in t[0] else "test_loss"
         plotting.metric_curve([e["noise"] for e in t], {f"in-situ ({key})": ([e[key] for e in t],
                                                                              [e[key + "_std"] for e in t])},
-                              xlabel="relative measurement noise sigma", ylabel=key.replace("_", " "),
+                              xlabel="relative measurement noise sigma",
+                              ylabel=key.replace("_", " ") + (" (squared error, V²)" if key.endswith("loss") else ""),
                               logx=True, title=f"E3 {task}: final {key.replace('_', ' ')} vs noise", ax=ax,
                               logy=key == "test_loss")
     return write_results(out_dir, "e3_insitu", data, rows, {"e3_insitu.png": fig})

@@ -15,6 +15,13 @@ from .common import Ticker, aggregate, preset, write_results
 from .run import train
 
 G_MIN, G_MAX = 0.1, 10.0
+N_CLASSES = {"iris": 3, "digits": 10}
+#: caption of the figure: why few levels with nearest rounding can end below chance
+NEAREST_NOTE = ("n levels (nearest): the first update rounds every conductance to the nearest of n log-spaced "
+                "levels in [0.1, 10] S (neighbouring levels differ by a factor 100^(1/(n-1)), 1.93 for n = 8); "
+                "later steps (a few % per update) are smaller than half a level spacing and are rounded away, so "
+                "the network stays at its rounded random initial state, whose accuracy can lie below chance "
+                "(it predicts classes in the wrong order). Stochastic rounding keeps the small steps on average.")
 
 
 def conditions(quick: bool) -> dict[str, dict]:
@@ -59,11 +66,11 @@ def e5_device(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | N
     data = {"experiment": "E5", "quick": quick, "seeds": seeds, "task": task, "table": table}
     if out_dir is None:
         return {**data, "rows": rows}
-    import matplotlib.pyplot as plt
+    from .. import plotting
 
     key = "test_accuracy" if "test_accuracy" in table[0] else "test_loss"
     labels = list(conds)
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.75 * len(labels) * len(rules)), 4.2))
+    fig, ax = plotting.figure(figsize=(max(7.0, 0.75 * len(labels) * len(rules)), 4.2))
     width = 0.8 / len(rules)
     for j, rname in enumerate(rules):
         t = {e["condition"]: e for e in table if e["rule"] == rname}
@@ -75,7 +82,12 @@ def e5_device(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | N
     ax.set_ylabel(key.replace("_", " "))
     if key.endswith("accuracy"):
         ax.set_ylim(0.0, 1.0)
+        k = N_CLASSES.get(task)
+        if k:
+            ax.axhline(1.0 / k, color="0.3", ls=":", lw=1.2, label=f"chance (1/{k})")
     ax.set_title(f"E5 {task}: device models (mean ± std over {len(seeds)} seeds)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
+    if any("levels (nearest)" in c for c in labels):
+        fig.text(0.01, -0.2, NEAREST_NOTE, fontsize=7.5, ha="left", va="top", wrap=True)  # below the tick labels
     return write_results(out_dir, "e5_device", data, rows, {"e5_device.png": fig})

@@ -5,7 +5,9 @@ the network, task, circuit, rule, optimizer, constraints and tunable mask from t
 config, trains, and returns a flat dict of final metrics. With ``out_dir`` it also
 writes ``config.json``, ``metrics.json``, ``history.json``/``.csv``,
 ``conductances.csv`` (edge, tail, head, g, r, tunable, mean |current|),
-``network.graphml`` (the network with its final conductances),
+``network.graphml`` (the network with its final conductances; reads back with
+``Network.from_networkx(nx.read_graphml(path))``), the :mod:`kirchnet.persist` save
+(``kirchnet.json``, ``conductances.npy``, ``config.toml``: ``kirchnet.load_run(out_dir)``),
 ``learning_curve.png`` and ``network.png``.
 """
 
@@ -54,20 +56,22 @@ def build_task(cfg, network: Network, seed: int) -> Task:
 
 
 def build_rule(cfg, loss="mse", seed: int = 0) -> Rule:
-    """A rule instance from a :class:`~kirchnet.config.RuleConfig` (``loss``: name or Loss)."""
+    """A rule instance from a :class:`~kirchnet.config.RuleConfig` (``loss``: name or Loss); the
+    estimators build ``rule="ep"`` (or a ``[rule]`` table as a dict) through this function too."""
+    from .. import defaults as D
     from .. import rules
 
     name = cfg.name
     if name == "analytical":
         return Analytical(loss=loss)
     if name == "ep":
-        return rules.EquilibriumPropagation(cfg.beta, variant=cfg.variant or "centered", nudge=cfg.nudge, loss=loss)
+        return rules.EquilibriumPropagation(cfg.beta, variant=cfg.variant or D.EP_VARIANT, nudge=cfg.nudge, loss=loss)
     if name == "gep":
-        return rules.GEP(nudge=cfg.nudge, beta=cfg.beta, variant=cfg.variant or "centered", loss=loss)
+        return rules.GEP(nudge=cfg.nudge, beta=cfg.beta, variant=cfg.variant or D.EP_VARIANT, loss=loss)
     if name == "cl":
-        return rules.CoupledLearning(cfg.eta, variant=cfg.variant or "positive", loss=loss)
+        return rules.CoupledLearning(cfg.eta, variant=cfg.variant or D.CL_VARIANT, loss=loss)
     if name == "acl":
-        return rules.AdjointCoupledLearning(cfg.eta, variant=cfg.variant or "positive", loss=loss)
+        return rules.AdjointCoupledLearning(cfg.eta, variant=cfg.variant or D.CL_VARIANT, loss=loss)
     if name == "finite_difference":
         return rules.FiniteDifference(cfg.eps, loss=loss)
     if name == "insitu":
@@ -271,16 +275,12 @@ def write_run_outputs(out: Path, config: TrainConfig, task: Task, circuit: Circu
     state = circuit.factorize(g).solve(task.x_train)
     cur = np.abs(state.currents).mean(axis=0)
     net = circuit.network
-    rows = [{"edge": e, "tail": int(net.edges[e, 0]), "head": int(net.edges[e, 1]), "conductance": g[e],
-             "resistance": 1.0 / g[e], "tunable": bool(mask[e]), "mean_abs_current": cur[e]}
-            for e in range(net.n_edges)]
-    io.write_csv(out / "conductances.csv", rows)
     h = res.history
     ep = [r["epoch"] for r in h]
     curves = {"train": (ep, [r["train_loss"] for r in h])}
     if "test_loss" in h[0]:
         curves["test"] = (ep, [r["test_loss"] for r in h])
-    io.save_figure(plotting.learning_curves(curves, ylabel="loss",
+    io.save_figure(plotting.learning_curves(curves, ylabel=plotting.loss_label(task.loss),
                                             title=f"{config.name}: {config.rule.name} on {config.task.name}"),
                    out / "learning_curve.png")
     if "train_accuracy" in h[0]:
@@ -288,14 +288,12 @@ def write_run_outputs(out: Path, config: TrainConfig, task: Task, circuit: Circu
         if "test_accuracy" in h[0]:
             acc["test"] = (ep, [r["test_accuracy"] for r in h])
         io.save_figure(plotting.learning_curves(acc, ylabel="accuracy", logy=False), out / "accuracy_curve.png")
-    io.save_figure(plotting.draw_network(net, g, state.currents, circuit=circuit), out / "network.png")
-    import networkx as nx
+    io.save_figure(plotting.draw_network(net, g, state.currents, circuit=circuit, tunable=mask),
+                   out / "network.png")
+    net.write_graphml(out / "network.graphml", g, resistance=1.0 / g, tunable=np.asarray(mask, dtype=bool))
+    from ..persist import save
 
-    G = nx.MultiDiGraph()
-    for v in range(net.n_nodes):
-        attrs = {} if net.positions is None else {"x": float(net.positions[v, 0]), "y": float(net.positions[v, 1])}
-        G.add_node(v, **attrs)
-    for e, (a, b) in enumerate(np.asarray(net.edges)):
-        G.add_edge(int(a), int(b), key=e, conductance=float(g[e]), resistance=float(1.0 / g[e]),
-                   tunable=bool(mask[e]))
-    io.write_text(out / "network.graphml", "\n".join(nx.generate_graphml(G)) + "\n")
+    # kirchnet.json, conductances.npy and conductances.csv (edge, tail, head, g, r, tunable,
+    # mean |current|), config.toml: the run loads back with kirchnet.load_run(out)
+    save(out, circuit, g, config=config, history=res.history, metadata={"metrics": metrics},
+         tunable=mask, edge_data={"mean_abs_current": cur})
