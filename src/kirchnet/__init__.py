@@ -13,6 +13,7 @@ Layers, bottom to top: :mod:`~kirchnet.errors` -> :mod:`~kirchnet.network` /
 
 from . import constraints, defaults, optim, partial, projector, rules, solvers, tasks, topologies
 from . import drn  # deep resistive networks (layered diode networks, exact fast solver)
+from . import devices, memristive, memristive_projector  # memristive device models and network dynamics
 from .circuit import Circuit, CircuitFactorization, Edge, Pair, State
 from .config import TrainConfig
 from .errors import (
