@@ -232,3 +232,101 @@ def test_energy_derivative():
     s = c.solve(g, rng.normal(size=(2, 3)))
     np.testing.assert_allclose(s.energy_derivative(), 0.5 * s.resistor_voltages ** 2, rtol=0)
     np.testing.assert_allclose(s.energy_derivative().sum(axis=1) * 2, (s.resistor_voltages ** 2).sum(1))
+
+
+# ------------------------------------------------------------ complex input, copies, one-shot iterables, caller's arrays, foreign factorizations
+def test_complex_conductances_and_inputs_are_rejected():
+    """Complex arrays were cast to float with only a ComplexWarning: the imaginary part was
+    silently dropped and real-part numbers returned."""
+    from kirchnet import topologies
+    from kirchnet.errors import ParameterError
+
+    c = Circuit(topologies.lattice(3, 3), ground=0, inputs=[2], outputs=[8])
+    g = np.ones(c.network.n_edges)
+    with pytest.raises(ParameterError, match="conductances must be real"):
+        c.solve(g + 0.5j, [1.0])
+    with pytest.raises(ParameterError, match="x must be real"):
+        c.solve(g, np.array([1.0 + 1.0j]))
+    with pytest.raises(ParameterError, match="currents must be real"):
+        c.solve(g, [1.0], currents=np.full(9, 1j))
+    # ordinary real input still works
+    assert c.solve(g, [1.0]).outputs.shape == (1, 1)
+
+
+def test_circuit_can_be_copied_and_pickled_after_a_cholmod_factorization():
+    """The cached CHOLMOD symbolic analysis made a used circuit impossible to deepcopy or
+    pickle, so ResistiveRegressor(circuit=c), GridSearchCV(n_jobs>1) and Dask failed."""
+    import copy
+    import pickle
+
+    from kirchnet import solvers, topologies
+
+    if not solvers.cholmod_available():
+        pytest.skip("CHOLMOD (scikit-sparse) not installed")
+    net = topologies.lattice(6, 6)
+    c = Circuit(net, ground=0, inputs=[5, 35], outputs=[20], backend="cholmod")
+    g = np.linspace(0.5, 2.0, net.n_edges)
+    x = np.array([[1.0, -0.5]])
+    ref = c.factorize(g).solve(x).potentials  # caches the symbolic analysis
+    for other in (copy.deepcopy(c), pickle.loads(pickle.dumps(c))):
+        np.testing.assert_allclose(other.factorize(g).solve(x).potentials, ref, rtol=1e-12)
+    from kirchnet import ResistiveRegressor
+
+    X = np.random.default_rng(0).uniform(-1, 1, (12, 2))
+    est = ResistiveRegressor(circuit=c, epochs=2).fit(X, X[:, 0] * 0.1)
+    assert est.predict(X).shape == (12,)
+
+
+def test_outputs_given_as_a_generator_are_read():
+    """``outputs`` was consumed twice (tuple() then the readout loop): a generator gave
+    n_outputs = 2 with an all-zero readout, i.e. outputs silently stuck at 0."""
+    from kirchnet import topologies
+
+    net = topologies.lattice(3, 3)
+    g = np.linspace(0.5, 2.0, net.n_edges)
+    ref = Circuit(net, ground=0, inputs=[2], outputs=[8, 5]).solve(g, [1.0]).outputs
+    c = Circuit(net, ground=0, inputs=(v for v in [2]), outputs=(v for v in [8, 5]))
+    out = c.solve(g, [1.0]).outputs
+    assert np.all(out != 0)
+    np.testing.assert_allclose(out, ref, rtol=1e-14)
+
+
+def test_solving_does_not_freeze_the_callers_conductance_array():
+    """The factorization kept (and froze) the caller's float64 array itself, so the usual
+    manual loop ``loss, grad = c.loss_and_grad(g, ...); g -= lr * grad`` raised
+    'assignment destination is read-only' after the first solve."""
+    from kirchnet import topologies
+
+    net = topologies.lattice(3, 3)
+    c = Circuit(net, ground=0, inputs=[8], outputs=[4])
+    g = np.ones(net.n_edges)
+    fac = c.factorize(g)
+    losses = []
+    for _ in range(3):
+        loss, grad = c.loss_and_grad(g, [1.0], [0.2])
+        g -= 0.5 * grad
+        losses.append(loss)
+    assert losses[-1] < losses[0]
+    # the factorization holds its own frozen copy, unaffected by the caller's edits
+    np.testing.assert_array_equal(fac.conductances, np.ones(net.n_edges))
+    assert not fac.conductances.flags.writeable
+
+
+def test_factorization_of_other_conductances_is_rejected():
+    """A factorization passed with different conductances must not silently be used."""
+    import kirchnet as kn
+    from kirchnet.errors import ParameterError
+
+    net = kn.topologies.lattice(4, 4)
+    c = kn.Circuit(net, ground=0, inputs=[3, 12], outputs=[15])
+    g = np.ones(net.n_edges)
+    fac = c.factorize(g)
+    x, y = np.ones((3, 2)), np.zeros((3, 1))
+    g2 = g.copy()
+    g2[0] = 2.0
+    with pytest.raises(ParameterError, match="other conductances"):
+        c.loss_and_grad(g2, x, y, factorization=fac)
+    with pytest.raises(ParameterError, match="other conductances"):
+        kn.EquilibriumPropagation(0.01).estimate(c, g2, x, y, factorization=fac)
+    # the matching factorization is accepted and gives the same numbers as a fresh one
+    assert np.allclose(c.loss_and_grad(g, x, y, factorization=fac)[1], c.loss_and_grad(g, x, y)[1])

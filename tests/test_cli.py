@@ -235,3 +235,17 @@ def test_info_prints_how_to_install_missing_backends(monkeypatch):
     _patch_backends(monkeypatch, present=True)
     r = CliRunner().invoke(app, ["info", "--no-sizes"], terminal_width=400)
     assert r.exit_code == 0 and "to install" not in r.output
+
+
+# ------------------------------------------------------------ CLI error text
+def test_cli_error_messages_keep_square_brackets(tmp_path):
+    """rich markup used to swallow '[...]' in error messages ('needs sizes = ' lost its hint)."""
+    from typer.testing import CliRunner
+
+    from kirchnet.cli import app
+
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('name = "x"\n[network]\nkind = "layered"\nsizes = [20]\n[task]\nname = "iris"\n')
+    r = CliRunner().invoke(app, ["train", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert r.exit_code == 2
+    assert "[at least two positive ints]" in r.output

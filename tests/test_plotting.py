@@ -111,3 +111,30 @@ def test_metric_curve_symlog_axis_has_no_negative_ticks():
     fig.canvas.draw()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.1", "1", "10"]
     assert ax.get_xlim()[0] > -0.1
+
+
+# ------------------------------------------------------------ labelled circuits
+def test_draw_network_marks_outputs_given_by_label():
+    """Node outputs were taken from the raw specs as internal ids: string labels were
+    dropped and integer labels marked the wrong node."""
+    import networkx as nx
+
+    from kirchnet import Network
+    from kirchnet.plotting import draw_network
+
+    G = nx.path_graph(6)
+    G = nx.relabel_nodes(G, {i: 10 + 7 * i for i in range(6)})  # labels 10, 17, ..., 45
+    G.add_edge(10, 31)
+    net = Network.from_networkx(G)
+    c = Circuit(net, ground=10, inputs=[45], outputs=[24, 38])
+    fig = draw_network(net, np.ones(net.n_edges), circuit=c)
+    ax = fig.axes[0]
+    from kirchnet.plotting import network_layout
+
+    pos = network_layout(net)
+    marked = [col for col in ax.collections if col.get_label() == "outputs"]
+    assert len(marked) == 1
+    np.testing.assert_allclose(marked[0].get_offsets(), pos[[2, 4]])
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

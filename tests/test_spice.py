@@ -298,3 +298,11 @@ def test_ngspice_errors_are_clear(monkeypatch):
     c, g, rng = _mixed_circuit()
     with pytest.raises(SimulatorError, match="ngspice not found"):
         ngspice_potentials(c, g, np.zeros(4), executable="/nonexistent/ngspice")
+
+
+# ------------------------------------------------------------ LTspice lines
+def test_ltspice_backanno_line_is_ignored():
+    from kirchnet.spice import from_netlist
+
+    sc = from_netlist("title\nV1 n1 0 1\nR1 n1 n2 1k\nR2 n2 0 1k\n.backanno\n.end\n", outputs=["n2"])
+    assert np.allclose(sc.solve().outputs, 0.5)

@@ -366,3 +366,49 @@ def test_nan_estimate_stops_training_with_epoch_and_step(task):
     with pytest.raises(SolverError, match=r"^epoch 2, step 0: rule NaNOnThirdCall returned a non-finite estimate "
                                           r"on 1 of \d+ edge\(s\) \(e\.g\. edge 7: nan\)"):
         Trainer(NaNOnThirdCall(), "sgd", lr=0.1, epochs=3, batch_size=48).fit(c, g0, x, y)
+
+
+# ------------------------------------------------------------ resistance-space estimates and the safety clip
+@pytest.mark.parametrize("parametrization", ["conductance", "resistance"])
+def test_trainer_reads_resistance_space_insitu_estimates(parametrization):
+    """InSitu(wrt="resistance") returns dC/dr; the Trainer used to apply it as dC/dg
+    (opposite sign), so training *raised* the loss. Now it trains exactly like Analytical."""
+    from kirchnet import topologies
+    from kirchnet.tasks import make_task
+    from kirchnet.rules import Analytical, InSitu
+    from kirchnet.training import Trainer
+
+    net = topologies.lattice(4, 4)
+    task = make_task("teacher_student", network=net, n_train=16, n_test=4, seed=2)
+    c = task.circuit()
+    g0 = np.ones(net.n_edges)
+    runs = {}
+    for name, rule in (("analytical", Analytical()), ("insitu_r", InSitu(wrt="resistance"))):
+        tr = Trainer(rule, "sgd", lr=0.5, epochs=5, batch_size=8, parametrization=parametrization)
+        runs[name] = tr.fit(c, g0, task.x_train, task.y_train)
+    losses = [h["loss"] for h in runs["insitu_r"].history.to_dicts()]
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(runs["insitu_r"].conductances, runs["analytical"].conductances, rtol=1e-9)
+
+
+def test_trainer_safety_clip_does_not_move_conductances_in_other_units():
+    """The default safety clip (1e-6, 1e6) silently moved 10 Mohm resistors (g = 1e-7 S, as
+    a SPICE import gives) to 1 Mohm on the first step, whatever the learning rate. (Each
+    circuit is uniform: mixing 1e-7 S and 3e7 S in one circuit is refused as ill-conditioned.)"""
+    from kirchnet import topologies
+    from kirchnet.training import Trainer
+
+    net = topologies.lattice(3, 3)
+    c = Circuit(net, ground=0, inputs=[8], outputs=[4])
+    X = np.ones((4, 1))
+    for g in (1e-7, 3e7):  # below and above the default clip
+        g0 = np.full(net.n_edges, g) * np.linspace(1.0, 1.5, net.n_edges)
+        Y = c.solve(g0, X).outputs * 1.001
+        res = Trainer(optimizer="sgd", lr=1e-30 * g * g, epochs=2, batch_size=4).fit(c, g0, X, Y)
+        np.testing.assert_allclose(res.conductances, g0, rtol=1e-12)
+    # the clip still guards against leaving the (widened) range
+    g0 = np.linspace(1.0, 1.5, net.n_edges)
+    Y = c.solve(g0, X).outputs * 1.2
+    res = Trainer(optimizer="sgd", lr=1e30, epochs=1, batch_size=4, clip=(0.5, 1.2)).fit(c, g0, X, Y)
+    assert np.all(res.conductances >= 0.5 * (1 - 1e-12)) and np.all(res.conductances <= 1.5 * (1 + 1e-12))
+    assert np.any(np.abs(res.conductances - g0) > 0.1)  # the huge step did move them, to the clip
