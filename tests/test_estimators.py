@@ -149,3 +149,97 @@ def test_estimator_full_batch():
     est = ResistiveRegressor(batch_size=None, epochs=3).fit(X, X[:, 0] * 0.2)
     ref = ResistiveRegressor(batch_size=20, epochs=3).fit(X, X[:, 0] * 0.2)
     np.testing.assert_allclose(est.predict(X), ref.predict(X), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- the loss that trains
+def _iris_small():
+    X, y = load_iris(return_X_y=True)
+    return X[::3], y[::3]
+
+
+def test_rule_trains_the_estimators_loss_and_temperature():
+    """rule=EP(...) used to train MSE while loss='cross_entropy' was reported; the centered
+    current nudge is exact, so it must now match the exact cross-entropy gradient."""
+    from kirchnet.losses import CrossEntropy
+    from kirchnet.rules import EquilibriumPropagation
+
+    X, y = _iris_small()
+    kw = dict(epochs=5, temperature=0.2)
+    ref = ResistiveClassifier(**kw).fit(X, y)
+    ep = ResistiveClassifier(rule=EquilibriumPropagation(beta=0.1), **kw).fit(X, y)
+    assert ep.rule_.loss == CrossEntropy(0.2) and ref.rule_.loss == CrossEntropy(0.2)
+    np.testing.assert_allclose(ep.conductances_, ref.conductances_, rtol=1e-9)
+    by_name = ResistiveClassifier(rule="ep", **kw).fit(X, y)
+    assert type(by_name.rule_).__name__ == "EquilibriumPropagation" and by_name.rule_.loss == CrossEntropy(0.2)
+    np.testing.assert_allclose(by_name.conductances_, ref.conductances_, rtol=1e-9)
+    # predict_proba uses the temperature that trained, not a later set_params
+    o = ep.decision_function(X)
+    p = ep.predict_proba(X)
+    ep.set_params(temperature=5.0)
+    np.testing.assert_allclose(ep.predict_proba(X), p)
+    np.testing.assert_allclose(p, np.exp(o / 0.2) / np.exp(o / 0.2).sum(1, keepdims=True))
+    # the temperature changes the result (GridSearchCV over it is not a no-op)
+    hot = ResistiveClassifier(rule="ep", epochs=5, temperature=1.0).fit(X, y)
+    assert np.abs(hot.conductances_ - by_name.conductances_).max() > 1e-3
+
+
+def test_conflicting_rule_loss_is_refused():
+    from kirchnet.errors import ConfigError
+    from kirchnet.losses import CrossEntropy
+
+    X, y = _iris_small()
+    with pytest.raises(ConfigError, match=r"carries the loss CrossEntropy\(temperature=0.3\).*temperature=0.1"):
+        ResistiveClassifier(rule=Analytical(CrossEntropy(0.3)), temperature=0.1, epochs=1).fit(X, y)
+    with pytest.raises(ConfigError, match="carries the loss CrossEntropy"):
+        ResistiveRegressor(rule=Analytical(CrossEntropy(0.3)), epochs=1).fit(X, y.astype(float))
+    # a matching loss is accepted
+    ResistiveClassifier(rule=Analytical(CrossEntropy(0.3)), temperature=0.3, epochs=1).fit(X, y)
+
+
+def test_rule_names_dicts_and_tunable_forms_of_the_config():
+    from kirchnet.errors import ConfigError
+    from kirchnet.rules import AdjointCoupledLearning, CoupledLearning, InSitu
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    y = X @ np.array([1.0, -0.5])
+    r = ResistiveRegressor(rule={"name": "cl", "eta": 0.05}, epochs=2).fit(X, y)
+    assert isinstance(r.rule_, CoupledLearning) and r.rule_.eta == 0.05 and r.rule_.variant == "positive"
+    assert isinstance(ResistiveRegressor(rule="acl", epochs=1).fit(X, y).rule_, AdjointCoupledLearning)
+    assert isinstance(ResistiveRegressor(rule="insitu", epochs=1).fit(X, y).rule_, InSitu)
+    with pytest.raises(ConfigError, match="rule.name"):
+        ResistiveRegressor(rule="backprop", epochs=1).fit(X, y)
+    with pytest.raises(ConfigError, match="rule.etaa: unknown key"):
+        ResistiveRegressor(rule={"name": "cl", "etaa": 0.1}, epochs=1).fit(X, y)
+    with pytest.raises(TypeError, match="rule must be None, a rule name"):
+        ResistiveRegressor(rule=3, epochs=1).fit(X, y)
+    m = default_circuit(2, 1).network.n_edges
+    half = ResistiveRegressor(tunable="random:0.5", epochs=2).fit(X, y)
+    assert half.tunable_.sum() == round(0.5 * m)
+    near = ResistiveRegressor(tunable={"mode": "outputs", "fraction": 0.25}, hidden=4, epochs=2).fit(X, y)
+    assert near.tunable_.sum() == round(0.25 * near.circuit_.network.n_edges)
+    assert ResistiveRegressor(tunable="all", epochs=1).fit(X, y).tunable_.all()
+    for bad in ("half", "random:2"):
+        with pytest.raises(ConfigError, match="tunable"):
+            ResistiveRegressor(tunable=bad, epochs=1).fit(X, y)
+
+
+def test_export_circuit_and_save_reproduce_the_predictions(tmp_path):
+    import pickle
+
+    import kirchnet as kn
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(3.0, 2.0, size=(50, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 4.0
+    reg = ResistiveRegressor(epochs=5).fit(X, y)
+    s = reg.export_circuit()
+    o = s.circuit.solve(s.conductances, reg.input_voltages(X)).outputs[:, 0]
+    np.testing.assert_array_equal(o * s.metadata["y_scale"][0] + s.metadata["y_mean"][0], reg.predict(X))
+    back = kn.load(reg.save(tmp_path / "reg"))
+    np.testing.assert_array_equal(back.conductances, reg.conductances_)
+    np.testing.assert_array_equal(back.circuit.solve(back.conductances, reg.input_voltages(X)).outputs[:, 0], o)
+    assert back.metadata["estimator"] == "ResistiveRegressor" and back.metadata["augment_inputs"] is True
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(reg)).predict(X), reg.predict(X))
+    clf = ResistiveClassifier(epochs=2).fit(*_iris_small())
+    assert clf.export_circuit().metadata["classes"] == [0, 1, 2]

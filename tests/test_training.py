@@ -412,3 +412,86 @@ def test_trainer_safety_clip_does_not_move_conductances_in_other_units():
     res = Trainer(optimizer="sgd", lr=1e30, epochs=1, batch_size=4, clip=(0.5, 1.2)).fit(c, g0, X, Y)
     assert np.all(res.conductances >= 0.5 * (1 - 1e-12)) and np.all(res.conductances <= 1.5 * (1 + 1e-12))
     assert np.any(np.abs(res.conductances - g0) > 0.1)  # the huge step did move them, to the clip
+
+
+def test_saturation_counts_in_history_and_one_warning():
+    """Edges at a bound are counted every epoch (clip floor and Bounds, resistance bounds
+    inverted) and one SaturationWarning is issued above the threshold."""
+    import warnings
+
+    from kirchnet import SaturationWarning
+    from kirchnet.constraints import Bounds, Levels
+    from kirchnet.training import conductance_bounds, saturation_counts
+
+    net = topologies.random_connected(40, m=120, seed=0)
+    c = Circuit(net, ground=0, inputs=[1, 2], outputs=[30, 31])
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 2))
+    y = 3.0 * x[:, ::-1]  # unreachable: outputs of a passive network stay within the inputs' range
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = Trainer(epochs=15).fit(c, np.ones(net.n_edges), x, y)
+    h = res.history
+    assert h["n_at_lower"][0] == 0 and h["n_at_upper"][-1] == 0
+    at_floor = int(np.count_nonzero(res.conductances <= 1e-6 * (1 + 1e-9)))
+    assert h["n_at_lower"][-1] == at_floor and at_floor > 0.25 * net.n_edges
+    sat = [w for w in caught if issubclass(w.category, SaturationWarning)]
+    assert len(sat) == 1 and "sit at a conductance bound" in str(sat[0].message)
+    assert sat[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SaturationWarning)
+        Trainer(epochs=3, saturation_warning=None).fit(c, np.ones(net.n_edges), x, y)
+    # bounds from constraints in either space; counts only tunable edges
+    cons = [Bounds(0.5, 2.0), Bounds(0.1, 1.0 / 1.5, space="resistance"), Levels([0.2, 1.0, 4.0], space="conductance")]
+    assert conductance_bounds(cons, (1e-6, 1e6)) == (1.5, 2.0)
+    assert conductance_bounds(None, (1e-6, 1e6)) == (1e-6, 1e6)
+    g = np.array([1e-6, 1.5, 2.0, 1.7])
+    assert saturation_counts(g, np.array([True, True, True, False]), (1.5, 2.0)) == {"n_at_lower": 2,
+                                                                                     "n_at_upper": 1}
+    with pytest.raises(ParameterError, match="saturation_warning"):
+        Trainer(saturation_warning=2.0)
+
+
+# ------------------------------------------------------------ resistance-space estimates and the safety clip
+@pytest.mark.parametrize("parametrization", ["conductance", "resistance"])
+def test_trainer_reads_resistance_space_insitu_estimates(parametrization):
+    """InSitu(wrt="resistance") returns dC/dr; the Trainer used to apply it as dC/dg
+    (opposite sign), so training *raised* the loss. Now it trains exactly like Analytical."""
+    from kirchnet import topologies
+    from kirchnet.tasks import make_task
+    from kirchnet.rules import Analytical, InSitu
+    from kirchnet.training import Trainer
+
+    net = topologies.lattice(4, 4)
+    task = make_task("teacher_student", network=net, n_train=16, n_test=4, seed=2)
+    c = task.circuit()
+    g0 = np.ones(net.n_edges)
+    runs = {}
+    for name, rule in (("analytical", Analytical()), ("insitu_r", InSitu(wrt="resistance"))):
+        tr = Trainer(rule, "sgd", lr=0.5, epochs=5, batch_size=8, parametrization=parametrization)
+        runs[name] = tr.fit(c, g0, task.x_train, task.y_train)
+    losses = [h["loss"] for h in runs["insitu_r"].history.to_dicts()]
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(runs["insitu_r"].conductances, runs["analytical"].conductances, rtol=1e-9)
+
+
+def test_trainer_safety_clip_does_not_move_conductances_in_other_units():
+    """The default safety clip (1e-6, 1e6) silently moved 10 Mohm resistors (g = 1e-7 S, as
+    a SPICE import gives) to 1 Mohm on the first step, whatever the learning rate. (Each
+    circuit is uniform: mixing 1e-7 S and 3e7 S in one circuit is refused as ill-conditioned.)"""
+    from kirchnet import topologies
+    from kirchnet.training import Trainer
+
+    net = topologies.lattice(3, 3)
+    c = Circuit(net, ground=0, inputs=[8], outputs=[4])
+    X = np.ones((4, 1))
+    for g in (1e-7, 3e7):  # below and above the default clip
+        g0 = np.full(net.n_edges, g) * np.linspace(1.0, 1.5, net.n_edges)
+        Y = c.solve(g0, X).outputs * 1.001
+        res = Trainer(optimizer="sgd", lr=1e-30 * g * g, epochs=2, batch_size=4).fit(c, g0, X, Y)
+        np.testing.assert_allclose(res.conductances, g0, rtol=1e-12)
+    # the clip still guards against leaving the (widened) range
+    g0 = np.linspace(1.0, 1.5, net.n_edges)
+    Y = c.solve(g0, X).outputs * 1.2
+    res = Trainer(optimizer="sgd", lr=1e30, epochs=1, batch_size=4, clip=(0.5, 1.2)).fit(c, g0, X, Y)
+    assert np.all(res.conductances >= 0.5 * (1 - 1e-12)) and np.all(res.conductances <= 1.5 * (1 + 1e-12))
+    assert np.any(np.abs(res.conductances - g0) > 0.1)  # the huge step did move them, to the clip

@@ -4,8 +4,8 @@ A config file looks like (every table and key optional except ``task.name``)::
 
     name = "lattice-iris"      # free text, used in reports
     seed = 0                   # seeds network, task split, initial conductances, shuffling
-    epochs = 50
-    batch_size = 32            # omit for full batch
+    epochs = 40                # defaults: kirchnet.defaults (the same in Python and TOML)
+    batch_size = 32
     parametrization = "conductance"   # or "resistance" (step on r with dC/dr = -g^2 dC/dg)
 
     [network]                  # kind: lattice | delaunay | random | regular | layered | complete
@@ -19,12 +19,12 @@ A config file looks like (every table and key optional except ``task.name``)::
 
     [rule]                     # name: analytical | ep | cl | acl | insitu | gep | finite_difference
     name = "ep"
-    beta = 0.01
+    beta = 0.1
     variant = "centered"
 
     [optimizer]                # name: sgd | momentum | adam
-    name = "sgd"
-    lr = 0.1
+    name = "adam"
+    lr = 0.05                  # the learning rate is called lr everywhere
 
     [constraints]              # bounds, levels, update noise
     g_min = 0.001
@@ -45,6 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from . import defaults as D
 
 __all__ = ["ConfigError", "NetworkConfig", "TaskConfig", "RuleConfig", "OptimizerConfig",
            "ConstraintsConfig", "TunableConfig", "TrainConfig"]
@@ -109,7 +110,7 @@ class TaskConfig(_Model):
     bias: bool = True
     loss: Literal["mse", "cross_entropy"] = "mse"
     decision: Literal["argmax", "nearest"] = "argmax"
-    temperature: float = Field(1.0, gt=0, description="cross-entropy: logits are o / temperature")
+    temperature: float = Field(D.TEMPERATURE, gt=0, description="cross-entropy: logits are o / temperature")
     target_low: float = 0.0
     target_high: float = 0.5
     n_sources: int = Field(2, ge=1, description="allostery sources")
@@ -145,12 +146,12 @@ class RuleConfig(_Model):
     """Learning rule and its nudge / noise parameters."""
 
     name: Literal["analytical", "ep", "cl", "acl", "insitu", "gep", "finite_difference"] = "analytical"
-    beta: float = Field(0.01, gt=0, description="EP nudge strength")
+    beta: float = Field(D.EP_BETA, gt=0, description="EP / GEP nudge strength")
     variant: Literal["positive", "negative", "centered"] | None = Field(
-        None, description="two-phase variant (default: centered for EP/GEP, positive for CL/ACL)")
-    nudge: Literal["current", "energy"] = "current"
-    eta: float = Field(0.1, gt=0, le=1, description="CL / ACL clamping strength")
-    eps: float = Field(1e-6, gt=0, description="finite-difference step")
+        None, description="two-phase variant (default: the rule's, centered for EP/GEP, positive for CL/ACL)")
+    nudge: Literal["current", "energy"] = D.EP_NUDGE
+    eta: float = Field(D.CL_ETA, gt=0, le=1, description="CL / ACL clamping strength")
+    eps: float = Field(D.FD_EPS, gt=0, description="finite-difference step")
     noise: float = Field(0.0, ge=0, description="in-situ relative measurement noise")
     noise_abs: float = Field(0.0, ge=0, description="in-situ absolute measurement noise")
     adc_bits: int | None = Field(None, ge=2, le=32, description="in-situ ADC bits")
@@ -158,9 +159,9 @@ class RuleConfig(_Model):
 
 
 class OptimizerConfig(_Model):
-    name: Literal["sgd", "momentum", "adam"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    name: Literal["sgd", "momentum", "adam"] = D.OPTIMIZER
+    lr: float = Field(D.LR, gt=0, description="learning rate")
+    momentum: float = Field(D.MOMENTUM, ge=0, lt=1)
     schedule: Literal["constant", "step", "exponential", "cosine"] = "constant"
     decay: float = Field(0.5, gt=0, le=1, description="step / exponential decay factor")
     step_size: int = Field(10, ge=1, description="epochs between step decays")
@@ -195,9 +196,10 @@ class TrainConfig(_Model):
     """One training run: network, task, rule, optimizer, constraints, tunable edges."""
 
     name: str = "run"
-    seed: int = 0
-    epochs: int = Field(50, ge=1)
-    batch_size: int | None = Field(None, ge=1, description="minibatch size (default full batch)")
+    seed: int = Field(0, ge=0, description="run seed (non-negative)")
+    epochs: int = Field(D.EPOCHS, ge=1)
+    batch_size: int | None = Field(D.BATCH_SIZE, ge=1,
+                                   description="minibatch size (None, in a dict or JSON config: full batch)")
     parametrization: Literal["conductance", "resistance"] = "conductance"
     eval_every: int = Field(1, ge=1, description="epochs between evaluations")
     network: NetworkConfig = Field(default_factory=NetworkConfig)
@@ -252,3 +254,5 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
         suffix = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"  {loc}: {msg}{suffix}")
     return "\n".join(lines)
+            if loc.split(".")[-1] in ("learning_rate", "learningrate"):
+                msg = "unknown key: the learning rate is called lr, in the [optimizer] table"

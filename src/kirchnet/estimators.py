@@ -25,7 +25,26 @@ predictions are mapped back. A user circuit is trained on the targets as given.
 voltages. ``loss="cross_entropy"`` (default) trains softmax cross-entropy with the
 voltages as logits divided by ``temperature``; ``loss="mse"`` trains
 ``1/2 ||o - 0.5 onehot(y)||^2`` (voltages cannot exceed the 1 V bias rails).
-``predict_proba = softmax(o / temperature)``.
+``predict_proba = softmax(o / temperature)`` with the temperature that trained.
+
+**The estimator's loss is the training loss.** ``rule`` is None (the exact gradient), a
+rule name of the TOML config (``"analytical"``, ``"ep"``, ``"gep"``, ``"cl"``, ``"acl"``,
+``"insitu"``, ``"finite_difference"``), a ``[rule]`` table as a dict (``{"name": "cl",
+"eta": 0.05}``; defaults from :mod:`kirchnet.defaults`) or a :class:`~kirchnet.rules.Rule`.
+Every rule is trained on the estimator's loss (``loss`` and ``temperature``): a rule
+instance is copied and given it; a rule instance that carries another non-default loss
+(e.g. ``CrossEntropy(0.05)`` with ``temperature=0.1``, or cross-entropy in the
+regressor) is refused with a :class:`~kirchnet.errors.ConfigError`.
+
+**Tunable edges** (``tunable``): None (all), the config's forms ``"all"``,
+``"random:F"``, ``"inputs:F"``, ``"outputs:F"`` (the fraction ``F`` of the edges, at random
+or nearest the inputs / outputs; see :func:`kirchnet.experiments.run.build_mask`) or a
+``[tunable]`` table as a dict, a float fraction, a boolean mask or edge indices, or an
+object with ``.mask(circuit)`` (:mod:`kirchnet.partial`).
+
+**Keeping a trained estimator**: it pickles; :meth:`export_circuit` returns a
+:class:`kirchnet.Saved` (circuit, conductances, history, and the input / output mapping in
+``metadata``) and :meth:`save` writes it with :func:`kirchnet.save`.
 
 **Initial conductances**: ``init_conductance * exp(U(-0.5, 0.5))`` per edge, seeded by
 ``random_state`` (the spread breaks the symmetry between hidden nodes).
@@ -43,16 +62,23 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import defaults as D
 from ._validation import check_int, check_positive
 from .circuit import Circuit
-from .losses import CrossEntropy, SquaredError
-from .rules.base import Analytical
+from .errors import ConfigError
+from .losses import CrossEntropy, Loss, SquaredError
+from .rules.base import Analytical, Rule
 from .topologies import layered
 from .training import Trainer
 
 __all__ = ["ResistiveRegressor", "ResistiveClassifier", "default_circuit", "augment_inputs"]
 
 _INIT_SPREAD = 0.5
+#: saturation warning threshold of the estimators' Trainer: in the signed crossbar one edge of
+#: a (+z, -z) input pair often switches off (to the 1e-6 S floor) by design, so the
+#: estimators warn only when more than half of the tunable edges sit at a bound
+#: (``history_["n_at_lower"]`` / ``["n_at_upper"]`` always hold the counts)
+_SATURATION_WARNING = 0.5
 
 
 def augment_inputs(z: np.ndarray) -> np.ndarray:
@@ -105,6 +131,11 @@ class _ResistiveBase(BaseEstimator):
         z = self._standardize(X)
         return augment_inputs(z) if self._augment_ else z
 
+    def input_voltages(self, X) -> np.ndarray:
+        """The input voltages (n, circuit.n_inputs) the fitted circuit sees for ``X``."""
+        check_is_fitted(self, "conductances_")
+        return self._voltages(validate_data(self, X, reset=False))
+
     def _build(self, X, n_outputs, rng):
         self.x_mean_, scale, unit = _mean_std(X)
         # a feature is constant when its spread is below 1e-12 of its largest magnitude
@@ -125,17 +156,81 @@ class _ResistiveBase(BaseEstimator):
         m = circuit.network.n_edges
         return float(self.init_conductance) * np.exp(rng.uniform(-_INIT_SPREAD, _INIT_SPREAD, m))
 
+    def _make_rule(self, loss: Loss, seed: int) -> Rule:
+        """The rule, trained on the estimator's ``loss`` (module docstring)."""
+        rule = self.rule
+        if rule is None:
+            return Analytical(loss)
+        if isinstance(rule, (str, dict)):
+            from pydantic import ValidationError
+
+            from .config import RuleConfig, format_validation_error
+            from .experiments.run import build_rule
+
+            spec = {"name": rule} if isinstance(rule, str) else dict(rule)
+            try:
+                cfg = RuleConfig.model_validate(spec)
+            except ValidationError as exc:
+                raise ConfigError(format_validation_error(exc, "rule").replace("  ", "  rule.")) from None
+            return build_rule(cfg, loss=loss, seed=seed)
+        if not isinstance(rule, Rule) and not callable(getattr(rule, "estimate", None)):
+            raise TypeError(f"rule must be None, a rule name ({', '.join(D.RULE_NAMES)}), a dict like the "
+                            f"config's [rule] table or a kirchnet Rule, got {type(rule).__name__}")
+        rule = copy.deepcopy(rule)
+        own = getattr(rule, "loss", None)
+        if own is not None and own != loss and own != SquaredError():
+            raise ConfigError(
+                f"rule {type(rule).__name__} carries the loss {own!r} but the estimator trains and reports "
+                f"{loss!r} (loss={getattr(self, 'loss', 'mse')!r}"
+                f"{', temperature=%r' % self.temperature if isinstance(loss, CrossEntropy) else ''}); build the "
+                f"rule without a loss (the estimator sets it) or set the estimator's loss / temperature to match")
+        target = rule
+        while target is not None:  # e.g. partial.Masked wraps another rule
+            if hasattr(target, "loss"):
+                target.loss = loss
+            target = getattr(target, "rule", None) if isinstance(getattr(target, "rule", None), Rule) else None
+        return rule
+
+    def _make_tunable(self, seed: int):
+        """The ``tunable`` argument of the Trainer (module docstring)."""
+        t = self.tunable
+        if isinstance(t, (str, dict)):
+            from pydantic import ValidationError
+
+            from .config import TunableConfig, format_validation_error
+            from .experiments.run import build_mask
+
+            if isinstance(t, str):
+                mode, _, frac = t.partition(":")
+                if mode not in ("all", "random", "inputs", "outputs") or (mode != "all" and not frac):
+                    raise ConfigError(f"tunable={t!r}: use 'all', 'random:F', 'inputs:F' or 'outputs:F' with a "
+                                      f"fraction F in (0, 1], e.g. 'random:0.5'")
+                spec = {"mode": mode} if mode == "all" else {"mode": mode, "fraction": frac}
+            else:
+                spec = dict(t)
+            try:
+                cfg = TunableConfig.model_validate(spec)
+            except ValidationError as exc:
+                raise ConfigError(format_validation_error(exc, f"tunable={t!r}")) from None
+            return build_mask(cfg, self.circuit_, seed=seed)
+        return t
+
     def _train(self, X, T, loss, rng, g0):
-        rule = copy.deepcopy(self.rule) if self.rule is not None else Analytical(loss)
-        trainer = Trainer(rule, copy.deepcopy(self.optimizer), lr=self.learning_rate,
+        seed = int(rng.randint(2 ** 31 - 1))
+        rule = self._make_rule(loss, seed)
+        tunable = self._make_tunable(seed)
+        trainer = Trainer(rule, copy.deepcopy(self.optimizer), lr=self.lr,
                           epochs=int(self.epochs), batch_size=None if self.batch_size is None else min(int(self.batch_size), len(X)),
-                          seed=int(rng.randint(2 ** 31 - 1)), schedule=copy.deepcopy(self.schedule),
-                          tunable=self.tunable, constraints=copy.deepcopy(self.constraints),
-                          parametrization=self.parametrization, progress=bool(self.verbose))
+                          seed=seed, schedule=copy.deepcopy(self.schedule),
+                          tunable=tunable, constraints=copy.deepcopy(self.constraints),
+                          parametrization=self.parametrization, progress=bool(self.verbose),
+                          saturation_warning=_SATURATION_WARNING)
         result = trainer.fit(self.circuit_, g0, self._voltages(X), T)
         self.conductances_ = result.conductances
         self.history_ = result.history
+        self.tunable_ = result.tunable
         self.rule_ = rule
+        self.loss_ = loss
         return self
 
     def _outputs(self, X):
@@ -143,34 +238,62 @@ class _ResistiveBase(BaseEstimator):
         X = validate_data(self, X, reset=False)
         return self.circuit_.solve(self.conductances_, self._voltages(X)).outputs
 
+    def _mapping(self) -> dict:
+        return {"augment_inputs": bool(self._augment_), "x_mean": self.x_mean_, "x_scale": self.x_scale_}
+
+    def export_circuit(self):
+        """The trained circuit as a :class:`kirchnet.Saved`: ``circuit``, ``conductances``,
+        ``history``, ``tunable`` and, in ``metadata``, the estimator class, its parameters
+        (``repr``), the loss and the mapping from data to voltages (``x_mean``, ``x_scale``,
+        ``augment_inputs``: inputs ``[z, -z, +1, -1]`` with ``z = (x - x_mean) / x_scale``) and
+        back (``y_mean``, ``y_scale`` or ``classes``), so that
+        ``circuit.solve(conductances, est.input_voltages(X)).outputs`` are the fitted outputs."""
+        from .persist import Saved
+
+        check_is_fitted(self, "conductances_")
+        meta = {"estimator": type(self).__name__, "params": repr(self), "loss": repr(self.loss_),
+                **{k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for k, v in self._mapping().items()}}
+        return Saved(self.circuit_, np.array(self.conductances_), None, self.history_.to_dicts(), meta,
+                     np.array(self.tunable_))
+
+    def save(self, path):
+        """Write :meth:`export_circuit` with :func:`kirchnet.save` (a directory or ``.zip``)."""
+        from .persist import save
+
+        s = self.export_circuit()
+        return save(path, s.circuit, s.conductances, history=s.history, metadata=s.metadata, tunable=s.tunable)
+
 
 class ResistiveRegressor(RegressorMixin, _ResistiveBase):
-    """Regression with a trained resistive network (see the module docstring).
+    """Regression with a trained resistive network (see the module docstring), squared error.
 
     Parameters
     ----------
-    circuit: a :class:`kirchnet.Circuit` with ``n_features`` inputs and ``n_targets``
-        outputs, or None for :func:`default_circuit`.
-    rule: learning rule (default :class:`~kirchnet.rules.Analytical` with MSE).
+    circuit: a :class:`kirchnet.Circuit` with ``n_features`` inputs and one output per target
+        (regression) or class, or None for :func:`default_circuit`.
+    rule: None (the exact gradient), a rule name (``"analytical"``, ``"ep"``, ``"gep"``,
+        ``"cl"``, ``"acl"``, ``"insitu"``, ``"finite_difference"``), a dict like the config's
+        ``[rule]`` table, or a :class:`~kirchnet.rules.Rule`; trained on the estimator's loss.
     hidden: hidden nodes of the default circuit (0: crossbar).
-    optimizer, learning_rate, epochs, batch_size, schedule: as in :class:`~kirchnet.training.Trainer`.
+    optimizer, lr, epochs, batch_size, schedule: as in :class:`~kirchnet.training.Trainer`
+        (defaults from :mod:`kirchnet.defaults`: adam, 0.05, 40, 32).
     init_conductance: scale of the initial conductances.
-    tunable, constraints, parametrization: partial updates and device constraints.
-    random_state: seed of the initial conductances and of the shuffling.
+    tunable: which edges learn (module docstring: ``"random:0.5"``, ``"inputs:0.3"``, masks...).
+    constraints, parametrization: device constraints and the optimized parameter (g or r).
+    random_state: seed of the initial conductances, of the shuffling and of random masks.
     verbose: progress bar.
-
     Estimator checks: all of scikit-learn's checks pass (``tests/test_estimators.py``);
     none is skipped.
     """
 
-    def __init__(self, circuit=None, rule=None, hidden=0, optimizer="adam", learning_rate=0.05,
-                 epochs=40, batch_size=64, schedule=None, init_conductance=1.0, tunable=None,
+    def __init__(self, circuit=None, rule=None, hidden=0, optimizer=D.OPTIMIZER, lr=D.LR,
+                 epochs=D.EPOCHS, batch_size=D.BATCH_SIZE, schedule=None, init_conductance=1.0, tunable=None,
                  constraints=None, parametrization="conductance", random_state=0, verbose=False):
         self.circuit = circuit
         self.rule = rule
         self.hidden = hidden
         self.optimizer = optimizer
-        self.learning_rate = learning_rate
+        self.lr = lr
         self.epochs = epochs
         self.batch_size = batch_size
         self.schedule = schedule
@@ -209,6 +332,9 @@ class ResistiveRegressor(RegressorMixin, _ResistiveBase):
         self.n_outputs_ = Y.shape[1]
         return self._train(X, Yc / self.y_scale_, SquaredError(), rng, g0)
 
+    def _mapping(self):
+        return {**super()._mapping(), "y_mean": self.y_mean_, "y_scale": self.y_scale_}
+
     def predict(self, X):
         """Output voltages mapped back to target units: ``o * s + mean``."""
         pred = self._outputs(X) * self.y_scale_ + self.y_mean_
@@ -218,17 +344,31 @@ class ResistiveRegressor(RegressorMixin, _ResistiveBase):
 class ResistiveClassifier(ClassifierMixin, _ResistiveBase):
     """Classification with one output node per class; decision ``argmax`` of the outputs.
 
-    Parameters as :class:`ResistiveRegressor`, plus ``loss`` (``"cross_entropy"`` or
-    ``"mse"`` on 0.5-scaled one-hot targets) and ``temperature`` (logits ``o / T``).
-    A user ``rule`` brings its own loss, which must accept the training targets
-    (class indices for cross-entropy, 0.5-scaled one-hot rows for MSE).
-
+    Parameters
+    ----------
+    loss: ``"cross_entropy"`` (default; logits ``o / temperature``) or ``"mse"`` (on 0.5-scaled
+        one-hot targets): the loss every rule trains (module docstring).
+    temperature: cross-entropy temperature (default :data:`kirchnet.defaults.TEMPERATURE`);
+        ``predict_proba`` uses the one that trained.
+    circuit: a :class:`kirchnet.Circuit` with ``n_features`` inputs and one output per target
+        (regression) or class, or None for :func:`default_circuit`.
+    rule: None (the exact gradient), a rule name (``"analytical"``, ``"ep"``, ``"gep"``,
+        ``"cl"``, ``"acl"``, ``"insitu"``, ``"finite_difference"``), a dict like the config's
+        ``[rule]`` table, or a :class:`~kirchnet.rules.Rule`; trained on the estimator's loss.
+    hidden: hidden nodes of the default circuit (0: crossbar).
+    optimizer, lr, epochs, batch_size, schedule: as in :class:`~kirchnet.training.Trainer`
+        (defaults from :mod:`kirchnet.defaults`: adam, 0.05, 40, 32).
+    init_conductance: scale of the initial conductances.
+    tunable: which edges learn (module docstring: ``"random:0.5"``, ``"inputs:0.3"``, masks...).
+    constraints, parametrization: device constraints and the optimized parameter (g or r).
+    random_state: seed of the initial conductances, of the shuffling and of random masks.
+    verbose: progress bar.
     Estimator checks: all of scikit-learn's checks pass (``tests/test_estimators.py``);
     none is skipped.
     """
 
-    def __init__(self, circuit=None, rule=None, loss="cross_entropy", temperature=0.1, hidden=0,
-                 optimizer="adam", learning_rate=0.05, epochs=40, batch_size=64, schedule=None,
+    def __init__(self, circuit=None, rule=None, loss="cross_entropy", temperature=D.TEMPERATURE, hidden=0,
+                 optimizer=D.OPTIMIZER, lr=D.LR, epochs=D.EPOCHS, batch_size=D.BATCH_SIZE, schedule=None,
                  init_conductance=1.0, tunable=None, constraints=None, parametrization="conductance",
                  random_state=0, verbose=False):
         self.circuit = circuit
@@ -237,7 +377,7 @@ class ResistiveClassifier(ClassifierMixin, _ResistiveBase):
         self.temperature = temperature
         self.hidden = hidden
         self.optimizer = optimizer
-        self.learning_rate = learning_rate
+        self.lr = lr
         self.epochs = epochs
         self.batch_size = batch_size
         self.schedule = schedule
@@ -273,10 +413,10 @@ class ResistiveClassifier(ClassifierMixin, _ResistiveBase):
         rng = check_random_state(self.random_state)
         g0 = self._build(X, k, rng)
         T = idx if isinstance(loss, CrossEntropy) else 0.5 * np.eye(k)[idx]
-        rule_loss = loss if self.rule is None else self.rule.loss
-        if self.rule is not None and isinstance(rule_loss, SquaredError) and T.ndim == 1:
-            T = 0.5 * np.eye(k)[idx]
         return self._train(X, T, loss, rng, g0)
+
+    def _mapping(self):
+        return {**super()._mapping(), "classes": self.classes_.tolist()}
 
     def decision_function(self, X):
         """Output voltages (n, n_classes); for two classes ``o_1 - o_0`` (n,)."""
@@ -284,8 +424,11 @@ class ResistiveClassifier(ClassifierMixin, _ResistiveBase):
         return o[:, 1] - o[:, 0] if o.shape[1] == 2 else o
 
     def predict_proba(self, X):
-        """``softmax(o / temperature)`` (n, n_classes)."""
-        return softmax(self._outputs(X) / float(self.temperature), axis=1)
+        """``softmax(o / T)`` (n, n_classes), ``T`` the temperature of the trained cross-entropy
+        (for ``loss="mse"``: the ``temperature`` parameter)."""
+        o = self._outputs(X)
+        t = self.loss_.temperature if isinstance(self.loss_, CrossEntropy) else float(self.temperature)
+        return softmax(o / t, axis=1)
 
     def predict(self, X):
         """The class whose output node has the highest voltage."""

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from ._validation import check_int, check_positive, check_real
+from . import defaults as D
 from .errors import ParameterError
 
 __all__ = [
@@ -40,7 +41,7 @@ class Optimizer:
     #: names of the state arrays, kept as attributes ``_<name>`` (None before the first step)
     _arrays: tuple[str, ...] = ()
 
-    def __init__(self, lr: float):
+    def __init__(self, lr: float = D.LR):
         self.lr = _positive(lr, "lr")
         Optimizer.reset(self)  # not a subclass's reset: its own attributes are not set yet
 
@@ -98,7 +99,7 @@ class Momentum(Optimizer):
     name = "momentum"
     _arrays = ("v",)
 
-    def __init__(self, lr: float = 0.01, beta: float = 0.9, nesterov: bool = False):
+    def __init__(self, lr: float = D.LR, beta: float = D.MOMENTUM, nesterov: bool = False):
         super().__init__(lr)
         self.beta = _unit(beta, "momentum beta")
         self.nesterov = bool(nesterov)
@@ -117,7 +118,7 @@ class Adam(Optimizer):
     name = "adam"
     _arrays = ("m", "v")
 
-    def __init__(self, lr: float = 1e-2, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+    def __init__(self, lr: float = D.LR, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
         super().__init__(lr)
         self.beta1, self.beta2 = _unit(beta1, "Adam beta1"), _unit(beta2, "Adam beta2")
         self.eps = _positive(eps, "eps")
@@ -136,12 +137,13 @@ _OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
 
 
 def get_optimizer(optimizer, lr: float | None = None) -> Optimizer:
-    """An optimizer from a name (``"sgd"``, ``"momentum"``, ``"adam"``) or an instance."""
+    """An optimizer from a name (``"sgd"``, ``"momentum"``, ``"adam"``) or an instance; ``lr``
+    defaults to :data:`kirchnet.defaults.LR` (every optimizer has the same default)."""
     if isinstance(optimizer, Optimizer):
         return optimizer
     if isinstance(optimizer, str) and optimizer.lower() in _OPTIMIZERS:
         cls = _OPTIMIZERS[optimizer.lower()]
-        return cls(lr) if lr is not None else cls(**({"lr": 0.01} if cls is SGD else {}))
+        return cls(D.LR if lr is None else lr)
     raise ParameterError(f"unknown optimizer {optimizer!r}; choose one of {sorted(_OPTIMIZERS)} or pass an Optimizer")
 
 

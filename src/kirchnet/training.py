@@ -41,9 +41,10 @@ from typing import Sequence
 
 import numpy as np
 
+from . import defaults as D
 from .circuit import Circuit
-from .constraints import _check_space, as_constraint, from_space, to_space
-from .errors import ParameterError, ShapeError
+from .constraints import Bounds, Compose, Levels, _check_space, as_constraint, from_space, to_space
+from .errors import ParameterError, SaturationWarning, ShapeError
 from .experiments.io import write_bytes, write_text
 from .gradient import loss_and_grad
 from . import errors as _errors
@@ -54,7 +55,7 @@ from .partial import next_factorization, resolve_mask
 from .rules.base import Analytical, Rule
 
 __all__ = ["Trainer", "TrainResult", "History", "Callback", "EarlyStopping", "LambdaCallback",
-           "evaluate"]
+           "evaluate", "conductance_bounds", "saturation_counts"]
 
 CHECKPOINT_INDEX = "checkpoint.json"
 
@@ -277,6 +278,37 @@ def evaluate(circuit: Circuit, conductances, x, y, loss, accuracy: bool = False,
     return res
 
 
+def conductance_bounds(constraints, clip: tuple[float, float]) -> tuple[float, float]:
+    """The tightest ``(g_low, g_high)`` in siemens that ``clip`` and the :class:`Bounds` /
+    :class:`Levels` among ``constraints`` impose (resistance-space bounds inverted)."""
+    lo, hi = float(clip[0]), float(clip[1])
+    stack = [constraints]
+    while stack:
+        c = stack.pop()
+        if isinstance(c, (Compose, list, tuple)):
+            stack += c.constraints if isinstance(c, Compose) else list(c)
+            continue
+        if isinstance(c, Bounds):
+            a, b = c._lo, c._hi
+        elif isinstance(c, Levels):
+            a, b = float(c.levels[0]), float(c.levels[-1])
+        else:
+            continue
+        if c.space == "resistance":
+            a, b = (1.0 / b if b > 0 else math.inf), (1.0 / a if a > 0 else math.inf)
+        lo, hi = max(lo, a), min(hi, b)
+    return lo, hi
+
+
+def saturation_counts(g, mask, bounds: tuple[float, float], rtol: float = 1e-9) -> dict:
+    """``{"n_at_lower", "n_at_upper"}``: tunable edges (``mask``) whose conductance sits at the
+    lower / upper bound (within a relative ``rtol``)."""
+    lo, hi = bounds
+    g = np.asarray(g, dtype=float)[np.asarray(mask, dtype=bool)]
+    return {"n_at_lower": int(np.count_nonzero(g <= lo * (1.0 + rtol))),
+            "n_at_upper": int(np.count_nonzero(g >= hi * (1.0 - rtol))) if math.isfinite(hi) else 0}
+
+
 # ----------------------------------------------------------------------------- trainer
 class Trainer:
     """Minibatch training of a circuit's conductances with any :class:`~kirchnet.rules.Rule`.
@@ -307,15 +339,25 @@ class Trainer:
         10 Mohm = 1e-7 S) are not moved by the clip itself.
     max_rank: low-rank update threshold passed to ``CircuitFactorization.update``
         (``None``: its default; ``0``: always refactor).
+    saturation_warning: every history record holds ``n_at_lower`` / ``n_at_upper``, the
+        tunable edges whose conductance sits at the lower / upper bound (the ``clip`` range
+        and the :class:`~kirchnet.constraints.Bounds` / ``Levels`` constraints, see
+        :func:`conductance_bounds`); when their fraction of the tunable edges exceeds
+        ``saturation_warning`` (default 0.25, :mod:`kirchnet.defaults`; None: never) a :class:`~kirchnet.SaturationWarning`
+        is issued, once per :meth:`fit`.
+
+    Defaults (``optimizer``, ``lr``, ``epochs``, ``batch_size``, ``clip``) come from
+    :mod:`kirchnet.defaults`, as in the TOML schema and the estimators.
     """
 
-    def __init__(self, rule: Rule | None = None, optimizer: Optimizer | str = "adam", lr: float | None = None,
-                 epochs: int = 20, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
+    def __init__(self, rule: Rule | None = None, optimizer: Optimizer | str = D.OPTIMIZER, lr: float | None = None,
+                 epochs: int = D.EPOCHS, batch_size: int = D.BATCH_SIZE, shuffle: bool = True, seed: int = 0,
                  schedule=None, tunable=None, constraints=None, parametrization: str = "conductance",
                  accuracy: bool | None = None, cosine: bool = False, callbacks: Sequence[Callback] = (),
                  checkpoint_dir: str | None = None, checkpoint_every: int = 1,
                  history_dir: str | None = None, progress: bool = False,
-                 clip: tuple[float, float] = (1e-6, 1e6), max_rank: int | None = None):
+                 clip: tuple[float, float] = D.CLIP, max_rank: int | None = None,
+                 saturation_warning: float | None = D.SATURATION_WARN_FRACTION):
         self.rule = rule if rule is not None else Analytical()
         if not hasattr(self.rule, "estimate"):
             raise TypeError(f"rule must be a kirchnet Rule, got {type(rule).__name__}")
@@ -342,6 +384,10 @@ class Trainer:
         self._clip_range = self.clip  # widened to the initial conductances by fit()
         self.max_rank = max_rank
         self.stop_training = False
+        if saturation_warning is not None and not 0 <= float(saturation_warning) <= 1:
+            raise ParameterError(f"saturation_warning must be a fraction in [0, 1] or None, got "
+                                 f"{saturation_warning!r}")
+        self.saturation_warning = None if saturation_warning is None else float(saturation_warning)
 
     # ------------------------------------------------------------------ checkpoints
     def _state_arrays(self, g) -> tuple[dict, dict]:
@@ -467,6 +513,25 @@ class Trainer:
         self.stop_training = False
         loaded = self.load_checkpoint(g.size) if resume else None
         fac = None
+        bounds = conductance_bounds(self.constraints, self._clip_range)
+        warned = [False]
+
+        def saturation(g, epoch):
+            counts = saturation_counts(g, mask, bounds)
+            n_sat, n_tun = counts["n_at_lower"] + counts["n_at_upper"], int(mask.sum())
+            if (self.saturation_warning is not None and not warned[0] and n_tun
+                    and n_sat > self.saturation_warning * n_tun):
+                warned[0] = True
+                import warnings
+
+                warnings.warn(SaturationWarning(
+                    f"epoch {epoch}: {n_sat} of {n_tun} tunable edges ({n_sat / n_tun:.0%}) sit at a conductance "
+                    f"bound ({counts['n_at_lower']} at the lower bound {bounds[0]:.3g} S, {counts['n_at_upper']} at "
+                    f"the upper bound {bounds[1]:.3g} S): the targets may be out of reach within these bounds, or "
+                    f"the learning rate too large. The counts are in history['n_at_lower'] / ['n_at_upper']; "
+                    f"Trainer(saturation_warning=None) silences this warning"), stacklevel=3)
+            return counts
+
         if loaded is not None:
             start, g, history = loaded  # optimizer, constraint and rule state restored too
         else:
@@ -475,7 +540,8 @@ class Trainer:
             start = 0
             history.append({"epoch": 0, "lr": math.nan, "batch_loss": math.nan,
                             **self._evaluate(circuit, g, X, Y, Xv, Yv, circuit.factorize(g)),
-                            **({"cosine": math.nan} if self.cosine else {}), "low_rank_updates": 0})
+                            **({"cosine": math.nan} if self.cosine else {}), "low_rank_updates": 0,
+                            **saturation(g, 0)})
         self._call("on_train_begin", {"start_epoch": start, "tunable": mask, "conductances": g})
         n = len(X)
         timings = []
@@ -515,6 +581,7 @@ class Trainer:
                 if self.cosine:
                     rec["cosine"] = float(np.nanmean(cosines)) if np.isfinite(cosines).any() else math.nan
                 rec["low_rank_updates"] = low_rank
+                rec.update(saturation(g, epoch))
                 history.append(rec)
                 self._call("on_epoch_end", epoch, rec)  # may set stop_training
                 if complete and self.checkpoint_dir is not None and (

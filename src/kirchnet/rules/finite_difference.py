@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import defaults
 from .._validation import check_int, check_real
 from ..errors import ParameterError
 from ._ports import Ports
@@ -23,7 +24,7 @@ class FiniteDifference(Rule):
 
     name = "fd"
 
-    def __init__(self, eps: float = 1e-6, loss="mse", block: int = 256):
+    def __init__(self, eps: float = defaults.FD_EPS, loss="mse", block: int = 256):
         super().__init__(loss)
         eps = check_real(eps, "eps")
         if not 0 < eps < 1:
