@@ -228,3 +228,87 @@ def test_edge_outputs_at_clamped_nodes_are_allowed_and_constant():
     c = Circuit(NET, ground=0, inputs=[2], outputs=[2, Edge(0)], clamped=[1])
     s = c.solve(np.ones(NET.n_edges), [[3.0]], clamp=[[0.5]])
     np.testing.assert_array_equal(s.outputs, [[3.0, -0.5]])
+
+
+# ------------------------------------------------------------ the shared argument helpers
+from kirchnet._validation import (  # noqa: E402
+    check_choice, check_finite_array, check_int, check_positive, check_probability, check_real, check_seed,
+)
+
+
+@pytest.mark.parametrize("value, expected", [(3, 3), (np.int64(3), 3), (3.0, 3), (np.float32(4.0), 4), (-2, -2)])
+def test_check_int_accepts_whole_numbers(value, expected):
+    out = check_int(value, "n")
+    assert out == expected and type(out) is int
+
+
+@pytest.mark.parametrize("value, match", [
+    (2.5, r"n must be an integer, got 2\.5; e\.g\. n=2 or 3"),
+    ("3", r"n must be an integer, got '3'; pass an int, not a str"),
+    (True, r"n must be an integer, got True; pass an int, not a bool"),
+    (np.bool_(True), r"pass an int, not a bool"),
+    (np.nan, r"n must be an integer, got nan"),
+    (np.inf, r"n must be an integer, got inf"),
+    (None, r"n must be an integer, got None"),
+    ([3], r"n must be an integer, got \[3\]"),
+])
+def test_check_int_refuses_everything_else(value, match):
+    with pytest.raises(ParameterError, match=match):
+        check_int(value, "n")
+
+
+def test_check_int_bounds_and_error_class():
+    assert check_int(5, "k", 1, 5) == 5
+    with pytest.raises(ParameterError, match=r"k must be >= 1, got 0"):
+        check_int(0, "k", 1)
+    with pytest.raises(ParameterError, match=r"k must be <= 5, got 6"):
+        check_int(6, "k", maximum=5)
+    with pytest.raises(TopologyError):
+        check_int(1.5, "rows", error=TopologyError)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: check_real(np.nan, "x"), r"x must be finite, got nan; pass a finite number"),
+    (lambda: check_real(-np.inf, "x"), r"x must be finite, got -inf"),
+    (lambda: check_real("1", "x"), r"x must be a real number, got '1' \(str\)"),
+    (lambda: check_real(1j, "x"), r"x must be a real number, got 1j \(complex\)"),
+    (lambda: check_real(False, "x"), r"x must be a real number, got False \(bool\)"),
+    (lambda: check_real(2.0, "eta", 0.0, 1.0, low_open=True), r"eta must lie in \(0\.0, 1\.0\], got 2\.0"),
+    (lambda: check_real(1.0, "f", 0.0, 1.0, high_open=True), r"f must lie in \[0\.0, 1\.0\), got 1\.0"),
+    (lambda: check_real(-1.0, "v", low=0.0), r"v must be >= 0\.0, got -1\.0"),
+    (lambda: check_real(3.0, "v", high=2.0, high_open=True), r"v must be < 2\.0, got 3\.0"),
+    (lambda: check_positive(0.0, "lr"), r"lr must be > 0\.0, got 0\.0"),
+    (lambda: check_probability(1.5, "p"), r"p must lie in \[0\.0, 1\.0\], got 1\.5"),
+    (lambda: check_seed(-1), r"seed must be a non-negative integer, got -1; use e\.g\. seed=1"),
+    (lambda: check_seed(1.5), r"seed must be a non-negative integer, got 1\.5"),
+    (lambda: check_seed("0"), r"seed must be a non-negative integer, got '0' \(str\)"),
+    (lambda: check_seed(None), r"seed must be a non-negative integer, got None"),
+    (lambda: check_choice("both", "variant", ("positive", "negative")), r"variant must be one of 'positive', 'negative'; got 'both'"),
+    (lambda: check_choice(["a"], "variant", ("a",)), r"variant must be one of 'a'; got \['a'\]"),
+    (lambda: check_choice(1, "mode", ("1",)), r"mode must be one of '1'; got 1"),
+])
+def test_scalar_helpers_name_the_argument_and_value(call, match):
+    with pytest.raises(ParameterError, match=match):
+        call()
+
+
+def test_scalar_helpers_return_clean_values():
+    assert check_real(np.float32(0.5), "x", 0.0, 1.0) == 0.5 and type(check_real(1, "x")) is float
+    assert check_positive(2, "lr") == 2.0 and check_probability(0.0, "p") == 0.0
+    assert check_seed(np.int64(7)) == 7 and check_seed(3.0) == 3
+    assert check_choice("a", "k", ("a", "b")) == "a"
+
+
+def test_check_finite_array():
+    np.testing.assert_array_equal(check_finite_array([[1, 2], [3, 4]], "x"), [[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(ShapeError, match=r"x must be finite; 2 NaN or inf value\(s\), e\.g\. at index \(0, 1\), \(1, 0\); fix it"):
+        check_finite_array([[1.0, np.nan], [np.inf, 0.0]], "x", fix="fix it")
+    with pytest.raises(ShapeError, match=r"x must be an array of numbers \(a rectangular list or numpy array\), got list"):
+        check_finite_array([[1.0, 2.0], [3.0]], "x")
+    with pytest.raises(ShapeError, match="got str"):
+        check_finite_array("abc", "x")
+    with pytest.raises(ParameterError, match="x must be real; got complex values"):
+        check_finite_array([1j], "x")
+    # dtype=None keeps integer labels as integers
+    assert check_finite_array([0, 2, 1], "y", dtype=None).dtype.kind == "i"
+

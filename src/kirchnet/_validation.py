@@ -179,15 +179,3 @@ def check_finite_array(values, name: str, dtype=float, error=ShapeError, fix: st
                         + (f"; {fix}" if fix else ""))
     return arr
 
-
-def check_finite_result(values, what: str, hint: str = "") -> np.ndarray:
-    """Raise :class:`~kirchnet.errors.SolverError` if ``values`` has a NaN or inf entry
-    (a computation overflowed); otherwise return ``values`` unchanged."""
-    from .errors import SolverError
-
-    arr = np.asarray(values)
-    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-        n_bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise SolverError(f"{what} is not finite ({n_bad} NaN or inf value(s) of {arr.size})"
-                          + (f"; {hint}" if hint else ""))
-    return values
