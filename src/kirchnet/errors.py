@@ -29,7 +29,9 @@ class FloatingComponentError(BoundaryConditionError):
 
 
 class ParameterError(KirchnetError, ValueError):
-    """Conductances or resistances are non-positive, NaN or infinite."""
+    """A numeric argument is invalid: conductances or resistances non-positive, NaN or
+    infinite (``edges`` names them), or a parameter that is not a number of the right kind
+    or range (a fractional count, a negative seed, ``eta > 1``, a NaN learning rate, ...)."""
 
     def __init__(self, message: str, edges=()):
         super().__init__(message)
