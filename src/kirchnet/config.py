@@ -248,11 +248,11 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not part of the schema; check the spelling)"
+            if loc.split(".")[-1] in ("learning_rate", "learningrate"):
+                msg = "unknown key: the learning rate is called lr, in the [optimizer] table"
         elif err["type"] == "missing":
             msg = "required key is missing"
         got = err.get("input")
         suffix = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"  {loc}: {msg}{suffix}")
     return "\n".join(lines)
-            if loc.split(".")[-1] in ("learning_rate", "learningrate"):
-                msg = "unknown key: the learning rate is called lr, in the [optimizer] table"
