@@ -284,3 +284,22 @@ def test_to_circuit_matches_general_solver():
     assert general_loss == pytest.approx(loss, rel=1e-10)
     np.testing.assert_allclose(general_grad[:drn.params.size], grad, rtol=0,
                                atol=1e-9 * np.max(np.abs(grad)))
+
+
+@pytest.mark.parametrize("method", ["ep", "analytical"])
+def test_fused_sgd_step_equals_estimate_update(method):
+    """ep_step / gradient_step (W_0 accumulated in place by BLAS) equal
+    max(params - lr * estimate, g_min)."""
+    drn = _net(layers=(4, 6, 5, 3), bias=0.3)
+    rng = np.random.default_rng(10)
+    x, y = rng.uniform(-1, 1, (5, 4)), rng.uniform(-1, 1, (5, 3))
+    lr = 0.05
+    if method == "ep":
+        loss, est, _ = drn.ep_gradient(x, y, beta=0.2)
+    else:
+        loss, est, _ = drn.loss_and_grad(x, y)
+    expected = np.maximum(drn.params - lr * est, drn.spec.g_min)
+    step = drn.ep_step(x, y, lr, beta=0.2) if method == "ep" else drn.gradient_step(x, y, lr)
+    assert step == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(drn.params, expected, rtol=1e-12, atol=1e-15)
+    assert drn.weights[0].base is not None and np.shares_memory(drn.weights[0], drn.params)

@@ -158,10 +158,22 @@ class DRNState:
     sweeps: int
     residual: float
     beta: float = 0.0
+    #: total conductance per node of layers 1..L without the nudge (index 0 unused)
+    degrees: list | None = None
 
     @property
     def outputs(self) -> np.ndarray:
         return self.potentials[-1]
+
+
+@dataclass
+class _Batch:
+    """What every phase of one batch shares (:meth:`DRN._context`)."""
+
+    v0: np.ndarray
+    drive: np.ndarray
+    degrees: list
+    bias_currents: list
 
 
 def hebbian(v_pre: np.ndarray, v_post: np.ndarray) -> np.ndarray:
@@ -305,73 +317,109 @@ class DRN:
             s = max(s, float(np.max(np.abs(y))))
         return s if s > 0 else 1.0
 
-    def relax(self, x=None, y=None, beta: float = 0.0, init: DRNState | None = None,
-              v0: np.ndarray | None = None, drive: np.ndarray | None = None,
-              tol: float | None = None) -> DRNState:
-        """Equilibrium (exact to ``tol``) of the batch ``x`` (batch, n_features), optionally
-        nudged by ``beta C`` towards ``y``; ``init`` warm-starts from another state
-        (e.g. the free one). ``v0``/``drive`` (input potentials and ``v0 W_0``) may be
-        passed to share them between phases."""
+    def _context(self, x=None, v0=None) -> "_Batch":
+        """Per-batch quantities shared by every phase: input potentials ``v0``, the input
+        drive ``v0 W_0`` and the node degrees (one pass over ``W_0`` for both: ``[v0; 1] W_0``)."""
         if v0 is None:
             v0 = self.input_potentials(x)
+        B = v0.shape[0]
+        W = self.weights
+        both = np.concatenate([v0, np.ones((1, v0.shape[1]))]) @ W[0]
+        drive, col0 = both[:B], both[B]
+        L = len(W)
+        d = [None]
+        for l in range(1, L + 1):
+            dl = col0.copy() if l == 1 else W[l - 1].sum(axis=0)
+            if l < L:
+                dl += W[l].sum(axis=1)
+            if self.biases:
+                dl += self.biases[l - 1].sum(axis=0)
+            d.append(dl)
+        return _Batch(v0, drive, d, self._bias_currents())
+
+    def relax(self, x=None, y=None, beta: float = 0.0, init: DRNState | None = None,
+              tol: float | None = None, active: bool = True, context: "_Batch | None" = None
+              ) -> DRNState:
+        """Equilibrium (exact to ``tol``, default ``spec.tol``) of the batch ``x``
+        (batch, n_features), optionally nudged by ``beta C`` towards ``y``; ``init``
+        warm-starts from another state (e.g. the free one; the sweep then starts with the
+        output layer's parity, where the nudge acts). ``active=False`` skips the active
+        set (only the exact gradient needs it). ``context`` shares the per-batch input
+        drive and degrees between phases (:meth:`_context`)."""
+        ctx = self._context(x) if context is None else context
+        v0 = ctx.v0
         B = v0.shape[0]
         if beta:
             if y is None:
                 raise ParameterError("relax with beta != 0 needs the targets y")
             y = self._check_y(y, B)
         W = self.weights
+        WT = [w.T for w in W]
         L = len(W)
-        if drive is None:
-            drive = v0 @ W[0]
-        d = self._degrees(beta)
-        inv_d = [None] + [1.0 / dl for dl in d[1:]]
-        c = self._bias_currents()
-        extra = [None] + [c[l] if (l < L or not beta) else c[l] + beta * y for l in range(1, L + 1)]
-        extra[1] = drive + extra[1]
+        inv_d = [None] + [1.0 / dl for dl in ctx.degrees[1:]]
+        c = ctx.bias_currents
+        extra = [None] + [c[l] for l in range(1, L + 1)]
+        if beta:
+            dL = ctx.degrees[L] + beta
+            if np.any(dL <= 0):
+                k = int(np.argmin(dL))
+                raise ParameterError(
+                    f"beta = {beta!r} makes the nudged energy unbounded: output {k} has total "
+                    f"conductance {ctx.degrees[L][k]:.6g} <= -beta; use |beta| below the smallest "
+                    f"output conductance sum ({float(np.min(ctx.degrees[L])):.6g})")
+            inv_d[L] = 1.0 / dL
+            extra[L] = extra[L] + beta * y
+        extra[1] = ctx.drive + extra[1]
         lo, hi = self._lo, self._hi
         if init is not None:
             v = [v0] + [p.copy() for p in init.potentials[1:]]
         else:
             v = [v0] + [np.zeros((B, n)) for n in self.spec.sizes[1:]]
-        odd = list(range(1, L + 1, 2))
-        even = list(range(2, L + 1, 2))
+        odd, even = list(range(1, L + 1, 2)), list(range(2, L + 1, 2))
+        blocks = (even, odd) if (init is not None and L % 2 == 0) else (odd, even)
         scale = self._scale(v0, y, beta)
         tol = self.spec.tol if tol is None else float(tol)
         thresh = tol * scale
 
         def update(l):
-            a = extra[l] + (v[l - 1] @ W[l - 1] if l > 1 else 0.0)
             if l < L:
-                a = a + v[l + 1] @ W[l].T
-            a = a * inv_d[l]
-            if l < L:
+                a = v[l + 1] @ WT[l]
+                if l > 1:
+                    a += v[l - 1] @ W[l - 1]
+                a += extra[l]
+                a *= inv_d[l]
                 np.maximum(a, lo[l], out=a)
                 np.minimum(a, hi[l], out=a)
-            change = float(np.max(np.abs(a - v[l]))) if a.size else 0.0
+            else:
+                a = v[l - 1] @ W[l - 1]
+                a += extra[l]
+                a *= inv_d[l]
+            diff = a - v[l]
+            np.abs(diff, out=diff)
             v[l] = a
-            return change
+            return diff.max() if diff.size else 0.0
 
         res = np.inf
         for sweep in range(1, self.spec.max_sweeps + 1):
             res = 0.0
-            for l in odd:
-                res = max(res, update(l))
-            for l in even:
-                res = max(res, update(l))
+            for block in blocks:
+                for l in block:
+                    res = max(res, update(l))
             if res <= thresh:
                 break
         else:
             raise ConvergenceError(
                 f"DRN relaxation did not reach tol = {tol:g} in max_sweeps = {self.spec.max_sweeps} "
                 f"sweeps (last relative change {res / scale:.3g}); raise DRNSpec.max_sweeps")
-        active = [None] + [self._active(l, v, extra, inv_d) for l in range(1, L)] + [None]
-        return DRNState(v, active, sweep, res / scale, float(beta))
-
-    def _active(self, l, v, extra, inv_d):
-        """Diodes at their bound: the unclipped average lies beyond the bound."""
-        a = (extra[l] + (v[l - 1] @ self.weights[l - 1] if l > 1 else 0.0)
-             + v[l + 1] @ self.weights[l].T) * inv_d[l]
-        return (a < self._lo[l]) | (a > self._hi[l])
+        act = [None] * (L + 1)
+        if active:
+            for l in range(1, L):
+                a = extra[l] + v[l + 1] @ WT[l]
+                if l > 1:
+                    a += v[l - 1] @ W[l - 1]
+                a *= inv_d[l]
+                act[l] = (a < lo[l]) | (a > hi[l])
+        return DRNState(v, act, sweep, float(res) / scale, float(beta), ctx.degrees)
 
     def kkt_residual(self, state: DRNState, y=None) -> float:
         """Largest violation of the optimality conditions, relative to the voltage scale
@@ -418,16 +466,21 @@ class DRN:
         return self.relax(x).outputs
 
     # ------------------------------------------------------------------ gradients
-    def _energy_grad_diff(self, a: DRNState, b: DRNState, coeff: float, out: np.ndarray) -> np.ndarray:
+    def _energy_grad_diff(self, a: DRNState, b: DRNState, coeff: float, out: np.ndarray,
+                          skip_first: bool = False) -> np.ndarray:
         """``out = coeff * (dE/dtheta(a) - dE/dtheta(b))`` (batch means) by matrix products;
         ``dE/dW_l[i, j] = 1/2 mean_b (v_i - v_j)^2``, ``dE/dG_l[0, j] = 1/2 mean (bias - v_j)^2``,
-        ``dE/dG_l[1, j] = 1/2 mean (bias + v_j)^2``. States share the input layer."""
+        ``dE/dG_l[1, j] = 1/2 mean (bias + v_j)^2``. States share the input layer.
+        ``skip_first`` leaves the ``W_0`` block of ``out`` untouched."""
         va, vb = a.potentials, b.potentials
         B = va[0].shape[0]
         o = 0
         for l, W in enumerate(self.weights):
             n = W.size
             G = out[o:o + n].reshape(W.shape)
+            if l == 0 and skip_first:
+                o += n
+                continue
             if l == 0:  # inputs identical: only the cross term survives
                 np.matmul(va[0].T, va[1] - vb[1], out=G)
                 G *= -coeff / B
@@ -456,6 +509,27 @@ class DRN:
         y = self._check_y(y, st.outputs.shape[0])
         return 0.5 * float(np.mean(np.sum((st.outputs - y) ** 2, axis=1)))
 
+    def _ep_phases(self, x, y, beta, variant, free=None):
+        beta = _finite("beta", beta)
+        if beta <= 0:
+            raise ParameterError(f"beta must be positive (the variant sets the sign), got {beta!r}")
+        if variant not in ("centered", "positive", "negative"):
+            raise ParameterError(f"variant must be 'centered', 'positive' or 'negative', got {variant!r}")
+        ctx = self._context(x)
+        y = self._check_y(y, ctx.v0.shape[0])
+        if free is None:
+            free = self.relax(context=ctx, active=False)
+        loss = 0.5 * float(np.mean(np.sum((free.outputs - y) ** 2, axis=1)))
+        if variant == "centered":
+            a = self.relax(y=y, beta=beta, init=free, context=ctx, active=False)
+            b = self.relax(y=y, beta=-beta, init=free, context=ctx, active=False)
+            coeff = 1.0 / (2.0 * beta)
+        elif variant == "positive":
+            a, b, coeff = self.relax(y=y, beta=beta, init=free, context=ctx, active=False), free, 1.0 / beta
+        else:
+            a, b, coeff = free, self.relax(y=y, beta=-beta, init=free, context=ctx, active=False), 1.0 / beta
+        return loss, a, b, coeff, free
+
     def ep_gradient(self, x, y, beta: float = 1.0, variant: str = "centered",
                     free: DRNState | None = None, out: np.ndarray | None = None):
         """Equilibrium propagation estimate of ``dC/dparams``.
@@ -465,30 +539,59 @@ class DRN:
         state); ``positive``: ``(dE(v^beta) - dE(v^0)) / beta``; ``negative``:
         ``(dE(v^0) - dE(v^-beta)) / beta``. Returns ``(loss, estimate (n_params,), free)``.
         """
-        beta = _finite("beta", beta)
-        if beta <= 0:
-            raise ParameterError(f"beta must be positive (the variant sets the sign), got {beta!r}")
-        if variant not in ("centered", "positive", "negative"):
-            raise ParameterError(f"variant must be 'centered', 'positive' or 'negative', got {variant!r}")
-        v0 = self.input_potentials(x)
-        y = self._check_y(y, v0.shape[0])
-        drive = v0 @ self.weights[0]
-        if free is None:
-            free = self.relax(v0=v0, drive=drive)
-        loss = 0.5 * float(np.mean(np.sum((free.outputs - y) ** 2, axis=1)))
+        loss, a, b, coeff, free = self._ep_phases(x, y, beta, variant, free)
         if out is None:
             out = np.empty_like(self.params)
-        if variant == "centered":
-            plus = self.relax(y=y, beta=beta, init=free, v0=v0, drive=drive)
-            minus = self.relax(y=y, beta=-beta, init=free, v0=v0, drive=drive)
-            self._energy_grad_diff(plus, minus, 1.0 / (2.0 * beta), out)
-        elif variant == "positive":
-            plus = self.relax(y=y, beta=beta, init=free, v0=v0, drive=drive)
-            self._energy_grad_diff(plus, free, 1.0 / beta, out)
-        else:
-            minus = self.relax(y=y, beta=-beta, init=free, v0=v0, drive=drive)
-            self._energy_grad_diff(free, minus, 1.0 / beta, out)
+        self._energy_grad_diff(a, b, coeff, out)
         return loss, out, free
+
+    def _accumulate_w0(self, s: float, D: np.ndarray, q: np.ndarray, v0: np.ndarray) -> None:
+        """``W_0 += s V_0^T D + 1 q^T`` in one BLAS pass over ``W_0`` (``dgemm`` with
+        ``beta = 1`` on the augmented ``[V_0; 1]^T [D; q / s]``)."""
+        from scipy.linalg.blas import dgemm
+
+        W0 = self.weights[0]
+        Daug = np.concatenate([D, (q / s)[None, :]])
+        Vaug = np.concatenate([v0, np.ones((1, v0.shape[1]))])
+        res = dgemm(s, Daug, Vaug, beta=1.0, c=W0.T, overwrite_c=1, trans_a=1)
+        if not np.shares_memory(res, W0):  # pragma: no cover - BLAS copied c
+            W0[...] = res.T
+
+    def ep_step(self, x, y, lr: float, beta: float = 1.0, variant: str = "centered") -> float:
+        """One in-place SGD step with the EP estimate, ``params -= lr * estimate``, then
+        ``params >= g_min``; the ``W_0`` block is accumulated by one BLAS call
+        (:meth:`_accumulate_w0`) instead of forming the estimate. Returns the free loss."""
+        loss, a, b, coeff, _ = self._ep_phases(x, y, beta, variant)
+        v0 = a.potentials[0]
+        B = v0.shape[0]
+        # W_0 estimate: -(coeff / B) V_0^T (a_1 - b_1) + 1 (coeff / 2) mean(a_1^2 - b_1^2)^T
+        self._accumulate_w0(lr * coeff / B, a.potentials[1] - b.potentials[1],
+                            -(0.5 * lr * coeff) * np.mean(a.potentials[1] ** 2 - b.potentials[1] ** 2,
+                                                         axis=0), v0)
+        self._sgd_rest(lambda out: self._energy_grad_diff(a, b, coeff, out, skip_first=True), lr)
+        return loss
+
+    def _sgd_rest(self, fill, lr):
+        n0 = self.weights[0].size
+        buf = np.empty(self.params.size)
+        fill(buf)
+        rest = self.params[n0:]
+        rest -= lr * buf[n0:]
+        np.maximum(self.params, self.spec.g_min, out=self.params)
+
+    def gradient_step(self, x, y, lr: float) -> float:
+        """One in-place SGD step with the exact gradient (as :meth:`ep_step`). Returns the loss."""
+        st = self.relax(x)
+        v = st.potentials
+        B = v[0].shape[0]
+        y = self._check_y(y, B)
+        err = v[-1] - y
+        loss = 0.5 * float(np.mean(np.sum(err * err, axis=1)))
+        lam = self.adjoint(st, err)
+        # W_0 gradient: V_0^T Lam_1 / B - 1 mean(lam_1 v_1)^T
+        self._accumulate_w0(-lr / B, lam[1], lr * np.mean(lam[1] * v[1], axis=0), v[0])
+        self._sgd_rest(lambda out: self._grad_from_adjoint(v, lam, out, skip_first=True), lr)
+        return loss
 
     def adjoint(self, state: DRNState, error: np.ndarray, tol: float | None = None) -> list:
         """``lam`` per layer (``lam_0 = 0``) solving ``H_FF lam = error`` on the linearized
@@ -497,7 +600,7 @@ class DRN:
         W, L = self.weights, len(self.weights)
         v = state.potentials
         B = v[0].shape[0]
-        d = self._degrees(0.0)
+        d = state.degrees if state.degrees is not None else self._degrees(0.0)
         inv_d = [None] + [1.0 / dl for dl in d[1:]]
         free = [None] + [~state.active[l] for l in range(1, L)] + [None]
         lam = [np.zeros((B, n)) for n in self.spec.sizes]
@@ -547,10 +650,19 @@ class DRN:
         lam = self.adjoint(state, err)
         if out is None:
             out = np.empty_like(self.params)
+        self._grad_from_adjoint(v, lam, out)
+        return loss, out, state
+
+    def _grad_from_adjoint(self, v, lam, out, skip_first: bool = False):
+        """``out = dC/dparams`` from potentials ``v`` and adjoint ``lam`` (per layer)."""
+        B = v[0].shape[0]
         o = 0
         for l, W in enumerate(self.weights):
             n = W.size
             G = out[o:o + n].reshape(W.shape)
+            o += n
+            if l == 0 and skip_first:
+                continue
             # -mean (lam_i - lam_j)(v_i - v_j) = [V_i^T Lam_j + Lam_i^T V_j]/B - mean(lam_i v_i) - mean(lam_j v_j)
             np.matmul(v[l].T, lam[l + 1], out=G)
             if l > 0:
@@ -558,7 +670,6 @@ class DRN:
                 G -= np.mean(lam[l] * v[l], axis=0)[:, None] * B
             G -= np.mean(lam[l + 1] * v[l + 1], axis=0)[None, :] * B
             G /= B
-            o += n
         if self.biases:
             s = self.spec.bias
             for l, Gb in enumerate(self.biases, start=1):
@@ -568,7 +679,7 @@ class DRN:
                 G[0] = np.mean(lam[l] * (s - v[l]), axis=0)
                 G[1] = np.mean(lam[l] * (-s - v[l]), axis=0)
                 o += n
-        return loss, out, state
+        return out
 
     # ------------------------------------------------------------------ general circuit
     def to_circuit(self, backend: str = "auto"):
@@ -703,17 +814,17 @@ def fit_drn(drn: DRN, x, y, epochs: int = 10, batch_size: int = 32, lr: float = 
             if max_batches is not None and k >= max_batches:
                 break
             idx = perm[s:s + bs]
-            if method == "ep":
-                loss, g, _ = drn.ep_gradient(x[idx], y[idx], beta=beta, variant=variant, out=grad)
+            if optimizer is None:  # fused in-place SGD
+                loss = (drn.ep_step(x[idx], y[idx], lr, beta=beta, variant=variant) if method == "ep"
+                        else drn.gradient_step(x[idx], y[idx], lr))
             else:
-                loss, g, _ = drn.loss_and_grad(x[idx], y[idx], out=grad)
-            losses.append(loss)
-            if optimizer is None:
-                g *= lr
-                drn.params -= g
-            else:
+                if method == "ep":
+                    loss, g, _ = drn.ep_gradient(x[idx], y[idx], beta=beta, variant=variant, out=grad)
+                else:
+                    loss, g, _ = drn.loss_and_grad(x[idx], y[idx], out=grad)
                 drn.params[...] = optimizer.step(drn.params, g)
-            np.maximum(drn.params, gmin, out=drn.params)
+                np.maximum(drn.params, gmin, out=drn.params)
+            losses.append(loss)
         hist.seconds.append(time.perf_counter() - t0)
         hist.loss.append(float(np.mean(losses)) if losses else float("nan"))
         if x_val is not None and labels_val is not None:
