@@ -34,9 +34,11 @@ then the active-set update ``A = {e: mu_e + c w_e > 0}``. Why this method:
   Block coordinate descent (Scellier 2024) is exact only on layered graphs; this works on
   any graph. Termination: at most ``max_iter`` iterations (then ``ConvergenceError``).
 
-Stopping rule, per sample: KCL residual ``|r_v| <= rtol * s_v`` at every free node,
-``s_v = sum_e |B_ve i_e| + |J_v|`` (floored at ``1e-12 max_v s_v``), default
-``rtol = 1e-10``; complementarity for ideal diodes ``w_e <= ctol V``, ``|w_e| <= ctol V``
+Stopping rule, per sample: KCL residual ``|r_v| <= rtol * s_v + rho_v`` at every free
+node, ``s_v = sum_e |B_ve i_e| + |J_v|`` (floored at ``1e-12 max_v s_v``), default
+``rtol = 1e-10``, ``rho_v = 64 eps sum_e |B_ve| g_e phi'(w_e) (|u_a| + |u_b| + |s_e| + |u|_inf)``
+the rounding level of the computed currents (a node carrying a current far below
+``g |u|`` cannot be resolved better in double precision); complementarity for ideal diodes ``w_e <= ctol V``, ``|w_e| <= ctol V``
 when conducting, ``mu_e >= -ctol I`` (``V``, ``I`` the sample's voltage and current
 scales), default ``ctol = 1e-12``. Otherwise :class:`~kirchnet.errors.ConvergenceError`
 names the worst sample, node and residual. Infeasible constraint sets (ideal diodes
@@ -98,6 +100,7 @@ class _Assembly:
         self.nf, self.m = c.n_free, net.n_edges
         self.BF = c._B_free  # (nf, m) csr
         self.absBF = abs(c._B_free)
+        self.absBT = abs(c._BT)
         ci = c.elements.constraint_edges
         clamped_both = c.is_clamped[net.tails[ci]] & c.is_clamped[net.heads[ci]]
         self.ci = ci[~clamped_both]  # ideal diodes with a free end: unknown multipliers
@@ -105,6 +108,9 @@ class _Assembly:
         self.nc = self.ci.size
         self.C = c._B_free[:, self.ci].toarray() if self.nc else np.zeros((self.nf, 0))
         self.absC = np.abs(self.C)
+        # ideal diodes can form loops through clamped nodes (parallel diodes, a node with a
+        # diode to each of two bias sources): active sets must then be made independent
+        self.loops = bool(self.nc) and bool(_dependent_ideal(c, self.ci))
 
     @cached_property
     def dense_map(self) -> sp.csr_array:
@@ -409,8 +415,14 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> Nonlinear
             r += mm @ asm.C.T
             scale += np.abs(mm) @ asm.absC.T
         floor = 1e-12 * scale.max(axis=1, initial=0.0)
+        # the rounding level of the computed currents: eps g phi'(w) (|u_a| + |u_b| + |s| + |u|_max)
+        wabs = np.asarray((asm.absBT @ np.abs(uu).T).T) + np.abs(s[todo]) \
+            + np.abs(uu).max(axis=1, keepdims=True)
+        rounding = 64 * np.finfo(float).eps * np.asarray(
+            (asm.absBF @ (g * el.dphi(ww) * wabs).T).T)
         rel = np.abs(r) / np.maximum(np.maximum(scale, floor[:, None]), 1e-300)
-        ok = rel.max(axis=1, initial=0.0) <= fac.rtol
+        ok = (np.maximum(np.abs(r) - rounding, 0.0) / np.maximum(np.maximum(scale, floor[:, None]),
+                                                                  1e-300)).max(axis=1, initial=0.0) <= fac.rtol
         if nc:
             act = active[todo]
             wc = ww[:, asm.ci]
@@ -439,6 +451,9 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> Nonlinear
         uu, ww, ii, r, JJ = uu[keep], ww[keep], ii[keep], r[keep], JJ[keep]
         weights = g * el.dphi(ww)
         act = active[todo]
+        if asm.loops:  # dependent constraints (loops of conducting ideal diodes): keep a forest
+            act, dropped = _independent(c, asm, act)
+            active[todo] = act
         rhs = np.zeros((todo.size, nf + nc, 1))
         rhs[:, :nf, 0] = -(r - (mu[todo] @ asm.C.T if nc else 0.0))  # -(B_F i - J_F)
         if nc:
@@ -459,9 +474,51 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> Nonlinear
         if nc:
             mu[todo] = mu_new
             w_new = ww[:, asm.ci] + t[:, None] * dw[:, asm.ci]
+            if asm.loops:
+                vs = np.abs(u[todo]).max(axis=1) + np.abs(s[todo]).max(axis=1, initial=0.0) + 1e-300
+                tolv = (fac.ctol * vs)[:, None]
+                forced = dropped & (w_new > tolv) & (t[:, None] == 1.0) \
+                    & (mu_new >= -tolv * cpd).all(axis=1, keepdims=True)
+                if forced.any():  # a loop of conducting ideal diodes is forward-biased
+                    smp = int(np.flatnonzero(forced.any(axis=1))[0])
+                    loop = asm.ci[forced[smp] | act[smp]]
+                    raise BoundaryConditionError(
+                        f"ideal diode edge(s) {_list(asm.ci[forced[smp]])} (with the conducting ideal "
+                        f"diodes {_list(asm.ci[act[smp]])}) form a loop through clamped nodes with no "
+                        f"resistance and are forward-biased (sample {int(todo[smp])}): the circuit has "
+                        f"no equilibrium. Put a resistance in the loop (Rectifier()) or change the "
+                        f"inputs; edges involved: {_list(loop)}")
             active[todo] = (mu_new + cpd * w_new) > 0
     return NonlinearState(c, fac.conductances, u, None if c.source_edges.size == 0 else s,
                           multipliers=mu, ideal_edges=asm.ci, iterations=iters)
+
+
+def _independent(c, asm, act):
+    """Per sample, drop conducting ideal diodes whose constraint ``w_e = 0`` depends on the
+    others (they close a loop through other conducting ideal diodes and the clamped nodes):
+    ``(independent active set, dropped)``, both (b, nc) bool."""
+    net = c.network
+    ends = np.stack([net.tails[asm.ci], net.heads[asm.ci]], axis=1)
+    ends = np.where(c.is_clamped[ends], net.n_nodes, ends)
+    out = act.copy()
+    for smp in range(act.shape[0]):  # only circuits whose ideal diodes can form loops get here
+        idx = np.flatnonzero(act[smp])
+        if idx.size < 2:
+            continue
+        parent = {}
+
+        def find(v):
+            while parent.get(v, v) != v:
+                v = parent[v]
+            return v
+
+        for j in idx:
+            a, b = find(int(ends[j, 0])), find(int(ends[j, 1]))
+            if a == b:
+                out[smp, j] = False
+            else:
+                parent[a] = b
+    return out, act & ~out
 
 
 def _infeasible(c, asm, todo, act):
@@ -495,16 +552,18 @@ class NonlinearFactorization:
         self.circuit = circuit
         self.conductances = np.array(conductances, dtype=float)
         self.conductances.setflags(write=False)
-        if backend == "auto":
-            backend = circuit.auto_backend
-        self.base_backend = self.backend_name = backend
+        self.base_backend = backend
         self.solver_options = dict(rtol=rtol, ctol=ctol, max_iter=max_iter, **solver_options)
         self.rtol, self.ctol, self.max_iter = float(rtol), float(ctol), int(max_iter)
         asm = _assembly(circuit)
-        self.dense = backend == "dense" or (asm.nf + asm.nc <= DENSE_MAX and backend != "pcg")
-        self.backend = "splu" if backend in ("dense", "pcg-amg") and not self.dense else backend
-        if self.backend == "cholmod" and not solvers.cholmod_available():
-            self.backend = "splu"
+        #: stacked dense systems (one batched LAPACK call) or one sparse factorization per sample
+        self.dense = backend == "dense" or (backend == "auto" and asm.nf + asm.nc <= DENSE_MAX)
+        sparse = circuit.auto_backend if backend == "auto" else backend
+        if sparse == "dense" or (asm.nc and sparse != "splu"):
+            sparse = "splu"  # KKT systems (ideal diodes) are indefinite: LU
+        if sparse == "cholmod" and not solvers.cholmod_available():
+            sparse = "splu"
+        self.backend = sparse
 
     def solve(self, x, currents=None, clamp=None, warm_start=None) -> NonlinearState:
         """Exact equilibrium for a sample or a batch; ``currents`` (n,) or (b, n) injected

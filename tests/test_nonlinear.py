@@ -1,0 +1,494 @@
+"""Nonlinear equilibria and their exact gradients (kirchnet.nonlinear).
+
+The reference here is independent of kirchnet's solvers: a plain Newton iteration in
+``np.longdouble`` written from the problem specification (dense incidence, the laws
+re-implemented below, step halving on the KCL residual, batched Gaussian elimination
+from ``tests/strategies.py``), and for ideal diodes an enumeration of every active set.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import minimize
+from scipy.special import lambertw
+
+import kirchnet as kn
+from kirchnet import Edge, Pair
+from kirchnet.elements import Diode, IdealDiode, Rectifier, Resistor
+from kirchnet.errors import BoundaryConditionError, ConvergenceError
+from kirchnet.nonlinear import NonlinearFactorization, NonlinearState
+
+from strategies import _solve_spd_batched
+
+LD = np.longdouble
+D1 = Diode(saturation_current=1e-3, thermal_voltage=0.05)
+D2 = Diode(saturation_current=1e-6, emission=1.5, thermal_voltage=0.04)
+LAWS = {"R": Resistor(), "D1": D1, "D2": D2, "Rect": Rectifier()}
+
+
+# ----------------------------------------------------------------- reference model
+def ref_law(kind: str, w):
+    """``(phi, phi')`` in long double, written from the law definitions."""
+    if kind == "R":
+        return w, np.ones_like(w)
+    if kind == "Rect":
+        return np.maximum(w, 0), (w > 0).astype(LD)
+    d = LAWS[kind]
+    Is, nvt, X = LD(d.saturation_current), LD(d.emission) * LD(d.thermal_voltage), LD(d.max_exponent)
+    x = w / nvt
+    xc = np.minimum(x, X)
+    phi = Is * np.expm1(xc) + np.where(x > X, Is * np.exp(X) * (x - X), 0)
+    return phi, Is / nvt * np.exp(xc)
+
+
+@dataclass
+class NLProblem:
+    network: kn.Network
+    kinds: list  # law name per edge
+    inputs: list
+    outputs: list
+    g: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    ground: int = 0
+
+    def elements(self):
+        out = {}
+        for e, k in enumerate(self.kinds):
+            if k != "R":
+                out.setdefault(LAWS[k], []).append(e)
+        return out
+
+    def circuit(self, backend="auto"):
+        return kn.Circuit(self.network, ground=self.ground, inputs=self.inputs, outputs=self.outputs,
+                          elements=self.elements(), backend=backend)
+
+
+def _ref_pieces(p: NLProblem):
+    net = p.network
+    n, m = net.n_nodes, net.n_edges
+    B = np.zeros((n, m), dtype=LD)
+    B[net.tails, np.arange(m)] = 1
+    B[net.heads, np.arange(m)] = -1
+    node_in = [(j, v) for j, v in enumerate(p.inputs) if not isinstance(v, Edge)]
+    edge_in = [(j, v.index) for j, v in enumerate(p.inputs) if isinstance(v, Edge)]
+    C = np.asarray([p.ground] + [v for _, v in node_in], dtype=np.int64)
+    F = np.setdiff1d(np.arange(n), C)
+    b = p.x.shape[0]
+    u = np.zeros((b, n), dtype=LD)
+    for j, v in node_in:
+        u[:, v] = p.x[:, j]
+    s = np.zeros((b, m), dtype=LD)
+    for j, e in edge_in:
+        s[:, e] = p.x[:, j]
+    return B, F, u, s
+
+
+def ref_currents(p: NLProblem, w, g):
+    phi = np.zeros_like(w)
+    dphi = np.zeros_like(w)
+    for kind in set(p.kinds):
+        idx = [e for e, k in enumerate(p.kinds) if k == kind]
+        phi[..., idx], dphi[..., idx] = ref_law(kind, w[..., idx])
+    return g * phi, g * dphi
+
+
+def ref_solve(p: NLProblem, G=None, u0=None):
+    """Potentials (P, b, n) in long double for conductance rows ``G`` (P, m)."""
+    B, F, uc, s = _ref_pieces(p)
+    G = np.asarray(p.g if G is None else G, dtype=LD).reshape(-1, 1, p.g.size)
+    u = np.broadcast_to(uc, (G.shape[0],) + uc.shape).copy()
+    if u0 is not None:
+        u[..., F] = u0[..., F]
+    BF = B[F]
+
+    def resid(u):
+        i, di = ref_currents(p, u @ B + s, G)
+        # current scale plus the rounding level of the computed currents
+        wabs = np.abs(u) @ np.abs(B) + np.abs(s)
+        return i @ BF.T, di, np.abs(i) @ np.abs(BF).T + 64 * (di * wabs) @ np.abs(BF).T
+
+    r, di, sc = resid(u)
+    for _ in range(200):
+        if np.all(np.abs(r) <= 1e-17 * sc + 1e-300):
+            return u
+        H = np.einsum("fm,pbm,hm->pbfh", BF, di, BF)
+        du = _solve_spd_batched(H, -r[..., None])[..., 0]
+        t = np.ones(r.shape[:2], dtype=LD)
+        norm0 = np.sqrt((r ** 2).sum(-1))
+        for _ in range(60):  # step halving on the KCL residual
+            un = u.copy()
+            un[..., F] += t[..., None] * du
+            rn, din, scn = resid(un)
+            ok = np.sqrt((rn ** 2).sum(-1)) < norm0
+            if ok.all():
+                break
+            t = np.where(ok, t, t / 2)
+        u, r, di, sc = un, rn, din, scn
+    raise AssertionError("reference Newton did not converge")
+
+
+def ref_outputs(p: NLProblem, u):
+    n = p.network.n_nodes
+    P = np.zeros((len(p.outputs), n), dtype=LD)
+    for k, o in enumerate(p.outputs):
+        if isinstance(o, Pair):
+            P[k, o.a] += 1
+            P[k, o.b] -= 1
+        else:
+            P[k, o] = 1
+    return u @ P.T
+
+
+def ref_loss(p: NLProblem, u):
+    d = ref_outputs(p, u) - np.asarray(p.y, dtype=LD)
+    return 0.5 * (d ** 2).sum(-1).mean(-1)
+
+
+# ----------------------------------------------------------------- strategy
+@st.composite
+def nl_problems(draw, max_nodes: int = 10, decades: float = 4.0, laws=("R", "D1", "D2", "Rect")):
+    """A connected graph whose spanning tree is resistors and diodes (so the energy is
+    strictly convex), random extra edges with mixed laws, conductances spanning up to
+    ``10**decades``, node and series-source inputs, node and pair outputs."""
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    rng = np.random.default_rng(seed)
+    n = draw(st.integers(3, max_nodes))
+    perm = rng.permutation(n)
+    parents = perm[(rng.random(n - 1) * np.arange(1, n)).astype(np.int64)]
+    edges = [(int(a), int(b)) for a, b in zip(parents, perm[1:])]
+    tree_laws = [k for k in laws if k != "Rect"]
+    kinds = [str(rng.choice(tree_laws)) if rng.random() < 0.3 else "R" for _ in edges]
+    for _ in range(draw(st.integers(1, 2 * n))):
+        a, b = rng.choice(n, size=2, replace=False)
+        edges.append((int(a), int(b)))
+        kinds.append(str(rng.choice(laws)))
+    if all(k == "R" for k in kinds):
+        kinds[-1] = laws[-1] if laws[-1] != "R" else "D1"
+    E = np.asarray(edges)
+    flip = rng.random(len(E)) < 0.5
+    E = np.where(flip[:, None], E[:, ::-1], E)
+    net = kn.Network(n, E)
+    m = net.n_edges
+    logs = rng.uniform(-decades / 2, decades / 2, m)
+    i, j = rng.choice(m, 2, replace=False)
+    logs[i], logs[j] = -decades / 2, decades / 2
+    g = 10.0 ** logs
+    others = [v for v in range(1, n)]
+    n_node_in = int(rng.integers(1, min(2, n - 2) + 1))
+    node_in = [int(v) for v in rng.choice(others, n_node_in, replace=False)]
+    free = [v for v in others if v not in node_in]
+    inputs = list(node_in)
+    if draw(st.booleans()):
+        inputs.insert(int(rng.integers(0, len(inputs) + 1)), Edge(int(rng.integers(m))))
+    outputs = [int(rng.choice(free))]
+    if len(free) >= 2 and draw(st.booleans()):
+        a, b2 = rng.choice(free, 2, replace=False)
+        outputs.append(Pair(int(a), int(b2)))
+    bsz = draw(st.integers(1, 3))
+    x = rng.uniform(-1, 1, (bsz, len(inputs)))
+    y = 0.3 * rng.normal(size=(bsz, len(outputs)))
+    return NLProblem(net, kinds, inputs, outputs, g, x, y)
+
+
+def _rectifier_margin(p: NLProblem, u) -> float:
+    B, F, _, s = _ref_pieces(p)
+    w = (u @ B + s).reshape(-1, p.g.size)
+    idx = [e for e, k in enumerate(p.kinds) if k == "Rect"]
+    return float(np.abs(w[:, idx]).min()) if idx else np.inf
+
+
+@settings(max_examples=200)
+@given(nl_problems())
+def test_equilibrium_and_gradient_match_the_long_double_reference(p):
+    c = p.circuit()
+    ref = ref_solve(p)[0]
+    assume(_rectifier_margin(p, ref) > 1e-6)  # finite differences across a kink are meaningless
+    state = c.solve(p.g, p.x)
+    assert isinstance(state, NonlinearState)
+    vscale = float(np.abs(ref).max()) + 1.0
+    np.testing.assert_allclose(state.potentials, ref.astype(float), rtol=0, atol=1e-8 * vscale)
+    # KCL on the free nodes from the returned currents, relative to the node's current scale
+    i = state.currents
+    r = np.asarray((c._B_free @ i.T).T)
+    sc = np.asarray((abs(c._B_free) @ np.abs(i).T).T)
+    wabs = np.abs(state.potentials) @ np.abs(c.network.incidence().toarray()) \
+        + np.abs(state.potentials).max(axis=1, keepdims=True)
+    if state.sources is not None:
+        wabs = wabs + np.abs(state.sources)
+    rounding = 64 * 2.2e-16 * np.asarray((abs(c._B_free) @ (state.tangent_weights * wabs).T).T)
+    assert np.all(np.abs(r) <= 1e-10 * np.maximum(sc, 1e-12 * sc.max()) + rounding + 1e-300)
+    # gradient against central differences of the reference, a few edges per example
+    loss, grad = c.loss_and_grad(p.g, p.x, p.y)
+    assert loss == pytest.approx(float(ref_loss(p, ref[None])[0]), rel=1e-7, abs=1e-14)
+    rng = np.random.default_rng(len(p.kinds))
+    edges = rng.choice(p.g.size, size=min(3, p.g.size), replace=False)
+    h = 1e-5 * p.g[edges]
+    G = np.tile(p.g, (2 * edges.size, 1)).astype(LD)
+    G[np.arange(edges.size), edges] += h
+    G[edges.size + np.arange(edges.size), edges] -= h
+    up = ref_solve(p, G, u0=ref)
+    assume(_rectifier_margin(p, up) > 1e-6)
+    L = ref_loss(p, up)
+    fd = ((L[:edges.size] - L[edges.size:]) / LD(2 * h)).astype(float)
+    # absolute floor: rounding of the forward and adjoint solves, ~eps |delta| |u| / g
+    floor = 1e-12 * np.sqrt(2 * loss) * vscale / p.g[edges]
+    np.testing.assert_allclose(grad[edges], fd, rtol=1e-5, atol=1e-6 * np.abs(grad).max() + floor.max())
+
+
+@settings(max_examples=12)
+@given(nl_problems(max_nodes=8, laws=("R", "D1", "Rect")))
+def test_equilibrium_minimizes_the_co_content(p):
+    c = p.circuit()
+    g = p.g
+    x = p.x[:1]
+    state = c.solve(g, x)
+    free = c.free_nodes
+    E0 = float(state.energy[0])
+
+    def energy(uf):
+        u = state.potentials[0].copy()
+        u[free] = uf
+        return float(c.elements.Phi(c.network.incidence().T @ u + (0 if state.sources is None
+                                                                  else state.sources[0])) @ g)
+
+    assert energy(state.potentials[0, free]) == pytest.approx(E0, rel=1e-12, abs=1e-300)
+    res = minimize(energy, np.zeros(free.size), method="BFGS", options={"gtol": 1e-12})
+    assert E0 <= res.fun + 1e-9 * (abs(res.fun) + 1e-12)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        v = rng.normal(size=free.size) * 1e-3
+        assert energy(state.potentials[0, free] + v) >= E0 - 1e-12 * abs(E0)
+
+
+def test_series_diode_matches_the_lambert_w_solution():
+    # V -- R -- |>|-- ground: I = (nVt/R) W(Is R/(nVt) exp((V + Is R)/(nVt))) - Is
+    net = kn.Network(3, [(1, 2), (2, 0)])
+    d = Diode()  # ngspice defaults: Is = 1e-14 A, n = 1, Vt at 27 C
+    g_r = 1e-3  # 1 kOhm
+    c = kn.Circuit(net, ground=0, inputs=[1], outputs=[2], elements={d: [1]})
+    V = np.array([[-2.0], [0.0], [0.3], [0.7], [1.0], [5.0], [10.0]])
+    st_ = c.solve(np.array([g_r, 1.0]), V)
+    nvt, Is, R = d.nvt, d.saturation_current, 1 / g_r
+    arg = Is * R / nvt * np.exp((V[:, 0] + Is * R) / nvt)
+    with np.errstate(over="ignore"):
+        I_exact = nvt / R * np.real(lambertw(arg)) - Is
+    big = ~np.isfinite(arg)  # overflow of the closed form: use its asymptotic inverse by Newton
+    assert not big.any()
+    rounding = 64 * np.finfo(float).eps * g_r * np.abs(V[:, 0])  # of the resistor's current g (V - u)
+    assert np.all(np.abs(st_.currents[:, 1] - I_exact) <= 1e-9 * np.abs(I_exact) + rounding + 1e-28)
+    assert np.all(np.abs(st_.currents[:, 0] - st_.currents[:, 1]) <= 1e-9 * np.abs(I_exact) + rounding + 1e-28)
+    assert st_.iterations.max() <= 40
+
+
+def test_half_wave_rectifier_with_an_ideal_diode_is_exact():
+    # input -- R -- node 2 -- ideal diode (anode 2) -- ground: node 2 = min(V, 0)
+    net = kn.Network(3, [(1, 2), (2, 0)])
+    c = kn.Circuit(net, ground=0, inputs=[1], outputs=[2], elements={IdealDiode(): [1]})
+    V = np.linspace(-2, 2, 9)[:, None]
+    s = c.solve(np.array([0.5, 1.0]), V)
+    np.testing.assert_allclose(s.outputs[:, 0], np.minimum(V[:, 0], 0.0), atol=1e-14)
+    np.testing.assert_allclose(s.currents[:, 1], 0.5 * np.maximum(V[:, 0], 0.0), atol=1e-14)
+    assert np.all(s.currents[:, 1] >= 0)
+    # the same with a rectifier: a diode in series with the edge's resistance
+    c2 = kn.Circuit(net, ground=0, inputs=[1], outputs=[2], elements={Rectifier(): [1]})
+    s2 = c2.solve(np.array([0.5, 1.5]), V)
+    expected = np.where(V[:, 0] > 0, V[:, 0] * 0.5 / 2.0, V[:, 0])
+    np.testing.assert_allclose(s2.outputs[:, 0], expected, atol=1e-14)
+
+
+# ----------------------------------------------------------------- ideal diodes
+def _enumerate_ideal(c, g, x):
+    """Reference equilibrium of resistor + ideal-diode circuits: try every active set."""
+    net = c.network
+    n, m = net.n_nodes, net.n_edges
+    B = net.incidence().toarray()
+    F, Cn = c.free_nodes, np.flatnonzero(c.is_clamped)
+    ideal = c.elements.constraint_edges
+    res = [e for e in range(m) if e not in set(ideal)]
+    out = []
+    for xs in x:
+        u = np.zeros(n)
+        u[c.input_nodes] = xs
+        best = None
+        for bits in itertools.product([0, 1], repeat=ideal.size):
+            A = ideal[np.asarray(bits, dtype=bool)]
+            BF = B[F]
+            L = (BF[:, res] * g[res]) @ BF[:, res].T
+            rhs = -(BF[:, res] * g[res]) @ (B[Cn][:, res].T @ u[Cn])
+            CA = BF[:, A]
+            K = np.block([[L, CA], [CA.T, np.zeros((A.size, A.size))]])
+            r2 = np.concatenate([rhs, -(B[Cn][:, A].T @ u[Cn])])
+            try:
+                sol = np.linalg.solve(K, r2)
+            except np.linalg.LinAlgError:
+                continue
+            uu = u.copy()
+            uu[F] = sol[:F.size]
+            w = B.T @ uu
+            mu = sol[F.size:]
+            if np.all(mu >= -1e-12) and np.all(w[ideal] <= 1e-12):
+                best = uu
+                break
+        assert best is not None
+        out.append(best)
+    return np.asarray(out)
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 2 ** 32 - 1), st.integers(4, 9), st.integers(1, 3))
+def test_ideal_diode_equilibria_and_gradients_match_enumerated_active_sets(seed, n, n_ideal):
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    parents = perm[(rng.random(n - 1) * np.arange(1, n)).astype(np.int64)]
+    E = [(int(a), int(b)) for a, b in zip(parents, perm[1:])]
+    for _ in range(n):
+        a, b = rng.choice(n, 2, replace=False)
+        E.append((int(a), int(b)))
+    ideal = []
+    for _ in range(n_ideal):  # ideal diodes from free nodes to ground or to the input
+        v = int(rng.integers(2, n))
+        E.append((v, 0) if rng.random() < 0.5 else (0, v))
+        ideal.append(len(E) - 1)
+    net = kn.Network(n, E)
+    c = kn.Circuit(net, ground=0, inputs=[1], outputs=[n - 1], elements={IdealDiode(): ideal})
+    g = 10 ** rng.uniform(-2, 2, net.n_edges)
+    x = rng.uniform(-1, 1, (3, 1))
+    s = c.solve(g, x)
+    ref = _enumerate_ideal(c, g, x)
+    np.testing.assert_allclose(s.potentials, ref, atol=1e-11)
+    w = s.resistor_voltages[:, ideal]
+    mu = s.currents[:, ideal]
+    vs = np.abs(x).max() + 1
+    assert np.all(w <= 1e-12 * vs) and np.all(mu >= -1e-12) and np.all(np.abs(mu * w) <= 1e-12 * vs)
+    # gradient with the active set frozen vs finite differences of the enumerated reference
+    y = np.zeros((3, 1))
+    _, grad = c.loss_and_grad(g, x, y)
+    assert np.all(grad[ideal] == 0)
+    res_edges = [e for e in range(net.n_edges) if e not in ideal][:4]
+    for e in res_edges:
+        h = 1e-6 * g[e]
+        gp, gm = g.copy(), g.copy()
+        gp[e] += h
+        gm[e] -= h
+        up, um = _enumerate_ideal(c, gp, x), _enumerate_ideal(c, gm, x)
+        Lp, Lm = 0.5 * (up[:, n - 1] ** 2).mean(), 0.5 * (um[:, n - 1] ** 2).mean()
+        fd = (Lp - Lm) / (2 * h)
+        noise = 1e-14 * (Lp + Lm) / h + 1e-20  # cancellation in the float64 difference
+        assert grad[e] == pytest.approx(fd, rel=1e-5, abs=1e-9 * np.abs(grad).max() + noise)
+
+
+def test_forward_biased_ideal_diode_between_clamped_nodes_is_rejected():
+    net = kn.Network(3, [(1, 0), (1, 2), (2, 0)])
+    c = kn.Circuit(net, ground=0, inputs=[1], outputs=[2], elements={IdealDiode(): [0]})
+    g = np.ones(3)
+    s = c.solve(g, [[-1.0]])  # reverse-biased: fine
+    assert s.currents[0, 0] == 0
+    with pytest.raises(BoundaryConditionError, match=r"ideal diode edge\(s\) 0 .*forward-biased"):
+        c.solve(g, [[-1.0], [1.0]])
+
+
+def test_forward_biased_ideal_diode_loop_through_a_free_node_is_rejected():
+    # input 1 -> ideal -> 2 -> ideal -> ground: both conduct for x > 0, no resistance in the loop
+    net = kn.Network(4, [(1, 2), (2, 0), (2, 3), (3, 0)])
+    c = kn.Circuit(net, ground=0, inputs=[1], outputs=[3], elements={IdealDiode(): [0, 1]})
+    g = np.ones(4)
+    assert np.allclose(c.solve(g, [[-0.5]]).outputs, 0.0)
+    with pytest.raises(BoundaryConditionError, match=r"ideal diode edge\(s\) .*no resistance"):
+        c.solve(g, [[0.5]])
+
+
+# ----------------------------------------------------------------- solver behaviour
+def _diode_lattice(rows=5, cols=5, seed=0, backend="auto"):
+    net = kn.topologies.lattice(rows, cols)
+    m = net.n_edges
+    rect = [e for e in range(2, m, 11) if e % 3]
+    el = {D1: list(range(0, m, 3)), Rectifier(): rect,
+          D2: [e for e in range(1, m, 7) if e % 3 and e not in rect]}
+    c = kn.Circuit(net, ground=0, inputs=[net.n_nodes - 1, cols], outputs=[rows * cols // 2, 1],
+                   elements=el, backend=backend)
+    rng = np.random.default_rng(seed)
+    return c, rng.uniform(0.5, 2.0, m), rng.uniform(-1, 1, (6, 2))
+
+
+def test_dense_batched_and_sparse_paths_agree():
+    c, g, x = _diode_lattice()
+    dense = c.factorize(g)
+    assert isinstance(dense, NonlinearFactorization) and dense.dense
+    sparse = NonlinearFactorization(c, g, backend="splu")
+    assert not sparse.dense
+    a, b = dense.solve(x), sparse.solve(x)
+    np.testing.assert_allclose(a.potentials, b.potentials, atol=1e-11)
+    y = np.zeros((6, 2))
+    ga = kn.loss_and_grad(c, g, x, y, factorization=dense)[1]
+    gb = kn.loss_and_grad(c, g, x, y, factorization=sparse)[1]
+    np.testing.assert_allclose(ga, gb, rtol=1e-9, atol=1e-13)
+    pcg = NonlinearFactorization(c, g, backend="pcg", rtol=1e-10)
+    np.testing.assert_allclose(pcg.solve(x).potentials, a.potentials, atol=1e-8)
+
+
+def test_batch_equals_sample_by_sample_and_warm_start_saves_iterations():
+    c, g, x = _diode_lattice()
+    fac = c.factorize(g)
+    batch = fac.solve(x)
+    for s in range(x.shape[0]):
+        np.testing.assert_allclose(fac.solve(x[s]).potentials[0], batch.potentials[s], atol=1e-12)
+    warm = fac.solve(x * 1.001, warm_start=batch)
+    cold = fac.solve(x * 1.001)
+    np.testing.assert_allclose(warm.potentials, cold.potentials, atol=1e-11)
+    assert warm.iterations.sum() < cold.iterations.sum()
+    assert fac.solve(x, warm_start=batch).iterations.max() <= 1
+
+
+def test_non_convergence_raises_naming_the_worst_node():
+    c, g, x = _diode_lattice()
+    fac = NonlinearFactorization(c, g, max_iter=1)
+    with pytest.raises(ConvergenceError, match=r"did not converge in 1 Newton iterations: sample \d+, "
+                                               r"worst node \d+, KCL residual"):
+        fac.solve(x)
+
+
+def test_linear_circuits_keep_the_linear_path_bit_for_bit():
+    net = kn.topologies.lattice(6, 6)
+    rng = np.random.default_rng(3)
+    g = rng.uniform(0.5, 2, net.n_edges)
+    x = rng.uniform(-1, 1, (40, 3))
+    y = rng.normal(size=(40, 2))
+    args = dict(ground=0, inputs=[35, 30, Edge(4)], outputs=[14, Pair(20, 21)])
+    plain = kn.Circuit(net, **args)
+    named = kn.Circuit(net, elements={Resistor(): [0, 1, 2]}, **args)
+    assert named.is_linear
+    fa, fb = plain.factorize(g), named.factorize(g)
+    assert type(fa) is type(fb) is kn.CircuitFactorization
+    np.testing.assert_array_equal(fa.solve(x).potentials, fb.solve(x).potentials)
+    la, ga = plain.loss_and_grad(g, x, y)
+    lb, gb = named.loss_and_grad(g, x, y)
+    assert la == lb
+    np.testing.assert_array_equal(ga, gb)
+
+
+def test_gradient_options_per_sample_resistance_and_cross_entropy():
+    c, g, x = _diode_lattice()
+    y = np.array([0, 1, 1, 0, 1, 0])
+    for loss in ("mse", kn.CrossEntropy(temperature=0.2)):
+        yy = np.zeros((6, 2)) if loss == "mse" else y
+        L, G, per = c.loss_and_grad(g, x, yy, loss=loss, per_sample=True)
+        np.testing.assert_allclose(per.mean(axis=0), G, rtol=1e-13, atol=1e-16)
+        _, Gr = c.loss_and_grad(g, x, yy, loss=loss, wrt="resistance")
+        np.testing.assert_allclose(Gr, -(g ** 2) * G, rtol=1e-13, atol=1e-16)
+        for e in (0, 5, 17):
+            h = 1e-6 * g[e]
+            gp, gm = g.copy(), g.copy()
+            gp[e] += h
+            gm[e] -= h
+            fd = (c.loss_and_grad(gp, x, yy, loss=loss)[0] - c.loss_and_grad(gm, x, yy, loss=loss)[0]) / (2 * h)
+            assert G[e] == pytest.approx(fd, rel=1e-5, abs=1e-9)
+        full = c.loss_and_grad(g, x, yy, loss=loss, full=True)
+        assert full.adjoint_potentials.shape == (6, c.network.n_nodes)
+        np.testing.assert_allclose(full.grad, G)
