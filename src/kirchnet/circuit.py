@@ -696,8 +696,10 @@ class CircuitFactorization:
         if changed.size + self.factor.update_rank > max_rank:
             return CircuitFactorization(c, g, self.base_backend, **opts)
         dg = g[changed] - self.conductances[changed]
+        L = (c.reduced_laplacian_dense(g, check=False) if self.base_backend == "dense"
+             else c.reduced_laplacian(g, check=False))  # exact, unlike L + C diag(dg) C^T
         try:
-            factor = self.factor.updated(cols, dg)
+            factor = self.factor.updated(cols, dg, L)
         except SolverError:  # the update cannot be done accurately: refactorize from scratch
             return CircuitFactorization(c, g, self.base_backend, **opts)
         new = CircuitFactorization(c, g, self.base_backend, factor=factor, **opts)

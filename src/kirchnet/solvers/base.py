@@ -33,16 +33,28 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from ..errors import IllConditionedError, ParameterError, ShapeError, SolverError
+from ..errors import ConvergenceError, IllConditionedError, ParameterError, ShapeError, SolverError
 
 #: a solve is accepted when its forward-error bound, relative to the largest entry of
 #: each solution column, is at most this
 ACCURACY = 1e-6
 #: iterative refinement steps tried before a solve is refused
 MAX_REFINEMENT = 3
+#: direct backends refine columns whose bound exceeds this (cheap next to a factorization)
+REFINE_ABOVE = 1e-8
 #: Woodbury capacitance matrices with a reciprocal condition number below this are refused
 #: (the update would lose more than half the digits): the caller refactorizes instead
 MIN_CAP_RCOND = 1e-8
+
+
+def _ratio_text(hi: float, lo: float) -> str:
+    """``hi / lo`` as ``1.0e+16``, or ``1e600`` style when it overflows float64."""
+    hi, lo = np.float64(hi), np.float64(lo)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        r = hi / lo
+    if np.isfinite(r):
+        return f"{r:.1e}"
+    return f"1e{np.log10(hi) - np.log10(lo):.0f}" if lo > 0 else "inf"
 
 
 def conductance_advice(conductances) -> str:
@@ -51,26 +63,25 @@ def conductance_advice(conductances) -> str:
     if g.size == 0:
         return "rescale the conductances, merge near-shorts or remove near-opens"
     lo, hi = int(np.argmin(g)), int(np.argmax(g))
-    return (f"conductance ratio max(g)/min(g) = {g[hi] / g[lo]:.1e} (g = {g[lo]:.3g} on edge {lo} "
+    return (f"conductance ratio max(g)/min(g) = {_ratio_text(g[hi], g[lo])} (g = {g[lo]:.3g} on edge {lo} "
             f"to {g[hi]:.3g} on edge {hi}); float64 cannot resolve the circuit: rescale the "
             f"conductances to span fewer decades, merge near-shorts (very large g) into single "
             f"nodes, or remove near-opens (very small g)")
 
 
-def diagonal_ratio(matrix) -> float:
-    """``max(diag) / min(diag)`` of a matrix with a positive diagonal (``inf`` otherwise)."""
+def diagonal_ratio(matrix) -> str:
+    """``max(diag) / min(diag)`` of a matrix, as text (``inf`` for a non-positive diagonal)."""
     d = np.asarray(matrix.diagonal(), dtype=float)
     if d.size == 0:
-        return 1.0
-    lo = d.min()
-    return float(d.max() / lo) if lo > 0 else float("inf")
+        return "1"
+    return _ratio_text(float(d.max()), float(d.min()))
 
 
 def not_positive_definite(detail: str, matrix) -> IllConditionedError:
     """Error for a factorization that met a non-positive pivot."""
     return IllConditionedError(
         f"the matrix is not numerically positive definite ({detail}; diagonal ratio "
-        f"{diagonal_ratio(matrix):.1e}): either it is ill-conditioned (conductances spanning "
+        f"{diagonal_ratio(matrix)}): either it is ill-conditioned (conductances spanning "
         f"too many decades) or it is singular (a floating part of the network, a non-positive "
         f"conductance)"
     )
@@ -85,6 +96,8 @@ class Factorization(ABC):
 
     #: short backend name, e.g. ``"dense"``, ``"cholmod"``
     name: str = "?"
+    #: columns whose error bound exceeds this are refined (accepted up to :data:`ACCURACY`)
+    refine_above: float = REFINE_ABOVE
 
     def __init__(self, matrix: sp.sparray):
         self.matrix = matrix
@@ -96,6 +109,7 @@ class Factorization(ABC):
         #: iterative refinement steps taken so far (diagnostics)
         self.refinements = 0
         self._psi_max = None
+        self._d = None
         self._fallback = None
 
     @abstractmethod
@@ -131,18 +145,63 @@ class Factorization(ABC):
             return BF @ (g[:, None] * (BFT @ X))
         return np.asarray(self.matrix @ X)
 
-    def _diag(self) -> np.ndarray:
-        return np.asarray(self.matrix.diagonal(), dtype=float)
+    def _assembled(self):
+        """The matrix assembled afresh from the edge form (an updated ``A + C D C^T`` can have
+        cancelled, e.g. a conductance lowered to 1e-17 of itself), else :attr:`matrix`."""
+        if self.edge_form is None:
+            return self.matrix
+        BF, BFT, g = self.edge_form
+        A = sp.csc_array(BF @ sp.diags_array(g) @ BFT)
+        return A if sp.issparse(self.matrix) else A.toarray()
 
-    def _bound(self, R: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """Relative forward-error bound per column, ``max_i(|r_i|/d_i) psi_max / ||x||_inf``."""
+    def _diag(self) -> np.ndarray:
+        if self._d is None:
+            self._d = np.asarray(self.matrix.diagonal(), dtype=float)
+        return self._d
+
+    def _certified_max(self, v: np.ndarray, y: np.ndarray) -> float:
+        """Upper bound of ``max(A^{-1} v)`` for ``v > 0`` from a computed ``y ~ A^{-1} v``.
+
+        With ``r = v - A y`` and ``rho = max_i |r_i| / v_i``: ``|A^{-1} v - y| = |A^{-1} r| <=
+        rho A^{-1} v``, so ``A^{-1} v <= y / (1 - rho)`` when ``rho < 1`` (M-matrix). ``y`` is
+        refined while ``rho > 1/2``; ``inf`` when that does not succeed.
+        """
+        v = v[:, None]
+        y = y[:, None]
+        for _ in range(MAX_REFINEMENT + 1):
+            if not np.isfinite(y).all():
+                return np.inf
+            r = v - self._apply(y)
+            rho = float(np.max(np.abs(r) / v))
+            if rho <= 0.5:
+                return float(np.max(np.abs(y))) / (1.0 - rho)
+            y = y + self._solve_block(r)
+        return np.inf
+
+    def _bounds(self, R: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Relative forward-error bound per column (module docstring).
+
+        First ``max_i(|r_i|/d_i) max(psi) / ||x||_inf`` (free once ``psi`` is known); where that
+        is too weak, the sharper ``max(A^{-1} sum_c |r_c| / ||x_c||_inf)`` (one extra solve).
+        """
         d = self._diag()
-        rho = np.max(np.abs(R) / d[:, None], axis=0)
         scale = np.max(np.abs(X), axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            b = rho * self._psi_max / scale
-        b = np.where(rho == 0, 0.0, b)
-        return np.where(np.isfinite(b) & np.isfinite(X).all(axis=0), b, np.inf)
+        rho = np.max(np.abs(R) / d[:, None], axis=0)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            bound = np.where(rho == 0, 0.0, rho * self._psi_max / scale)
+        bound = np.where(np.isfinite(bound), bound, np.inf)
+        weak = (bound > ACCURACY) & (scale > 0) & np.isfinite(self._psi_max)
+        if weak.any():
+            # |x_c - x_c*| / ||x_c|| <= A^{-1} v with v = sum_c |r_c| / ||x_c||; for the computed
+            # e ~ A^{-1} v, |A^{-1} v - e| <= max(|v - A e| / d) psi: both terms are certified.
+            v = (np.abs(R[:, weak]) / scale[weak]).sum(axis=1)
+            with np.errstate(over="ignore", invalid="ignore"):
+                e = self._solve_block(v[:, None])
+                sharp = float(np.max(np.abs(e)) + np.max(np.abs(v[:, None] - self._apply(e)) / d[:, None])
+                              * self._psi_max)
+            if np.isfinite(sharp):
+                bound[weak] = np.minimum(bound[weak], sharp)
+        return bound
 
     def _checked(self, B: np.ndarray) -> np.ndarray:
         if not self.check:
@@ -153,57 +212,65 @@ class Factorization(ABC):
                 raise SolverError("the matrix has a non-positive diagonal entry: not a reduced "
                                   "Laplacian of positive conductances")
             sol = self._solve_block(np.hstack([B, d[:, None]]))
-            X, psi = sol[:, :-1], sol[:, -1]
-            # an M-matrix has psi >= 1 (psi = (I - D^{-1} W)^{-1} 1); less means a broken solve
-            ok = np.isfinite(psi).all() and (self.edge_form is None or psi.min() > 0.5)
-            self._psi_max = float(np.max(np.abs(psi))) if ok else np.inf
+            X = sol[:, :-1]
+            self._psi_max = self._certified_max(d, sol[:, -1])
         else:
             X = self._solve_block(B)
         bound = np.full(B.shape[1], np.inf)
         R = B
-        for step in range(MAX_REFINEMENT + 1):
-            R = B - self._apply(X) if np.isfinite(X).all() else B
-            bound = self._bound(R, X)
-            bad = bound > ACCURACY
-            if not bad.any():
-                return X
-            if step == MAX_REFINEMENT or not np.isfinite(self._psi_max):
-                break
-            if step > 0 and not np.all(bound[bad] < 0.5 * previous[bad]):
-                break  # refinement stagnates: it will not restore accuracy
-            if not np.isfinite(X).all():
-                break  # a non-finite solve is not refined
-            previous = bound
-            X = X.copy()
-            X[:, bad] += self._solve_block(R[:, bad])
-            self.refinements += 1
+        previous = None
+        try:
+            for step in range(MAX_REFINEMENT + 1):
+                if not np.isfinite(X).all():
+                    break  # a non-finite solve is not refined
+                R = B - self._apply(X)
+                bound = self._bounds(R, X)
+                bad = bound > self.refine_above
+                if not bad.any():
+                    return X
+                if step == MAX_REFINEMENT or (previous is not None and np.any(
+                        np.isfinite(previous[bad]) & (bound[bad] > 0.5 * previous[bad]))):
+                    break  # refinement stagnates: it will not restore more accuracy
+                previous = bound
+                X = X.copy()
+                X[:, bad] += self._solve_block(R[:, bad])
+                self.refinements += 1
+        except ConvergenceError:  # an iterative backend cannot solve the correction
+            bound = np.full(B.shape[1], np.inf)
+        if np.isfinite(X).all() and np.all(bound <= ACCURACY):
+            return X
         if self.derived:  # a low-rank update lost accuracy: refactorize from scratch
-            fresh = self._refactorized(self.matrix)
+            fresh = self._refactorized(self._assembled())
             fresh.check, fresh.edge_form = self.check, self.edge_form
             self._fallback = fresh
             return fresh.solve(B)
         worst = int(np.argmax(bound))
-        scaled = float(np.max(np.abs(R[:, worst])) / (np.max(np.abs(self._diag())) * np.max(np.abs(X[:, worst]))
-                                                       + np.max(np.abs(B[:, worst]))))
+        with np.errstate(all="ignore"):
+            scaled = float(np.max(np.abs(R[:, worst])) / (2 * np.max(self._diag()) * np.max(np.abs(X[:, worst]))
+                                                           + np.max(np.abs(B[:, worst]))))
         what = (conductance_advice(self.edge_form[2]) if self.edge_form is not None else
-                f"diagonal ratio {diagonal_ratio(self.matrix):.1e}; rescale the matrix")
+                f"diagonal ratio {diagonal_ratio(self.matrix)}; rescale the matrix")
         raise IllConditionedError(
             f"the {self.name} solve cannot be certified accurate: relative error bound "
-            f"{bound[worst]:.1e} > {ACCURACY:.0e} after {min(step, MAX_REFINEMENT)} refinement "
-            f"step(s) (scaled residual {scaled:.1e}); {what}"
+            f"{bound[worst]:.1e} > {ACCURACY:.0e} after {self.refinements} refinement "
+            f"step(s) (norm-wise scaled residual {scaled:.1e}); {what}"
         )
 
     # ------------------------------------------------------------------ updates
-    def updated(self, C: sp.sparray | np.ndarray, d: np.ndarray) -> "Factorization":
+    def updated(self, C: sp.sparray | np.ndarray, d: np.ndarray, matrix=None) -> "Factorization":
         """Factorization of ``A + C diag(d) C^T`` (default: Woodbury on top of this one).
 
+        ``matrix``: that matrix, assembled exactly by the caller (``A + C D C^T`` in floating
+        point cancels when a conductance drops by many decades); default: the sum.
         Raises :class:`SolverError` when the update cannot be done accurately; callers
         then refactorize (:meth:`kirchnet.CircuitFactorization.update` does).
         """
-        return WoodburyFactorization(self, C, d)
+        return WoodburyFactorization(self, C, d, matrix)
 
-    def updated_matrix(self, C, d):
-        """``A + C diag(d) C^T``, sparse (CSC) if ``A`` is sparse, else dense."""
+    def updated_matrix(self, C, d, matrix=None):
+        """``A + C diag(d) C^T``, sparse (CSC) if ``A`` is sparse, else dense (or ``matrix``)."""
+        if matrix is not None:
+            return matrix
         change = _as_csc(C) @ sp.diags_array(np.asarray(d, dtype=float)) @ _as_csc(C).T
         if sp.issparse(self.matrix):
             return sp.csc_array(self.matrix + change)
@@ -228,18 +295,25 @@ class WoodburyFactorization(Factorization):
 
     name = "woodbury"
 
-    def __init__(self, base: Factorization, C, d):
+    def __init__(self, base: Factorization, C, d, matrix=None):
         d = np.asarray(d, dtype=float)
-        super().__init__(base.updated_matrix(C, d))
+        super().__init__(base.updated_matrix(C, d, matrix))
         C = _as_csc(C)
         self.base = base
         self.derived = True
         self.name = f"{base.name.split('+')[0]}+woodbury"
         self._C = C
         self._Z = base._solve_block(_dense(C))
-        cap = np.diag(1.0 / d) + _dense(C.T @ self._Z)
+        CZ = _dense(C.T @ self._Z)
+        cap = np.diag(1.0 / d) + CZ
         if not np.isfinite(cap).all() or not np.isfinite(self._Z).all():
             raise SolverError("Woodbury update: non-finite capacitance matrix; refactorize")
+        # 1/d_i + c_i^T A^{-1} c_i cancels when an edge is nearly removed (a bridge going to ~0):
+        # the digits lost there are lost for the whole update (rcond cannot see it for k = 1)
+        kept = np.abs(np.diag(cap)) / (np.abs(1.0 / d) + np.abs(np.diag(CZ)))
+        if not np.all(kept > MIN_CAP_RCOND):
+            raise SolverError(f"Woodbury update cancels (relative size {kept.min():.1e} of the "
+                              f"capacitance diagonal); refactorize")
         lu, piv, info = lapack.dgetrf(cap)
         rcond = lapack.dgecon(lu, np.abs(cap).sum(axis=0).max(), norm="1")[0] if info == 0 else 0.0
         if not rcond > MIN_CAP_RCOND:

@@ -98,7 +98,7 @@ class CholmodCholesky(Factorization):
     def _solve_block(self, rhs):
         return self._factor.solve_A(np.asfortranarray(rhs))
 
-    def updated(self, C, d):
+    def updated(self, C, d, matrix=None):
         """Rank-k update/downdate: ``A + C diag(d) C^T`` (CHOLMOD ``updown``).
 
         A downdate that leaves a non-positive pivot raises :class:`SolverError` (the
@@ -118,6 +118,6 @@ class CholmodCholesky(Factorization):
             raise SolverError(f"CHOLMOD up/downdate failed ({exc}); refactorize") from exc
         if not np.all(new.D() > 0):
             raise SolverError("CHOLMOD downdate lost positive definiteness; refactorize")
-        out = CholmodCholesky(self.updated_matrix(C, d), _factor=new)
+        out = CholmodCholesky(self.updated_matrix(C, d, matrix), _factor=new)
         out.derived = True
         return out

@@ -36,7 +36,7 @@ class DenseCholesky(Factorization):
             raise SolverError(f"LAPACK potrs failed (info={info})")
         return x
 
-    def updated(self, C, d):
+    def updated(self, C, d, matrix=None):
         # Refactoring a small dense matrix is cheaper and more accurate than Woodbury.
-        A = self.updated_matrix(C, d)
+        A = self.updated_matrix(C, d, matrix)
         return DenseCholesky(A.toarray() if sp.issparse(A) else A)

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ConvergenceError, IllConditionedError, SolverError
-from .base import Factorization
+from .base import ACCURACY, Factorization, diagonal_ratio
 
 
 def pyamg_available() -> bool:
@@ -43,6 +43,8 @@ class PCG(Factorization):
     """
 
     name = "pcg"
+    #: CG already iterates to rtol: refine only what fails the accuracy check
+    refine_above = ACCURACY
 
     def __init__(self, matrix, preconditioner: str = "jacobi", rtol: float = 1e-10,
                  maxiter: int | None = None):
@@ -97,8 +99,7 @@ class PCG(Factorization):
                 raise IllConditionedError(
                     f"conjugate gradients broke down at iteration {it} (p^T A p <= 0 or not finite): "
                     f"the matrix is not numerically positive definite (diagonal ratio "
-                    f"{float(np.max(A.diagonal()) / np.min(A.diagonal())):.1e}); rescale the "
-                    f"conductances or use a direct backend"
+                    f"{diagonal_ratio(A)}); rescale the conductances or use a direct backend"
                 )
             alpha = np.where(active, rz / np.where(active, pAp, 1.0), 0.0)
             X += alpha * P
@@ -118,9 +119,10 @@ class PCG(Factorization):
         worst = float(np.max(np.where(bnorm > 0, rel, 0.0)))
         raise ConvergenceError(
             f"conjugate gradients did not converge in {self.maxiter} iterations "
-            f"(relative residual {worst:.2e} > rtol={self.rtol:.1e}); raise maxiter, loosen rtol, "
-            f"or use a direct backend"
+            f"(relative residual {worst:.2e} > rtol={self.rtol:.1e}; diagonal ratio "
+            f"{diagonal_ratio(self.A)}); raise maxiter, loosen rtol, use a direct backend, "
+            f"or, if the conductances span many decades, rescale them"
         )
 
-    def updated(self, C, d):
-        return PCG(self.updated_matrix(C, d), self.preconditioner, self.rtol, self.maxiter)
+    def updated(self, C, d, matrix=None):
+        return PCG(self.updated_matrix(C, d, matrix), self.preconditioner, self.rtol, self.maxiter)
