@@ -146,3 +146,16 @@ def test_losses_never_return_non_finite_values(loss, o, y):
 
     with pytest.raises(ParameterError, match=r"loss is not finite \(largest output magnitude .*\); .*rescale"):
         loss(o, y)
+
+
+@pytest.mark.parametrize("loss, y, match", [
+    (SquaredError(), np.array([["a", "b"]]), r"targets must be numbers .* got str"),
+    (SquaredError(), [[0.1, 0.2], [0.3]], r"targets must be numbers .* got a ragged or mixed array"),
+    (CrossEntropy(), np.array(["cat", "dog"]), r"targets must be numbers .*encode class names as 0\.\.k-1"),
+    (CrossEntropy(), np.array([True, False]), r"class labels must be integers 0\.\.k-1, got booleans"),
+])
+def test_non_numeric_targets_are_shape_errors(loss, y, match):
+    from kirchnet.errors import ShapeError
+
+    with pytest.raises(ShapeError, match=match):
+        loss(np.zeros((2, 2)), y)

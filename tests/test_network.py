@@ -265,3 +265,8 @@ def test_node_label_lookup_is_a_hash_lookup():
     picks = list(range(n - 50, n))
     assert [net.node_index(Label(i)) for i in picks] == picks
     assert calls["eq"] <= 2 * len(picks)
+
+
+def test_from_networkx_needs_a_graph():
+    with pytest.raises(TopologyError, match=r"from_networkx needs a networkx graph, got list; use Network\.from_edgelist"):
+        Network.from_networkx([(0, 1), (1, 2)])

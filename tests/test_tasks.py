@@ -222,3 +222,20 @@ def test_task_terminals_on_integer_labels_with_gaps_are_not_remapped():
     iris_task = make_task("iris")
     c2 = iris_task.circuit(Network.from_networkx(S))
     assert c2.n_inputs == iris_task.n_inputs and c2.n_outputs == 3
+
+
+def test_encoding_helpers_check_their_arguments():
+    from kirchnet import Network
+    from kirchnet.errors import ParameterError, ShapeError
+
+    with pytest.raises(ShapeError, match=r"x_train must be finite; 1 NaN or inf value\(s\), e\.g\. at index \(1, 0\)"):
+        scale_features(np.array([[0.0, 1.0], [np.nan, 2.0]]))
+    with pytest.raises(ShapeError, match="x_test must be finite"):
+        scale_features(np.ones((2, 2)), np.array([[np.inf, 0.0]]))
+    with pytest.raises(ParameterError, match=r"voltage must be finite, got nan"):
+        encode_inputs(np.zeros((2, 2)), voltage=np.nan)
+    with pytest.raises(ParameterError, match=r"n_classes must be an integer, got 2\.5"):
+        class_patterns(2.5)
+    net = Network(6, [[i, i + 1] for i in range(5)])
+    with pytest.raises(ParameterError, match=r"n_inputs must be an integer, got 1\.5"):
+        place_terminals(net, 1.5, 1)

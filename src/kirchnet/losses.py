@@ -15,6 +15,19 @@ from ._validation import check_positive
 from .errors import ParameterError, ShapeError
 
 
+def _numeric(targets, name: str) -> np.ndarray:
+    """``targets`` as a numeric numpy array (strings, ragged lists and objects refused)."""
+    try:
+        y = np.asarray(targets)
+    except (TypeError, ValueError):  # ragged nested lists
+        y = np.asarray(targets, dtype=object)
+    if y.dtype.kind not in "biuf":
+        raise ShapeError(f"{name} must be numbers (target values or integer class labels), got "
+                         f"{'a ragged or mixed array' if y.dtype == object else y.dtype.name + ' values'}; "
+                         f"encode class names as 0..k-1 first")
+    return y
+
+
 def _finite(name: str, outputs: np.ndarray, values: np.ndarray, delta: np.ndarray):
     """Return ``(values, delta)``, or raise when the loss overflowed (never NaN/inf out)."""
     if np.isfinite(values).all() and np.isfinite(delta).all():
@@ -45,7 +58,7 @@ class SquaredError(Loss):
     name = "mse"
 
     def targets(self, targets, outputs):
-        y = np.asarray(targets, dtype=float)
+        y = _numeric(targets, "targets")
         if y.ndim == 1 and outputs.shape[0] == 1 and y.shape[0] == outputs.shape[1]:
             y = y[None, :]
         if y.ndim == 1 and outputs.shape[1] == 1 and y.shape[0] == outputs.shape[0]:
@@ -81,9 +94,12 @@ class CrossEntropy(Loss):
         object.__setattr__(self, "temperature", check_positive(self.temperature, "temperature"))
 
     def targets(self, targets, outputs):
-        y = np.asarray(targets)
+        y = _numeric(targets, "targets")
         b, k = outputs.shape
         if y.ndim == 1:
+            if y.dtype.kind == "b":
+                raise ShapeError("class labels must be integers 0..k-1, got booleans; pass "
+                                 "labels.astype(int)")
             if y.shape[0] != b:
                 raise ShapeError(f"labels must have shape ({b},), got {y.shape}")
             if not np.issubdtype(y.dtype, np.integer):

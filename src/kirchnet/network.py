@@ -281,6 +281,9 @@ class Network:
         GraphML node ids are strings) gives the original labels: an int, str, float or bool
         as is, a string Python literal (e.g. a tuple) when ``kirchnet_label_literal`` is true.
         """
+        if not isinstance(graph, nx.Graph):
+            raise TopologyError(f"from_networkx needs a networkx graph, got {type(graph).__name__}; "
+                                f"use Network.from_edgelist for a list of (tail, head) pairs")
         nodes = list(graph.nodes)
         if not nodes:
             raise TopologyError("the networkx graph has no nodes")

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import check_finite_array, check_int, check_positive
 from ..circuit import Circuit
 from ..errors import BoundaryConditionError, ParameterError, ShapeError
 from ..losses import get_loss
@@ -23,7 +24,9 @@ def scale_features(x_train, x_test=None, low=None, high=None):
     test set is scaled with the training statistics, so it may leave ``[-1, 1]``).
     Constant features (``high == low``) map to 0. Returns ``(x_train_s, x_test_s)``.
     """
-    xtr = np.asarray(x_train, dtype=float)
+    xtr = check_finite_array(x_train, "x_train", fix="remove or impute them first")
+    if x_test is not None:
+        check_finite_array(x_test, "x_test", fix="remove or impute them first")
     lo = xtr.min(axis=0) if low is None else np.broadcast_to(np.asarray(low, float), xtr.shape[1:])
     hi = xtr.max(axis=0) if high is None else np.broadcast_to(np.asarray(high, float), xtr.shape[1:])
     span = hi - lo
@@ -42,7 +45,7 @@ def encode_inputs(x_scaled, voltage: float = 1.0, signed: bool = True, bias: boo
 
     ``x_scaled`` (b, d) in about ``[-1, 1]``; returns (b, d * (1 + signed) + 2 * bias).
     """
-    x = voltage * np.asarray(x_scaled, dtype=float)
+    x = check_positive(voltage, "voltage") * check_finite_array(x_scaled, "x_scaled")
     parts = [x]
     if signed:
         parts.append(-x)
@@ -54,6 +57,7 @@ def encode_inputs(x_scaled, voltage: float = 1.0, signed: bool = True, bias: boo
 
 def class_patterns(n_classes: int, low: float = 0.0, high: float = 0.5) -> np.ndarray:
     """Target output voltages per class: ``p_c = low + (high - low) e_c`` (n_classes, n_classes)."""
+    n_classes = check_int(n_classes, "n_classes", 1)
     return low + (high - low) * np.eye(n_classes)
 
 
@@ -69,6 +73,7 @@ def place_terminals(network: Network, n_inputs: int, n_outputs: int):
     distance to the nearest input or output (ties: most balanced, then lowest id).
     """
     n = network.n_nodes
+    n_inputs, n_outputs = check_int(n_inputs, "n_inputs"), check_int(n_outputs, "n_outputs")
     if n_inputs < 1 or n_outputs < 1:
         raise BoundaryConditionError(f"need at least one input and one output, got {n_inputs}, {n_outputs}")
     if n_inputs + n_outputs + 1 > n:
