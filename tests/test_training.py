@@ -449,3 +449,15 @@ def test_saturation_counts_in_history_and_one_warning():
                                                                                      "n_at_upper": 1}
     with pytest.raises(ParameterError, match="saturation_warning"):
         Trainer(saturation_warning=2.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(patience=2.5), r"patience must be an integer, got 2\.5"),
+    (dict(patience=-1), r"patience must be >= 0, got -1"),
+    (dict(min_delta=np.nan), r"min_delta must be finite, got nan"),
+    (dict(min_delta=-0.1), r"min_delta must be >= 0\.0, got -0\.1"),
+    (dict(mode="up"), r"mode must be one of 'min', 'max'; got 'up'"),
+])
+def test_early_stopping_arguments(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        EarlyStopping(**kwargs)

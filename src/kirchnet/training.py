@@ -48,7 +48,7 @@ from .errors import ParameterError, SaturationWarning, ShapeError
 from .experiments.io import write_bytes, write_text
 from .gradient import loss_and_grad
 from . import errors as _errors
-from ._validation import check_finite_array, check_int, check_seed
+from ._validation import check_choice, check_finite_array, check_int, check_real, check_seed
 from .losses import CrossEntropy
 from .optim import Optimizer, get_optimizer, get_schedule
 from .partial import next_factorization, resolve_mask
@@ -200,7 +200,9 @@ class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
 
     def __init__(self, monitor: str = "loss", patience: int = 5, min_delta: float = 0.0, mode: str = "min"):
-        self.monitor, self.patience, self.min_delta, self.mode = monitor, int(patience), float(min_delta), mode
+        self.monitor, self.mode = monitor, check_choice(mode, "mode", ("min", "max"))
+        self.patience = check_int(patience, "patience", 0)
+        self.min_delta = check_real(min_delta, "min_delta", low=0.0)
         self.best, self.wait = None, 0
 
     def on_train_begin(self, trainer, info):
