@@ -492,6 +492,25 @@ def _check_finite(values: np.ndarray, what: str, g: np.ndarray) -> np.ndarray:
     return values
 
 
+#: node conductance sums (diagonal of L_FF) must lie in [1/_G_RANGE, _G_RANGE] siemens
+_G_RANGE = 1e250
+
+
+def _check_magnitude(diag: np.ndarray, g: np.ndarray) -> None:
+    """Refuse conductances whose products in the solve and its checks would over/underflow."""
+    if diag.size == 0:
+        return
+    hi = float(np.max(np.abs(diag)))  # the largest entry of L_FF is on its diagonal
+    if hi > _G_RANGE or hi < 1.0 / _G_RANGE:
+        raise ParameterError(
+            f"conductances of {float(np.min(g)):.3g} .. {float(np.max(g)):.3g} S put the node sums of "
+            f"L_FF up to {hi:.3g} S, outside the range [{1 / _G_RANGE:.0e}, {_G_RANGE:.0e}] in "
+            f"which float64 solves (and their accuracy checks) neither overflow nor underflow; "
+            f"rescale all conductances by a common factor (potentials are invariant to it, "
+            f"currents scale with it)"
+        )
+
+
 class CircuitFactorization:
     """A factorized circuit at fixed conductances: solve forward, adjoint and nudged problems.
 
@@ -521,6 +540,7 @@ class CircuitFactorization:
                 diag = L.data
             _check_finite(diag, "the reduced Laplacian L_FF (sums of conductances at a node)",
                           self.conductances)
+            _check_magnitude(diag, self.conductances)
             symbolic = circuit._symbolic if backend == "cholmod" else None
             try:
                 factor = solvers.factorize(L, backend, symbolic=symbolic, check=self.check,
@@ -698,6 +718,7 @@ class CircuitFactorization:
         dg = g[changed] - self.conductances[changed]
         L = (c.reduced_laplacian_dense(g, check=False) if self.base_backend == "dense"
              else c.reduced_laplacian(g, check=False))  # exact, unlike L + C diag(dg) C^T
+        _check_magnitude(np.diagonal(L) if self.base_backend == "dense" else L.data, g)
         try:
             factor = self.factor.updated(cols, dg, L)
         except SolverError:  # the update cannot be done accurately: refactorize from scratch

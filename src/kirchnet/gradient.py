@@ -22,7 +22,7 @@ from functools import cached_property
 import numpy as np
 
 from .circuit import Circuit, CircuitFactorization, State
-from .errors import ShapeError
+from .errors import ParameterError, ShapeError
 from .losses import get_loss
 
 
@@ -67,6 +67,33 @@ def adjoint_potentials(factorization: CircuitFactorization, delta: np.ndarray) -
     return lam
 
 
+def _resistance_chain_rule(grad: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``dC/dr = -g^2 dC/dg``, refusing overflow (``g^2`` beyond float64 for ``g > 1e154``)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = -(g ** 2) * grad
+    if not np.isfinite(out).all():
+        bad = np.flatnonzero(~np.isfinite(out.reshape(-1, g.size)).all(axis=0))
+        raise ParameterError(
+            f"the resistance gradient dC/dr = -g^2 dC/dg overflows float64 on edge(s) "
+            f"{', '.join(map(str, bad[:10]))} (g up to {float(g[bad].max()):.3g}); use "
+            f"wrt='conductance', or rescale the conductances (potentials are invariant to a "
+            f"common factor on g)", edges=bad,
+        )
+    return out
+
+
+def _check_result(value: float, grad: np.ndarray, x: np.ndarray, g: np.ndarray) -> None:
+    """Nothing non-finite leaves :func:`loss_and_grad`: name the likely cause."""
+    if np.isfinite(value) and np.isfinite(grad).all():
+        return
+    raise ParameterError(
+        f"the loss or its gradient is not finite (loss {value:.3g}; largest |x| = "
+        f"{float(np.max(np.abs(x))):.3g} V, largest g = {float(np.max(g)):.3g}): the values "
+        f"overflow float64; rescale the inputs x and targets y (e.g. to about 1 V) and the "
+        f"conductances"
+    )
+
+
 def gradient_from_states(state: State, lam: np.ndarray, wrt: str = "conductance",
                          per_sample: bool = False):
     """``dC/dg = -(B^T lam) * w`` (or ``dC/dr``), batch mean and optionally per sample."""
@@ -74,7 +101,7 @@ def gradient_from_states(state: State, lam: np.ndarray, wrt: str = "conductance"
     adj_drop = np.asarray((c._BT @ lam.T).T)  # (b, m)
     per = -adj_drop * state.resistor_voltages
     if wrt in ("resistance", "r"):
-        per = -(state.conductances ** 2) * per
+        per = _resistance_chain_rule(per, state.conductances)
     elif wrt not in ("conductance", "g"):
         raise ValueError(f"wrt must be 'conductance' or 'resistance', got {wrt!r}")
     return per.mean(axis=0), (per if per_sample else None)
@@ -137,11 +164,12 @@ def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "
             grad, per = gradient_from_states(state, lam, "conductance", per_sample)
         else:
             grad, per = contracted_gradient(factorization, state, delta), None
-    if wrt in ("resistance", "r"):
-        grad = -(factorization.conductances ** 2) * grad
-        if per is not None:
-            per = -(factorization.conductances ** 2) * per
     value = float(values.mean())
+    _check_result(value, grad, np.concatenate([xn, xs, xc], axis=1), factorization.conductances)
+    if wrt in ("resistance", "r"):
+        grad = _resistance_chain_rule(grad, factorization.conductances)
+        if per is not None:
+            per = _resistance_chain_rule(per, factorization.conductances)
     if full:
         return GradientResult(value, grad, delta, values, outputs, factorization,
                               np.asarray(x, dtype=float), per, state)
