@@ -172,6 +172,19 @@ def test_digital_potentiometer_has_100_levels():
         DigitalPotentiometer(n_steps=1)
 
 
+def test_potentiometer_tolerance_is_seeded_and_restored():
+    pot = DigitalPotentiometer(d2d=0.2)
+    a, b = PulseProgrammer(pot, seed=1), PulseProgrammer(pot, seed=1)
+    g = np.full(50, 1 / 5000.0)
+    ga = a.apply(g * 1.5, g)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    np.testing.assert_array_equal(b.devices.scale, a.devices.scale)
+    assert np.std(np.log(a.devices.scale)) == pytest.approx(0.2, rel=0.3)
+    np.testing.assert_array_equal(b.apply(ga * 0.7, ga), a.apply(ga * 0.7, ga))
+    r = 1 / ga  # every part sits on one of its own taps
+    np.testing.assert_allclose(r, a.devices.levels()[np.arange(50), a.devices.taps(ga)], rtol=1e-12)
+
+
 def test_presets_are_documented_and_overridable():
     for name in ("pcm", "rram", "ideal", "digital_potentiometer"):
         assert preset(name).source

@@ -41,6 +41,16 @@ def test_single_memristor_matches_its_closed_form(drive):
     np.testing.assert_allclose(tr.outputs[:, 0], [src(t)[0] for t in tr.times], atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["BDF", "LSODA"])
+def test_stiff_integrators(method):
+    model = LinearIonDrift()
+    tr = MemristiveNetwork(one_memristor(), model, 0.1).simulate(
+        lambda t: np.array([V * np.sin(W * t)]), (0, 1.0), method=method, rtol=1e-8, atol=1e-10)
+    exact = model.closed_form_state(0.1, V * (1 - np.cos(W * tr.times)) / W)
+    np.testing.assert_allclose(tr.states[:, 0], exact, atol=1e-5)
+    assert tr.info["method"] == method and tr.info["nfev"] > 0
+
+
 def test_fixed_and_adaptive_steps_converge_to_the_closed_form():
     model = LinearIonDrift()
     src = lambda t: np.array([V * np.sin(W * t)])

@@ -508,23 +508,29 @@ class PotentiometerArray:
             scale = np.exp(model.d2d * self.rng.standard_normal(self.n))
         self.scale = scale  # per-part factor on the ladder (r_min + k dR) -> scale * (...)
         self.g_prog = self.age = None
+        self._levels = None
 
-    def levels(self, idx=None) -> np.ndarray:
-        """Tap resistances (n, n_steps) of every part (or of ``idx``)."""
-        s = self.scale if idx is None else self.scale[idx]
-        return s[:, None] * self.model.resistance_levels()[None, :]
+    def levels(self) -> np.ndarray:
+        """Tap resistances (n, n_steps) of every part."""
+        if self._levels is None:
+            self._levels = self.scale[:, None] * self.model.resistance_levels()[None, :]
+        return self._levels
 
     @property
     def g_min(self):
-        return 1.0 / self.levels()[:, -1]
+        return 1.0 / (self.scale * self.model.r_max)
 
     @property
     def g_max(self):
-        return 1.0 / self.levels()[:, 0]
+        return 1.0 / (self.scale * self.model.r_min)
 
     def taps(self, g) -> np.ndarray:
         """Nearest tap (n,) of conductances ``g`` (nearest in resistance)."""
         r = 1.0 / np.asarray(g, dtype=float)
+        if self.model.taper == "linear":  # equally spaced: the nearest tap by arithmetic
+            d_r = (self.model.r_max - self.model.r_min) / (self.model.n_steps - 1)
+            k = np.rint((r / self.scale - self.model.r_min) / d_r)
+            return np.clip(k, 0, self.model.n_steps - 1).astype(np.int64)
         return np.abs(self.levels() - r[:, None]).argmin(axis=1)
 
     def conductance(self, taps) -> np.ndarray:
@@ -566,6 +572,7 @@ class PotentiometerArray:
             raise ShapeError(f"device state is for {state['n']} devices, this array has {self.n}")
         self.rng.bit_generator.state = state["rng"]
         self.scale = np.asarray(state["scale"], dtype=float)
+        self._levels = None
 
 
 # ============================================================================ presets
@@ -641,7 +648,7 @@ def local_currents(circuit, conductances, x, y, loss="mse", factorization=None):
     """
     from .losses import get_loss
 
-    fac = circuit.factorization_for(conductances, factorization)
+    fac = circuit.factorization_for(conductances, factorization).prepare()  # one multi-column solve
     free = fac.solve(x)
     values, delta = get_loss(loss)(free.outputs, y)
     i_adj = fac.conductances * (delta @ fac.adjoint_drops().T)
