@@ -136,3 +136,124 @@ def test_prepare_out_dir_never_overwrites(tmp_path):
     io.write_json(tmp_path / "d.json", {"v": np.float64(1.5), "a": np.arange(2)})
     assert json.loads((tmp_path / "d.json").read_text()) == {"v": 1.5, "a": [0, 1]}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------ output safety (experiments.io)
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_mode_of_a_plain_open(tmp_path, umask):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        io.write_text(tmp_path / "a.txt", "x")
+        with open(tmp_path / "plain.txt", "w") as fh:
+            fh.write("x")
+        io.save_figure(__import__("matplotlib.figure", fromlist=["Figure"]).Figure(), tmp_path / "f.png")
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    for name in ("a.txt", "plain.txt", "f.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
+    # an existing file keeps its mode, as with open(path, "w")
+    os.chmod(tmp_path / "a.txt", 0o640)
+    io.write_text(tmp_path / "a.txt", "y")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
+    assert (tmp_path / "a.txt").read_text() == "y"
+
+
+def test_disk_full_is_an_output_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    (tmp_path / "a.txt").write_text("old")
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io, "_write_fd", full)
+    with pytest.raises(io.OutputError, match="disk is full") as info:
+        io.write_text(tmp_path / "a.txt", "new")
+    assert isinstance(info.value, OSError) and str(tmp_path / "a.txt") in str(info.value)
+    assert (tmp_path / "a.txt").read_text() == "old"  # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # no temporary file left
+
+
+def test_output_dir_lock_names_the_holder_and_stale_locks_are_taken_over(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "o"
+    with io.open_output_dir(out, command="first writer") as held:
+        assert held.stale is None and (out / io.LOCK_NAME).is_file()
+        holder = io.lock_holder(out)
+        assert holder["pid"] == os.getpid() and holder["command"] == "first writer"
+        with pytest.raises(io.OutputLockedError) as info:  # a second writer fails at once
+            io.open_output_dir(out, force=True, command="second")
+        msg = str(info.value)
+        assert f"pid {os.getpid()}" in msg and socket.gethostname() in msg and "first writer" in msg
+        assert held.started_at in msg
+    assert not (out / io.LOCK_NAME).exists() and io.lock_holder(out) is None  # released
+    # a lock file left by a killed process: taken over, and its holder is reported
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (out / io.LOCK_NAME).write_text(json.dumps({"pid": int(dead), "host": "h", "started_at": "t",
+                                                "command": "killed run"}))
+    assert io.lock_holder(out) is None  # nobody holds it
+    with io.open_output_dir(out, command="third") as taken:
+        assert taken.stale["pid"] == int(dead) and taken.stale["command"] == "killed run"
+        assert io.lock_holder(out)["command"] == "third"
+
+
+def test_output_dir_refusal_touches_nothing_and_completion_marker(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("k")
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(io.OutputExistsError, match="--force"):
+        io.open_output_dir(out)
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing created, not even the lock
+    with io.open_output_dir(out, resume=True) as d:
+        assert d.resumed and not io.is_complete(out)
+        d.complete(extra=1)
+    rec = io.read_complete(out)
+    assert rec["status"] == "complete" and rec["extra"] == 1 and rec["finished_at"]
+    # taking the directory again (force or resume) removes the old marker: in progress
+    d = io.open_output_dir(out, force=True)
+    assert not io.is_complete(out)
+    d.release()
+    (out / ".x.json.0123456789ab.tmp").write_text("left by a killed writer")
+    io.open_output_dir(out, resume=True).release()
+    assert not (out / ".x.json.0123456789ab.tmp").exists()
+    with pytest.raises(io.OutputExistsError, match="not a directory"):
+        io.open_output_dir(out / "keep.txt")
+
+
+def test_default_names_never_collide_or_escape(tmp_path):
+    made = {io.new_output_dir(tmp_path / "runs", "cfg") for _ in range(5)}  # same second
+    assert len(made) == 5 and all(p.is_dir() and p.parent == tmp_path / "runs" for p in made)
+    for name in ("../../evil", "..", "a/b\\c", ".hidden", ""):
+        p = io.new_output_dir(tmp_path / "runs", name)
+        assert p.parent == tmp_path / "runs" and not p.name.startswith(".")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    for name in ("../../evil", "..", "a/b"):
+        safe = io.safe_component(name)
+        assert "/" not in safe and not safe.startswith(".") and safe not in ("", "..")
+
+
+def test_read_only_output_directory_is_an_output_error(tmp_path, monkeypatch):
+    import os
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o555)
+    try:
+        if os.geteuid() == 0:  # root ignores the mode bits: answer as the file system would for a user
+            real = os.access
+            monkeypatch.setattr(io.os, "access", lambda p, mode, *a, **k: False if str(p) == str(ro) and mode & os.W_OK
+                                else real(p, mode, *a, **k))
+        with pytest.raises(io.OutputError, match="read-only"):
+            io.open_output_dir(ro)
+    finally:
+        os.chmod(ro, 0o755)
