@@ -122,11 +122,12 @@ def ref_solve(p: NLProblem, G=None, u0=None):
         du = _solve_spd_batched(H, -r[..., None])[..., 0]
         t = np.ones(r.shape[:2], dtype=LD)
         norm0 = np.sqrt((r ** 2).sum(-1))
+        done = np.all(np.abs(r) <= 1e-17 * sc + 1e-300, axis=-1)
         for _ in range(60):  # step halving on the KCL residual
             un = u.copy()
             un[..., F] += t[..., None] * du
             rn, din, scn = resid(un)
-            ok = np.sqrt((rn ** 2).sum(-1)) < norm0
+            ok = (np.sqrt((rn ** 2).sum(-1)) < norm0) | done
             if ok.all():
                 break
             t = np.where(ok, t, t / 2)

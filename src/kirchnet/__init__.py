@@ -14,7 +14,9 @@ Layers, bottom to top: :mod:`~kirchnet.errors` -> :mod:`~kirchnet.network` /
 from . import constraints, defaults, optim, partial, projector, rules, solvers, tasks, topologies
 from . import drn  # deep resistive networks (layered diode networks, exact fast solver)
 from . import devices, memristive, memristive_projector  # memristive device models and network dynamics
+from . import elements
 from .circuit import Circuit, CircuitFactorization, Edge, Pair, State
+from .elements import Diode, ElementMap, IdealDiode, Law, Rectifier, Resistor
 from .config import TrainConfig
 from .errors import (
     BoundaryConditionError,
@@ -59,6 +61,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Network", "Circuit", "CircuitFactorization", "State", "Edge", "Pair",
+    "elements", "Law", "Resistor", "Diode", "Rectifier", "IdealDiode", "ElementMap",
     "loss_and_grad", "GradientResult", "Loss", "SquaredError", "CrossEntropy", "get_loss",
     "topologies", "solvers", "projector", "rules", "partial", "constraints", "optim",
     "Analytical", "EquilibriumPropagation", "CoupledLearning", "AdjointCoupledLearning", "GEP",

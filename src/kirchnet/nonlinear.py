@@ -418,8 +418,8 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> Nonlinear
         # the rounding level of the computed currents: eps g phi'(w) (|u_a| + |u_b| + |s| + |u|_max)
         wabs = np.asarray((asm.absBT @ np.abs(uu).T).T) + np.abs(s[todo]) \
             + np.abs(uu).max(axis=1, keepdims=True)
-        rounding = 64 * np.finfo(float).eps * np.asarray(
-            (asm.absBF @ (g * el.dphi(ww) * wabs).T).T)
+        weights = g * el.dphi(ww)  # tangent conductances g phi'(w)
+        rounding = 64 * np.finfo(float).eps * np.asarray((asm.absBF @ (weights * wabs).T).T)
         rel = np.abs(r) / np.maximum(np.maximum(scale, floor[:, None]), 1e-300)
         ok = (np.maximum(np.abs(r) - rounding, 0.0) / np.maximum(np.maximum(scale, floor[:, None]),
                                                                   1e-300)).max(axis=1, initial=0.0) <= fac.rtol
@@ -448,8 +448,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> Nonlinear
                 f"sample {int(todo[smp])}, worst node {node}, KCL residual {r[keep][smp, v]:.3e} A "
                 f"(relative {relk[smp, v]:.3e} > rtol={fac.rtol:g}){hint}. Check for unbounded "
                 f"or infeasible circuits, or raise max_iter")
-        uu, ww, ii, r, JJ = uu[keep], ww[keep], ii[keep], r[keep], JJ[keep]
-        weights = g * el.dphi(ww)
+        uu, ww, ii, r, JJ, weights = uu[keep], ww[keep], ii[keep], r[keep], JJ[keep], weights[keep]
         act = active[todo]
         if asm.loops:  # dependent constraints (loops of conducting ideal diodes): keep a forest
             act, dropped = _independent(c, asm, act)
