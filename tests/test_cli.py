@@ -180,6 +180,202 @@ def test_example_configs_are_valid():
         TrainConfig.from_toml(p)
 
 
+# ------------------------------------------------------------------ output safety, resume, exit codes
+def _invoke(*args):
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    return r.exit_code, " ".join((r.stderr or "").split()), r
+
+
+LONG = TINY.replace("epochs = 3", "epochs = 60\ncheckpoint_every = 1").replace(
+    "rows = 4\ncols = 4", "rows = 7\ncols = 7").replace("n_train = 16", "n_train = 48").replace(
+    "batch_size = 8", "batch_size = 4")
+
+
+def _comparable(out: Path) -> dict:
+    """Everything a run wrote that must not depend on interruptions: bytes of the arrays and
+    tables, the history and metrics without their wall-clock columns."""
+    hist = [{k: v for k, v in r.items() if k != "time"} for r in json.loads((out / "history.json").read_text())]
+    metrics = {k: v for k, v in json.loads((out / "metrics.json").read_text()).items() if k != "wall_time"}
+    csv_rows = [line.split(",") for line in (out / "history.csv").read_text().splitlines()]
+    t = csv_rows[0].index("time")
+    return {"conductances.csv": (out / "conductances.csv").read_bytes(), "history.json": hist,
+            "history.csv": [r[:t] + r[t + 1:] for r in csv_rows], "metrics": metrics,
+            "network.graphml": (out / "network.graphml").read_bytes()}
+
+
+@pytest.mark.slow
+def test_train_survives_sigkill_at_any_moment_and_resumes_bit_identically(tmp_path):
+    """kill -9 the real command after its first checkpoint, in mid-run and while it writes
+    its outputs; --resume each time; the result equals an uninterrupted run's, byte for byte."""
+    import os
+    import signal
+    import time
+
+    cfg = tmp_path / "long.toml"
+    cfg.write_text(LONG)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    r = kirchnet("train", str(cfg), "--out", str(full), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    index = cut / "checkpoint" / "checkpoint.json"
+
+    def epoch():
+        try:
+            return json.loads(index.read_text())["epoch"]
+        except (OSError, ValueError):
+            return -1
+
+    moments = [("first checkpoint", lambda: index.exists()), ("mid-run", lambda: epoch() >= 30),
+               ("writing outputs", lambda: (cut / "config.json").exists())]
+    killed = []
+    for label, moment in moments:
+        args = [sys.executable, "-m", "kirchnet", "train", str(cfg), "--out", str(cut), "--no-progress"]
+        proc = subprocess.Popen(args + (["--resume"] if killed else []), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        deadline = time.time() + 40
+        while proc.poll() is None and not moment() and time.time() < deadline:
+            time.sleep(0.001)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed.append((label, epoch()))
+        proc.communicate(timeout=30)
+        assert not (cut / "complete.json").exists()  # a killed run never looks finished
+    assert [k[0] for k in killed] == [m[0] for m in moments], killed
+    assert 1 <= killed[0][1] < killed[1][1] <= 60
+    again = kirchnet("train", str(cfg), "--out", str(cut), "--no-progress", "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "took over the lock" in again.stderr  # the killed run's lock file was stale
+    assert (cut / "complete.json").is_file() and not list(cut.glob(".*.tmp"))
+    assert _comparable(cut) == _comparable(full)
+
+
+def test_train_resume_rules_and_completion_marker(tmp_path):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "run"
+    code, err, _ = _invoke("train", cfg, "--out", out, "--no-progress")
+    assert code == 0 and json.loads((out / "complete.json").read_text())["status"] == "complete"
+    assert (out / "checkpoint" / "checkpoint.json").is_file()  # checkpoints are on by default
+    first = _comparable(out)
+    code, err, _ = _invoke("train", cfg, "--out", out, "--no-progress")
+    assert code == EXIT_EXISTS and "--resume" in err and "--force" in err
+    # resuming a finished run changes nothing
+    code, err, _ = _invoke("train", cfg, "--out", out, "--no-progress", "--resume")
+    assert code == 0 and _comparable(out) == first
+    # resuming with another config is refused and names what differs
+    other = tmp_path / "t2.toml"
+    other.write_text(TINY.replace("lr = 0.05", "lr = 0.02"))
+    code, err, _ = _invoke("train", other, "--out", out, "--no-progress", "--resume")
+    assert code == EXIT_CONFIG and "config" in err and "differ" in err and "Traceback" not in err
+    code, err, _ = _invoke("train", cfg, "--no-progress", "--resume")
+    assert code == EXIT_CONFIG and "--resume needs --out" in err
+    code, err, _ = _invoke("train", cfg, "--out", out, "--resume", "--force")
+    assert code == EXIT_CONFIG and "exclude" in err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    code, err, _ = _invoke("train", cfg, "--out", tmp_path / "other", "--resume", "--no-progress")
+    assert code == EXIT_CONFIG and "no checkpoint" in err
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
+    code, err, _ = _invoke("train", cfg.with_name("off.toml"), "--out", tmp_path / "x", "--resume")
+    assert code == EXIT_CONFIG  # missing file
+    off = tmp_path / "off.toml"
+    off.write_text(TINY.replace("epochs = 3", "epochs = 3\ncheckpoint_every = 0"))
+    code, err, _ = _invoke("train", off, "--out", tmp_path / "x", "--resume", "--no-progress")
+    assert code == EXIT_CONFIG and "checkpoint_every = 0" in err
+
+
+def test_train_locked_output_fails_at_once_naming_the_holder(tmp_path):
+    import os
+
+    from kirchnet.experiments import io
+
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "run"
+    with io.open_output_dir(out, command="kirchnet train other.toml"):
+        code, err, _ = _invoke("train", cfg, "--out", out, "--no-progress", "--force")
+        assert code == EXIT_EXISTS and f"pid {os.getpid()}" in err and "kirchnet train other.toml" in err
+        code, err, _ = _invoke("train", cfg, "--out", out, "--no-progress", "--resume")
+        assert code == EXIT_EXISTS and "in use" in err
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+@pytest.mark.parametrize("text, args, key", [
+    (TINY.replace('kind = "lattice"\nrows = 4\ncols = 4', 'kind = "random"\nn = 5\nm = 50'), [], "network.m"),
+    (TINY.replace('rows = 4\ncols = 4', 'rows = 1\ncols = 3'), [], "network.rows"),
+    (TINY.replace('name = "teacher_student"', 'name = "iris"').replace("rows = 4", "rows = 3"), [], "network.rows"),
+    (TINY.replace("lr = 0.05", "lr = inf"), [], "optimizer.lr"),
+    (TINY.replace("lr = 0.05", "lr = nan"), [], "optimizer.lr"),
+    (TINY, ["--seed", "-1"], "seed"),
+])
+def test_configs_that_cannot_be_built_exit_2_naming_the_key(tmp_path, text, args, key):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    code, err, r = _invoke("train", cfg, "--out", tmp_path / "o", "--no-progress", *args)
+    assert code == EXIT_CONFIG, r.output
+    assert key in err and "Traceback" not in err and r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_file_errors_are_kirchnet_errors_with_exit_codes(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from kirchnet.cli import EXIT_ENV
+    from kirchnet.experiments import io
+
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(TINY.replace('"tiny"', '"caf\xe9"').encode("latin-1"))
+    code, err, _ = _invoke("train", bad, "--out", tmp_path / "o")
+    assert code == EXIT_CONFIG and "not UTF-8" in err
+    code, err, _ = _invoke("train", tmp_path, "--out", tmp_path / "o")
+    assert code == EXIT_CONFIG and "is a directory" in err
+    code, err, _ = _invoke("sweep", tmp_path, "--out", tmp_path / "o")
+    assert code == EXIT_CONFIG and "is a directory" in err
+    code, err, _ = _invoke("sweep", bad, "--out", tmp_path / "o")
+    assert code == EXIT_CONFIG and "not UTF-8" in err
+    assert not (tmp_path / "o").exists()
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(TINY)
+    # a read-only output directory (root ignores mode bits: os.access answers as for a user)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o555)
+    real = os.access
+    monkeypatch.setattr(io.os, "access", lambda p, m, *a, **k: False if str(p) == str(ro) and m & os.W_OK
+                        else real(p, m, *a, **k))
+    code, err, _ = _invoke("train", cfg, "--out", ro, "--no-progress")
+    os.chmod(ro, 0o755)
+    assert code == EXIT_ENV and "read-only" in err and "Traceback" not in err, err
+    monkeypatch.undo()
+
+    # the disk fills up while the outputs are written: exit 4, the run is not marked complete
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io, "_write_fd", full)
+    out = tmp_path / "full"
+    code, err, r = _invoke("train", cfg, "--out", out, "--no-progress")
+    assert code == EXIT_ENV and "disk is full" in err, r.output
+    assert not (out / "complete.json").exists() and not list(out.rglob("*.tmp"))
+
+
+def test_reproduce_only_without_names_is_a_clean_error(tmp_path):
+    for only in (",", " , ,"):
+        code, err, _ = _invoke("reproduce", "--only", only, "--out", tmp_path / "o")
+        assert code == EXIT_CONFIG and "names no experiment" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_config_name_and_file_name_never_escape_the_output_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "..evil.toml"
+    cfg.write_text(TINY.replace('name = "tiny"', 'name = "../../../escaped"'))
+    code, err, r = _invoke("train", cfg, "--no-progress")
+    assert code == 0, r.output
+    (made,) = list((tmp_path / "runs").iterdir())
+    assert made.parent == tmp_path / "runs" and (made / "complete.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["..evil.toml", "runs"]
+
+
 # ----------------------------------------------------------------------- info: optional backends (issue 9)
 def _patch_backends(monkeypatch, present: bool):
     import importlib.util as iu

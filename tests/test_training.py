@@ -368,6 +368,137 @@ def test_nan_estimate_stops_training_with_epoch_and_step(task):
         Trainer(NaNOnThirdCall(), "sgd", lr=0.1, epochs=3, batch_size=48).fit(c, g0, x, y)
 
 
+# ----------------------------------------------------------------------------- checkpoint safety
+def _checkpointed(task, tmp_path, **kw):
+    c, gt, x, y = task
+    ck = str(tmp_path / "ck")
+    Trainer(Analytical(), Adam(0.03), epochs=2, batch_size=32, checkpoint_dir=ck, **kw).fit(
+        c, np.ones(c.network.n_edges), x, y)
+    return ck
+
+
+@pytest.mark.parametrize("change, differs", [
+    (lambda t, c, x, y: (Trainer(__import__("kirchnet").rules.EquilibriumPropagation(0.1), Adam(0.03), epochs=4,
+                                 batch_size=32, checkpoint_dir=t), x, y), "rule"),
+    (lambda t, c, x, y: (Trainer(Analytical(), Adam(0.03), epochs=4, batch_size=32, checkpoint_dir=t,
+                                 parametrization="resistance"), x, y), "parametrization"),
+    (lambda t, c, x, y: (Trainer(Analytical(), Adam(0.03), epochs=4, batch_size=32, checkpoint_dir=t),
+                         x[::-1].copy(), y[::-1].copy()), "data"),
+    (lambda t, c, x, y: (Trainer(Analytical(), Adam(0.03), epochs=4, batch_size=32, checkpoint_dir=t,
+                                 fingerprint={"config": "other"}), x, y), "config"),
+], ids=["rule", "parametrization", "data", "config"])
+def test_resume_from_another_run_is_refused(task, tmp_path, change, differs):
+    from kirchnet.training import CheckpointMismatchError
+
+    c, gt, x, y = task
+    ck = _checkpointed(task, tmp_path)
+    trainer, x2, y2 = change(ck, c, x, y)
+    with pytest.raises(CheckpointMismatchError, match=differs) as info:
+        trainer.fit(c, np.ones(c.network.n_edges), x2, y2, resume=True)
+    assert ck in str(info.value) and "delete" in str(info.value)
+    # the same settings resume fine
+    res = Trainer(Analytical(), Adam(0.03), epochs=4, batch_size=32, checkpoint_dir=ck).fit(
+        c, np.ones(c.network.n_edges), x, y, resume=True)
+    assert res.epochs_run == 4 and res.timings and len(res.timings) == 2
+
+
+@pytest.mark.parametrize("damage", ["index-garbage", "index-not-utf8", "index-missing-key", "index-list",
+                                    "npz-truncated", "npz-missing", "npz-no-conductances"])
+def test_damaged_checkpoint_is_a_kirchnet_error_naming_the_file(task, tmp_path, damage):
+    from kirchnet import KirchnetError
+    from kirchnet.training import CheckpointError
+
+    c, gt, x, y = task
+    ck = _checkpointed(task, tmp_path)
+    index_path = os.path.join(ck, "checkpoint.json")
+    index = json.loads(open(index_path).read())
+    npz = os.path.join(ck, index["arrays"])
+    if damage == "index-garbage":
+        open(index_path, "w").write('{"epoch": 2, "arr')
+    elif damage == "index-not-utf8":
+        open(index_path, "wb").write(b"\xff\xfe{}")
+    elif damage == "index-missing-key":
+        del index["optimizer_scalars"]
+        open(index_path, "w").write(json.dumps(index))
+    elif damage == "index-list":
+        open(index_path, "w").write("[1, 2]")
+    elif damage == "npz-truncated":
+        data = open(npz, "rb").read()
+        open(npz, "wb").write(data[: len(data) // 2])
+    elif damage == "npz-missing":
+        os.remove(npz)
+    else:
+        np.savez(npz.removesuffix(".npz"), other=np.ones(3))
+    with pytest.raises(CheckpointError) as info:
+        Trainer(Analytical(), Adam(0.03), epochs=4, batch_size=32, checkpoint_dir=ck).fit(
+            c, np.ones(c.network.n_edges), x, y, resume=True)
+    assert isinstance(info.value, KirchnetError)
+    named = npz if damage.startswith("npz") else index_path
+    assert named in str(info.value) and "damaged" in str(info.value) and "delete" in str(info.value)
+
+
+def test_callback_state_is_checkpointed(task, tmp_path):
+    """A callback with state_dict()/load_state_dict() gets its state back on resume."""
+    c, gt, x, y = task
+
+    class Count(Callback):
+        def __init__(self):
+            self.n = 0
+
+        def on_epoch_end(self, trainer, epoch, record):
+            self.n += 1
+
+        def state_dict(self):
+            return {"n": self.n}
+
+        def load_state_dict(self, state):
+            self.n = state["n"]
+
+    ck = str(tmp_path / "ck")
+    Trainer(epochs=3, batch_size=32, checkpoint_dir=ck, callbacks=[Count()]).fit(c, np.ones(c.network.n_edges), x, y)
+    again = Count()
+    Trainer(epochs=5, batch_size=32, checkpoint_dir=ck, callbacks=[again]).fit(
+        c, np.ones(c.network.n_edges), x, y, resume=True)
+    assert again.n == 5  # 3 restored + 2 run now
+
+
+def test_saturation_counts_in_history_and_one_warning():
+    """Edges at a bound are counted every epoch (clip floor and Bounds, resistance bounds
+    inverted) and one SaturationWarning is issued above the threshold."""
+    import warnings
+
+    from kirchnet import SaturationWarning
+    from kirchnet.constraints import Bounds, Levels
+    from kirchnet.training import conductance_bounds, saturation_counts
+
+    net = topologies.random_connected(40, m=120, seed=0)
+    c = Circuit(net, ground=0, inputs=[1, 2], outputs=[30, 31])
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 2))
+    y = 3.0 * x[:, ::-1]  # unreachable: outputs of a passive network stay within the inputs' range
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = Trainer(epochs=15).fit(c, np.ones(net.n_edges), x, y)
+    h = res.history
+    assert h["n_at_lower"][0] == 0 and h["n_at_upper"][-1] == 0
+    at_floor = int(np.count_nonzero(res.conductances <= 1e-6 * (1 + 1e-9)))
+    assert h["n_at_lower"][-1] == at_floor and at_floor > 0.25 * net.n_edges
+    sat = [w for w in caught if issubclass(w.category, SaturationWarning)]
+    assert len(sat) == 1 and "sit at a conductance bound" in str(sat[0].message)
+    assert sat[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SaturationWarning)
+        Trainer(epochs=3, saturation_warning=None).fit(c, np.ones(net.n_edges), x, y)
+    # bounds from constraints in either space; counts only tunable edges
+    cons = [Bounds(0.5, 2.0), Bounds(0.1, 1.0 / 1.5, space="resistance"), Levels([0.2, 1.0, 4.0], space="conductance")]
+    assert conductance_bounds(cons, (1e-6, 1e6)) == (1.5, 2.0)
+    assert conductance_bounds(None, (1e-6, 1e6)) == (1e-6, 1e6)
+    g = np.array([1e-6, 1.5, 2.0, 1.7])
+    assert saturation_counts(g, np.array([True, True, True, False]), (1.5, 2.0)) == {"n_at_lower": 2,
+                                                                                     "n_at_upper": 1}
+    with pytest.raises(ParameterError, match="saturation_warning"):
+        Trainer(saturation_warning=2.0)
+
+
 # ------------------------------------------------------------ resistance-space estimates and the safety clip
 @pytest.mark.parametrize("parametrization", ["conductance", "resistance"])
 def test_trainer_reads_resistance_space_insitu_estimates(parametrization):

@@ -9,8 +9,12 @@ Commands::
     kirchnet sweep SWEEP.toml ...                   (when kirchnet.sweep is installed)
 
 Output directories are never overwritten silently: an existing non-empty ``--out``
-is refused unless ``--force``; without ``--out`` a new timestamped directory is made.
-Exit codes: 0 success, 1 runtime error, 2 invalid config / usage, 3 output exists.
+is refused unless ``--force`` (or ``train --resume``); without ``--out`` a new
+timestamped directory is made; a lock file held for the life of the command makes a
+second writer fail at once; ``complete.json`` is written last.
+Exit codes: 0 success, 1 runtime error (a run failed), 2 invalid input (config, sweep
+file, checkpoint, option), 3 output directory exists or is in use, 4 environment
+(output not writable, disk full), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -30,12 +34,32 @@ app = typer.Typer(name="kirchnet", add_completion=False, no_args_is_help=True,
 console = Console()
 err_console = Console(stderr=True)
 
-EXIT_ERROR, EXIT_CONFIG, EXIT_EXISTS = 1, 2, 3
+EXIT_ERROR, EXIT_CONFIG, EXIT_EXISTS, EXIT_ENV, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
 
 def _fail(message: str, code: int) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code for a kirchnet error: 2 bad input, 3 output exists / in use,
+    4 environment (cannot write), 1 anything else."""
+    from .errors import ConfigError
+    from .experiments.io import OutputError, OutputExistsError
+    from .training import CheckpointError
+
+    if isinstance(exc, OutputExistsError):
+        return EXIT_EXISTS
+    if isinstance(exc, OutputError):
+        return EXIT_ENV
+    if isinstance(exc, (ConfigError, CheckpointError)):
+        return EXIT_CONFIG
+    return EXIT_ERROR
+
+
+def _note(message: str) -> None:
+    err_console.print(escape(message), highlight=False, soft_wrap=True)
 
 
 def _progress(enabled: bool):
@@ -47,14 +71,22 @@ def _progress(enabled: bool):
                     console=err_console, transient=False)
 
 
-def _out_dir(out: Optional[Path], force: bool, base: str, prefix: str) -> Path:
-    from .experiments.io import OutputExistsError, prepare_out_dir, timestamped_dir
+def _open_out(out: Optional[Path], force: bool, base: str, prefix: str, resume: bool = False,
+              resume_hint: bool = False):
+    """Take (create, check, lock) the output directory; exit 3 / 4 with a message if not possible."""
+    from .errors import KirchnetError
+    from .experiments.io import open_output_dir
 
-    target = out if out is not None else timestamped_dir(base, prefix)
     try:
-        return prepare_out_dir(target, force=force)
-    except OutputExistsError as exc:
-        _fail(str(exc), EXIT_EXISTS)
+        handle = open_output_dir(out, base=base, prefix=prefix, force=force, resume=resume,
+                                 resume_hint=resume_hint)
+    except KirchnetError as exc:
+        _fail(str(exc), exit_code_of(exc))
+    if handle.stale is not None:
+        h = handle.stale
+        _note(f"note: took over the lock of {handle.path} left by pid {h.get('pid', '?')} on "
+              f"{h.get('host', '?')} (started {h.get('started_at', '?')}), which is no longer running")
+    return handle
 
 
 # ----------------------------------------------------------------------- info
@@ -184,28 +216,59 @@ def info(sizes: bool = typer.Option(True, "--sizes/--no-sizes", help="show what 
 @app.command()
 def train(config: Path = typer.Argument(..., help="training config (TOML); see kirchnet.config"),
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory "
-                                             "(default: runs/<name>-<timestamp>)"),
+                                             "(default: runs/<config file name>-<timestamp>)"),
           seed: Optional[int] = typer.Option(None, "--seed", help="override the config's seed"),
           epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="override the config's epochs"),
-          force: bool = typer.Option(False, "--force", help="write into an existing non-empty --out"),
+          force: bool = typer.Option(False, "--force", help="start over in an existing non-empty --out"),
+          resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last "
+                                      "checkpoint (same config; bit-identical to an uninterrupted run)"),
           progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar")):
-    """Train one network from CONFIG; write history, conductances, metrics and figures."""
+    """Train one network from CONFIG; write history, conductances, metrics and figures.
+
+    Checkpoints go to OUT/checkpoint every ``checkpoint_every`` epochs (config key;
+    default epochs // 20, at least 1): after a crash or kill, ``--resume --out OUT``
+    continues and gives the same result as an uninterrupted run."""
+    import shutil
+
     from .config import ConfigError, TrainConfig
     from .errors import KirchnetError
-    from .experiments.run import run_training
+    from .experiments.run import CHECKPOINT_SUBDIR, run_training
 
+    if resume and force:
+        _fail("--resume and --force exclude each other: --resume continues the run in --out, "
+              "--force starts it over", EXIT_CONFIG)
+    if resume and out is None:
+        _fail("--resume needs --out DIR: the directory of the run to continue", EXIT_CONFIG)
     try:
         cfg = TrainConfig.from_toml(config)
         if seed is not None or epochs is not None:
             cfg = TrainConfig.from_dict({**cfg.to_dict(), **({"seed": seed} if seed is not None else {}),
-                                         **({"epochs": epochs} if epochs is not None else {})}, str(config))
+                                         **({"epochs": epochs} if epochs is not None else {})},
+                                        f"{config} with --seed/--epochs")
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
-    target = _out_dir(out, force, "runs", cfg.name)
+    if resume and cfg.checkpoint_interval() == 0:
+        _fail(f"{config}: checkpoint_every = 0 turns checkpoints off, so there is nothing to resume; "
+              f"set checkpoint_every >= 1 (or leave it out)", EXIT_CONFIG)
+    if resume and out.is_dir() and any(p.name != ".kirchnet.lock" for p in out.iterdir()) \
+            and not (out / CHECKPOINT_SUBDIR / "checkpoint.json").is_file():
+        _fail(f"--resume: {out} has no checkpoint ({CHECKPOINT_SUBDIR}/checkpoint.json) to continue from; "
+              f"pass --force to start the run over in it, or choose another --out", EXIT_CONFIG)
+    handle = _open_out(out, force, "runs", config.stem, resume=resume, resume_hint=True)
+    target = handle.path
     try:
-        metrics = run_training(cfg, out_dir=target, progress=progress)
+        if force and not resume:
+            shutil.rmtree(target / CHECKPOINT_SUBDIR, ignore_errors=True)  # start over: no stale checkpoint
+        if handle.resumed:
+            _note(f"resuming the run in {target}")
+        metrics = run_training(cfg, out_dir=target, progress=progress, resume=resume)
+        handle.complete(config=str(config))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; continue with: kirchnet train {config} --out {target} --resume", EXIT_INTERRUPTED)
     except (KirchnetError, ValueError) as exc:
-        _fail(f"{config}: {exc}", EXIT_ERROR)
+        _fail(f"{config}: {exc}", exit_code_of(exc))
+    finally:
+        handle.release()
     t = Table(title=f"{cfg.name}: {cfg.rule.name} on {cfg.task.name}", show_header=False)
     for k, v in metrics.items():
         t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
@@ -215,18 +278,33 @@ def train(config: Path = typer.Argument(..., help="training config (TOML); see k
 
 # ------------------------------------------------------------------ reproduce
 def _run_experiments(names, quick, out, seed, force, progress, command):
+    from .errors import KirchnetError
     from .experiments.reproduce import reproduce as _reproduce
 
-    target = _out_dir(out, force, "results", ("quick" if quick else "reproduce") +
-                      ("" if len(names) > 1 else f"-{names[0]}"))
+    handle = _open_out(out, force, "results", ("quick" if quick else "reproduce") +
+                       ("" if len(names) > 1 else f"-{names[0]}"))
+    target = handle.path
     bar = _progress(progress)
     try:
         if bar is not None:
             bar.start()
         res = _reproduce(target, quick=quick, seed=seed, experiments=names, progress=bar, command=command)
+        handle.complete(experiments=names)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.stop()
+            bar = None
+        _fail(f"interrupted; {target} is incomplete (no complete.json): run the command again with "
+              f"another --out (or --force)", EXIT_INTERRUPTED)
+    except KirchnetError as exc:
+        if bar is not None:
+            bar.stop()
+            bar = None
+        _fail(str(exc), exit_code_of(exc))
     finally:
         if bar is not None:
             bar.stop()
+        handle.release()
     t = Table(title="headline", show_header=True)
     for col in ("exp", "claim", "measured"):
         t.add_column(col)
@@ -249,8 +327,11 @@ def reproduce(quick: bool = typer.Option(False, "--quick", help="small sizes and
     from .experiments.reproduce import EXPERIMENTS
 
     names = list(EXPERIMENTS)
-    if only:
-        names = [n.strip().lower() for n in only.split(",") if n.strip()]
+    if only is not None:
+        names = list(dict.fromkeys(n.strip().lower() for n in only.split(",") if n.strip()))
+        if not names:
+            _fail(f"--only {only!r} names no experiment; give a comma-separated subset of "
+                  f"{', '.join(EXPERIMENTS)}, e.g. --only e1,e3", EXIT_CONFIG)
         bad = [n for n in names if n not in EXPERIMENTS]
         if bad:
             _fail(f"unknown experiment(s) {bad}; choose from {', '.join(EXPERIMENTS)}", EXIT_CONFIG)

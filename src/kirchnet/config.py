@@ -7,6 +7,7 @@ A config file looks like (every table and key optional except ``task.name``)::
     epochs = 40                # defaults: kirchnet.defaults (the same in Python and TOML)
     batch_size = 32
     parametrization = "conductance"   # or "resistance" (step on r with dC/dr = -g^2 dC/dg)
+    checkpoint_every = 5       # kirchnet train: checkpoint for --resume (default epochs // 20; 0: none)
 
     [network]                  # kind: lattice | delaunay | random | regular | layered | complete
     kind = "lattice"
@@ -52,7 +53,7 @@ __all__ = ["ConfigError", "NetworkConfig", "TaskConfig", "RuleConfig", "Optimize
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class NetworkConfig(_Model):
@@ -67,7 +68,7 @@ class NetworkConfig(_Model):
     m: int | None = Field(None, ge=1, description="edges (random)")
     degree: int | None = Field(None, ge=1, description="degree (regular)")
     sizes: list[int] | None = Field(None, description="layer sizes (layered)")
-    seed: int | None = Field(None, description="topology seed (default: the run seed)")
+    seed: int | None = Field(None, ge=0, description="topology seed (default: the run seed)")
     g_init: tuple[float, float] = Field((0.5, 2.0), description="initial g ~ U(low, high)")
     backend: Literal["auto", "dense", "cholmod", "splu", "pcg", "pcg-amg"] = "auto"
 
@@ -86,6 +87,17 @@ class NetworkConfig(_Model):
             raise ValueError("network kind 'random': give only one of mean_degree and m")
         if self.kind == "regular" and self.degree is None:
             raise ValueError("network kind 'regular' needs degree")
+        if self.kind == "random" and self.n is not None:
+            m = self.m if self.m is not None else int(round(self.n * self.mean_degree / 2))
+            key = "m" if self.m is not None else f"mean_degree (m = n * mean_degree / 2 = {m})"
+            if not self.n - 1 <= m <= self.n * (self.n - 1) // 2:
+                raise ValueError(f"network.{key}: a connected simple graph on n = {self.n} nodes has "
+                                 f"between n - 1 = {self.n - 1} and n(n-1)/2 = {self.n * (self.n - 1) // 2} "
+                                 f"edges, got {m}")
+        if self.kind == "regular" and self.n is not None and self.degree is not None:
+            if self.degree >= self.n or (self.n * self.degree) % 2:
+                raise ValueError(f"network.degree: no {self.degree}-regular graph on n = {self.n} nodes "
+                                 f"(need degree < n and n * degree even)")
         if self.kind == "layered":
             if not self.sizes or len(self.sizes) < 2 or min(self.sizes) < 1:
                 raise ValueError("network kind 'layered' needs sizes = [at least two positive ints]")
@@ -202,12 +214,22 @@ class TrainConfig(_Model):
                                    description="minibatch size (None, in a dict or JSON config: full batch)")
     parametrization: Literal["conductance", "resistance"] = "conductance"
     eval_every: int = Field(1, ge=1, description="epochs between evaluations")
+    checkpoint_every: int | None = Field(
+        None, ge=0, description="kirchnet train: epochs between checkpoints for --resume "
+                                "(default: about 20 per run, at least every epoch; 0: none)")
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     task: TaskConfig
     rule: RuleConfig = Field(default_factory=RuleConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     tunable: TunableConfig = Field(default_factory=TunableConfig)
+
+    def checkpoint_interval(self) -> int:
+        """Epochs between checkpoints: ``checkpoint_every``, or by default
+        ``max(1, epochs // 20)`` (so every run can be resumed); 0 means none."""
+        if self.checkpoint_every is not None:
+            return self.checkpoint_every
+        return max(1, self.epochs // 20)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "TrainConfig":
@@ -227,8 +249,13 @@ class TrainConfig(_Model):
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a directory; give the path of a TOML file") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}: "
+                              f"{exc.reason}); save it as UTF-8 TOML") from None
         except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -245,7 +272,7 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
     lines = [f"{source}: invalid configuration ({exc.error_count()} problem(s))"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not part of the schema; check the spelling)"
             if loc.split(".")[-1] in ("learning_rate", "learningrate"):

@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import io
 import json
 import math
 import os
 import time
+import zipfile
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -44,7 +46,7 @@ import numpy as np
 from . import defaults as D
 from .circuit import Circuit
 from .constraints import Bounds, Compose, Levels, _check_space, as_constraint, from_space, to_space
-from .errors import ParameterError, SaturationWarning, ShapeError
+from .errors import KirchnetError, ParameterError, SaturationWarning, ShapeError
 from .experiments.io import write_bytes, write_text
 from .gradient import loss_and_grad
 from . import errors as _errors
@@ -55,9 +57,30 @@ from .partial import next_factorization, resolve_mask
 from .rules.base import Analytical, Rule
 
 __all__ = ["Trainer", "TrainResult", "History", "Callback", "EarlyStopping", "LambdaCallback",
-           "evaluate", "conductance_bounds", "saturation_counts"]
+           "evaluate", "conductance_bounds", "saturation_counts", "CheckpointError", "CheckpointMismatchError"]
 
 CHECKPOINT_INDEX = "checkpoint.json"
+
+
+class CheckpointError(KirchnetError, ValueError):
+    """A checkpoint is damaged (unreadable index or arrays); the message names the file."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint was written by a different run (config, data, rule, parametrization, ...)."""
+
+
+def _digest(*arrays) -> str:
+    """SHA-256 (first 16 hex digits) of arrays' dtypes, shapes and bytes (or of raw bytes)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if isinstance(a, bytes):
+            h.update(a)
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
+    return h.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- state helpers
@@ -341,6 +364,8 @@ class Trainer:
         10 Mohm = 1e-7 S) are not moved by the clip itself.
     max_rank: low-rank update threshold passed to ``CircuitFactorization.update``
         (``None``: its default; ``0``: always refactor).
+    fingerprint: extra ``{name: text}`` a checkpoint must match to be resumed (e.g. the hash
+        of a training config); see :meth:`fingerprint_of`.
     saturation_warning: every history record holds ``n_at_lower`` / ``n_at_upper``, the
         tunable edges whose conductance sits at the lower / upper bound (the ``clip`` range
         and the :class:`~kirchnet.constraints.Bounds` / ``Levels`` constraints, see
@@ -359,6 +384,7 @@ class Trainer:
                  checkpoint_dir: str | None = None, checkpoint_every: int = 1,
                  history_dir: str | None = None, progress: bool = False,
                  clip: tuple[float, float] = D.CLIP, max_rank: int | None = None,
+                 fingerprint: dict | None = None,
                  saturation_warning: float | None = D.SATURATION_WARN_FRACTION):
         self.rule = rule if rule is not None else Analytical()
         if not hasattr(self.rule, "estimate"):
@@ -386,10 +412,12 @@ class Trainer:
         self._clip_range = self.clip  # widened to the initial conductances by fit()
         self.max_rank = max_rank
         self.stop_training = False
+        self.fingerprint = dict(fingerprint or {})
         if saturation_warning is not None and not 0 <= float(saturation_warning) <= 1:
             raise ParameterError(f"saturation_warning must be a fraction in [0, 1] or None, got "
                                  f"{saturation_warning!r}")
         self.saturation_warning = None if saturation_warning is None else float(saturation_warning)
+        self._fingerprint: dict | None = None  # set by fit()
 
     # ------------------------------------------------------------------ checkpoints
     def _state_arrays(self, g) -> tuple[dict, dict]:
@@ -402,8 +430,28 @@ class Trainer:
                 scalars[k] = v
         return arrays, scalars
 
+    def fingerprint_of(self, circuit, g0, mask, X, Y, Xv=None, Yv=None) -> dict:
+        """What a checkpoint must match to be resumed: the rule, parametrization, optimizer,
+        constraints, batching, the circuit, the tunable mask, the initial conductances and
+        the data (SHA-256 of the arrays), plus ``self.fingerprint`` (e.g. a config hash).
+        ``epochs`` and ``checkpoint_every`` are left out: a run may be resumed to more epochs."""
+        fp = {"rule": repr(self.rule), "parametrization": self.parametrization,
+              "optimizer": repr(self.optimizer), "constraints": repr(self.constraints),
+              "batching": f"batch_size={self.batch_size}, shuffle={self.shuffle}, seed={self.seed!r}",
+              "circuit": _digest(repr(circuit).encode(), np.asarray(circuit.network.edges)),
+              "tunable edges": _digest(np.asarray(mask, dtype=bool)),
+              "initial conductances": _digest(np.asarray(g0, dtype=float)),
+              "data": _digest(X, np.asarray(Y), *(() if Xv is None else (Xv, np.asarray(Yv))))}
+        fp.update({str(k): str(v) for k, v in (self.fingerprint or {}).items()})
+        return fp
+
     def save_checkpoint(self, epoch: int, g: np.ndarray, history: History) -> str:
-        """Write ``ckpt-EPOCH.npz`` and then ``checkpoint.json`` atomically; returns the npz path."""
+        """Write ``ckpt-EPOCH.npz`` and then ``checkpoint.json`` atomically; returns the npz path.
+
+        The index holds the epoch, optimizer / constraint / rule random state, the history,
+        the state of callbacks that have ``state_dict()`` and the run's fingerprint
+        (:meth:`fingerprint_of`); it is replaced last, so a kill at any moment leaves the
+        previous complete checkpoint (its npz is removed only after the new index is in place)."""
         d = self.checkpoint_dir
         os.makedirs(d, exist_ok=True)
         arrays, scalars = self._state_arrays(g)
@@ -412,11 +460,14 @@ class Trainer:
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         write_bytes(path, buf.getvalue())
-        index = {"epoch": epoch, "arrays": name, "n_edges": int(g.size),
+        index = {"format": 2, "epoch": epoch, "arrays": name, "n_edges": int(g.size),
                  "optimizer": type(self.optimizer).__name__, "optimizer_scalars": scalars,
                  "optimizer_none": [k for k, v in self.optimizer.state_dict().items() if v is None],
                  "constraints": self.constraints.state_dict(), "rule": repr(self.rule),
                  "rule_state": _rule_state(self.rule),
+                 "callbacks": [cb.state_dict() if callable(getattr(cb, "state_dict", None)) else None
+                               for cb in self.callbacks],
+                 "fingerprint": self._fingerprint,
                  "parametrization": self.parametrization, "history": history.to_dicts()}
         write_text(os.path.join(d, CHECKPOINT_INDEX), json.dumps(index))
         for old in glob.glob(os.path.join(d, "ckpt-*.npz")):
@@ -426,29 +477,74 @@ class Trainer:
 
     def load_checkpoint(self, n_edges: int):
         """``(epoch, conductances, history)`` from ``checkpoint_dir``, or None if there is none;
-        restores optimizer and constraint state."""
+        restores optimizer, constraint, rule and callback state.
+
+        Raises :class:`CheckpointMismatchError` when the checkpoint was written for another
+        run (its fingerprint differs: rule, data, parametrization, ...), and
+        :class:`CheckpointError` naming the file when the checkpoint is damaged."""
         if self.checkpoint_dir is None:
             raise ParameterError("resume=True needs checkpoint_dir")
-        idx_path = os.path.join(self.checkpoint_dir, CHECKPOINT_INDEX)
+        d = self.checkpoint_dir
+        idx_path = os.path.join(d, CHECKPOINT_INDEX)
         if not os.path.exists(idx_path):
             return None
-        with open(idx_path, encoding="utf-8") as fh:
-            index = json.load(fh)
+        fix = f"delete {d} to start the run over, or restore the file from a backup"
+        try:
+            with open(idx_path, encoding="utf-8") as fh:
+                index = json.load(fh)
+            if not isinstance(index, dict):
+                raise ValueError(f"expected a JSON object, got {type(index).__name__}")
+            missing = [k for k in ("epoch", "arrays", "n_edges", "optimizer", "optimizer_scalars",
+                                   "optimizer_none", "constraints", "history") if k not in index]
+            if missing:
+                raise ValueError(f"missing entries {missing}")
+        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise CheckpointError(f"checkpoint index {idx_path} is damaged ({type(exc).__name__}: {exc}); "
+                                  f"{fix}") from None
+        saved = index.get("fingerprint")
+        if self._fingerprint is not None:
+            if not isinstance(saved, dict):
+                raise CheckpointMismatchError(
+                    f"checkpoint {idx_path} has no fingerprint (written by an older kirchnet), so it cannot "
+                    f"be checked against this run; delete {d} to start the run over")
+            diff = [k for k in sorted(set(saved) | set(self._fingerprint)) if saved.get(k) != self._fingerprint.get(k)]
+            if diff:
+                detail = "; ".join(f"{k}: checkpoint {saved.get(k, '-')!s:.120}, now {self._fingerprint.get(k, '-')!s:.120}"
+                                   for k in diff)
+                raise CheckpointMismatchError(
+                    f"checkpoint in {d} was written by a different run ({', '.join(diff)} differ: {detail}); "
+                    f"resume with the same settings, or delete {d} (or use another output directory) "
+                    f"to start a new run")
         if index["n_edges"] != n_edges:
-            raise ShapeError(f"checkpoint in {self.checkpoint_dir} has {index['n_edges']} edges, "
-                             f"the circuit has {n_edges}")
+            raise ShapeError(f"checkpoint in {d} has {index['n_edges']} edges, the circuit has {n_edges}")
         if index["optimizer"] != type(self.optimizer).__name__:
             raise ParameterError(f"checkpoint was written with optimizer {index['optimizer']}, "
                                  f"resuming with {type(self.optimizer).__name__}")
-        with np.load(os.path.join(self.checkpoint_dir, index["arrays"])) as data:
-            g = np.array(data["conductances"])
-            state = {k[4:]: np.array(data[k]) for k in data.files if k.startswith("opt.")}
-        state.update(index["optimizer_scalars"])
-        state.update({k: None for k in index["optimizer_none"]})
-        self.optimizer.load_state_dict(state)
-        self.constraints.load_state_dict(index["constraints"])
-        _load_rule_state(self.rule, index.get("rule_state", {}))
-        return int(index["epoch"]), g, History(index["history"])
+        npz = os.path.join(d, str(index["arrays"]))
+        try:
+            with np.load(npz, allow_pickle=False) as data:
+                g = np.array(data["conductances"], dtype=float)
+                state = {k[4:]: np.array(data[k]) for k in data.files if k.startswith("opt.")}
+            if g.shape != (n_edges,):
+                raise ValueError(f"conductances of shape {g.shape}, expected ({n_edges},)")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(f"checkpoint file {npz} is damaged ({type(exc).__name__}: {exc}); "
+                                  f"{fix}") from None
+        try:
+            state.update(index["optimizer_scalars"])
+            state.update({k: None for k in index["optimizer_none"]})
+            self.optimizer.load_state_dict(state)
+            self.constraints.load_state_dict(index["constraints"])
+            _load_rule_state(self.rule, index.get("rule_state", {}))
+            for cb, cb_state in zip(self.callbacks, index.get("callbacks") or []):
+                if cb_state is not None and callable(getattr(cb, "load_state_dict", None)):
+                    cb.load_state_dict(cb_state)
+            history = History(index["history"])
+            epoch = int(index["epoch"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"checkpoint index {idx_path} is damaged (its saved state cannot be "
+                                  f"restored: {type(exc).__name__}: {exc}); {fix}") from None
+        return epoch, g, history
 
     # ------------------------------------------------------------------ helpers
     def _call(self, hook: str, *args):
@@ -513,6 +609,7 @@ class Trainer:
         if self.full_batch:
             self.batch_size = len(X)
         self.stop_training = False
+        self._fingerprint = self.fingerprint_of(circuit, g, mask, X, Y, Xv, Yv)
         loaded = self.load_checkpoint(g.size) if resume else None
         fac = None
         bounds = conductance_bounds(self.constraints, self._clip_range)

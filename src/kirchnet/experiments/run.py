@@ -28,6 +28,8 @@ from ..rules import Analytical, Rule
 from ..tasks import Task, make_task
 from . import io
 
+CHECKPOINT_SUBDIR = "checkpoint"
+
 __all__ = ["run_training", "build_network", "build_task", "build_rule", "build_optimizer",
            "build_constraints", "build_mask", "fit", "FitResult"]
 
@@ -157,13 +159,19 @@ class FitResult:
 def fit(task: Task, circuit: Circuit, rule: Rule, g0, epochs: int, optimizer, *, schedule=None,
         constraints=(), mask=None, batch_size: int | None = None, seed: int = 0,
         parametrization: str = "conductance", eval_every: int = 1,
-        callback: Callable[[int, dict], None] | None = None) -> FitResult:
+        callback: Callable[[int, dict], None] | None = None, checkpoint_dir=None,
+        checkpoint_every: int = 0, resume: bool = False, fingerprint: dict | None = None) -> FitResult:
     """Train with :class:`kirchnet.training.Trainer` and return a history in task terms.
 
     One step: factorize (or low-rank update) once, ``est = rule.estimate(...)``, optimizer
     step on the tunable edges (``mask``), then ``constraints``. History rows hold
     ``epoch, train_loss, test_loss`` (+ accuracies for classification, with the task's
     decision rule) and the cumulative wall ``time``; ``eval_every`` thins the rows.
+    ``checkpoint_dir`` with ``checkpoint_every > 0``: Trainer checkpoints (the rows are part
+    of them); ``resume``: continue from the checkpoint there (refused with a
+    :class:`~kirchnet.training.CheckpointError` if it belongs to another run, see
+    ``fingerprint``), giving the same conductances and rows as an uninterrupted run
+    (the wall ``time`` column aside).
     """
     from ..training import Callback, Trainer
 
@@ -185,21 +193,67 @@ def fit(task: Task, circuit: Circuit, rule: Rule, g0, epochs: int, optimizer, *,
         def on_step_end(self, trainer, info):
             self.g = info["conductances"]
 
+        def state_dict(self) -> dict:  # checkpointed with the trainer: the rows so far
+            return {"rows": [{k: _plain(v) for k, v in r.items()} for r in rows],
+                    "elapsed": time.perf_counter() - t0}
+
+        def load_state_dict(self, state: dict) -> None:
+            nonlocal t0
+            rows[:] = [dict(r) for r in state["rows"]]
+            t0 = time.perf_counter() - float(state["elapsed"])
+
     rec = _Recorder()
+    every = int(checkpoint_every or 0)
     trainer = Trainer(rule, optimizer, epochs=epochs, batch_size=n if batch_size is None else min(batch_size, n),
                       seed=seed, schedule=schedule, tunable=mask, constraints=list(constraints) or None,
-                      parametrization=parametrization, accuracy=False, callbacks=[rec])
+                      parametrization=parametrization, accuracy=False, callbacks=[rec],
+                      checkpoint_dir=None if checkpoint_dir is None or every < 1 else str(checkpoint_dir),
+                      checkpoint_every=max(every, 1), fingerprint=fingerprint)
     record(0, np.asarray(g0, dtype=float))
-    res = trainer.fit(circuit, g0, task.x_train, task.y_train)
+    res = trainer.fit(circuit, g0, task.x_train, task.y_train, resume=resume and trainer.checkpoint_dir is not None)
     return FitResult(np.asarray(res.conductances), rows, time.perf_counter() - t0)
 
 
+def _plain(v):
+    """JSON-exact Python scalars (a float's repr round-trips bit for bit)."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v)
+    return v
+
+
 def setup(config: TrainConfig):
-    """Build ``(network, task, circuit, g0, rule, mask)`` for a config (deterministic by seed)."""
+    """Build ``(network, task, circuit, g0, rule, mask)`` for a config (deterministic by seed).
+
+    A config that passes the schema but cannot be built (a topology that does not exist, a
+    network with fewer nodes than the task has terminals) raises :class:`ConfigError`
+    naming the keys to change."""
+    from ..errors import KirchnetError
+
     seed = config.seed
-    net = build_network(config.network, seed)
-    task = build_task(config.task, net, seed)
-    circuit = task.circuit(net, backend=config.network.backend)
+    nc = config.network
+    try:
+        net = build_network(nc, seed)
+    except (KirchnetError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        keys = {"lattice": "network.rows, network.cols", "layered": "network.sizes",
+                "random": "network.n, network.m / network.mean_degree",
+                "regular": "network.n, network.degree"}.get(nc.kind, "network.n")
+        raise ConfigError(f"network: cannot build a {nc.kind!r} network ({keys}): {exc}") from None
+    try:
+        task = build_task(config.task, net, seed)
+        circuit = task.circuit(net, backend=config.network.backend)
+    except (KirchnetError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        size = {"lattice": "network.rows / network.cols", "layered": "network.sizes"}.get(nc.kind, "network.n")
+        raise ConfigError(f"network / task: task {config.task.name!r} does not fit a {nc.kind!r} network with "
+                          f"{net.n_nodes} nodes: {exc} (make the network larger with {size}, or the task "
+                          f"smaller, e.g. task.n_inputs / task.n_outputs)") from None
     lo, hi = config.network.g_init
     g0 = np.random.default_rng(seed + 1).uniform(lo, hi, net.n_edges)
     rule = build_rule(config.rule, loss=task.loss, seed=seed)
@@ -207,9 +261,21 @@ def setup(config: TrainConfig):
     return net, task, circuit, g0, rule, mask
 
 
-def train(config: TrainConfig | dict, callback: Callable[[int, dict], None] | None = None):
+def config_fingerprint(config: TrainConfig) -> str:
+    """SHA-256 (16 hex digits) of the config's canonical JSON, ``checkpoint_every`` left out."""
+    import hashlib
+    import json
+
+    data = {k: v for k, v in config.to_dict().items() if k != "checkpoint_every"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def train(config: TrainConfig | dict, callback: Callable[[int, dict], None] | None = None,
+          checkpoint_dir=None, resume: bool = False):
     """Build and train; return ``(metrics, FitResult, parts)`` with ``parts`` holding the
-    network, task, circuit and tunable mask (see :func:`run_training` for ``metrics``)."""
+    network, task, circuit and tunable mask (see :func:`run_training` for ``metrics``).
+    ``checkpoint_dir``: checkpoints every ``config.checkpoint_interval()`` epochs, fingerprinted
+    with the config (:func:`config_fingerprint`); ``resume``: continue from them."""
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     net, task, circuit, g0, rule, mask = setup(config)
@@ -218,7 +284,9 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict], None] | No
     cons = build_constraints(config.constraints, seed=config.seed)
     res = fit(task, circuit, rule, g0, config.epochs, optimizer, schedule=schedule, constraints=cons,
               mask=mask, batch_size=config.batch_size, seed=config.seed,
-              parametrization=config.parametrization, eval_every=config.eval_every, callback=callback)
+              parametrization=config.parametrization, eval_every=config.eval_every, callback=callback,
+              checkpoint_dir=checkpoint_dir, checkpoint_every=config.checkpoint_interval(), resume=resume,
+              fingerprint={"config": config_fingerprint(config)})
     final = res.history[-1]
     metrics = {
         "name": config.name, "task": config.task.name, "rule": config.rule.name,
@@ -232,13 +300,16 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict], None] | No
     return metrics, res, {"network": net, "task": task, "circuit": circuit, "mask": mask, "config": config}
 
 
-def run_training(config: TrainConfig | dict, out_dir: Path | None = None, progress: bool = False) -> dict:
+def run_training(config: TrainConfig | dict, out_dir: Path | None = None, progress: bool = False,
+                 resume: bool = False, checkpoint: bool | None = None) -> dict:
     """Run one training described by ``config``; return a flat dict of final metrics.
 
     Keys: ``name, task, rule, network, n_nodes, n_edges, n_tunable, epochs, seed,
     train_loss, test_loss`` (+ ``train_accuracy, test_accuracy`` for classification),
     ``initial_train_loss, loss_reduction`` (initial / final train loss), ``wall_time`` (s).
-    With ``out_dir``: history, conductances, metrics and figures are written there.
+    With ``out_dir``: history, conductances, metrics and figures are written there, and
+    (``checkpoint``, default on with ``out_dir``) checkpoints go to ``out_dir/checkpoint``
+    every ``config.checkpoint_interval()`` epochs; ``resume=True`` continues from them.
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -252,8 +323,11 @@ def run_training(config: TrainConfig | dict, out_dir: Path | None = None, progre
 
         def cb(epoch, row):
             bar.update(tid, completed=epoch, description=f"{config.name} loss={row['train_loss']:.3g}")
+    if checkpoint is None:
+        checkpoint = out_dir is not None
+    ckpt = Path(out_dir) / CHECKPOINT_SUBDIR if (checkpoint and out_dir is not None) else None
     try:
-        metrics, res, parts = train(config, callback=cb)
+        metrics, res, parts = train(config, callback=cb, checkpoint_dir=ckpt, resume=resume)
     finally:
         if bar is not None:
             bar.stop()
