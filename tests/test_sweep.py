@@ -414,7 +414,7 @@ optimizer = { name = "adam", lr = 0.05 }
 set = { "rule.name" = "analytical" }
 [variants.rule.ep]
 set = { "rule.name" = "ep", "rule.variant" = "centered" }
-grid = { "rule.beta" = [0.1] }
+grid = { "rule.beta" = [0.2] }
 
 [report]
 metrics = ["train_loss"]
@@ -428,7 +428,7 @@ def test_real_training_runs(tmp_path, client):
     runs = expand(spec)  # validated and normalized by TrainConfig
     assert len(runs) == 4 and all(r.config["epochs"] == 4 for r in runs)
     # normalized: values equal to the schema defaults are left out (rule "analytical")
-    ep = {"name": "ep", "beta": 0.1, "variant": "centered"}
+    ep = {"name": "ep", "beta": 0.2, "variant": "centered"}
     assert [r.config.get("rule") for r in runs] == [None, None, ep, ep]
     assert all(r.config["task"] == {"name": "teacher_student", "n_train": 16, "n_test": 16}
                for r in runs)
@@ -465,7 +465,9 @@ def test_cli_entry_point_runs_and_resumes(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "2 runs, 0 already done, 2 ok, 0 failed" in first.stderr
     assert len(list((out / "runs").glob("*.json"))) == 2 and (out / "report.md").exists()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert refused.returncode == 3 and "--resume" in refused.stderr  # never overwritten silently
+    again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=120, env=env)
     assert again.returncode == 0 and "2 runs, 2 already done, 0 ok" in again.stderr
     from typer.testing import CliRunner
 
@@ -520,10 +522,10 @@ x = [1, 2, 3]
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert "rerun the same command to resume" in err
+    assert f"rerun with --out {out} --resume" in err and "Traceback" not in err
     kept = {p.name: p.read_bytes() for p in out.glob("runs/*.json")}
     assert 3 <= len(kept) < 12
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert f"12 runs, {len(kept)} already done, {12 - len(kept)} ok, 0 failed" in again.stderr
     for name, content in kept.items():
@@ -569,3 +571,157 @@ def test_run_that_kills_its_worker_is_recorded_failed(tmp_path):
             assert rec["status"] == "ok"
     assert len(list((tmp_path / "out" / "runs").glob("*.json"))) == 6
     assert "1 failed" in (tmp_path / "out" / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------- output safety
+
+
+def test_untrusted_run_records_execute_again(tmp_path, client):
+    spec = SweepSpec.from_dict(spec_dict(tmp_path))
+    out = tmp_path / "out"
+    first = run_sweep(spec, out, client=client, runner=toy_runner, progress=False, report=False)
+    assert first.n_ok == 6 and (out / "complete.json").is_file()
+    rids = sorted(first.records)
+    keep = {rid: (out / "runs" / f"{rid}.json").read_bytes() for rid in rids[3:]}
+    # a bare "ok" without metrics, a record whose config does not hash to its id, a
+    # record of another run and an unknown status are not trusted: those runs execute again
+    (out / "runs" / f"{rids[0]}.json").write_text(json.dumps({"run_id": rids[0], "status": "ok"}))
+    forged = {**first.records[rids[1]], "config": {**first.records[rids[1]]["config"], "x": 99.0}}
+    (out / "runs" / f"{rids[1]}.json").write_text(json.dumps(forged))
+    (out / "runs" / f"{rids[2]}.json").write_text(json.dumps({**first.records[rids[3]]}))
+    second = run_sweep(spec, out, client=client, runner=toy_runner, progress=False, report=False)
+    assert second.n_submitted == 3 and second.n_ok == 3 and second.n_skipped == 3
+    for rid in rids[:3]:
+        rec = json.loads((out / "runs" / f"{rid}.json").read_text())
+        assert rec["status"] == "ok" and rec["metrics"]["loss"] == 10 * rec["labels"]["x"] + rec["labels"]["seed"]
+    for rid, content in keep.items():
+        assert (out / "runs" / f"{rid}.json").read_bytes() == content
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 6 and table["loss"].notna().all()
+
+
+def test_sweep_output_directory_refusal_lock_and_defaults(tmp_path, client, monkeypatch):
+    from kirchnet.experiments import io
+
+    spec = SweepSpec.from_dict(spec_dict(tmp_path))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "report.md").write_text("someone else's report")
+    # resume=False: an existing non-empty directory is refused, untouched
+    with pytest.raises(io.OutputExistsError, match="--force"):
+        run_sweep(spec, other, client=client, runner=toy_runner, progress=False, resume=False)
+    # resume=True into a directory that holds no (or another) sweep: refused too
+    with pytest.raises(io.OutputExistsError, match="not sweep 'toy'"):
+        run_sweep(spec, other, client=client, runner=toy_runner, progress=False)
+    assert sorted(p.name for p in other.iterdir()) == ["report.md"]
+    assert (other / "report.md").read_text() == "someone else's report"
+    # a second sweep on a directory in use fails at once, naming the holder
+    out = tmp_path / "out"
+    with io.open_output_dir(out, command="kirchnet sweep first.toml"):
+        t = time.perf_counter()
+        with pytest.raises(io.OutputLockedError, match="kirchnet sweep first.toml"):
+            run_sweep(spec, out, client=client, runner=toy_runner, progress=False)
+        assert time.perf_counter() - t < 5
+    # default directories: results/sweep-<file name>-<timestamp>, never shared
+    monkeypatch.chdir(tmp_path)
+    path = write_toml(tmp_path / "grid.toml", "[sweep]\nseeds = [0]\n[base]\nx = 1.0\nseed = 0\n")
+    a = run_sweep(load_sweep(path), client=client, runner=toy_runner, progress=False, report=False)
+    b = run_sweep(load_sweep(path), client=client, runner=toy_runner, progress=False, report=False)
+    assert a.out_dir != b.out_dir and a.out_dir.parent == b.out_dir.parent == Path("results")
+    assert a.out_dir.name.startswith("sweep-grid-") and b.n_skipped == 0
+    assert (a.out_dir / "complete.json").is_file() and (b.out_dir / "complete.json").is_file()
+
+
+@pytest.mark.slow
+def test_hung_run_times_out_and_the_sweep_goes_on(tmp_path):
+    """A run that never returns is stopped after run_timeout: recorded failed with reason
+    'timeout', its worker restarted; every other run finishes; bounded in time."""
+    from distributed import Client, LocalCluster
+
+    spec = SweepSpec.from_dict({
+        "sweep": {"name": "hang", "seeds": [0, 1]},
+        "base": {"x": 0.0, "seed": 0, "sleep": 0.1},
+        "grid": {"x": [1.0, 2.0, 3.0]},
+        "variants": {"hang": {"yes": {"set": {"hang_at": 2.0}}}},
+    })
+    lines = []
+    with dask.config.set(LOCAL_DASK_CONFIG):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=50)
+    t0 = time.perf_counter()
+    with cluster, Client(cluster) as c:
+        res = run_sweep(spec, tmp_path / "out", client=c, runner=hanging_runner, progress=False,
+                        run_timeout=2.0, on_failure=lines.append)
+    wall = time.perf_counter() - t0
+    assert wall < 45, wall
+    assert res.n_ok == 5 and res.n_failed == 1 and res.n_missing == 0
+    for rec in res.records.values():
+        if rec["labels"]["x"] == 2.0 and rec["labels"]["seed"] == 0:
+            assert rec["status"] == "failed" and rec["reason"] == "timeout" and "2 s" in rec["error"]
+        else:
+            assert rec["status"] == "ok"
+    assert len(lines) == 1 and "timeout" in lines[0] and "x=2.0, seed=0" in lines[0]
+    assert (tmp_path / "out" / "complete.json").is_file()  # every run has a result
+
+
+def hanging_runner(config: dict, out_dir=None) -> dict:
+    if config["x"] == config.get("hang_at") and config["seed"] == 0:
+        time.sleep(1000)  # a frozen run
+    return toy_runner(config, out_dir)
+
+
+def test_default_run_timeout_comes_from_the_finished_runs():
+    from kirchnet.sweep import default_run_timeout
+
+    assert default_run_timeout([]) == 600.0
+    assert default_run_timeout([0.1, 0.5, None]) == 60.0
+    assert default_run_timeout([4.0, 10.0]) == 200.0
+
+
+HANG_RUNNER = """
+import os, time
+def run(config, out_dir=None):
+    if config["x"] == 2:
+        raise ValueError("x = 2 is not allowed")
+    if config["x"] == 3:
+        time.sleep(1000)
+    return {"loss": config["x"] + config["seed"]}
+"""
+
+
+@pytest.mark.slow
+def test_cli_failures_and_timeouts_give_one_clean_line_each(tmp_path):
+    """The real command: a run that raises and a run that hangs end as failed (exit 1), one
+    console line each, no Dask log lines or tracebacks; the details are in the run records."""
+    import subprocess
+
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "hangrun.py").write_text(HANG_RUNNER)
+    sweep_file = write_toml(tmp_path / "hang.toml", """
+[sweep]
+name = "hang"
+seeds = [0]
+runner = "hangrun:run"
+[base]
+x = 0
+seed = 0
+[grid]
+x = [1, 2, 3]
+""")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "mod"), "PYTHONWARNINGS": "ignore"}
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "kirchnet", "sweep", str(sweep_file), "--out", str(out),
+                        "--workers", "1", "--no-progress", "--run-timeout", "3"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert time.perf_counter() - t0 < 60
+    assert r.returncode == 1, r.stderr
+    failed = [line for line in r.stderr.splitlines() if " failed (" in line]
+    assert len(failed) == 2, r.stderr
+    assert any("ValueError: x = 2 is not allowed" in line for line in failed)
+    assert any("timeout" in line for line in failed)
+    assert "Traceback" not in r.stderr and "distributed." not in r.stderr, r.stderr
+    assert "3 runs, 0 already done, 1 ok, 2 failed" in r.stderr
+    records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    by_x = {rec["labels"]["x"]: rec for rec in records}
+    assert "raise ValueError" in by_x[2]["traceback"] and by_x[3]["reason"] == "timeout"

@@ -14,8 +14,14 @@ sample std across seeds) and ``report.md`` with figures are rebuilt from those f
 
 Fault tolerance:
 
-- resume: a run whose ``runs/<run_id>.json`` says ``"ok"`` is never executed again
-  (``"failed"`` ones are, unless ``rerun_failed=False``);
+- resume: a run whose ``runs/<run_id>.json`` is trusted (valid against the record schema:
+  status ``"ok"`` with metrics, or ``"failed"`` with an error; its config hashes to its run
+  id) and says ``"ok"`` is never executed again (``"failed"`` ones are, unless
+  ``rerun_failed=False``; untrusted ones always are);
+- output directory: locked for the whole sweep (a second sweep on it fails at once);
+  ``complete.json`` is written when every run has a result;
+- a run still running after ``run_timeout`` seconds is recorded as failed with reason
+  ``"timeout"``; its worker process is killed (the nanny restarts it) and the sweep goes on;
 - a worker killed mid-run: the scheduler re-runs the lost run on another worker, and
   results the dead worker held are recomputed; a run whose workers keep dying (more than
   ``distributed.scheduler.allowed-failures`` times, on two fresh submissions) is
@@ -57,7 +63,7 @@ Run order: variants axes, then grid axes, then seeds (the innermost).
 """
 
 from .cli import register
-from .execute import DEFAULT_RUNNER, RunFailed, SweepResult, run_sweep, train_runner
+from .execute import DEFAULT_RUNNER, RunFailed, SweepResult, default_run_timeout, run_sweep, train_runner
 from .report import summarize, write_report
 from .spec import (
     RunSpec,
@@ -68,10 +74,11 @@ from .spec import (
     load_sweep,
     run_id_of,
 )
-from .store import build_table, load_records
+from .store import build_table, load_records, record_problem
 
 __all__ = [
     "SweepError", "SweepSpecError", "RunFailed", "SweepSpec", "RunSpec", "SweepResult",
     "load_sweep", "expand", "run_sweep", "load_records", "build_table", "summarize",
-    "write_report", "train_runner", "run_id_of", "register", "DEFAULT_RUNNER",
+    "write_report", "train_runner", "run_id_of", "register", "DEFAULT_RUNNER", "default_run_timeout",
+    "record_problem",
 ]

@@ -6,8 +6,10 @@ import contextlib
 import importlib
 import logging
 import math
+import json
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -25,12 +27,13 @@ from .spec import (
     SweepSpec,
     SweepSpecError,
     _error_text,
+    _label_text,
     expand,
     load_sweep,
 )
-from .store import _atomic_write_json, _iso, _write_tables, build_table, load_records
+from .store import _atomic_write_json, _iso, _write_tables, build_table, trusted_records
 
-__all__ = ["RunFailed", "SweepResult", "run_sweep", "train_runner"]
+__all__ = ["RunFailed", "SweepResult", "run_sweep", "train_runner", "default_run_timeout"]
 
 DEFAULT_RUNNER = "kirchnet.sweep:train_runner"
 EVENT_TOPIC = "kirchnet-sweep"
@@ -66,7 +69,8 @@ def train_runner(config: dict, out_dir: str | None = None) -> dict:
     from ..experiments.run import run_training
 
     cfg = TrainConfig.from_dict(config, source="run config")
-    return run_training(cfg, out_dir=None if out_dir is None else Path(out_dir), progress=False)
+    return run_training(cfg, out_dir=None if out_dir is None else Path(out_dir), progress=False,
+                        checkpoint=False)
 
 
 def _resolve_runner(runner: str | Callable) -> Callable:
@@ -123,7 +127,8 @@ def _execute_run(runner: str | Callable, run_id: str, config: dict,
                  artifacts: str | None) -> dict:
     """Worker side of one run: call the runner, return a result record or raise RunFailed."""
     started = time.time()
-    _emit({"event": "start", "run_id": run_id, "pid": os.getpid(), "t": started})
+    _emit({"event": "start", "run_id": run_id, "pid": os.getpid(), "t": started,
+           "host": socket.gethostname(), "worker": _worker_address()})
     tmp = None
     try:
         fn = _resolve_runner(runner)
@@ -190,6 +195,7 @@ class _Tracker:
         self.lock = threading.Lock()
         self.started: dict[str, int] = {}  # start events per run (> 1: restarted)
         self.last: dict[str, str] = {}  # last worker event per run: start, end or error
+        self.starts: dict[str, dict] = {}  # latest start event per run (+ client receipt time)
         self.done: set[str] = set()
         self.ok = self.failed = 0
         self.callback: Callable[[], None] | None = None
@@ -203,6 +209,7 @@ class _Tracker:
             self.last[rid] = msg.get("event")
             if msg.get("event") == "start":
                 self.started[rid] = self.started.get(rid, 0) + 1
+                self.starts[rid] = {**msg, "t_client": time.monotonic()}
         if self.callback:
             self.callback()
 
@@ -213,6 +220,12 @@ class _Tracker:
                 self.ok += 1
             else:
                 self.failed += 1
+
+    def running_starts(self) -> list[tuple[str, dict]]:
+        """``(run_id, start event)`` of the runs running now (started, not ended or done)."""
+        with self.lock:
+            return [(rid, self.starts[rid]) for rid, ev in self.last.items()
+                    if ev == "start" and rid not in self.done and rid in self.starts]
 
     @property
     def running(self) -> int:
@@ -251,7 +264,7 @@ def _client(scheduler: str | None, workers: int | None, client, n_tasks: int):
     n = workers or max(1, min(os.cpu_count() or 1, n_tasks))
     with dask.config.set(LOCAL_DASK_CONFIG):  # read when the scheduler starts
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=logging.CRITICAL)
     try:
         with Client(cluster) as c:
             yield c, f"LocalCluster, {n} worker process(es)"
@@ -268,24 +281,73 @@ def _make_progress(enabled: bool):
                     TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), transient=False)
 
 
+#: --run-timeout default: a run may take this many times the slowest finished run ...
+TIMEOUT_FACTOR = 20.0
+#: ... but never less than this (s); before any run has finished the limit is DEFAULT_FIRST_TIMEOUT_S
+MIN_TIMEOUT_S = 60.0
+DEFAULT_FIRST_TIMEOUT_S = 600.0
+
+
+def default_run_timeout(wall_times) -> float:
+    """The default per-run timeout from the grid's own runs: ``max(60 s, 20 x the slowest
+    finished run)`` (finished runs of this and earlier invocations), ``600 s`` while none
+    has finished."""
+    walls = [float(w) for w in wall_times if isinstance(w, (int, float)) and math.isfinite(w)]
+    if not walls:
+        return DEFAULT_FIRST_TIMEOUT_S
+    return max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * max(walls))
+
+
+def _take_out_dir(out_dir, spec: SweepSpec, force: bool, resume: bool):
+    """Lock the output directory; with ``resume`` an existing one must hold this sweep."""
+    from ..experiments.io import LOCK_NAME, OutputExistsError, open_output_dir
+
+    if out_dir is None:
+        return open_output_dir(None, base="results", prefix=spec.default_out_prefix(), command=None)
+    out = Path(out_dir)
+    if resume and not force and out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
+        meta = out / "sweep.json"
+        try:
+            name = json.loads(meta.read_text(encoding="utf-8")).get("name")
+        except (OSError, ValueError, AttributeError):
+            name = None
+        if name != spec.sweep.name:
+            what = "holds no sweep (no readable sweep.json)" if name is None else f"holds sweep {name!r}"
+            raise OutputExistsError(f"output directory {out} {what}, not sweep {spec.sweep.name!r}: "
+                                    f"choose another --out, or pass --force to write into it")
+    return open_output_dir(out, force=force, resume=resume, resume_hint=True)
+
+
 def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
               scheduler: str | None = None, workers: int | None = None, client=None,
               runner: str | Callable | None = None, validate: Callable | bool | None = None,
               retries: int | None = None, max_runs: int | None = None, rerun_failed: bool = True,
               progress: bool = True, report: bool = True, table_interval_s: float = 2.0,
-              worker_loss_resubmits: int = 1,
+              worker_loss_resubmits: int = 1, run_timeout: float | None = None,
+              resume: bool = True, force: bool = False,
+              on_failure: Callable[[str], None] | None = None,
               on_result: Callable[[dict], bool | None] | None = None) -> SweepResult:
     """Execute every run of the sweep that has no result yet; persist, tabulate, report.
 
-    ``out_dir`` defaults to ``results/sweep-<name>``; rerunning with the same directory
-    resumes (finished runs are skipped; failed ones are executed again unless
-    ``rerun_failed=False``). Cluster: ``client`` (an existing ``distributed.Client``),
+    ``out_dir`` defaults to a new ``results/sweep-<file name>-<timestamp>``; with
+    ``resume`` (the default here; ``kirchnet sweep --resume``) an existing directory of the
+    same sweep is continued: runs with a trusted record (:func:`~kirchnet.sweep.store.record_problem`:
+    schema valid, config hash equal to the run id) are skipped, failed ones are executed
+    again unless ``rerun_failed=False``, damaged or foreign records are executed again.
+    ``resume=False`` refuses a non-empty directory (:class:`~kirchnet.experiments.io.OutputExistsError`)
+    unless ``force``. The directory is locked for the whole sweep (a second sweep on it fails
+    at once) and ``complete.json`` is written when every run has a result.
+    Cluster: ``client`` (an existing ``distributed.Client``),
     else ``scheduler`` (``tcp://HOST:PORT``), else a ``LocalCluster`` of ``workers``
     single-threaded processes (default: one per core). ``runner`` (callable or
     ``"module:function"``, signature ``runner(config: dict, out_dir: str | None) ->
     dict``) overrides the file's; ``validate`` defaults to TrainConfig validation for
     the default runner and to none for a custom one. ``max_runs`` executes at most
-    that many pending runs. ``on_result(record)`` is called after each run is
+    that many pending runs. ``run_timeout`` (s): a run still running after it is
+    recorded as failed with reason ``"timeout"``, its future cancelled and its worker
+    process killed (the nanny starts a fresh one) so the sweep goes on; ``None``:
+    :func:`default_run_timeout`; ``0``: no limit. ``on_failure(line)`` gets one line per
+    failed run (the details are in its record). ``on_result(record)`` is called after each run is
     persisted; returning ``False`` stops the sweep (pending runs are cancelled). A
     ``KeyboardInterrupt`` also stops it cleanly (tables and report are still written)
     and is re-raised. A run whose workers died ``allowed-failures + 1`` times (Dask's
@@ -308,19 +370,64 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
                              "with an existing scheduler or client")
     if max_runs is not None and max_runs < 0:
         raise SweepSpecError(f"max_runs must be >= 0, got {max_runs}")
+    if run_timeout is not None and not (run_timeout >= 0 and math.isfinite(run_timeout)):
+        raise SweepSpecError(f"run_timeout must be a finite number of seconds >= 0 (0: no limit), "
+                             f"got {run_timeout}")
     if isinstance(runner, str) and scheduler is None and client is None:
         _resolve_runner(runner)  # fail fast (local workers share this environment)
     runs = expand(spec, validate=validate)
-    out = Path(out_dir) if out_dir is not None else Path("results") / f"sweep-{spec.sweep.name}"
-    if out.exists() and not out.is_dir():
-        raise SweepError(f"output path {out} exists and is not a directory")
+    handle = _take_out_dir(out_dir, spec, force, resume)
+    try:
+        res = _run_in(handle.path, spec, runs, scheduler=scheduler, workers=workers, client=client,
+                      runner=runner, retries=retries, max_runs=max_runs, rerun_failed=rerun_failed,
+                      progress=progress, report=report, table_interval_s=table_interval_s,
+                      worker_loss_resubmits=worker_loss_resubmits, run_timeout=run_timeout,
+                      on_failure=on_failure, on_result=on_result)
+        if not res.interrupted and res.n_missing == 0:
+            handle.complete(sweep=spec.sweep.name, n_runs=res.n_runs,
+                            n_ok=sum(r.get("status") == "ok" for r in res.records.values()),
+                            n_failed=sum(r.get("status") == "failed" for r in res.records.values()))
+        return res
+    finally:
+        handle.release()
+
+
+def _failure_line(rec: dict) -> str:
+    error = (rec.get("error") or "").strip().splitlines()
+    return (f"run {rec['run_id']} failed ({_label_text(rec.get('labels', {})) or 'base'}): "
+            f"{error[0][:200] if error else 'unknown error'}")
+
+
+def _stop_worker(c, start: dict) -> None:
+    """Kill the worker process that runs a hung run (its nanny starts a fresh one)."""
+    pid, host, addr = start.get("pid"), start.get("host"), start.get("worker")
+    if pid and host == socket.gethostname():
+        with contextlib.suppress(OSError):
+            os.kill(int(pid), signal.SIGKILL)
+        return
+    if addr:  # a remote worker: from its own event loop (the task thread is busy)
+        with contextlib.suppress(Exception):
+            c.run(_hard_exit, workers=[addr], wait=False)
+
+
+def _hard_exit() -> None:  # pragma: no cover - runs on a remote worker
+    os._exit(1)
+
+
+def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retries, max_runs,
+            rerun_failed, progress, report, table_interval_s, worker_loss_resubmits, run_timeout,
+            on_failure, on_result) -> SweepResult:
     (out / "runs").mkdir(parents=True, exist_ok=True)
     _atomic_write_json(out / "sweep.json", {
         "name": spec.sweep.name, "axes": spec.axis_names(),
         "spec": spec.model_dump(mode="json"),
         "runs": [{"run_id": r.run_id, "labels": r.labels} for r in runs]})
 
-    records = load_records(out, [r.run_id for r in runs])
+    records, rejected = trusted_records(out, runs)
+    if rejected:
+        logging.getLogger(__name__).warning(
+            "%d run record(s) in %s cannot be trusted and run again (e.g. %s: %s)", len(rejected),
+            out / "runs", *next(iter(rejected.items())))
     done_status = ("ok",) if rerun_failed else ("ok", "failed")
     todo = [r for r in runs if records.get(r.run_id, {}).get("status") not in done_status]
     n_skipped = len(runs) - len(todo)
@@ -330,6 +437,17 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
     tracker = _Tracker()
     interrupted = False
     info: dict[str, Any] = {}
+    walls = [rec.get("wall_s") for rec in records.values() if rec.get("status") == "ok"]
+
+    def limit() -> float:
+        return default_run_timeout(walls) if run_timeout is None else float(run_timeout)
+
+    def failed_line(rec: dict) -> None:
+        line = _failure_line(rec)
+        if on_failure is not None:
+            on_failure(line)
+        else:
+            logging.getLogger(__name__).warning("%s", line)
 
     if todo:
         with _client(scheduler, workers, client, len(todo)) as (c, where), _make_progress(progress) as bar:
@@ -344,10 +462,15 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
 
                 tracker.callback = refresh
                 refresh()
+                if on_failure is None:
+                    def on_failure(line):  # noqa: F811 - above the progress bar
+                        bar.console.print(line, highlight=False, markup=False, soft_wrap=True)
             with contextlib.suppress(Exception):
                 c.subscribe_topic(EVENT_TOPIC, tracker.on_event)
             by_key = {}
+            current: dict[str, Any] = {}  # run id -> its latest future
             resubmitted: dict[str, int] = {}
+            timed_out: dict[str, float] = {}  # run id -> the limit it exceeded
 
             def submit(r: RunSpec):
                 art = str((out / "runs" / r.run_id).resolve()) if spec.sweep.save_artifacts else None
@@ -355,9 +478,30 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
                                key=f"kirchnet-run-{r.run_id}-{uuid.uuid4().hex[:8]}", pure=False,
                                retries=retries)
                 by_key[fut.key] = (fut, r)
+                current[r.run_id] = fut
                 return fut
 
             futures = [submit(r) for r in todo]
+            stop_watch = threading.Event()
+
+            def watchdog():  # per-run timeout: cancel the run, kill its worker
+                while not stop_watch.wait(0.2):
+                    lim = limit()
+                    if lim <= 0:
+                        continue
+                    for rid, start in tracker.running_starts():
+                        if rid in timed_out or time.monotonic() - start["t_client"] <= lim:
+                            continue
+                        fut = current.get(rid)
+                        if fut is None or fut.done():
+                            continue
+                        timed_out[rid] = lim
+                        with contextlib.suppress(Exception):
+                            c.cancel([fut])
+                        _stop_worker(c, start)
+
+            watch = threading.Thread(target=watchdog, name="kirchnet-sweep-timeout", daemon=True)
+            watch.start()
             last_table = time.perf_counter()
             from distributed import as_completed
 
@@ -366,7 +510,7 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
                 pending = as_completed(futures)
                 for fut in pending:
                     _, r = by_key[fut.key]
-                    if (_killed_worker(fut) and
+                    if (_killed_worker(fut) and r.run_id not in timed_out and
                             resubmitted.get(r.run_id, 0) < worker_loss_resubmits):
                         # dask gave up after allowed-failures worker deaths while the run was
                         # assigned; one of them may not have been its fault: a fresh try
@@ -380,12 +524,19 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
                         # recomputes it, and it comes back here when done
                         pending.add(fut)
                         continue
-                    rec = _collect(fut, r)
+                    if r.run_id in timed_out and fut.status != "finished":
+                        rec = _timeout_record(r, timed_out[r.run_id])
+                    else:
+                        rec = _collect(fut, r)
                     if rec is None:  # cancelled or lost connection: no result, resume reruns it
                         continue
                     _atomic_write_json(out / "runs" / f"{r.run_id}.json", rec)
                     records[r.run_id] = rec
                     tracker.finish(r.run_id, rec["status"] == "ok")
+                    if rec["status"] == "ok":
+                        walls.append(rec.get("wall_s"))
+                    else:
+                        failed_line(rec)
                     if bar is not None:
                         bar.advance(task)
                         tracker.callback()
@@ -398,6 +549,7 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
                         break
                 clean = True
             finally:
+                stop_watch.set()
                 if not clean:  # KeyboardInterrupt or a lost scheduler: stop what is left
                     interrupted = True
                 if interrupted:
@@ -422,6 +574,16 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | 
                        n_ok=tracker.ok, n_failed=tracker.failed, wall_s=wall,
                        interrupted=interrupted, report=(out / "report.md") if report else None,
                        records=in_grid)
+
+
+def _timeout_record(run: RunSpec, limit: float) -> dict:
+    from .. import __version__
+
+    return {"run_id": run.run_id, "labels": run.labels, "config": run.config,
+            "kirchnet_version": __version__, "status": "failed", "reason": "timeout",
+            "error": f"timeout: still running after {limit:g} s (--run-timeout); the run was "
+                     f"stopped and its worker restarted",
+            "traceback": "", "metrics": {}, "finished_at": _iso(time.time())}
 
 
 def _invocation_info(n_submitted, tracker, n_skipped, wall, interrupted) -> dict:

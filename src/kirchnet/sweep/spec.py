@@ -141,6 +141,8 @@ class SweepSpec(_Strict):
     report: ReportSection = Field(default_factory=ReportSection)
     #: directory relative paths (base_config) are resolved against; not part of the file
     _source_dir: str | None = PrivateAttr(None)
+    #: the sweep file's name without suffix (default output names); not part of the file
+    _source_stem: str | None = PrivateAttr(None)
 
     @field_validator("variants")
     @classmethod
@@ -177,14 +179,15 @@ class SweepSpec(_Strict):
     def from_toml(cls, path: str | os.PathLike) -> SweepSpec:
         """Read and validate a sweep file."""
         path = Path(path)
-        try:
-            with path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise SweepSpecError(f"sweep file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SweepSpecError(f"sweep file {path} is not valid TOML: {exc}") from None
-        return cls.from_dict(data, source=str(path), source_dir=path.resolve().parent)
+        data = _read_toml(path, "sweep file")
+        spec = cls.from_dict(data, source=str(path), source_dir=path.resolve().parent)
+        spec._source_stem = path.stem
+        return spec
+
+    def default_out_prefix(self) -> str:
+        """``sweep-<file name>`` (or ``sweep-<name>`` without a file): the prefix of the
+        default, timestamped output directory."""
+        return f"sweep-{self._source_stem or self.sweep.name}"
 
     def base_config(self) -> dict[str, Any]:
         """The base run config: ``base_config`` file (if any) patched with ``[base]``."""
@@ -193,13 +196,7 @@ class SweepSpec(_Strict):
             p = Path(self.sweep.base_config)
             if not p.is_absolute() and self._source_dir:
                 p = Path(self._source_dir) / p
-            try:
-                with p.open("rb") as fh:
-                    cfg = tomllib.load(fh)
-            except FileNotFoundError:
-                raise SweepSpecError(f"[sweep] base_config: file not found: {p}") from None
-            except tomllib.TOMLDecodeError as exc:
-                raise SweepSpecError(f"[sweep] base_config {p} is not valid TOML: {exc}") from None
+            cfg = _read_toml(p, "[sweep] base_config")
         return _apply_patch(cfg, self.base)
 
     def axis_names(self) -> list[str]:
@@ -212,6 +209,25 @@ class SweepSpec(_Strict):
         if self.sweep.seed_values() is not None:
             names.append("seed")
         return names
+
+
+def _read_toml(path: Path, what: str) -> dict:
+    """Parse a TOML file; every problem (missing, a directory, not UTF-8, unreadable, bad
+    TOML) is a :class:`SweepSpecError` naming the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SweepSpecError(f"{what}: file not found: {path}") from None
+    except IsADirectoryError:
+        raise SweepSpecError(f"{what} {path} is a directory; give the path of a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise SweepSpecError(f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                             f"save it as UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepSpecError(f"{what} {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SweepSpecError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
 
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:

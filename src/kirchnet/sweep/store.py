@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments.io import write_bytes, write_text
-from .spec import _RESERVED_COLUMNS, _canonical_json
+from .spec import _RESERVED_COLUMNS, _canonical_json, run_id_of
 
-__all__ = ["load_records", "build_table"]
+__all__ = ["load_records", "build_table", "record_problem", "trusted_records"]
 
 
 # --------------------------------------------------------------------------- persistence
@@ -31,12 +31,59 @@ def load_records(out_dir: str | os.PathLike, run_ids: Sequence[str] | None = Non
     paths = (runs / f"{r}.json" for r in run_ids) if run_ids is not None else runs.glob("*.json")
     for p in paths:
         try:
-            rec = json.loads(p.read_text())
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            rec = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON
             continue
         if isinstance(rec, dict) and rec.get("run_id") == p.stem:
             records[p.stem] = rec
     return records
+
+
+def record_problem(rec: Any, run) -> str | None:
+    """Why a run record cannot be trusted for ``run`` (a :class:`~kirchnet.sweep.RunSpec`),
+    or None when it can: it must be a JSON object with this run's id, the status ``ok``
+    (with a non-empty ``metrics`` table) or ``failed`` (with an ``error`` text), and a
+    ``config`` whose hash is the run id and equals the run's config."""
+    if not isinstance(rec, Mapping):
+        return "not a JSON object"
+    if rec.get("run_id") != run.run_id:
+        return f"run_id {rec.get('run_id')!r} is not {run.run_id!r}"
+    status = rec.get("status")
+    if status == "ok":
+        metrics = rec.get("metrics")
+        if not isinstance(metrics, Mapping) or not metrics:
+            return "status 'ok' without metrics"
+    elif status == "failed":
+        if not isinstance(rec.get("error"), str):
+            return "status 'failed' without an error"
+    else:
+        return f"unknown status {status!r}"
+    config = rec.get("config")
+    if not isinstance(config, Mapping):
+        return "no config"
+    try:
+        rid = run_id_of(config)
+    except (TypeError, ValueError):
+        return "config is not canonical JSON"
+    if rid != run.run_id or _canonical_json(config) != _canonical_json(run.config):
+        return f"config hash {rid} does not match the run id"
+    return None
+
+
+def trusted_records(out_dir, runs) -> tuple[dict[str, dict], dict[str, str]]:
+    """``(trusted, rejected)``: the records of ``runs`` in ``OUT/runs/`` that validate
+    (:func:`record_problem`), and for the others that exist, why they were rejected
+    (those runs execute again)."""
+    records = load_records(out_dir, [r.run_id for r in runs])
+    trusted, rejected = {}, {}
+    for r in runs:
+        if r.run_id in records:
+            problem = record_problem(records[r.run_id], r)
+            if problem is None:
+                trusted[r.run_id] = records[r.run_id]
+            else:
+                rejected[r.run_id] = problem
+    return trusted, rejected
 
 
 def build_table(records: Mapping[str, dict] | Sequence[dict], axes: Sequence[str] | None = None):
