@@ -334,3 +334,74 @@ def rel_err(actual, expected) -> float:
     actual = np.asarray(actual, dtype=float)
     expected = np.asarray(expected, dtype=float)
     return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
+
+
+# ------------------------------------------------------------- exact reference
+def exact_potentials(network: Network, g, ground: int, inputs: list, x, clamped=(), clamp=None,
+                     currents=None) -> np.ndarray:
+    """Node potentials (b, n) in exact rational arithmetic (:class:`fractions.Fraction`).
+
+    Every float64 conductance and input is converted exactly, ``L_FF u_F = rhs_F`` is
+    assembled from the edge list and solved by Gaussian elimination without rounding, so
+    the result (rounded once to float64) is the true solution of the float64 data at any
+    conductance ratio. Small circuits only (O(n^3) fraction operations per sample).
+    """
+    from fractions import Fraction
+
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    b, n = x.shape[0], network.n_nodes
+    clamp = np.zeros((b, len(clamped))) if clamp is None else np.atleast_2d(clamp)
+    gF = [Fraction(float(v)) for v in g]
+    out = np.zeros((b, n))
+    for s in range(b):
+        fixed = {int(ground): Fraction(0)}
+        src = {}
+        for j, item in enumerate(inputs):
+            if isinstance(item, Edge):
+                src[int(item.index)] = Fraction(float(x[s, j]))
+            else:
+                fixed[int(item)] = Fraction(float(x[s, j]))
+        for j, v in enumerate(clamped):
+            fixed[int(v)] = Fraction(float(clamp[s, j]))
+        free = [v for v in range(n) if v not in fixed]
+        pos = {v: i for i, v in enumerate(free)}
+        nf = len(free)
+        A = [[Fraction(0)] * nf for _ in range(nf)]
+        r = [Fraction(0)] * nf
+        if currents is not None:
+            J = np.atleast_2d(currents)[s if np.atleast_2d(currents).shape[0] > 1 else 0]
+            for v in free:
+                r[pos[v]] += Fraction(float(J[v]))
+        for e, (a, c) in enumerate(network.edges):
+            a, c = int(a), int(c)
+            se = src.get(e, Fraction(0))
+            # current g (u_a - u_c + s) leaves a and enters c
+            for p, q, sign in ((a, c, 1), (c, a, -1)):
+                if p in pos:
+                    A[pos[p]][pos[p]] += gF[e]
+                    if q in pos:
+                        A[pos[p]][pos[q]] -= gF[e]
+                    else:
+                        r[pos[p]] += gF[e] * fixed[q]
+                    r[pos[p]] -= sign * gF[e] * se
+        for i in range(nf):
+            for j in range(i + 1, nf):
+                if A[j][i] != 0:
+                    f = A[j][i] / A[i][i]
+                    for k in range(i, nf):
+                        A[j][k] -= f * A[i][k]
+                    r[j] -= f * r[i]
+        uF = [Fraction(0)] * nf
+        for i in range(nf - 1, -1, -1):
+            uF[i] = (r[i] - sum(A[i][k] * uF[k] for k in range(i + 1, nf))) / A[i][i]
+        for v, val in fixed.items():
+            out[s, v] = float(val)
+        for v in free:
+            out[s, v] = float(uF[pos[v]])
+    return out
+
+
+def exact_problem_potentials(problem: Problem) -> np.ndarray:
+    """:func:`exact_potentials` of a :class:`Problem`."""
+    return exact_potentials(problem.network, problem.g, problem.ground, problem.inputs, problem.x,
+                            problem.clamped, problem.clamp, problem.currents)

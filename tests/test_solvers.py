@@ -328,3 +328,260 @@ def test_kirchhoff_current_law_every_backend(backend, which):
     span = np.abs(s.potentials[:, c.network.tails]) + np.abs(s.potentials[:, c.network.heads])
     scale = np.asarray((abs(B) @ (g * (span + src)).T).T)[:, c.free_nodes] + np.abs(J[:, c.free_nodes])
     assert np.abs(resid).max() < 1e-10 * scale.max()
+
+
+# ------------------------------------------------------ every solve is checked (issue 9)
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from kirchnet.errors import IllConditionedError, ParameterError  # noqa: E402
+from kirchnet.solvers import base as solver_base  # noqa: E402
+from strategies import exact_potentials, exact_problem_potentials, problems  # noqa: E402
+
+DIRECT_AND_CG = backend_params(["dense", "cholmod", "splu", "pcg", "pcg-amg"])
+
+
+def _alternating_lattice(high, low):
+    """4x4 lattice, odd edges ``high``, even edges ``low``; +1 V at node 15, -0.5 V at node 3."""
+    net = topologies.lattice(4, 4)
+    g = np.where(np.arange(net.n_edges) % 2 == 1, high, low)
+    exact = exact_potentials(net, g, 0, [15, 3], [[1.0, -0.5]])[0, 10]
+    return net, g, exact
+
+
+@pytest.mark.parametrize("backend", DIRECT_AND_CG)
+@pytest.mark.parametrize("high, low", [(1e8, 1e-8), (1e6, 1e-6)], ids=["ratio1e16", "ratio1e12"])
+def test_ill_conditioned_lattice_is_exact_or_refused(backend, high, low):
+    """The issue's lattice (exact output 0.2222 from rational arithmetic): unchecked, every
+    backend returned 25-50 % off (SuperLU 2.0 V, PCG ~0 after one iteration). Now every
+    backend returns the exact value to 1e-6 or raises IllConditionedError with the ratio."""
+    net, g, exact = _alternating_lattice(high, low)
+    assert exact == pytest.approx(2 / 9, abs=1e-4)
+    c = Circuit(net, ground=0, inputs=[15, 3], outputs=[10], backend=backend)
+    for x in ([1.0, -0.5], np.tile([1.0, -0.5], (5, 1))):  # per-sample and transfer paths
+        try:
+            out = c.solve(g, x).outputs
+        except IllConditionedError as exc:
+            assert f"conductance ratio max(g)/min(g) = {high / low:.1e}" in str(exc)
+            assert "merge near-shorts" in str(exc) and "remove near-opens" in str(exc)
+            continue
+        except ConvergenceError as exc:  # CG may not even reach its residual tolerance
+            assert backend.startswith("pcg") and f"diagonal ratio {high / low:.1e}" in str(exc)
+            continue
+        assert np.all(np.abs(out - exact) <= 1e-6), (out, exact)
+
+
+def test_pcg_convergence_test_is_diagonally_scaled():
+    """Half a chain of 1e6 S, half of 1 S, driven at the strong end: ||b|| is dominated by
+    the strong rows, so ||r|| <= rtol ||b|| alone accepts large residuals on the weak rows.
+    CG stops only when ||D^{-1/2} r|| <= rtol ||D^{-1/2} b|| as well."""
+    n = 41
+    net = Network(n, [[i, i + 1] for i in range(n - 1)])
+    g = np.where(np.arange(n - 1) >= 20, 1e6, 1.0)
+    c = Circuit(net, ground=0, inputs=[40], outputs=[10])
+    L = c.reduced_laplacian(g)
+    b = c.driver_matrix(g)
+    for rtol in (1e-6, 1e-10):
+        fac = solvers.factorize(L, "pcg", rtol=rtol, check=False)
+        X = fac.solve(b)
+        r = b - L @ X
+        s = 1 / np.sqrt(L.diagonal())[:, None]
+        assert np.linalg.norm(r) <= rtol * np.linalg.norm(b)
+        assert np.linalg.norm(s * r) <= rtol * np.linalg.norm(s * b)
+    exact = exact_potentials(net, g, 0, [40], [[1.0]])[0, c.free_nodes]
+    assert np.abs(X[:, 0] - exact).max() < 1e-8
+
+
+@pytest.mark.parametrize("backend", DIRECT_AND_CG)
+def test_chain_with_a_near_open_bridge_is_refined_to_the_exact_value(backend):
+    """Chain 0..19 grounded at 0, 1 V at node 1, a 1e-10 bridge at edge 5: node 19 sits at
+    exactly 1 V (no current flows beyond the input). Unchecked PCG returned 0.0 and the
+    direct backends 0.99999992; iterative refinement restores 1.0."""
+    n = 20
+    net = Network(n, [[i, i + 1] for i in range(n - 1)])
+    g = np.ones(n - 1)
+    g[5] = 1e-10
+    for inputs, out in (([1], 19), ([19], 18), ([19], 6)):
+        exact = exact_potentials(net, g, 0, inputs, [[1.0]])[0, out]
+        c = Circuit(net, ground=0, inputs=inputs, outputs=[out], backend=backend)
+        got = c.solve(g, [1.0]).outputs[0, 0]
+        assert got == pytest.approx(exact, abs=1e-9), (inputs, out)
+    assert exact_potentials(net, g, 0, [1], [[1.0]])[0, 19] == 1.0
+
+
+@pytest.mark.parametrize("backend", DIRECT_AND_CG)
+def test_update_never_returns_nan_where_refactorization_is_right(backend):
+    """Lowering a leaf edge to 1e-17 of itself made the Woodbury capacitance 1/d + c^T Z
+    cancel to 0 (NaN potentials); the update now refactorizes, with the exact matrix."""
+    n = 10
+    net = Network(n, [[i, i + 1] for i in range(n - 1)])
+    c = Circuit(net, ground=0, inputs=[5], outputs=[9, 7], backend=backend)
+    g = np.linspace(0.5, 2.0, n - 1)
+    for factor in (1e-12, 1e-16, 1e-17, 1e-300):
+        g1 = g.copy()
+        g1[8] *= factor
+        up = c.factorize(g).update(g1)
+        out = up.solve([1.0]).outputs
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out, c.factorize(g1, backend="dense").solve([1.0]).outputs, rtol=1e-12)
+        np.testing.assert_allclose(out, exact_potentials(net, g1, 0, [5], [[1.0]])[:, [9, 7]], rtol=1e-12)
+
+
+def test_woodbury_refuses_a_cancelling_capacitance():
+    n = 10
+    net = Network(n, [[i, i + 1] for i in range(n - 1)])
+    c = Circuit(net, ground=0, inputs=[5], outputs=[9])
+    g = np.linspace(0.5, 2.0, n - 1)
+    base = solvers.factorize(c.reduced_laplacian(g), "splu")
+    with pytest.raises(SolverError, match="Woodbury update"):
+        solvers.WoodburyFactorization(base, c.edge_columns([8]), [g[8] * (1e-17 - 1.0)])
+
+
+def test_updated_factorization_falls_back_to_refactorization(monkeypatch):
+    """A derived (updated) factorization whose solves fail the check refactorizes once."""
+    c, g = CIRCUITS[2]
+    fac = c.factorize(g, backend="splu")
+    g2 = _changed(g, [1, 2], [2.0, 0.5])
+    up = fac.update(g2, max_rank=20)
+    assert up.factor.derived and up.backend == "splu+woodbury"
+    real = solvers.WoodburyFactorization._solve_block
+    monkeypatch.setattr(solvers.WoodburyFactorization, "_solve_block",
+                        lambda self, rhs: 1.5 * real(self, rhs))  # a broken update
+    R = np.random.default_rng(0).normal(size=(c.n_free, 2))
+    X = up.solve_free(R)
+    assert up.factor._fallback is not None and up.factor._fallback.name == "splu"
+    assert rel_err(c.reduced_laplacian(g2) @ X, R) < 1e-11
+
+
+def test_check_refines_and_certifies(monkeypatch):
+    """A solve perturbed by 1e-5 is refined back to full accuracy; one that stays wrong
+    raises IllConditionedError; check=False returns it unexamined."""
+    c, g = CIRCUITS[0]
+    L = c.reduced_laplacian(g)
+    R = np.random.default_rng(1).normal(size=(c.n_free, 3))
+    exact = solvers.factorize(L, "dense").solve(R)
+    real = solvers.DenseCholesky._solve_block
+    calls = []
+
+    def sloppy(self, rhs):
+        calls.append(rhs.shape[1])
+        x = real(self, rhs)
+        return x * (1 + 1e-5) if len(calls) == 1 else x  # only the first solve is off
+
+    monkeypatch.setattr(solvers.DenseCholesky, "_solve_block", sloppy)
+    fac = solvers.factorize(L, "dense")
+    X = fac.solve(R)
+    assert fac.refinements >= 1 and rel_err(X, exact) < 1e-12
+    monkeypatch.setattr(solvers.DenseCholesky, "_solve_block", lambda self, rhs: 0.9 * real(self, rhs))
+    with pytest.raises(IllConditionedError, match="cannot be certified accurate: relative error bound"):
+        solvers.factorize(L, "dense").solve(R)
+    unchecked = solvers.factorize(L, "dense", check=False)
+    assert rel_err(unchecked.solve(R), exact) == pytest.approx(0.1, rel=1e-6)
+
+
+def test_non_finite_right_hand_side_is_refused():
+    c, g = CIRCUITS[0]
+    fac = solvers.factorize(c.reduced_laplacian(g), "splu")
+    rhs = np.ones(c.n_free)
+    rhs[3] = np.nan
+    with pytest.raises(ParameterError, match="right-hand side contains NaN or inf"):
+        fac.solve(rhs)
+
+
+def test_not_positive_definite_names_the_conductance_ratio():
+    """Two free nodes joined by 1e20 S, one grounded through 1 S, one driven through 1e-20 S:
+    the assembled L_FF rounds to a singular matrix. potrf's info=2 is reported as not
+    numerically positive definite (ill-conditioned or floating), with the ratio."""
+    net = Network(4, [[0, 1], [1, 2], [2, 3]])
+    g = np.array([1.0, 1e20, 1e-20])
+    for backend in ("dense", "splu"):
+        c = Circuit(net, ground=0, inputs=[3], outputs=[2], backend=backend)
+        with pytest.raises(IllConditionedError) as info:
+            c.solve(g, [1.0])
+        msg = str(info.value)
+        assert "not numerically positive definite" in msg and "floating part" in msg
+        assert "conductance ratio max(g)/min(g) = 1.0e+40" in msg
+        if backend == "dense":
+            assert "potrf info=2" in msg
+
+
+def test_cholmod_library_errors_become_kirchnet_errors(monkeypatch):
+    """CHOLMOD's CholmodTooLargeError (a large random graph) is a SolverError advising pcg.
+    Runs without scikit-sparse: the module is replaced by a stand-in that raises."""
+    class CholmodError(Exception):
+        pass
+
+    class CholmodTooLargeError(CholmodError):
+        pass
+
+    class FakeCholmod:
+        def analyze(self, A, mode="auto"):
+            raise CholmodTooLargeError("problem too large")
+
+        def cholesky(self, A):
+            raise CholmodTooLargeError("problem too large")
+
+    fake = FakeCholmod()
+    fake.CholmodError, fake.CholmodTooLargeError = CholmodError, CholmodTooLargeError
+    monkeypatch.setattr(cholmod_mod, "_cholmod", fake)
+    monkeypatch.setattr(cholmod_mod, "AVAILABLE", True)
+    c, g = CIRCUITS[1]
+    for call in (lambda: c.factorize(g, backend="cholmod"),
+                 lambda: solvers.factorize(c.reduced_laplacian(g), "cholmod")):
+        with pytest.raises(SolverError, match=r"CholmodTooLargeError.*use backend='pcg'"):
+            call()
+
+
+def test_memory_guard(monkeypatch):
+    """Dense on a 200x200 lattice (~38 GB), a huge batch and a predicted sparse fill beyond
+    the limit are refused before allocating, with the estimate and the alternative."""
+    from kirchnet import _memory
+
+    monkeypatch.setenv(_memory.ENV, "4G")
+    assert _memory.memory_limit()[0] == 4 * 2**30
+    lat = topologies.lattice(200, 200)
+    c = Circuit(lat, ground=0, inputs=[39999], outputs=[20100])
+    g = np.ones(lat.n_edges)
+    with pytest.raises(SolverError, match=r"backend='dense' on 39,998 free nodes .* 38\.4 GB.*"
+                                          r"KIRCHNET_MEMORY_LIMIT=4G.*backend='auto'"):
+        c.factorize(g, backend="dense")
+    with pytest.raises(SolverError, match="dense Cholesky of 39,998 unknowns"):
+        solvers.DenseCholesky(c.reduced_laplacian(g))
+    fac = c.factorize(g, backend="splu")
+    with pytest.raises(SolverError, match=r"a batch of 200,000 samples .* smaller batch"):
+        fac.solve(np.zeros((200_000, 1)))
+    monkeypatch.setenv(_memory.ENV, "10M")
+    with pytest.raises(SolverError, match=r"backend='splu' on 39,998 free nodes .* backend='pcg'"):
+        c.factorize(g, backend="splu")
+    monkeypatch.setenv(_memory.ENV, "0")  # guard off
+    assert _memory.memory_limit()[0] == np.inf
+    for text, expected in (("8G", 8 * 2**30), ("1.5M", 1.5 * 2**20), ("1e9", 1e9), ("512 kB", 512 * 2**10)):
+        assert _memory.parse_size(text) == expected
+    from kirchnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="KIRCHNET_MEMORY_LIMIT='lots' is not a memory size"):
+        _memory.parse_size("lots")
+
+
+@pytest.mark.parametrize("backend", DIRECT_AND_CG)
+@settings(max_examples=25)
+@given(st.sampled_from([0.0, 6.0, 10.0, 12.0, 14.0, 16.0]).flatmap(
+    lambda d: problems(min_nodes=3, max_nodes=9, decades=d, max_batch=3)))
+def test_every_backend_is_exact_or_refuses(backend, p):
+    """Conductance ratios up to 1e16: a backend's potentials match exact rational arithmetic
+    (to the accuracy every solve certifies, relative to the drive) or it raises a
+    SolverError (IllConditionedError in the first place), never a wrong number."""
+    c = p.circuit(backend)
+    clamp = p.clamp if p.clamped else None
+    try:
+        u = c.solve(p.g, p.x, clamp=clamp).potentials
+    except IllConditionedError as exc:
+        assert "conductance ratio" in str(exc) or "diagonal ratio" in str(exc)
+        assert p.extra["decades"] >= 6  # well-conditioned circuits are never refused
+        return
+    except SolverError:  # e.g. CG not converging on an ill-conditioned matrix
+        assert p.extra["decades"] >= 10
+        return
+    exact = exact_problem_potentials(p)
+    drive = np.abs(np.concatenate([p.x, p.clamp], axis=1)).sum(axis=1, keepdims=True)
+    assert np.all(np.abs(u - exact) <= 10 * solver_base.ACCURACY * drive), np.abs(u - exact).max()
