@@ -1,0 +1,77 @@
+"""Nonlinear benchmark: Newton equilibria of diode networks against one linear solve.
+
+Usage: python benchmarks/bench_nonlinear.py [--sizes 1e2,1e3,1e4] [--batch 1] [--repeats 3]
+
+On a lattice of ~N nodes with every third edge a Shockley diode (ngspice's default
+model, random orientation) and inputs of 1-2 V, for each size it prints (one run, same
+machine, times on the benchmark clock of ``common.py``):
+
+  linear            factorize + solve of the same network with every edge a resistor
+  cold              Newton iterations and time of the nonlinear equilibrium from u = 0
+  warm              the same after a 1 % change of the inputs, warm-started from the old state
+  x linear          time / linear time ("linear-solve equivalents"; goal: <= 8 cold, <= 3 warm)
+  grad / forward    loss_and_grad (forward + adjoint) / forward nonlinear solve (goal <= 1.5)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from common import best_time, print_table, timed
+
+import kirchnet as kn
+from kirchnet import topologies
+from kirchnet.elements import Diode
+
+
+def diode_lattice(n_nodes: int, seed: int = 0, batch: int = 1):
+    side = max(3, int(round(np.sqrt(n_nodes))))
+    net = topologies.lattice(side, side)
+    rng = np.random.default_rng(seed)
+    m = net.n_edges
+    flip = rng.random(m) < 0.5
+    edges = np.where(flip[:, None], net.edges[:, ::-1], net.edges)
+    net = kn.Network(net.n_nodes, edges)
+    n = net.n_nodes
+    ins = [n - 1, n - side, side - 1]
+    outs = [n // 2 + side // 2, n // 3]
+    linear = kn.Circuit(net, ground=0, inputs=ins, outputs=outs)
+    circuit = kn.Circuit(net, ground=0, inputs=ins, outputs=outs,
+                         elements={Diode(): np.arange(0, m, 3)})
+    g = rng.uniform(0.5, 2.0, m)
+    g[::3] = rng.uniform(1.0, 10.0, g[::3].size)  # diode area factors
+    x = rng.uniform(1.0, 2.0, (batch, len(ins))) * rng.choice([-1.0, 1.0], (batch, len(ins)))
+    y = np.zeros((batch, len(outs)))
+    return linear, circuit, g, x, y
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1e2,1e3,1e4")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    rows = []
+    for size in (int(float(s)) for s in args.sizes.split(",")):
+        linear, circuit, g, x, y = diode_lattice(size, batch=args.batch)
+        t_lin = best_time(lambda: linear.factorize(g).solve(x).outputs, args.repeats)
+        fac = circuit.factorize(g)
+        state, _ = timed(lambda: fac.solve(x))
+        t_cold = best_time(lambda: fac.solve(x).outputs, args.repeats)
+        x2 = x * 1.01
+        warm = fac.solve(x2, warm_start=state)
+        t_warm = best_time(lambda: fac.solve(x2, warm_start=state).outputs, args.repeats)
+        t_grad = best_time(lambda: circuit.loss_and_grad(g, x, y, factorization=fac), args.repeats)
+        mode = "dense batched" if fac.dense else fac.backend
+        rows.append([circuit.network.n_nodes, circuit.n_free, mode, f"{1e3 * t_lin:.2f}",
+                     int(state.iterations.max()), f"{1e3 * t_cold:.2f}", f"{t_cold / t_lin:.1f}",
+                     int(warm.iterations.max()), f"{1e3 * t_warm:.2f}", f"{t_warm / t_lin:.1f}",
+                     f"{t_grad / t_cold:.2f}"])
+    print_table(f"Diode-lattice equilibria (batch {args.batch}, every third edge a diode),",
+                ["nodes", "free", "solver", "linear ms", "cold iters", "cold ms", "cold x linear",
+                 "warm iters", "warm ms", "warm x linear", "grad / forward"], rows)
+
+
+if __name__ == "__main__":
+    main()
