@@ -6,10 +6,16 @@ import os
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 
 from kirchnet import Circuit, Edge, FloatingComponentError, KirchnetError, Network, Pair, topologies
+from kirchnet.elements import Diode, IdealDiode, Rectifier, Resistor
 from kirchnet.errors import NetlistError, SimulatorError
+from kirchnet.spice import _driver_values  # driver columns, for the reference solver
 from kirchnet.spice import (
+    IDEAL_MODEL,
+    NGSPICE_THERMAL_VOLTAGE,
     from_netlist,
     ngspice_available,
     ngspice_potentials,
@@ -300,9 +306,388 @@ def test_ngspice_errors_are_clear(monkeypatch):
         ngspice_potentials(c, g, np.zeros(4), executable="/nonexistent/ngspice")
 
 
+# ============================================================================= diodes
+def _resistor_tree(net):
+    """Edges of a spanning forest (union-find in edge order): resistors there keep every
+    node on a resistive path, so no potential hangs on reverse-bias leakage alone."""
+    parent = list(range(net.n_nodes))
+
+    def find(v):
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    tree = []
+    for e, (a, b) in enumerate(net.edges):
+        ra, rb = find(int(a)), find(int(b))
+        if ra != rb:
+            parent[ra] = rb
+            tree.append(e)
+    return np.array(tree, dtype=np.int64)
+
+
+def _diode_circuit(m, seed=0, fraction=1 / 3, laws=None):
+    """Random resistor-diode network with ``m`` edges: resistors (about 1 kohm) on a
+    spanning tree and on some other edges, diodes (areas 0.5..2) on ``fraction`` of the
+    edges, two clamped inputs and a series source on a diode; inputs uniform in +-2 V."""
+    net = topologies.random_connected(max(m // 2, 5), m=m, seed=seed)
+    rng = np.random.default_rng(seed)
+    rest = np.setdiff1d(np.arange(net.n_edges), _resistor_tree(net))
+    k = max(1, min(rest.size, int(round(fraction * net.n_edges))))
+    diodes = np.sort(rng.choice(rest, k, replace=False))
+    laws = laws or [Diode()]
+    groups = np.array_split(diodes, len(laws))
+    elements = {law: grp for law, grp in zip(laws, groups) if grp.size}
+    c = Circuit(net, ground=0, inputs=[1, 2, Edge(int(diodes[0]))], outputs=[3],
+                elements=elements)
+    g = rng.uniform(0.5, 2.0, net.n_edges) * 1e-3
+    g[diodes] = rng.uniform(0.5, 2.0, diodes.size)
+    return c, g, diodes, rng
+
+
+def _reference_potentials(c, g, X, max_iter=500):
+    """Independent damped-Newton reference (this test file only; SuperLU): Shockley diodes
+    ``Is (exp(w / (n Vt)) - 1)`` (no overflow continuation) and resistors; clamped input
+    nodes and series sources.
+
+    Minimizes the convex co-content ``E(u) = sum_e g_e Phi_e(w_e)`` over the free
+    potentials by Newton steps with junction limiting (``w / (n Vt)`` grows by at most 3
+    per step past 10) and Armijo backtracking on ``E`` (an overflowing ``E`` is a
+    rejected step; a step that halves the KCL residual is accepted too); stops when the Newton correction is below 1e-14 relative (then
+    quadratic convergence has reached rounding level). Returns (b, n) potentials.
+    """
+    net = c.network
+    n, m = net.n_nodes, net.n_edges
+    cols = np.r_[np.arange(m), np.arange(m)]
+    B = sp.csr_array((np.r_[np.ones(m), -np.ones(m)], (np.r_[net.tails, net.heads], cols)), shape=(n, m))
+    d_edges, Is, nvt = [], [], []
+    for law in c.elements.laws:
+        assert isinstance(law, (Resistor, Diode)), law
+        if isinstance(law, Diode):
+            e = c.elements.edges_of(law)
+            d_edges.append(e)
+            Is.append(np.full(e.size, law.saturation_current))
+            nvt.append(np.full(e.size, law.emission * law.thermal_voltage))
+    d_edges, Is, nvt = (np.concatenate(v) for v in (d_edges, Is, nvt))
+    r_edges = np.setdiff1d(np.arange(m), d_edges)
+    known = np.array([c.ground, *c.input_nodes])
+    free = np.setdiff1d(np.arange(n), known)
+    drv = _driver_values(c, X, None)  # (b, D): node inputs, then source edges
+    ni = len(c.input_nodes)
+    BF = B[free]
+    BFT = BF.T.tocsr()
+    out = np.zeros((drv.shape[0], n))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k, x in enumerate(drv):
+            u = np.zeros(n)
+            u[c.input_nodes] = x[:ni]
+            sv = np.zeros(m)
+            sv[c.source_edges] = x[ni:]
+
+            def parts(uf):
+                uu = u.copy()
+                uu[free] = uf
+                w = B.T @ uu + sv
+                xd = w[d_edges] / nvt
+                energy = 0.5 * np.sum(g[r_edges] * w[r_edges] ** 2) + np.sum(
+                    g[d_edges] * Is * nvt * (np.expm1(xd) - xd))
+                i = g * w
+                i[d_edges] = g[d_edges] * Is * np.expm1(xd)
+                dphi = g.copy()
+                dphi[d_edges] = g[d_edges] * Is / nvt * np.exp(xd)
+                return energy, BF @ i, dphi, xd
+
+            # start: diodes replaced by stiff resistors (finite energy even for steep laws)
+            gs = g.copy()
+            gs[d_edges] = 1e6 * np.max(g[r_edges])
+            Gs = BF @ sp.diags_array(gs)
+            uf = spla.spsolve((Gs @ BFT).tocsc(), -(Gs @ (B[known].T @ u[known] + sv)))
+            E, r, dphi, xd = parts(uf)
+            for _ in range(max_iter):
+                du = spla.spsolve((BF @ sp.diags_array(dphi) @ BFT).tocsc(), -r)
+                if np.max(np.abs(du)) <= 1e-14 * (1.0 + np.max(np.abs(uf))):
+                    uf = uf + du  # the Newton correction is at rounding level: converged
+                    break
+                # junction limiting: a forward step may raise w / (n Vt) to 10 freely, beyond
+                # that by at most 3 per iteration (no overshoot deep into the exponential)
+                dx = (BFT @ du)[d_edges] / nvt
+                allowed = np.maximum(3.0, 10.0 - xd)
+                t = min(1.0, 1.0 / max(1.0, float(np.max(dx / allowed, initial=0.0))))
+                while True:
+                    En, rn, dn, xn = parts(uf + t * du)
+                    # sufficient decrease of E, or (near the solution, where E is flat to
+                    # rounding) of the KCL residual
+                    if np.isfinite(En) and (En <= E + 1e-4 * t * (r @ du)
+                                            or np.linalg.norm(rn) <= 0.5 * np.linalg.norm(r)):
+                        break
+                    if np.isfinite(En) and t < 1e-6 and En <= E + 1e-14 * abs(E):
+                        break  # a tiny step whose energy change is below rounding
+                    t *= 0.5
+                    if t < 1e-30:
+                        raise AssertionError("reference line search failed")
+                uf, E, r, dphi, xd = uf + t * du, En, rn, dn, xn
+            else:
+                raise AssertionError("reference Newton did not converge")
+            u[free] = uf
+            out[k] = u
+    return out
+
+
+# ----------------------------------------------------------------------------- export
+def test_diode_export_cards_by_hand():
+    # 0 = ground; D0 anode 1 -> cathode 2; D2 with a series source; two edges share a law
+    net = Network(4, [[1, 2], [2, 0], [1, 3], [3, 0], [3, 2]])
+    d1, d2 = Diode(), Diode(2e-12, 1.5, thermal_voltage=NGSPICE_THERMAL_VOLTAGE)
+    c = Circuit(net, ground=0, inputs=[1, Edge(2)], outputs=[2], elements={d1: [0, 4], d2: [2]})
+    g = np.array([2.0, 1e-3, 0.5, 1e-3, 0.25])
+    lines = to_netlist(c, g, [1.0, 0.3]).splitlines()
+    assert ".options gmin=0.0" in lines  # ngspice's junction GMIN switched off
+    assert "D0 n1 n2 KN_D1 area=2.0" in lines  # anode = tail, cathode = head, area = g
+    assert "D2 n1 s2 KN_D2 area=0.5" in lines  # the series source's internal node
+    assert "D4 n3 n2 KN_D1 area=0.25" in lines
+    assert "R1 n2 0 1000.0" in lines and "VS2 n3 s2 DC 0.3" in lines
+    models = [line for line in lines if line.startswith(".model")]
+    assert len(models) == 2  # one card per distinct law
+    n1 = d1.emission * d1.thermal_voltage / NGSPICE_THERMAL_VOLTAGE
+    assert models[0] == f".model KN_D1 D(IS=1e-14 N={n1!r})"
+    assert models[1] == ".model KN_D2 D(IS=2e-12 N=1.5)"  # ngspice's Vt: N = n exactly
+    # a resistor network's netlist is unchanged: no .options, no .model
+    lin = to_netlist(Circuit(net, ground=0, inputs=[1], outputs=[2]), g, [1.0])
+    assert ".options" not in lin and ".model" not in lin
+
+
+def test_exported_emission_reproduces_n_vt_for_any_thermal_voltage():
+    law = Diode(1e-13, emission=1.2, thermal_voltage=0.031)
+    net = Network(2, [[1, 0], [1, 0]])
+    c = Circuit(net, ground=0, inputs=[1], elements={law: [0]})
+    text = to_netlist(c, [1.0, 1.0], [0.5])
+    N = parse_value(text.split("N=")[1].split(")")[0])
+    assert N * NGSPICE_THERMAL_VOLTAGE == pytest.approx(1.2 * 0.031, rel=1e-15)
+    back = from_netlist(text).circuit.elements.law_of(0)
+    w = np.linspace(-1, 1.5, 101)
+    np.testing.assert_allclose(back.phi(w), law.phi(w), rtol=1e-13)
+
+
+def test_ngspice_thermal_voltage_constant():
+    # k T / q at 300.15 K with ngspice's const.h (CODATA 2014) values
+    assert NGSPICE_THERMAL_VOLTAGE == pytest.approx(0.0258649170071575, rel=1e-14)
+    assert Diode().thermal_voltage == pytest.approx(NGSPICE_THERMAL_VOLTAGE, rel=1e-6)
+
+
+def test_ideal_diode_and_rectifier_export():
+    net = Network(4, [[1, 2], [2, 0], [1, 3], [3, 0], [3, 2]])
+    c = Circuit(net, ground=0, inputs=[1, Edge(2)], outputs=[2],
+                elements={IdealDiode(): [0], Rectifier(): [2, 4]})
+    g = np.array([2.0, 1e-3, 0.5, 1e-3, 0.25])
+    lines = to_netlist(c, g, [1.0, 0.3], ideal_model=(1e-16, 0.01)).splitlines()
+    assert "D0 n1 n2 KN_IDEAL" in lines
+    # rectifier = resistor 1/g in series with the steep diode through the internal node d<e>
+    assert "R2 n1 d2 2.0" in lines and "D2 d2 s2 KN_IDEAL" in lines
+    assert "R4 n3 d4 4.0" in lines and "D4 d4 n2 KN_IDEAL" in lines
+    assert [ln for ln in lines if ln.startswith(".model")] == [".model KN_IDEAL D(IS=1e-16 N=0.01)"]
+    default = to_netlist(c, g, [1.0, 0.3])
+    assert f".model KN_IDEAL D(IS={IDEAL_MODEL[0]!r} N={IDEAL_MODEL[1]!r})" in default.splitlines()
+    for bad in [(0.0, 1e-3), (1e-15,), (1e-15, -1.0), "steep"]:
+        with pytest.raises(KirchnetError, match="ideal_model"):
+            to_netlist(c, g, [1.0, 0.3], ideal_model=bad)
+    with pytest.raises(KirchnetError, match="gmin"):
+        to_netlist(c, g, [1.0, 0.3], gmin=-1.0)
+
+
+# ----------------------------------------------------------------------------- import
+DIODES = """diodes by hand
+V1 in 0 2
+R1 in a 1k
+D1 a 0 Dfast 2.5
+Dslow a b DSLOW area = 4m
+R2 b 0 10k
+d3 B 0 dfast
+.MODEL dfast d (is=10f n=1.5)
+.model DSLOW D
++ IS=2.5e-9
+.end
+"""
+
+
+def test_import_diodes_models_and_areas():
+    sc = from_netlist(DIODES)
+    c = sc.circuit
+    assert sc.resistor_names == ("R1", "D1", "Dslow", "R2", "d3")
+    np.testing.assert_array_equal(c.network.edges, [[1, 2], [2, 0], [2, 3], [3, 0], [3, 0]])
+    np.testing.assert_allclose(sc.conductances, [1e-3, 2.5, 4e-3, 1e-4, 1.0], rtol=1e-15)
+    fast, slow = c.elements.law_of(1), c.elements.law_of(2)
+    assert c.elements.law_of(4) == fast and not c.is_linear
+    assert isinstance(c.elements.law_of(0), Resistor)
+    assert (fast.saturation_current, fast.emission) == (pytest.approx(1e-14), 1.5)
+    assert (slow.saturation_current, slow.emission) == (2.5e-9, 1.0)  # ngspice's default N
+    assert fast.thermal_voltage == slow.thermal_voltage == NGSPICE_THERMAL_VOLTAGE
+
+
+@pytest.mark.parametrize("text,line,pattern", [
+    ("t\nD1 a 0 dm\nR1 a 0 1\n.model dm D(IS=1e-14 RS=10)\n", 4, "parameter 'RS'"),
+    ("t\nD1 a 0 dm\nR1 a 0 1\n.model dm D(CJO=1p)\n", 4, "parameter 'CJO'"),
+    ("t\nD1 a 0 dm\nR1 a 0 1\n.model dm D(is=1e-14 bv=5)\n", 4, "parameter 'BV'"),
+    ("t\nR1 a 0 1\n.model q1 NPN(BF=100)\n", 3, "type 'NPN'"),
+    ("t\nR1 a 0 1\nD1 a 0 nomodel\n", 3, "model 'nomodel' is not defined"),
+    ("t\nR1 a 0 1\nD1 a 0 dm -2\n.model dm D\n", 3, "area must be positive"),
+    ("t\nR1 a 0 1\nD1 a 0 dm area=0\n.model dm D\n", 3, "area must be positive"),
+    ("t\nR1 a 0 1\nD1 a 0 dm off\n.model dm D\n", 3, "unsupported diode parameter"),
+    ("t\nR1 a 0 1\nD1 a 0 dm 2 temp=30\n.model dm D\n", 3, "unsupported diode parameter"),
+    ("t\nR1 a 0 1\nD1 a 0\n", 3, "missing model name"),
+    ("t\nR1 a 0 1\nD1 a a dm\n.model dm D\n", 3, "both terminals"),
+    ("t\nR1 a 0 1\n.model dm D(IS=1e-14)\n.model DM D(IS=2e-14)\n", 4, "defined twice"),
+    ("t\nR1 a 0 1\n.model dm D(IS 1e-14)\n", 3, "expected 'PARAM=value'"),
+    ("t\nR1 a 0 1\n.model dm D(IS=1e-14 IS=2e-14)\n", 3, "given twice"),
+    ("t\nR1 a 0 1\n.model dm D(N=0)\n", 3, "N must be positive"),
+    ("t\nR1 a 0 1\n.model dm D(IS=abc)\n", 3, "cannot read 'abc'"),
+    ("t\nR1 a 0 1\n.model dm\n", 3, "needs a name and a type"),
+])
+def test_malformed_diode_netlists_report_the_line(text, line, pattern):
+    with pytest.raises(NetlistError, match=pattern) as info:
+        from_netlist(text)
+    assert info.value.line == line
+
+
+@pytest.mark.parametrize("laws", [
+    [Diode()],
+    [Diode(1e-12, 1.8), Diode(3e-15, thermal_voltage=NGSPICE_THERMAL_VOLTAGE)],
+])
+def test_diode_round_trip_reproduces_laws_areas_and_terminals(laws):
+    c, g, diodes, rng = _diode_circuit(60, seed=3, laws=laws)
+    x = rng.uniform(-2, 2, 3)
+    sc = from_netlist(to_netlist(c, g, x))
+    ids = np.array([sc.node(name) for name in spice_node_names(c)])
+    np.testing.assert_array_equal(sc.circuit.network.edges, ids[c.network.edges])
+    np.testing.assert_allclose(sc.conductances, g, rtol=1e-15)  # areas and conductances
+    np.testing.assert_array_equal(sc.x, x)
+    w = np.linspace(-2, 1.2, 200)
+    for e in range(c.network.n_edges):
+        law, back = c.elements.law_of(e), sc.circuit.elements.law_of(e)
+        assert type(back) is type(law)
+        if isinstance(law, Diode):
+            assert back.saturation_current == law.saturation_current
+            if law.thermal_voltage == NGSPICE_THERMAL_VOLTAGE:
+                assert back == law  # the identical law
+            np.testing.assert_allclose(back.phi(w), law.phi(w), rtol=1e-13)
+    assert len(sc.circuit.elements.laws) == len(c.elements.laws)
+    # the imported circuit has the same operating point (independent reference solver)
+    ref = _reference_potentials(c, g, x[None])[0]
+    back = _reference_potentials(sc.circuit, sc.conductances, sc.x[None])[0]
+    np.testing.assert_allclose(back[ids], ref, rtol=1e-12, atol=1e-14)
+
+
+def test_ideal_solution_is_the_limit_of_the_exported_steep_diodes():
+    """kirchnet's exact ideal-diode / rectifier solution vs the same netlist's steep
+    diodes (imported, solved by the reference): the error shrinks in proportion to N."""
+    net = topologies.random_connected(12, m=30, seed=2)
+    rng = np.random.default_rng(2)
+    rest = np.setdiff1d(np.arange(net.n_edges), _resistor_tree(net))
+    inner = rest[np.all(net.edges[rest] > 2, axis=1)]  # ideal diodes away from the sources
+    c = Circuit(net, ground=0, inputs=[1, 2], outputs=[3],
+                elements={IdealDiode(): inner[:3], Rectifier(): np.setdiff1d(rest, inner[:3])[:6]})
+    g = rng.uniform(0.5, 2.0, net.n_edges)
+    x = np.array([1.0, -0.7])
+    ideal = c.solve(g, x).potentials[0]
+    errs = []
+    for N in (1e-1, 1e-2, 1e-3):
+        sc = from_netlist(to_netlist(c, g, x, ideal_model=(1e-12, N)))
+        ids = np.array([sc.node(name) for name in spice_node_names(c)])
+        u = _reference_potentials(sc.circuit, sc.conductances, sc.x[None])[0]
+        errs.append(np.max(np.abs(u[ids] - ideal)))
+    errs = np.array(errs)
+    assert errs[0] > 1e-3  # the steep model is an approximation...
+    np.testing.assert_allclose(errs[1:] / errs[:-1], 0.1, rtol=0.2)  # ...with error O(N)
+    assert errs[-1] < 1e-3 * np.max(np.abs(ideal))
+
+
 # ------------------------------------------------------------ LTspice lines
 def test_ltspice_backanno_line_is_ignored():
     from kirchnet.spice import from_netlist
 
     sc = from_netlist("title\nV1 n1 0 1\nR1 n1 n2 1k\nR2 n2 0 1k\n.backanno\n.end\n", outputs=["n2"])
     assert np.allclose(sc.solve().outputs, 0.5)
+
+
+# ----------------------------------------------------------------------------- ngspice, diodes
+@needs_ngspice
+def test_ngspice_thermal_voltage_and_area():
+    """1 mA into a diode of area 2: v = N Vt log(1 + I / (IS area)) with ngspice's Vt."""
+    law = Diode(1e-14, emission=1.3, thermal_voltage=NGSPICE_THERMAL_VOLTAGE)
+    c = Circuit(Network(2, [[1, 0]]), ground=0, elements={law: [0]})
+    u = ngspice_potentials(c, [2.0], np.zeros((1, 0)), currents=[0.0, 1e-3])
+    expected = 1.3 * NGSPICE_THERMAL_VOLTAGE * np.log1p(1e-3 / 2e-14)
+    assert u[0, 1] == pytest.approx(expected, rel=1e-12)
+    # kirchnet's default diode has a thermal voltage within 1e-6 of ngspice's
+    assert abs(Diode().thermal_voltage / NGSPICE_THERMAL_VOLTAGE - 1) < 1e-6
+
+
+@needs_ngspice
+def test_ngspice_gmin_is_handled_explicitly():
+    """ngspice's GMIN (1e-12 S across every junction) would move a node held only by a
+    1 nS resistor from 8.6 uV to 59 uV; the exported netlists set gmin = 0."""
+    # node 1 clamped at +50 mV; diode anode 2 -> cathode 1, reverse-biased by less than
+    # 3 Vt (where ngspice's diode is still Shockley's); node 2 -> ground through 1 nS
+    net = Network(3, [[2, 1], [2, 0]])
+    c = Circuit(net, ground=0, inputs=[1], outputs=[2], elements={Diode(): [0]})
+    g, v = np.array([1.0, 1e-9]), 0.05
+    ref = _reference_potentials(c, g, [[v]])
+    leak = -Diode().phi(ref[0, 2] - v)  # the reverse current, into node 2
+    assert ref[0, 2] == pytest.approx(leak / 1e-9, rel=1e-9) and ref[0, 2] > 8e-6
+    u = ngspice_potentials(c, g, [v])  # gmin = 0 (SPICE_GMIN)
+    assert _rel_err(u, ref) < 1e-9
+    assert u[0, 2] == pytest.approx(ref[0, 2], rel=1e-6)
+    # ngspice's default GMIN = kirchnet's circuit with a 1e-12 S resistor across the diode
+    u_gmin = ngspice_potentials(c, g, [v], gmin=1e-12)
+    c_gmin = Circuit(Network(3, [[2, 1], [2, 0], [2, 1]]), ground=0, inputs=[1], outputs=[2],
+                     elements={Diode(): [0]})
+    ref_gmin = _reference_potentials(c_gmin, np.r_[g, 1e-12], [[v]])
+    assert u_gmin[0, 2] == pytest.approx(ref_gmin[0, 2], rel=1e-6)
+    assert u_gmin[0, 2] > 5 * u[0, 2]
+
+
+@needs_ngspice
+@pytest.mark.parametrize("m", [10, 200, pytest.param(2000, marks=pytest.mark.slow)])
+def test_ngspice_exported_diode_networks_match_a_reference(m):
+    """The export is validated independently of kirchnet's solver: ngspice's operating
+    points of random resistor-diode networks equal the test's reference Newton solve."""
+    c, g, diodes, rng = _diode_circuit(m, seed=m)
+    X = rng.uniform(-2, 2, (3 if m < 2000 else 1, 3))
+    ref = _reference_potentials(c, g, X)
+    u = ngspice_potentials(c, g, X, timeout=120)
+    assert _rel_err(u, ref) < 1e-6
+    w = ref[:, c.network.tails[diodes]] - ref[:, c.network.heads[diodes]]
+    assert np.sum(w > 0.3) >= 3 and np.sum(w < -0.1) >= 3  # forward and reverse diodes
+
+
+@needs_ngspice
+@pytest.mark.parametrize("m", [10, 200, pytest.param(2000, marks=pytest.mark.slow)])
+def test_ngspice_matches_kirchnet_nonlinear_solve(m):
+    """Operating points of random resistor-diode networks (10 to 2000 elements, two
+    diode laws, forward and reverse biased): kirchnet's Newton solve = ngspice to 1e-6."""
+    laws = [Diode(), Diode(1e-12, 1.7)]
+    c, g, diodes, rng = _diode_circuit(m, seed=m + 1, laws=laws)
+    X = rng.uniform(-2, 2, (8 if m < 2000 else 2, 3))
+    u = ngspice_potentials(c, g, X, timeout=120)
+    st = c.solve(g, X)
+    assert _rel_err(st.potentials, u) < 1e-6
+    w = u[:, c.network.tails[diodes]] - u[:, c.network.heads[diodes]]
+    assert np.sum(w > 0.3) >= 3 and np.sum(w < -0.1) >= 3
+
+
+@needs_ngspice
+def test_ngspice_steep_diodes_tend_to_kirchnets_ideal_solution():
+    net = topologies.random_connected(30, m=80, seed=5)
+    rng = np.random.default_rng(5)
+    rest = np.setdiff1d(np.arange(net.n_edges), _resistor_tree(net))
+    inner = rest[np.all(net.edges[rest] > 2, axis=1)]
+    c = Circuit(net, ground=0, inputs=[1, 2], outputs=[3],
+                elements={IdealDiode(): inner[:4], Rectifier(): np.setdiff1d(rest, inner[:4])[:15]})
+    g = rng.uniform(0.5, 2.0, net.n_edges)
+    X = np.array([[1.0, -0.7], [-0.4, 1.2]])
+    st = c.solve(g, X)
+    assert np.any(st.multipliers > 0) and np.any(st.currents[:, c.elements.edges_of(Rectifier())] > 0)
+    errs = np.array([_rel_err(ngspice_potentials(c, g, X, ideal_model=(1e-12, N)), st.potentials)
+                     for N in (1e-1, 1e-2, 1e-3)])
+    assert errs[0] > 1e-3
+    np.testing.assert_allclose(errs[1:] / errs[:-1], 0.1, rtol=0.2)  # error O(N)
