@@ -278,6 +278,13 @@ def test_local_currents_give_the_resistance_gradient_and_in_situ_training_works(
         g = prog.in_situ(g, i, i_adj, gain=1e4).conductances
     final, _ = circuit.loss_and_grad(g, task.x_train, task.y_train)
     assert final < 0.01 * first
+    # the InSitu rule's measured products (wrt resistance) drive the same pulses
+    from kirchnet.rules import InSitu
+
+    est = InSitu(wrt="resistance").estimate(circuit, g, task.x_train, task.y_train).estimate
+    a, b = PulseProgrammer(soft(v_threshold=0.1), seed=5), PulseProgrammer(soft(v_threshold=0.1), seed=5)
+    np.testing.assert_allclose(a.in_situ_products(g, est, gain=1e4).conductances,
+                               b.in_situ(g, i, i_adj, gain=1e4).conductances, rtol=1e-6)  # sums differ in rounding
     # below threshold nothing moves
     res = prog.in_situ(g, i, i_adj, gain=1e-12)
     np.testing.assert_array_equal(res.conductances, g)
@@ -309,3 +316,20 @@ def test_trainer_with_pulse_programmer_trains_and_resumes_exactly(tmp_path):
     resumed = resumed_trainer.fit(circuit, g0, task.x_train, task.y_train, resume=True)
     np.testing.assert_array_equal(resumed.conductances, full.conductances)
     assert resumed.history == full.history
+
+
+def test_estimator_trains_through_a_pulse_programmer():
+    from kirchnet import Circuit
+    from kirchnet.estimators import ResistiveRegressor
+
+    net = topologies.random_connected(20, mean_degree=4, seed=2)
+    c = Circuit(net, ground=0, inputs=[1, 2, 3], outputs=[18, 19])
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(64, 3))
+    Y = c.solve(rng.uniform(0.5, 2.0, net.n_edges), X).outputs
+    prog = PulseProgrammer(soft(c2c=0.1, d2d=0.1), "stochastic", seed=3)
+    fit = lambda: ResistiveRegressor(circuit=c, constraints=[prog], epochs=8, lr=0.05).fit(X, Y)  # noqa: E731
+    a, b = fit(), fit()
+    assert a.history_["loss"][-1] < 0.2 * a.history_["loss"][0]
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))  # each fit programs fresh copies
+    assert prog.devices is None and prog.total_pulses == 0  # the parameter is not mutated

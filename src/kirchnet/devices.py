@@ -743,12 +743,20 @@ class PulseProgrammer(Constraint):
         it moves one tap where ``v_e`` exceeds half of ``v_max``.
         """
         g = np.asarray(g, dtype=float)
-        dev = self._devices(g.size)
-        gain = check_positive(gain, "gain")
         i, i_adj = np.atleast_2d(i), np.atleast_2d(i_adj)
         if i.shape != i_adj.shape or i.shape[1] != g.size:
             raise ShapeError(f"i and i_adj must both have shape (batch, {g.size}), got {i.shape} and {i_adj.shape}")
-        prod = np.einsum("bm,bm->m", i, i_adj) / i.shape[0]
+        return self.in_situ_products(g, np.einsum("bm,bm->m", i, i_adj) / i.shape[0], gain, v_max, rng)
+
+    def in_situ_products(self, g, products, gain: float, v_max: float | None = None, rng=None) -> PulseResult:
+        """:meth:`in_situ` from the per-edge products ``p_e = mean_s i_e i_adj_e`` (m,), e.g. the
+        estimate of ``InSitu(wrt="resistance")`` with its measurement noise."""
+        g = np.asarray(g, dtype=float)
+        prod = np.asarray(products, dtype=float)
+        if prod.shape != g.shape or g.ndim != 1:
+            raise ShapeError(f"products must have the shape of g, {g.shape}, got {prod.shape}")
+        dev = self._devices(g.size)
+        gain = check_positive(gain, "gain")
         if isinstance(self.device, DigitalPotentiometer):
             vmax = 1.0 if v_max is None else check_positive(v_max, "v_max")
             v = np.minimum(gain * np.abs(prod), vmax)
