@@ -303,3 +303,30 @@ def test_fused_sgd_step_equals_estimate_update(method):
     assert step == pytest.approx(loss, rel=1e-12)
     np.testing.assert_allclose(drn.params, expected, rtol=1e-12, atol=1e-15)
     assert drn.weights[0].base is not None and np.shares_memory(drn.weights[0], drn.params)
+
+
+def test_to_circuit_works_with_the_general_rules_and_spice():
+    import inspect
+
+    from kirchnet import circuit as circuit_mod
+
+    if "elements" not in inspect.signature(circuit_mod.Circuit.__init__).parameters:
+        pytest.skip("the general Circuit has no elements= argument yet (nonlinear core)")
+    from kirchnet import spice
+    from kirchnet.rules import Analytical, EquilibriumPropagation
+
+    drn = _net(layers=(3, 4, 3, 2), bias=0.5, diode_bias=0.1)
+    circ, g = drn.to_circuit()
+    rng = np.random.default_rng(11)
+    x, y = rng.uniform(-1, 1, (4, 3)), rng.uniform(-1, 1, (4, 2))
+    xc = drn.circuit_inputs(x)
+    n = drn.params.size
+    general = EquilibriumPropagation(beta=0.2, variant="centered", nudge="energy").estimate(circ, g, xc, y)
+    _, layered, _ = drn.ep_gradient(x, y, beta=0.2)
+    np.testing.assert_allclose(general.estimate[:n], layered, rtol=0, atol=1e-9 * np.abs(layered).max())
+    exact = Analytical().estimate(circ, g, xc, y).estimate
+    np.testing.assert_allclose(exact[:n], drn.loss_and_grad(x, y)[1], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(exact[n:], 0.0, atol=1e-12)   # ideal diodes carry no gradient
+    netlist = spice.to_netlist(circ, g, xc[0])
+    n_diodes = sum(drn.spec.sizes[1:-1])
+    assert sum(line.startswith("D") for line in netlist.splitlines()) == n_diodes
