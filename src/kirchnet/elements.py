@@ -103,6 +103,15 @@ class Law:
         """The ``.model`` line this law's cards refer to (``None`` if it needs none)."""
         return None
 
+    #: voltage at which a cold start linearizes the law (SPICE's initial junction voltage)
+    initial_voltage: float = 0.0
+
+    def max_step(self, w: np.ndarray, dw: np.ndarray) -> np.ndarray | None:
+        """Largest fraction ``t`` of a Newton change ``dw`` the solver should take at ``w``
+        (elementwise; ``None``: no limit). Solver heuristic only: it never changes the
+        equilibrium, only how fast Newton reaches it."""
+        return None
+
     def to_dict(self) -> dict:
         """``{"kind": ..., **parameters}`` (JSON-serializable; :func:`law_from_dict` inverts it)."""
         return {"kind": self.kind, **asdict(self)}
@@ -191,6 +200,25 @@ class Diode(Law):
             d = np.where(over, x - X, 0.0)
             out = out + Is * nvt * (math.expm1(X) * d + 0.5 * math.exp(X) * d * d)
         return out
+
+    @property
+    def initial_voltage(self) -> float:
+        """Cold starts linearize the diode at :attr:`critical_voltage` (as SPICE does)."""
+        return self.critical_voltage
+
+    @property
+    def critical_voltage(self) -> float:
+        """SPICE's ``vcrit = n Vt ln(n Vt / (sqrt(2) Is))``: where the exponential takes over."""
+        return self.nvt * math.log(self.nvt / (math.sqrt(2.0) * self.saturation_current))
+
+    def max_step(self, w, dw):
+        """Forward voltage may grow at most ``10 n Vt`` beyond ``max(w, vcrit)`` per Newton
+        step (the current by at most ``e^10``): without it one diode pushed far forward
+        needs one iteration per ``n Vt`` to come back."""
+        lim = np.maximum(w, self.critical_voltage) + 10.0 * self.nvt
+        over = (dw > 0) & (w + dw > lim)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(over, (lim - w) / np.where(over, dw, 1.0), np.inf)
 
     @property
     def model_name(self) -> str:
@@ -363,6 +391,25 @@ class ElementMap:
                 out[..., e] = w[..., e] if method == "phi" else 0.5 * w[..., e] ** 2
             else:
                 out[..., e] = getattr(law, method)(w[..., e])
+        return out
+
+    @property
+    def initial_voltages(self) -> np.ndarray:
+        """(m,) the voltage each law is linearized at by a cold start (0 except diodes)."""
+        out = np.zeros(self.n_edges)
+        for law, e in self._groups:
+            if not law.constraint:
+                out[e] = law.initial_voltage
+        return out
+
+    def max_step(self, w, dw) -> np.ndarray:
+        """Per sample (leading axes) the smallest :meth:`Law.max_step` over all edges (inf: none)."""
+        w, dw = np.asarray(w, dtype=float), np.asarray(dw, dtype=float)
+        out = np.full(w.shape[:-1], np.inf)
+        for law, e in self._groups:
+            t = law.max_step(w[..., e], dw[..., e])
+            if t is not None:
+                out = np.minimum(out, t.min(axis=-1, initial=np.inf))
         return out
 
     def phi(self, w):

@@ -19,8 +19,9 @@ Newton on the complementarity ``min(mu_e, -c w_e) = 0``). Each step solves, per 
 
 with ``A`` the ideal diodes currently treated as conducting (the others get ``mu = 0``),
 then an exact line search on the convex ``L(u) = E(u) + mu_A . w_A(u)`` along ``du``
-(safeguarded Newton/bisection on the 1-d derivative, capped at the full step ``t = 1``),
-then the active-set update ``A = {e: mu_e + c w_e > 0}``. Why this method:
+(the full step when it is nearly exact, else the 1-d minimizer by step doubling and
+safeguarded Newton/bisection on the derivative; diode laws cap how far a forward voltage
+may grow in one step, :meth:`~kirchnet.elements.Law.max_step`), then the active-set update ``A = {e: mu_e + c w_e > 0}``. Why this method:
 
 * smooth laws (diodes): it is damped Newton on the convex energy; the exact line search
   makes the exponential harmless (no voltage limiting heuristics) and each iteration
@@ -50,7 +51,9 @@ Batches: up to ``DENSE_MAX`` free unknowns the per-sample systems are stacked
 larger networks assemble the sparse tangent Laplacian on the circuit's precomputed
 scatter pattern and factorize it with the circuit's backend (CHOLMOD reuses the circuit's
 one symbolic analysis; only the numeric factorization is repeated). Only unconverged
-samples are iterated. Warm starts: ``solve(..., warm_start=state)`` starts from a state's
+samples are iterated. Cold starts linearize every law at its
+:attr:`~kirchnet.elements.Law.initial_voltage` (diodes at SPICE's ``vcrit``) for the
+first point. Warm starts: ``solve(..., warm_start=state)`` starts from a state's
 potentials and active set (nudged phases start from the free state).
 
 Where a tangent system is singular (a node whose every element is a blocking rectifier),
@@ -89,6 +92,10 @@ DENSE_MAX = solvers.DENSE_MAX
 RTOL = 1e-10
 CTOL = 1e-12
 MAX_ITER = 100
+#: longest step (in units of the Newton step) the line search may extrapolate to
+MAX_STEP = 1e3
+#: the line search stops at ``|f'(t)| <= LINE_SEARCH_TOL |f'(0)|``
+LINE_SEARCH_TOL = 0.1
 
 
 # --------------------------------------------------------------------------- assembly
@@ -295,40 +302,54 @@ class NonlinearState(State):
 
 
 # --------------------------------------------------------------------------- solver
-def _line_search(el, g, w, dw, lin, max_iter: int = 60) -> np.ndarray:
-    """Step ``t`` in (0, 1] per sample: root of ``f'(t) = sum g phi(w + t dw) dw + lin``
-    (``f`` convex) to ``|f'(t)| <= 0.1 |f'(0)|``, or 1 when ``f'(1) <= 0.1 |f'(0)|``."""
+def _line_search(el, g, w, dw, lin, tmax=None, max_iter: int = 60) -> np.ndarray:
+    """Exact line search on the convex ``f(t) = E(u + t du)``, per sample.
+
+    ``f'(t) = sum_e g_e phi_e(w_e + t dw_e) dw_e + lin``. The full Newton step ``t = 1`` is
+    taken when ``|f'(1)| <= 0.1 |f'(0)|`` (so Newton's quadratic convergence is kept);
+    while ``f'`` is still clearly negative the step is doubled (coming down an exponential
+    from above, Newton's steps are too short by far), up to ``tmax`` (default 1; the laws'
+    step caps); otherwise the root of ``f'`` in the bracket is found by safeguarded Newton /
+    bisection to ``|f'(t)| <= 0.1 |f'(0)|``.
+    """
     def fp(t, idx):
         return np.einsum("bm,bm->b", g * el.phi(w[idx] + t[:, None] * dw[idx]), dw[idx]) + lin[idx]
 
     b = w.shape[0]
     every = np.arange(b)
     f0 = fp(np.zeros(b), every)
-    t = np.ones(b)
-    f1 = fp(t, every)
-    tol = 0.1 * np.abs(f0)
-    need = np.flatnonzero((f0 < 0) & (f1 > tol))
+    tcap = np.ones(b) if tmax is None else np.asarray(tmax, dtype=float)
+    t = np.minimum(1.0, tcap)
+    f = fp(t, every)
+    tol = LINE_SEARCH_TOL * np.abs(f0)
+    lo, flo = np.zeros(b), f0.copy()
+    grow = np.flatnonzero((f0 < 0) & (f < -tol) & (t < tcap))
+    for _ in range(30):  # expansion: at most 2^30
+        if not grow.size:
+            break
+        lo[grow], flo[grow] = t[grow], f[grow]
+        t[grow] = np.minimum(2.0 * t[grow], tcap[grow])
+        f[grow] = fp(t[grow], grow)
+        grow = grow[(f[grow] < -tol[grow]) & (t[grow] < tcap[grow])]
+    need = np.flatnonzero((f0 < 0) & (f > tol))
     if not need.size:
         return t
-    lo, hi = np.zeros(need.size), np.ones(need.size)
-    tt = np.full(need.size, 0.5)
-    flo, fhi = f0[need], f1[need]
-    # secant start (regula falsi) then safeguarded Newton
-    tt = np.clip(-flo / (fhi - flo), 1e-3, 0.999)
+    lo, hi = lo[need], t[need].copy()
+    flo, fhi = flo[need], f[need]
+    tt = lo + (hi - lo) * np.clip(-flo / (fhi - flo), 1e-3, 0.999)  # regula falsi start
     for _ in range(max_iter):
-        f = fp(tt, need)
-        done = np.abs(f) <= tol[need]
+        fn = fp(tt, need)
+        done = np.abs(fn) <= tol[need]
         if done.all():
             break
-        pos = f > 0
+        pos = fn > 0
         hi = np.where(pos, tt, hi)
         lo = np.where(pos, lo, tt)
         fpp = np.einsum("bm,bm->b", g * el.dphi(w[need] + tt[:, None] * dw[need]), dw[need] ** 2)
         with np.errstate(divide="ignore", invalid="ignore"):
-            newton = tt - f / fpp
+            newton = tt - fn / fpp
         ok = np.isfinite(newton) & (newton > lo) & (newton < hi)
-        nxt = np.where(ok, newton, 0.5 * (lo + hi))
-        tt = np.where(done, tt, nxt)
+        tt = np.where(done, tt, np.where(ok, newton, 0.5 * (lo + hi)))
     t[need] = tt
     return t
 
@@ -406,6 +427,20 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> Nonlinear
                 f"(sample {smp}: w = {wfix[smp, j]:.6g} V > 0) with no resistance in the loop: the "
                 f"circuit has no equilibrium. Put a resistance in series (Rectifier()) or change "
                 f"the inputs")
+    w0 = el.initial_voltages
+    if warm_start is None and np.any(w0 != 0):
+        # cold start: one linear solve with every law linearized at its initial voltage
+        # (diodes at vcrit, SPICE's initial junction voltage), i ~ g (phi(w0) + phi'(w0) (w - w0))
+        d0 = np.broadcast_to(g * el.dphi(w0), (b, asm.m))
+        wc = np.asarray((BT @ u.T).T) + s
+        i0 = d0 * wc + g * (el.phi(w0) - el.dphi(w0) * w0)
+        rhs = np.zeros((b, nf + nc, 1))
+        rhs[:, :nf, 0] = JF - np.asarray((asm.BF @ i0.T).T)
+        try:
+            u[:, c.free_nodes] = TangentSystem(c, np.ascontiguousarray(d0), active, fac.dense,
+                                               fac.backend).solve(rhs)[:, :nf, 0]
+        except _Singular:
+            pass  # keep u_F = 0
     iters = np.zeros(b, dtype=np.int64)
     cpd = float(np.mean(g))  # units of the active-set test mu + c w
     todo = np.arange(b)
@@ -475,7 +510,10 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> Nonlinear
         lin = -np.einsum("bf,bf->b", JJ, du)
         if nc:
             lin = lin + np.einsum("bc,bc->b", mu_new, dw[:, asm.ci])
-        t = _line_search(el, g, ww, dw, lin) if not el.is_linear else np.ones(todo.size)
+        if el.is_linear:
+            t = np.ones(todo.size)
+        else:  # step cap of the laws (diodes: no huge forward overshoot), then exact line search
+            t = _line_search(el, g, ww, dw, lin, np.clip(el.max_step(ww, dw), 1e-6, MAX_STEP))
         u[todo[:, None], c.free_nodes[None, :]] = uu[:, c.free_nodes] + t[:, None] * du
         if nc:
             mu[todo] = mu_new
