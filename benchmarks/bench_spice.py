@@ -10,8 +10,14 @@ too long, ngspice runs ``k`` of them and the 64-sample time is extrapolated as
 ``t(1) + 63 (t(k) - t(1)) / (k - 1)`` (marked ``*``). The max relative difference of
 the potentials is printed as a by-product of the cross-validation.
 
+The second table does the same on resistor-diode networks (:func:`diode_task`: kirchnet's
+Newton equilibria from a cold start against ngspice's ``op``, same netlists as
+:func:`kirchnet.spice.ngspice_potentials` writes: ``.options gmin=0`` and tight
+tolerances). Goal: kirchnet at least 50x faster on the 64-sample batch.
+
     python benchmarks/bench_spice.py            # lattice, delaunay, random; 1e2..1e4 edges
     python benchmarks/bench_spice.py --quick    # 1e2..1e3 edges only
+    python benchmarks/bench_spice.py --only diodes   # the resistor-diode table only
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import argparse
 
 import numpy as np
 
+from kirchnet import Circuit, Edge
+from kirchnet.elements import Diode
 from kirchnet.spice import ngspice_available, ngspice_potentials
 
 BATCH = 64
@@ -30,6 +38,46 @@ NGSPICE_BUDGET = 40.0
 #: random graphs (mean degree 4) fill in badly in ngspice's sparse LU: one operating
 #: point takes ~2 min at 1e4 edges on 2 cores, so that size is left out
 SIZES = {"lattice": (100, 1000, 10000), "delaunay": (100, 1000, 10000), "random": (100, 1000, 3000)}
+#: resistor-diode networks: ngspice's Newton needs tens of iterations per operating point
+DIODE_SIZES = {"lattice": (100, 1000, 10000), "random": (100, 1000, 3000)}
+
+
+def _spanning_tree(net):
+    """Edges of a spanning tree (union-find in edge order)."""
+    parent = np.arange(net.n_nodes)
+
+    def find(v):
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    tree = []
+    for e, (a, b) in enumerate(net.edges):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[ra] = rb
+            tree.append(e)
+    return np.array(tree, dtype=np.int64)
+
+
+def diode_task(net, batch: int = BATCH, n_inputs: int = 4, seed: int = 0):
+    """Resistor-diode circuit on ``net``: ``Diode()`` (area 0.5..2) on a third of the edges
+    off a spanning tree of resistors (0.5..2 mS), ground 0, ``n_inputs - 1`` clamped input
+    nodes and a series source on a diode, inputs uniform in +-2 V.
+
+    Returns ``(circuit, g, X (batch, n_inputs), diode edges)``.
+    """
+    rng = np.random.default_rng(seed)
+    rest = np.setdiff1d(np.arange(net.n_edges), _spanning_tree(net))
+    diodes = np.sort(rng.choice(rest, min(rest.size, net.n_edges // 3), replace=False))
+    nodes = rng.choice(np.arange(1, net.n_nodes), size=n_inputs - 1, replace=False)
+    circuit = Circuit(net, ground=0, inputs=[*(int(v) for v in nodes), Edge(int(diodes[0]))],
+                      elements={Diode(): diodes})
+    g = rng.uniform(0.5e-3, 2e-3, net.n_edges)
+    g[diodes] = rng.uniform(0.5, 2.0, diodes.size)
+    X = rng.uniform(-2.0, 2.0, (batch, n_inputs))
+    return circuit, g, X, diodes
 
 
 def ngspice_time(circuit, g, X):
@@ -43,12 +91,46 @@ def ngspice_time(circuit, g, X):
     return t1 + (b - 1) * max(tk - t1, 0.0) / (k - 1), k, u
 
 
+def diode_rows(quick: bool):
+    rows = []
+    for family, sizes in DIODE_SIZES.items():
+        for edges in sizes:
+            if quick and edges > 1000:
+                continue
+            net = network(family, edges)
+            circuit, g, X, diodes = diode_task(net)
+            t_k = best_time(lambda: circuit.factorize(g).solve(X), repeat=3, budget=5.0)
+            st = circuit.factorize(g).solve(X)
+            ref = st.potentials
+            t_ng, k, u = ngspice_time(circuit, g, X)
+            err = float(np.max(np.abs(u - ref[:k])) / np.max(np.abs(ref[:k])))
+            w = ref[:, net.tails[diodes]] - ref[:, net.heads[diodes]]
+            rows.append([family, net.n_nodes, net.n_edges, diodes.size,
+                         f"{np.mean(w > 0.3):.2f} / {np.mean(w < -0.1):.2f}",
+                         f"{np.mean(st.iterations):.1f}", t_k * 1e3,
+                         f"{t_ng:.3g}{'' if k == BATCH else '*'}", k, f"{t_ng / t_k:.0f}x",
+                         f"{err:.1e}"])
+            print(" ".join(str(v) for v in rows[-1]), flush=True)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sizes up to 1e3 edges only")
+    parser.add_argument("--only", choices=("linear", "diodes"), help="run one table only")
     args = parser.parse_args(argv)
     if not ngspice_available():
         raise SystemExit("ngspice not found: apt-get install ngspice")
+    if args.only != "linear":
+        rows = diode_rows(args.quick)
+        print_table(f"Resistor-diode networks, forward batch {BATCH} (4 inputs, cold-start Newton): "
+                    f"kirchnet vs ngspice (one process, alter + op).",
+                    ["graph", "nodes", "edges", "diodes", "forward / reverse", "Newton iterations",
+                     "kirchnet (ms)", "ngspice (s)", "ngspice ops run", "speed-up",
+                     "max rel. diff"], rows)
+        print("\n* extrapolated to 64 operating points from the ops run (t(1) + 63 per-op time).")
+        if args.only == "diodes":
+            return
     rows = []
     for family, sizes in SIZES.items():
         for edges in sizes:

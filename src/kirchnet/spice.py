@@ -734,8 +734,9 @@ def run_ngspice(netlist: str, *, executable: str | None = None, timeout: float |
 #: ngspice convergence tolerances of :func:`ngspice_potentials` for circuits with diodes:
 #: Newton converges quadratically, so stopping when the last update is below 1e-10
 #: relative leaves an error far below the 1e-6 the cross-validation asks for (ngspice's
-#: defaults reltol=1e-3, vntol=1e-6 V leave about 1e-7)
-NGSPICE_TOLERANCES = "reltol=1e-10 vntol=1e-13 abstol=1e-20"
+#: defaults reltol=1e-3, vntol=1e-6 V leave about 1e-7). abstol (A) stays above the
+#: rounding of mA branch currents: at 1e-20 some operating points never converge.
+NGSPICE_TOLERANCES = "reltol=1e-10 vntol=1e-12 abstol=1e-16"
 
 
 def ngspice_potentials(circuit: Circuit, conductances, x, *, currents=None, clamp=None,
