@@ -140,7 +140,7 @@ def test_config_round_trip_and_defaults():
     from kirchnet.config import TrainConfig
 
     cfg = TrainConfig.from_dict({"task": {"name": "iris"}, "rule": {"name": "ep", "beta": 0.2}})
-    assert cfg.rule.variant is None and cfg.optimizer.name == "sgd"
+    assert cfg.rule.variant is None and cfg.optimizer.name == "adam"  # kirchnet.defaults.OPTIMIZER
     from kirchnet.experiments.run import build_rule
 
     assert build_rule(cfg.rule).variant == "centered"  # EP default; CL/ACL default to positive

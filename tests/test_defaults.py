@@ -41,6 +41,10 @@ def test_python_constructors_use_the_defaults():
         assert optim.get_optimizer(name).lr == D.LR
     assert optim.Adam().lr == optim.Momentum().lr == optim.SGD().lr == D.LR
     assert optim.Momentum().beta == D.MOMENTUM
+    from kirchnet.tasks import digits, iris
+
+    for task in (iris, digits):
+        assert _defaults(task)["temperature"] == D.TEMPERATURE
 
 
 def test_toml_schema_uses_the_defaults():

@@ -321,9 +321,9 @@ def _reader(path: Path):
             return p.read_bytes() if p.exists() else None
         return read
     if path.is_file() and zipfile.is_zipfile(path):
-        zf = zipfile.ZipFile(path)
-        names = set(zf.namelist())
-        return lambda name: zf.read(name) if name in names else None
+        with zipfile.ZipFile(path) as zf:
+            files = {name: zf.read(name) for name in zf.namelist()}
+        return files.get
     if not path.exists():
         raise FormatError(f"{path}: no such file or directory")
     raise FormatError(f"{path} is neither a kirchnet save directory nor a .zip archive")

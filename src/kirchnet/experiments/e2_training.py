@@ -14,6 +14,16 @@ from .. import plotting
 from .common import Ticker, aggregate, curve, pm, preset, write_results
 from .run import train
 
+
+def _loss_label(task, quick, overrides) -> str:
+    """Axis label naming the training loss of a preset (with its overrides)."""
+    from ..config import TrainConfig
+    from ..losses import CrossEntropy
+    from .common import deep_update
+
+    t = TrainConfig.from_dict(deep_update(preset(task, quick, 0), overrides or {})).task
+    return plotting.loss_label(CrossEntropy(t.temperature) if t.loss == "cross_entropy" else "mse")
+
 #: rule configs compared (EP: centered, energy nudge, the physical "weak clamp"; CL: positive)
 RULES = {
     "analytical": {"name": "analytical"},
@@ -49,16 +59,15 @@ def e2_training(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int =
     data = {"experiment": "E2", "quick": quick, "seeds": seeds, "rules": rules, "table": table}
     if out_dir is None:
         return {**data, "rows": rows}
-    import matplotlib.pyplot as plt
-
     figures = {}
     for task in tasks:
         classification = "train_accuracy" in histories[task][next(iter(rules))][0][0]
-        fig, axes = plt.subplots(1, 2 if classification else 1, figsize=(11 if classification else 5.5, 4.0))
+        fig, axes = plotting.figure(figsize=(11 if classification else 5.5, 4.0), ncols=2 if classification else 1)
         axes = np.atleast_1d(axes)
         plotting.learning_curves({f"{r} (train)": curve(h, "train_loss") for r, h in histories[task].items()}
                                  | {f"{r} (test)": curve(h, "test_loss") for r, h in histories[task].items()},
-                                 ylabel="loss (mean ± std over seeds)", title=f"E2 {task}: loss", ax=axes[0])
+                                 ylabel=f"{_loss_label(task, quick, overrides)}, mean ± std over seeds",
+                                 title=f"E2 {task}: loss", ax=axes[0])
         if classification:
             plotting.learning_curves({r: curve(h, "test_accuracy") for r, h in histories[task].items()},
                                      ylabel="test accuracy", logy=False, title=f"E2 {task}: test accuracy",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import defaults as D
 from .._validation import check_choice, check_int, check_positive, check_real, check_seed
 from ..losses import CrossEntropy
 from ..errors import BoundaryConditionError, ParameterError
@@ -74,7 +75,7 @@ def _check_flag(value, name: str) -> bool:
 
 def _classification(name, X, labels, n_classes, test_fraction, seed, voltage, signed, bias,
                     loss, target_low, target_high, decision, max_train, low=None, high=None,
-                    network=None, temperature: float = 1.0) -> Task:
+                    network=None, temperature: float = D.TEMPERATURE) -> Task:
     voltage = check_positive(voltage, "voltage")
     signed, bias = _check_flag(signed, "signed"), _check_flag(bias, "bias")
     check_choice(loss, "loss", ("mse", "cross_entropy", "ce"))
@@ -110,7 +111,7 @@ def _classification(name, X, labels, n_classes, test_fraction, seed, voltage, si
 
 def iris(test_fraction: float = 0.3, seed: int = 0, voltage: float = 1.0, signed: bool = True,
          bias: bool = True, loss: str = "mse", target_low: float = 0.0, target_high: float = 0.5,
-         decision: str = "argmax", network: Network | None = None, temperature: float = 1.0) -> Task:
+         decision: str = "argmax", network: Network | None = None, temperature: float = D.TEMPERATURE) -> Task:
     """Iris (scikit-learn's bundled copy): 4 features -> 3 classes, stratified split.
 
     ``temperature`` scales the logits of the cross-entropy loss (``o / T``).
@@ -126,7 +127,7 @@ def iris(test_fraction: float = 0.3, seed: int = 0, voltage: float = 1.0, signed
 def digits(test_fraction: float = 0.3, seed: int = 0, voltage: float = 1.0, signed: bool = True,
            bias: bool = True, loss: str = "mse", target_low: float = 0.0, target_high: float = 0.5,
            decision: str = "argmax", max_train: int | None = None, network: Network | None = None,
-           temperature: float = 1.0) -> Task:
+           temperature: float = D.TEMPERATURE) -> Task:
     """Handwritten digits 8x8 (``sklearn.datasets.load_digits``): 64 pixels -> 10 classes.
 
     Pixels are scaled from the fixed range ``[0, 16]``; ``max_train`` subsamples the
