@@ -545,43 +545,6 @@ def test_trainer_safety_clip_does_not_move_conductances_in_other_units():
     assert np.any(np.abs(res.conductances - g0) > 0.1)  # the huge step did move them, to the clip
 
 
-def test_saturation_counts_in_history_and_one_warning():
-    """Edges at a bound are counted every epoch (clip floor and Bounds, resistance bounds
-    inverted) and one SaturationWarning is issued above the threshold."""
-    import warnings
-
-    from kirchnet import SaturationWarning
-    from kirchnet.constraints import Bounds, Levels
-    from kirchnet.training import conductance_bounds, saturation_counts
-
-    net = topologies.random_connected(40, m=120, seed=0)
-    c = Circuit(net, ground=0, inputs=[1, 2], outputs=[30, 31])
-    x = np.random.default_rng(0).uniform(-1, 1, (64, 2))
-    y = 3.0 * x[:, ::-1]  # unreachable: outputs of a passive network stay within the inputs' range
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = Trainer(epochs=15).fit(c, np.ones(net.n_edges), x, y)
-    h = res.history
-    assert h["n_at_lower"][0] == 0 and h["n_at_upper"][-1] == 0
-    at_floor = int(np.count_nonzero(res.conductances <= 1e-6 * (1 + 1e-9)))
-    assert h["n_at_lower"][-1] == at_floor and at_floor > 0.25 * net.n_edges
-    sat = [w for w in caught if issubclass(w.category, SaturationWarning)]
-    assert len(sat) == 1 and "sit at a conductance bound" in str(sat[0].message)
-    assert sat[0].filename == __file__  # points at the caller
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", SaturationWarning)
-        Trainer(epochs=3, saturation_warning=None).fit(c, np.ones(net.n_edges), x, y)
-    # bounds from constraints in either space; counts only tunable edges
-    cons = [Bounds(0.5, 2.0), Bounds(0.1, 1.0 / 1.5, space="resistance"), Levels([0.2, 1.0, 4.0], space="conductance")]
-    assert conductance_bounds(cons, (1e-6, 1e6)) == (1.5, 2.0)
-    assert conductance_bounds(None, (1e-6, 1e6)) == (1e-6, 1e6)
-    g = np.array([1e-6, 1.5, 2.0, 1.7])
-    assert saturation_counts(g, np.array([True, True, True, False]), (1.5, 2.0)) == {"n_at_lower": 2,
-                                                                                     "n_at_upper": 1}
-    with pytest.raises(ParameterError, match="saturation_warning"):
-        Trainer(saturation_warning=2.0)
-
-
 @pytest.mark.parametrize("kwargs, match", [
     (dict(patience=2.5), r"patience must be an integer, got 2\.5"),
     (dict(patience=-1), r"patience must be >= 0, got -1"),
