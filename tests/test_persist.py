@@ -125,8 +125,9 @@ def test_unknown_version_format_and_element_law_are_refused(tmp_path):
     g = np.ones(c.network.n_edges)
     for bad, match in (({"version": FORMAT_VERSION + 1}, r"format version 2 is not supported .*reads version 1"),
                        ({"format": "something-else"}, "format is 'something-else'"),
-                       ({"elements": [{"law": "diode", "edges": "all", "params": {}}]},
-                        "element law 'diode' is not supported")):
+                       ({"elements": [{"law": {"kind": "memristor"}, "edges": [0]}]},
+                        "elements: unknown law kind 'memristor'"),
+                       ({"elements": [{"law": "resistor", "edges": "all"}]}, "elements: a law must be a mapping")):
         p = kn.save(tmp_path / f"s{len(list(tmp_path.iterdir()))}", c, g)
         _edit_index(p, **bad)
         with pytest.raises(FormatError, match=match):
@@ -164,3 +165,22 @@ def test_to_toml_writes_nested_tables_that_parse_back():
     back = tomllib.loads(to_toml(data))
     assert back == {"name": "x", "seed": 1, "flag": True, "ratio": 0.1,
                     "network": {"kind": "layered", "sizes": [3, 2], "g_init": [0.5, 2.0]}}
+
+
+def test_element_laws_round_trip(tmp_path):
+    """A nonlinear circuit keeps every edge's law (kind and parameters); its solve reloads."""
+    from kirchnet.elements import Diode, Rectifier
+
+    net = topologies.lattice(3, 3)
+    laws = {Diode(saturation_current=1e-12): [0, 3], Rectifier(): [5]}
+    c = Circuit(net, ground=0, inputs=[8], outputs=[4], elements=laws)
+    g = np.linspace(0.5, 2.0, net.n_edges)
+    s = kn.load(kn.save(tmp_path / "nl", c, g))
+    assert s.circuit.elements == c.elements and not s.circuit.is_linear
+    assert s.circuit.elements.law_of(0) == Diode(saturation_current=1e-12)
+    x = np.array([[0.8], [-0.3]])
+    np.testing.assert_array_equal(s.circuit.solve(g, x).outputs, c.solve(g, x).outputs)
+    idx = json.loads((tmp_path / "nl" / "kirchnet.json").read_text())
+    assert [e["edges"] for e in idx["elements"]] == [[0, 3], [5]]
+    lin = kn.save(tmp_path / "lin", Circuit(net, ground=0, inputs=[8], outputs=[4]), g)
+    assert json.loads((lin / "kirchnet.json").read_text())["elements"] == []

@@ -25,7 +25,7 @@ the same files)::
                  "clamped": [id, ...], "backend": "auto",
                  "current_terminals": []},   (injected currents J are a solve argument;
                                               no node is reserved for them today)
-     "elements": [{"law": "resistor", "edges": "all", "params": {}}],
+     "elements": [{"law": {"kind": "diode", ...}, "edges": [e, ...]}, ...],
      "conductances": {"file": "conductances.npy", "csv": "conductances.csv", "n_edges": m,
                       "unit": "S"},
      "tunable": null | [bool, ...],
@@ -33,9 +33,11 @@ the same files)::
      "metadata": {...}}
 
 Node ids in ``circuit`` are the internal ids ``0 .. n-1`` (the position of the node in
-``labels``). ``elements`` lists the element law of every edge: today every edge is a
-linear resistor (``i = g v``); a file naming another law, or of a format version other
-than 1, is refused with :class:`~kirchnet.errors.FormatError`. The circuit rebuilt by
+``labels``). ``elements`` lists the element laws other than the linear resistor
+(``i = g v``) with their edges (:meth:`kirchnet.elements.ElementMap.to_dict`: each law as
+``{"kind": name, **parameters}``); edges not listed are resistors, so ``[]`` is a linear
+network. A file naming an unknown law, or of a format version other than 1, is refused
+with :class:`~kirchnet.errors.FormatError`. The circuit rebuilt by
 :func:`load` has the same network, terminal order and backend, so ``solve`` with the
 loaded conductances reproduces the saved run exactly (bit for bit on the same machine).
 """
@@ -54,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from .circuit import Circuit, Edge, Pair
+from .elements import LAWS, ElementMap
 from .errors import ConfigError, FormatError
 from .network import Network
 
@@ -62,7 +65,6 @@ __all__ = ["save", "load", "load_run", "Saved", "FORMAT", "FORMAT_VERSION", "to_
 FORMAT = "kirchnet-circuit"
 FORMAT_VERSION = 1
 INDEX = "kirchnet.json"
-ELEMENT_LAWS = ("resistor",)
 
 
 @dataclass
@@ -143,7 +145,20 @@ def _encode_circuit(circuit: Circuit) -> dict:
             "current_terminals": []}
 
 
-def _decode_circuit(net: Network, spec: dict) -> Circuit:
+def _decode_elements(net: Network, items: list, path) -> ElementMap:
+    """The :class:`~kirchnet.elements.ElementMap` of ``kirchnet.json``'s ``elements`` list."""
+    from .errors import KirchnetError
+
+    try:
+        if not isinstance(items, list) or not all(isinstance(i, dict) and "law" in i and "edges" in i
+                                                  for i in items):
+            raise FormatError(f"expected a list of {{'law': {{'kind': ...}}, 'edges': [...]}}, got {items!r:.200}")
+        return ElementMap.from_dict({"n_edges": net.n_edges, "elements": items})
+    except (KirchnetError, TypeError) as exc:
+        raise FormatError(f"{path}/{INDEX}: elements: {exc} (known laws: {', '.join(sorted(LAWS))})") from None
+
+
+def _decode_circuit(net: Network, spec: dict, elements: ElementMap) -> Circuit:
     lab = net.labels
     node = (lambda i: lab[int(i)]) if lab is not None else (lambda i: int(i))
 
@@ -165,7 +180,7 @@ def _decode_circuit(net: Network, spec: dict) -> Circuit:
                        inputs=[one(i, "inputs") for i in spec.get("inputs", [])],
                        outputs=[one(o, "outputs") for o in spec.get("outputs", [])],
                        clamped=[node(v) for v in spec.get("clamped", [])],
-                       backend=spec.get("backend", "auto"))
+                       backend=spec.get("backend", "auto"), elements=elements)
     except KeyError as exc:
         raise FormatError(f"circuit: missing key {exc.args[0]!r}") from None
 
@@ -276,7 +291,7 @@ def save(path, circuit: Circuit, conductances, *, config=None, history=None, met
                     "labels": None if net.labels is None else [_encode_label(v) for v in net.labels],
                     "positions": None if net.positions is None else net.positions.tolist()},
         "circuit": _encode_circuit(circuit),
-        "elements": [{"law": "resistor", "edges": "all", "params": {}}],
+        "elements": circuit.elements.to_dict()["elements"],
         "conductances": {"file": "conductances.npy", "csv": "conductances.csv", "n_edges": int(g.size),
                          "unit": "S"},
         "tunable": None if mask is None else mask.tolist(),
@@ -352,17 +367,13 @@ def load(path) -> Saved:
         raise FormatError(f"{path}/{INDEX}: format version {version!r} is not supported by kirchnet "
                           f"(this version reads version {FORMAT_VERSION}); upgrade kirchnet or re-save the "
                           f"network with a matching version")
-    for el in index.get("elements", []):
-        if el.get("law") not in ELEMENT_LAWS:
-            raise FormatError(f"{path}/{INDEX}: element law {el.get('law')!r} is not supported "
-                              f"(known laws: {', '.join(ELEMENT_LAWS)})")
     try:
         nd = index["network"]
         labels = nd.get("labels")
         net = Network(int(nd["n_nodes"]), np.asarray(nd["edges"], dtype=np.int64).reshape(-1, 2),
                       positions=None if nd.get("positions") is None else np.asarray(nd["positions"], float),
                       labels=None if labels is None else tuple(_decode_label(v) for v in labels))
-        circuit = _decode_circuit(net, index["circuit"])
+        circuit = _decode_circuit(net, index["circuit"], _decode_elements(net, index.get("elements") or [], path))
         cinfo = index["conductances"]
     except KeyError as exc:
         raise FormatError(f"{path}/{INDEX}: missing key {exc.args[0]!r}") from None
