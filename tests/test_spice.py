@@ -691,3 +691,31 @@ def test_ngspice_steep_diodes_tend_to_kirchnets_ideal_solution():
                      for N in (1e-1, 1e-2, 1e-3)])
     assert errs[0] > 1e-3
     np.testing.assert_allclose(errs[1:] / errs[:-1], 0.1, rtol=0.2)  # error O(N)
+
+
+def test_ideal_import_inverts_the_export_of_ideal_elements():
+    net = topologies.random_connected(15, m=40, seed=4)
+    rng = np.random.default_rng(4)
+    rest = np.setdiff1d(np.arange(net.n_edges), _resistor_tree(net))
+    inner = rest[np.all(net.edges[rest] > 3, axis=1)]
+    rect = np.setdiff1d(rest, inner[:3])[:8]
+    diodes = np.setdiff1d(rest, np.r_[inner[:3], rect])[:3]
+    src = int(rect[np.all(net.edges[rect] != 0, axis=1)][0])  # (a source into the ground
+    # would read back as a clamped node)
+    c = Circuit(net, ground=0, inputs=[1, 2, Edge(src)], outputs=[3],
+                elements={IdealDiode(): inner[:3], Rectifier(): rect,
+                          Diode(thermal_voltage=NGSPICE_THERMAL_VOLTAGE): diodes})
+    g = rng.uniform(0.5, 2.0, net.n_edges)
+    g[inner[:3]] = 1.0  # an ideal diode has no scale; the netlist keeps none
+    x = np.array([0.8, -0.5, 0.3])
+    text = to_netlist(c, g, x)
+    steep = from_netlist(text)  # default: the steep diodes the netlist describes
+    assert steep.circuit.network.n_nodes == net.n_nodes + rect.size  # the d<e> nodes
+    assert steep.circuit.network.n_edges == net.n_edges + rect.size
+    sc = from_netlist(text, ideal=True)
+    assert sc.node_names == tuple(spice_node_names(c))
+    np.testing.assert_array_equal(sc.circuit.network.edges, c.network.edges)
+    np.testing.assert_allclose(sc.conductances, g, rtol=1e-15)
+    assert sc.circuit.elements == c.elements  # the same laws on the same edges
+    np.testing.assert_array_equal(sc.circuit.source_edges, [src])
+    np.testing.assert_allclose(sc.solve().potentials, c.solve(g, x).potentials, rtol=1e-12, atol=1e-14)

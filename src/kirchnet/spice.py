@@ -31,7 +31,8 @@ model ``ideal_model = (IS, N)`` (default :data:`IDEAL_MODEL` ``(1e-15, 1e-3)``: 
 drop ``N Vt ln(1 + i / IS)``, 0.7 mV at 1 mA, reverse current ``IS``); the error to the
 ideal solution is proportional to ``N`` (tested). A :class:`~kirchnet.elements.Rectifier`
 is that diode in series with the edge's resistor through an internal node ``d<e>``:
-``R<e> n<a> d<e> 1/g_e`` and ``D<e> d<e> n<b> KN_IDEAL``.
+``R<e> n<a> d<e> 1/g_e`` and ``D<e> d<e> n<b> KN_IDEAL``. ``from_netlist(...,
+ideal=True)`` reads these back as the ideal elements (exact round trip).
 
 Import (:func:`from_netlist`, :func:`read_netlist`) maps a netlist of R, D, V and I
 elements (and diode ``.model`` cards) back onto a circuit: ground is node ``0`` (or
@@ -444,7 +445,43 @@ def _diode_area(name: str, rest: list[str], no: int) -> tuple[str, float]:
     return model, area
 
 
-def from_netlist(text: str, outputs: Sequence = (), backend: str = "auto") -> SpiceCircuit:
+def _merge_rectifiers(elems: list, vsrc: list, isrc: list) -> tuple[list, set[str]]:
+    """Ideal import: a ``KN_IDEAL`` diode in series with one resistor through a node that
+    touches only those two elements (and no source) becomes one Rectifier edge, oriented
+    along the diode (``R a m`` + ``D m b``, or ``D a m`` + ``R m b``: edge ``a -> b``,
+    ``g = 1/R``), at the position of the first of the two. Returns (elements, removed nodes)."""
+    touch: dict[str, list[int]] = {}
+    for j, el in enumerate(elems):
+        touch.setdefault(el[1], []).append(j)
+        touch.setdefault(el[2], []).append(j)
+    sources = {t for src in (vsrc, isrc) for _, p, q, _, _ in src for t in (p, q)}
+    merged: dict[int, tuple] = {}  # position -> merged element
+    dropped: set[int] = set()
+    removed: set[str] = set()
+    for j, (name, a, b, _, no, model) in enumerate(elems):
+        if model != IDEAL_MODEL_NAME.lower() or j in dropped:
+            continue
+        for mid, diode_is_tail in ((a, False), (b, True)):
+            if mid == "0" or mid in sources or len(touch[mid]) != 2:
+                continue
+            k = touch[mid][0] if touch[mid][1] == j else touch[mid][1]
+            r = elems[k]
+            if r[5] is not None or k in dropped or k in merged:
+                continue
+            far = r[2] if r[1] == mid else r[1]
+            ends = (a, far) if diode_is_tail else (far, b)
+            if ends[0] == ends[1]:
+                continue
+            merged[min(j, k)] = (name, ends[0], ends[1], r[3], no, "<rectifier>")
+            dropped.add(max(j, k))
+            removed.add(mid)
+            break
+    out = [merged.get(j, el) for j, el in enumerate(elems) if j not in dropped]
+    return out, removed
+
+
+def from_netlist(text: str, outputs: Sequence = (), backend: str = "auto",
+                 ideal: bool = False) -> SpiceCircuit:
     """Build a :class:`SpiceCircuit` from SPICE netlist text (R, D, V and I elements).
 
     The first line is the title (SPICE convention). Case-insensitive; comments start with
@@ -466,6 +503,14 @@ def from_netlist(text: str, outputs: Sequence = (), backend: str = "auto") -> Sp
     N=1) becomes ``Diode(IS, N, thermal_voltage=NGSPICE_THERMAL_VOLTAGE)``, the law ngspice
     simulates at its default 27 C. Other model parameters (RS, CJO, BV, ...), other model
     types and diode instance parameters raise :class:`~kirchnet.errors.NetlistError`.
+    kirchnet has no GMIN: the circuit is the netlist at ``.options gmin=0``.
+
+    ``ideal=True`` inverts :func:`to_netlist`'s ideal elements: diodes of the model
+    ``KN_IDEAL`` become :class:`~kirchnet.elements.IdealDiode` edges (``g = 1``; an ideal
+    diode has no scale) and such a diode in series with one resistor through a node that
+    touches nothing else becomes one :class:`~kirchnet.elements.Rectifier` edge
+    (``g = 1/R``; the node disappears). By default they are the steep diodes the
+    netlist describes.
     """
     lines = text.splitlines()
     if not lines or not lines[0].strip():
@@ -540,7 +585,12 @@ def from_netlist(text: str, outputs: Sequence = (), backend: str = "auto") -> Sp
 
     if not resistors:
         raise NetlistError("the netlist has no resistors or diodes")
-    laws: dict[str, Diode] = {}
+    laws: dict[str, Law] = {}
+    removed: set[str] = set()
+    if ideal:
+        laws[IDEAL_MODEL_NAME.lower()] = IdealDiode()
+        laws["<rectifier>"] = Rectifier()
+        resistors, removed = _merge_rectifiers(resistors, vsrc, isrc)
     for name, _, _, _, no, model in resistors:
         if model is None or model in laws:
             continue
@@ -572,7 +622,6 @@ def from_netlist(text: str, outputs: Sequence = (), backend: str = "auto") -> Sp
     inputs_spec: list = []  # ("node", name) or ("edge", resistor index)
     x_vals: list[float] = []
     clamped_by: dict[str, tuple[str, int]] = {}
-    removed: set[str] = set()
     for name, p, q, value, no in vsrc:
         if p == "0" or q == "0":
             target, val = (p, value) if q == "0" else (q, -value)
@@ -620,7 +669,7 @@ def from_netlist(text: str, outputs: Sequence = (), backend: str = "auto") -> Sp
     index = {k: i for i, k in enumerate(node_names)}
     edges = np.array([[index[a], index[b]] for a, b in edge_ends], dtype=np.int64)
     g = np.array([r[3] for r in resistors], dtype=float)
-    elements: dict[Diode, list[int]] = {}
+    elements: dict[Law, list[int]] = {}
     for e, r in enumerate(resistors):
         if r[5] is not None:
             elements.setdefault(laws[r[5]], []).append(e)
@@ -655,9 +704,10 @@ def from_netlist(text: str, outputs: Sequence = (), backend: str = "auto") -> Sp
                         tuple(r[0] for r in resistors), input_names, title)
 
 
-def read_netlist(path, outputs: Sequence = (), backend: str = "auto") -> SpiceCircuit:
+def read_netlist(path, outputs: Sequence = (), backend: str = "auto",
+                 ideal: bool = False) -> SpiceCircuit:
     """:func:`from_netlist` of a file."""
-    return from_netlist(Path(path).read_text(), outputs=outputs, backend=backend)
+    return from_netlist(Path(path).read_text(), outputs=outputs, backend=backend, ideal=ideal)
 
 
 # ----------------------------------------------------------------------------- ngspice
