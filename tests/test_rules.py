@@ -496,3 +496,11 @@ def test_a_non_finite_estimate_or_loss_raises_in_the_base_class():
     for cls in (Analytical, EquilibriumPropagation, CoupledLearning, AdjointCoupledLearning, GEP,
                 FiniteDifference, InSitu):
         assert getattr(cls.estimate, "_finite_checked", False), cls
+
+
+def test_gep_order_is_an_integer():
+    with pytest.raises(ParameterError, match=r"order must be an integer, got 1\.5"):
+        GEP("current", beta=0.1, order=1.5)
+    with pytest.raises(ParameterError, match=r"order must be >= 1, got 0"):
+        GEP("current", beta=0.1, order=0)
+    assert GEP("clamp", beta=0.1).order == 2

@@ -555,3 +555,9 @@ def test_trainer_safety_clip_does_not_move_conductances_in_other_units():
 def test_early_stopping_arguments(kwargs, match):
     with pytest.raises(ParameterError, match=match):
         EarlyStopping(**kwargs)
+
+
+@pytest.mark.parametrize("clip", [("a", "b"), (np.nan, 1.0), 5.0, (1e-6,)])
+def test_clip_must_be_a_pair_of_numbers(clip):
+    with pytest.raises(ParameterError, match=r"clip must "):
+        Trainer(clip=clip)

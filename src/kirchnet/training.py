@@ -405,7 +405,10 @@ class Trainer:
         self.checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1)
         self.history_dir = history_dir
         self.progress = bool(progress)
-        lo, hi = (float(c) for c in clip)
+        try:
+            lo, hi = (check_real(c, "clip") for c in clip)
+        except (TypeError, ValueError) as exc:  # not a pair of numbers
+            raise ParameterError(f"clip must be a pair (g_min, g_max) of numbers in siemens, got {clip!r}") from exc
         if not 0 < lo < hi:
             raise ParameterError(f"clip must satisfy 0 < g_min < g_max, got {clip}")
         self.clip = (lo, hi)

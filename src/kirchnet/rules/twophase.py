@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import defaults
 from ..circuit import State
-from .._validation import check_choice, check_positive
+from .._validation import check_choice, check_int, check_positive
 from ..errors import ParameterError
 from ..losses import Loss
 from ._ports import LazyStates, Ports, energy_nudge_currents
@@ -230,7 +230,7 @@ class GEP(Rule):
         self.nudge = nudge
         self.beta, self.variant = _check("beta", beta, variant,
                                          clamp=isinstance(nudge, (ClampNudge, AdjointClampNudge)))
-        self.order = int(getattr(nudge, "order", 1) if order is None else order)
+        self.order = check_int(getattr(nudge, "order", 1) if order is None else order, "order", 1)
 
     def estimate(self, circuit, conductances, x, y, factorization=None) -> RuleResult:
         if not circuit.is_linear:  # exact nonlinear phases (rules/_nonlinear.py)
