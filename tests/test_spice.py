@@ -354,8 +354,9 @@ def _reference_potentials(c, g, X, max_iter=500):
     Minimizes the convex co-content ``E(u) = sum_e g_e Phi_e(w_e)`` over the free
     potentials by Newton steps with junction limiting (``w / (n Vt)`` grows by at most 3
     per step past 10) and Armijo backtracking on ``E`` (an overflowing ``E`` is a
-    rejected step; a step that halves the KCL residual is accepted too); stops when the Newton correction is below 1e-14 relative (then
-    quadratic convergence has reached rounding level). Returns (b, n) potentials.
+    rejected step; a step that halves the KCL residual is accepted too); stops when the
+    Newton correction is below 1e-14 relative (then quadratic convergence has reached
+    rounding level). Returns (b, n) potentials.
     """
     net = c.network
     n, m = net.n_nodes, net.n_edges

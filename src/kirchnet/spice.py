@@ -19,12 +19,14 @@ card per distinct law. ngspice's diode is ``Is area (exp(v / (N Vt)) - 1)`` with
 at its default temperature 27 C, :data:`NGSPICE_THERMAL_VOLTAGE` (ngspice's constants,
 CODATA 2014); only ``N Vt`` enters, so the card's ``N = n Vt_law / Vt_ngspice``
 reproduces a law of any thermal voltage exactly (``N = n`` when ``Vt_law`` is ngspice's).
+The law's linear continuation above ``max_exponent n Vt`` (2.6 V for the default diode,
+where it would carry 1e29 A) has no SPICE counterpart; below it the two laws are equal.
 Two differences from Shockley's law are ngspice's, not the netlist's, and are handled
 explicitly: ngspice adds ``GMIN`` (default 1e-12 S) in parallel with every junction, so
 netlists with diodes set ``.options gmin=0`` (:data:`SPICE_GMIN`: the netlist then
 describes kirchnet's circuit exactly); and below ``-3 N Vt`` ngspice replaces the
 exponential by ``-Is area (1 + (3 N Vt / (e v))^3)`` (C1 at the joint), which changes a
-reverse-biased diode's current by less than ``0.5 %`` of its tiny ``Is area``.
+reverse-biased diode's current by at most ``0.4 %`` of its tiny ``Is area``.
 Ideal diodes and rectifiers have no exact SPICE equivalent: an
 :class:`~kirchnet.elements.IdealDiode` is ``D<e> n<a> n<b> KN_IDEAL`` with the steep
 model ``ideal_model = (IS, N)`` (default :data:`IDEAL_MODEL` ``(1e-15, 1e-3)``: forward
@@ -39,7 +41,8 @@ elements (and diode ``.model`` cards) back onto a circuit: ground is node ``0`` 
 ``gnd``); R and D elements are the edges; a V source from a node to ground clamps that
 node (an input); a V source between two non-ground nodes must be in series with exactly
 one resistor or diode (one of its nodes touches only that element and the source) and
-becomes a series source on that edge; I sources become injected currents. Anything else raises :class:`~kirchnet.errors.NetlistError` with the line.
+becomes a series source on that edge; I sources become injected currents. Anything else
+raises :class:`~kirchnet.errors.NetlistError` with the line.
 
 The ngspice runner (:func:`ngspice_potentials`) runs many operating points in ONE
 ``ngspice -b`` process: the first sample is in the netlist, each further sample
