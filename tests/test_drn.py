@@ -225,10 +225,16 @@ def test_classifier_api_analytical():
     from kirchnet.tasks.nonlinear import xor
 
     task = xor(n_train=64, n_test=64, seed=1)
-    clf = DRNClassifier(hidden=32, gain=10.0, epochs=20, batch_size=8, lr=0.05, method="analytical")
+    clf = DRNClassifier(hidden=32, gain=10.0, epochs=20, batch_size=8, lr=0.05, method="analytical",
+                        optimizer=None)
     clf.fit(task.x_train, task.labels_train)
     assert clf.score(task.x_test, task.labels_test) == 1.0
     assert set(clf.predict(task.x_test)) <= {0, 1}
+    # defaults (Adam, EP centered) on string labels
+    names = np.array(["even", "odd"])
+    clf2 = DRNClassifier().fit(task.x_train, names[task.labels_train])
+    assert clf2.score(task.x_test, names[task.labels_test]) == 1.0
+    assert clf2.decision_function(task.x_test).shape == (64, 2)
 
 
 def test_errors_name_the_problem():

@@ -841,13 +841,16 @@ class DRNClassifier:
     the prediction is ``argmax`` of the output potentials.
 
     ``hidden``: hidden layer sizes (int or tuple); other arguments as :class:`DRNSpec`
-    and :func:`fit_drn`.
+    and :func:`fit_drn` (``optimizer``: ``None`` for plain SGD, a name such as ``"adam"``
+    with learning rate ``lr``, or a :class:`kirchnet.optim.Optimizer`). The defaults
+    (gain 10, Adam 0.003, EP centered with beta 0.2, 30 epochs) train XOR, moons and
+    digits to the accuracies in the README.
     """
 
-    def __init__(self, hidden=32, gain: float = 1.0, diode_split: float = 0.5, bias: float = 0.0,
-                 target: float = 1.0, epochs: int = 10, batch_size: int = 16, lr: float = 0.01,
-                 method: str = "ep", beta: float = 1.0, variant: str = "centered",
-                 optimizer=None, init_scale: float = 1.0, seed: int = 0):
+    def __init__(self, hidden=32, gain: float = 10.0, diode_split: float = 0.5, bias: float = 0.0,
+                 target: float = 1.0, epochs: int = 30, batch_size: int = 16, lr: float = 0.003,
+                 method: str = "ep", beta: float = 0.2, variant: str = "centered",
+                 optimizer="adam", init_scale: float = 1.0, seed: int = 0):
         self.hidden, self.gain, self.diode_split, self.bias = hidden, gain, diode_split, bias
         self.target, self.epochs, self.batch_size, self.lr = target, epochs, batch_size, lr
         self.method, self.beta, self.variant, self.optimizer = method, beta, variant, optimizer
