@@ -6,7 +6,10 @@ For each lattice of ~N nodes it prints the median times (at least ``repeats`` ca
   factorize        circuit.factorize(g)
   forward          factorization.solve(x) for a batch, outputs read
   loss_and_grad    circuit.loss_and_grad(g, x, y) from scratch (factorize included)
-and the ratio ``loss_and_grad / (factorize + forward)`` (target <= 1.3).
+and the ratio ``loss_and_grad / (factorize + forward)`` (target <= 1.3), and the cost of
+the checks every solve makes (kirchnet.solvers.base: error bound, refinement, maximum
+principle): a training step (factorize + loss_and_grad) with the default ``check=True``
+against ``check=False`` (goal: under 5 % from 10^3 nodes up).
 """
 
 from __future__ import annotations
@@ -35,6 +38,20 @@ def best_of(fn, repeats, budget=0.5):
         times.append(dt)
         spent += dt
     return float(np.median(times)), out
+
+
+def paired_min(fa, fb, repeats, budget=3.0):
+    """Minimum process-CPU time of ``fa`` and of ``fb``, called alternately (at least
+    ``3 * repeats`` pairs, more within ``budget`` seconds): the minimum of interleaved
+    calls resolves a few-percent difference on a loaded machine, a median does not."""
+    ta, tb, spent = [], [], 0.0
+    while len(ta) < 3 * repeats or (spent < budget and len(ta) < 2000):
+        for f, out in ((fa, ta), (fb, tb)):
+            t0 = time.process_time()
+            f()
+            out.append(time.process_time() - t0)
+            spent += out[-1]
+    return min(ta), min(tb)
 
 
 def lattice_circuit(n_nodes: int):
@@ -66,23 +83,34 @@ def run(sizes, batch, repeats, backend="auto"):
 
         t_fwd, _ = best_of(forward, reps)
         t_lg, _ = best_of(lambda: circuit.loss_and_grad(g, x, y), reps)
+
+        def step(check):
+            fac_ = circuit.factorize(g, backend=backend, check=check)
+            return circuit.loss_and_grad(g, x, y, factorization=fac_)
+
+        t_on, t_off = paired_min(lambda: step(True), lambda: step(False), reps)
         rows.append({
             "nodes": net.n_nodes, "edges": net.n_edges, "backend": fac.backend,
             "factorize_s": t_fac, "forward_s": t_fwd, "loss_and_grad_s": t_lg,
             "ratio": t_lg / (t_fac + t_fwd),
+            "step_checked_s": t_on, "step_unchecked_s": t_off, "check_overhead": t_on / t_off - 1.0,
         })
         r = rows[-1]
         print(f"  {side}x{side}: factorize {t_fac:.4f}s forward {t_fwd:.4f}s "
-              f"loss_and_grad {t_lg:.4f}s ratio {r['ratio']:.2f}", flush=True)
+              f"loss_and_grad {t_lg:.4f}s ratio {r['ratio']:.2f} "
+              f"checks +{100 * r['check_overhead']:.1f}%", flush=True)
     return rows
 
 
 def table(rows, batch):
-    out = ["| nodes | edges | backend | factorize (s) | forward, batch %d (s) | loss_and_grad (s) | ratio |" % batch,
-           "|---:|---:|---|---:|---:|---:|---:|"]
+    out = ["| nodes | edges | backend | factorize (s) | forward, batch %d (s) | loss_and_grad (s) | ratio "
+           "| step, checked (s) | step, check=False (s) | check cost |" % batch,
+           "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['nodes']:,} | {r['edges']:,} | {r['backend']} | {r['factorize_s']:.4g} | "
-                   f"{r['forward_s']:.4g} | {r['loss_and_grad_s']:.4g} | {r['ratio']:.2f} |")
+                   f"{r['forward_s']:.4g} | {r['loss_and_grad_s']:.4g} | {r['ratio']:.2f} | "
+                   f"{r['step_checked_s']:.4g} | {r['step_unchecked_s']:.4g} | "
+                   f"{100 * r['check_overhead']:+.1f} % |")
     return "\n".join(out)
 
 

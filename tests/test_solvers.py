@@ -366,7 +366,7 @@ def test_ill_conditioned_lattice_is_exact_or_refused(backend, high, low):
             assert "merge near-shorts" in str(exc) and "remove near-opens" in str(exc)
             continue
         except ConvergenceError as exc:  # CG may not even reach its residual tolerance
-            assert backend.startswith("pcg") and f"diagonal ratio {high / low:.1e}" in str(exc)
+            assert backend.startswith("pcg") and f"max(g)/min(g) = {high / low:.1e}" in str(exc)
             continue
         assert np.all(np.abs(out - exact) <= 1e-6), (out, exact)
 
@@ -420,6 +420,12 @@ def test_update_never_returns_nan_where_refactorization_is_right(backend):
     for factor in (1e-12, 1e-16, 1e-17, 1e-300):
         g1 = g.copy()
         g1[8] *= factor
+        try:
+            c.factorize(g1).solve([1.0])
+        except SolverError:  # (AMG-preconditioned CG may not converge here): the update neither
+            with pytest.raises(SolverError):
+                c.factorize(g).update(g1).solve([1.0])
+            continue
         up = c.factorize(g).update(g1)
         out = up.solve([1.0]).outputs
         assert np.isfinite(out).all()

@@ -210,6 +210,8 @@ class Circuit:
         self._BT = B.T.tocsr()
         self._B_free = B[self.free_nodes, :].tocsr()
         self._BT_free = self._B_free.T.tocsr()
+        for M in (self._B, self._BT, self._B_free, self._BT_free):
+            M.sum_duplicates()  # marks them canonical: scipy re-checks every product otherwise
         self._build_pattern()
         #: element law of every edge (:class:`~kirchnet.elements.ElementMap`; default: resistors)
         self.elements = elements if isinstance(elements, ElementMap) else ElementMap(network.n_edges, elements)
@@ -600,7 +602,7 @@ class CircuitFactorization:
         if not self.check or H.size == 0:
             return H
         ni, ns = c.input_nodes.size, c.source_edges.size
-        Hn = H[:, np.r_[0:ni, ni + ns:H.shape[1]]]
+        Hn = H[:, np.r_[0:ni, ni + ns:H.shape[1]]] if ns else H
         if Hn.size:
             low, high = -float(Hn.min()), float(Hn.sum(axis=1).max()) - 1.0
             if max(low, high) > ACCURACY:

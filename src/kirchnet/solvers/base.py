@@ -109,7 +109,7 @@ class Factorization(ABC):
         #: iterative refinement steps taken so far (diagnostics)
         self.refinements = 0
         self._psi_max = None
-        self._d = None
+        self._d = self._dinv = None
         self._fallback = None
 
     @abstractmethod
@@ -138,6 +138,12 @@ class Factorization(ABC):
         return X[:, 0] if rhs.ndim == 1 else X
 
     # ------------------------------------------------------------------ checks
+    def _advice(self) -> str:
+        """The conductance ratio and advice when the edge form is known, else the diagonal ratio."""
+        if self.edge_form is not None:
+            return conductance_advice(self.edge_form[2])
+        return f"diagonal ratio {diagonal_ratio(self.matrix)}; rescale the matrix"
+
     def _apply(self, X: np.ndarray) -> np.ndarray:
         """``A X``, in the edge form when known."""
         if self.edge_form is not None:
@@ -159,7 +165,13 @@ class Factorization(ABC):
             self._d = np.asarray(self.matrix.diagonal(), dtype=float)
         return self._d
 
-    def _certified_max(self, v: np.ndarray, y: np.ndarray) -> float:
+    def _rho(self, R: np.ndarray) -> np.ndarray:
+        """``max_i |r_i| / d_i`` per column."""
+        if self._dinv is None:
+            self._dinv = 1.0 / self._diag()
+        return np.max(np.abs(R) * self._dinv[:, None], axis=0)
+
+    def _certified_max(self, v: np.ndarray, y: np.ndarray, r=None) -> float:
         """Upper bound of ``max(A^{-1} v)`` for ``v > 0`` from a computed ``y ~ A^{-1} v``.
 
         With ``r = v - A y`` and ``rho = max_i |r_i| / v_i``: ``|A^{-1} v - y| = |A^{-1} r| <=
@@ -168,14 +180,16 @@ class Factorization(ABC):
         """
         v = v[:, None]
         y = y[:, None]
+        r = None if r is None else r[:, None]
         for _ in range(MAX_REFINEMENT + 1):
             if not np.isfinite(y).all():
                 return np.inf
-            r = v - self._apply(y)
+            if r is None:
+                r = v - self._apply(y)
             rho = float(np.max(np.abs(r) / v))
             if rho <= 0.5:
                 return float(np.max(np.abs(y))) / (1.0 - rho)
-            y = y + self._solve_block(r)
+            y, r = y + self._solve_block(r), None
         return np.inf
 
     def _bounds(self, R: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -186,7 +200,7 @@ class Factorization(ABC):
         """
         d = self._diag()
         scale = np.max(np.abs(X), axis=0)
-        rho = np.max(np.abs(R) / d[:, None], axis=0)
+        rho = self._rho(R)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             bound = np.where(rho == 0, 0.0, rho * self._psi_max / scale)
         bound = np.where(np.isfinite(bound), bound, np.inf)
@@ -211,11 +225,26 @@ class Factorization(ABC):
             if not (d > 0).all():
                 raise SolverError("the matrix has a non-positive diagonal entry: not a reduced "
                                   "Laplacian of positive conductances")
-            sol = self._solve_block(np.hstack([B, d[:, None]]))
-            X = sol[:, :-1]
-            self._psi_max = self._certified_max(d, sol[:, -1])
+            B1 = np.empty((B.shape[0], B.shape[1] + 1))
+            B1[:, :-1], B1[:, -1] = B, d
+            sol = self._solve_block(B1)
+            X, R1 = sol[:, :-1], B1 - self._apply(sol)  # one residual for the block and psi
+            rho = self._rho(R1)
+            if rho[-1] <= 0.5:  # psi certified at once (the usual case)
+                self._psi_max = float(np.max(np.abs(sol[:, -1]))) / (1.0 - rho[-1])
+            else:
+                self._psi_max = self._certified_max(d, sol[:, -1], R1[:, -1])
         else:
             X = self._solve_block(B)
+            R1 = B - self._apply(X)
+            rho = self._rho(R1)
+        # fast path: the cheap bound already certifies every column (no NaN passes "<=")
+        k = B.shape[1]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            fast = rho[:k] * self._psi_max <= self.refine_above * np.max(np.abs(X), axis=0)
+        if fast.all():
+            return X
+        R1 = R1[:, :k]
         bound = np.full(B.shape[1], np.inf)
         R = B
         previous = None
@@ -223,7 +252,8 @@ class Factorization(ABC):
             for step in range(MAX_REFINEMENT + 1):
                 if not np.isfinite(X).all():
                     break  # a non-finite solve is not refined
-                R = B - self._apply(X)
+                R = B - self._apply(X) if R1 is None else R1
+                R1 = None
                 bound = self._bounds(R, X)
                 bad = bound > self.refine_above
                 if not bad.any():
@@ -248,8 +278,7 @@ class Factorization(ABC):
         with np.errstate(all="ignore"):
             scaled = float(np.max(np.abs(R[:, worst])) / (2 * np.max(self._diag()) * np.max(np.abs(X[:, worst]))
                                                            + np.max(np.abs(B[:, worst]))))
-        what = (conductance_advice(self.edge_form[2]) if self.edge_form is not None else
-                f"diagonal ratio {diagonal_ratio(self.matrix)}; rescale the matrix")
+        what = self._advice()
         raise IllConditionedError(
             f"the {self.name} solve cannot be certified accurate: relative error bound "
             f"{bound[worst]:.1e} > {ACCURACY:.0e} after {self.refinements} refinement "

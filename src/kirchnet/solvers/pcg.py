@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ConvergenceError, IllConditionedError, SolverError
-from .base import ACCURACY, Factorization, diagonal_ratio
+from .base import ACCURACY, Factorization
 
 
 def pyamg_available() -> bool:
@@ -98,8 +98,7 @@ class PCG(Factorization):
             if np.any(active & ~(pAp > 0)):
                 raise IllConditionedError(
                     f"conjugate gradients broke down at iteration {it} (p^T A p <= 0 or not finite): "
-                    f"the matrix is not numerically positive definite (diagonal ratio "
-                    f"{diagonal_ratio(A)}); rescale the conductances or use a direct backend"
+                    f"the matrix is not numerically positive definite; {self._advice()}"
                 )
             alpha = np.where(active, rz / np.where(active, pAp, 1.0), 0.0)
             X += alpha * P
@@ -119,9 +118,8 @@ class PCG(Factorization):
         worst = float(np.max(np.where(bnorm > 0, rel, 0.0)))
         raise ConvergenceError(
             f"conjugate gradients did not converge in {self.maxiter} iterations "
-            f"(relative residual {worst:.2e} > rtol={self.rtol:.1e}; diagonal ratio "
-            f"{diagonal_ratio(self.A)}); raise maxiter, loosen rtol, use a direct backend, "
-            f"or, if the conductances span many decades, rescale them"
+            f"(relative residual {worst:.2e} > rtol={self.rtol:.1e}); raise maxiter, loosen rtol "
+            f"or use a direct backend; if the system is ill-conditioned: {self._advice()}"
         )
 
     def updated(self, C, d, matrix=None):
