@@ -342,7 +342,7 @@ def _enumerate_ideal(c, g, x):
     return np.asarray(out)
 
 
-@settings(max_examples=40)
+@settings(max_examples=30)
 @given(st.integers(0, 2 ** 32 - 1), st.integers(4, 9), st.integers(1, 3))
 def test_ideal_diode_equilibria_and_gradients_match_enumerated_active_sets(seed, n, n_ideal):
     rng = np.random.default_rng(seed)
@@ -403,6 +403,34 @@ def test_forward_biased_ideal_diode_loop_through_a_free_node_is_rejected():
     assert np.allclose(c.solve(g, [[-0.5]]).outputs, 0.0)
     with pytest.raises(BoundaryConditionError, match=r"ideal diode edge\(s\) .*no resistance"):
         c.solve(g, [[0.5]])
+
+
+def test_unbounded_and_pinned_current_injections():
+    net = kn.Network(3, [(1, 2), (2, 0)])
+    J = np.array([0.0, 0.0, -1.0])  # 1 A drawn out of node 2
+    # blocking rectifiers on both sides: no equilibrium (the energy is unbounded below)
+    c = kn.Circuit(net, ground=0, inputs=[1], outputs=[2], elements={Rectifier(): [0, 1]})
+    with pytest.raises(ConvergenceError, match="worst node 2"):
+        c.solve(np.ones(2), [[0.0]], currents=J)
+    # ideal diodes pin node 2 at 0 V; the 1 A comes from the input node through diode 0
+    # (node 1 -> 2 -> ground is a loop of ideal diodes: the solver keeps one of them conducting)
+    c = kn.Circuit(net, ground=0, inputs=[1], outputs=[2], elements={IdealDiode(): [0, 1]})
+    s = c.solve(np.ones(2), [[0.0]], currents=J)
+    np.testing.assert_allclose(s.potentials, 0.0, atol=1e-15)
+    np.testing.assert_allclose(s.currents[0], [1.0, 0.0], atol=1e-15)
+
+
+def test_nonlinear_circuits_pickle_and_warm_start_from_potentials():
+    import pickle
+
+    c, g, x = _diode_lattice()
+    s = c.solve(g, x)
+    c2 = pickle.loads(pickle.dumps(c))
+    assert c2.elements == c.elements and not c2.is_linear
+    np.testing.assert_array_equal(c2.solve(g, x).potentials, s.potentials)
+    again = c.factorize(g).solve(x, warm_start=s.potentials)
+    assert again.iterations.max() <= 1
+    np.testing.assert_allclose(again.potentials, s.potentials, atol=1e-12)
 
 
 # ----------------------------------------------------------------- solver behaviour

@@ -345,8 +345,8 @@ def _line_search(el, g, w, dw, lin, tmax=None, max_iter: int = 60) -> np.ndarray
         pos = fn > 0
         hi = np.where(pos, tt, hi)
         lo = np.where(pos, lo, tt)
-        fpp = np.einsum("bm,bm->b", g * el.dphi(w[need] + tt[:, None] * dw[need]), dw[need] ** 2)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            fpp = np.einsum("bm,bm->b", g * el.dphi(w[need] + tt[:, None] * dw[need]), dw[need] ** 2)
             newton = tt - fn / fpp
         ok = np.isfinite(newton) & (newton > lo) & (newton < hi)
         tt = np.where(done, tt, np.where(ok, newton, 0.5 * (lo + hi)))
