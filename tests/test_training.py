@@ -10,68 +10,10 @@ import pytest
 
 from kirchnet import Circuit, CrossEntropy, ParameterError, ShapeError, topologies
 from kirchnet.constraints import UpdateNoise
-from kirchnet.optim import SGD, Adam, Constant, Cosine, ExponentialDecay, Momentum, StepDecay, get_optimizer
+from kirchnet.optim import SGD, Adam
 from kirchnet.partial import random_mask
 from kirchnet.rules import Analytical
 from kirchnet.training import Callback, EarlyStopping, History, LambdaCallback, Trainer, evaluate
-
-
-# ----------------------------------------------------------------------------- optimizers
-def test_sgd_and_momentum_formulas():
-    p, d = np.array([1.0, 2.0]), np.array([0.5, -1.0])
-    np.testing.assert_allclose(SGD(0.1).step(p, d), p - 0.1 * d)
-    mo = Momentum(0.1, beta=0.5)
-    p1 = mo.step(p, d)                      # v = d
-    p2 = mo.step(p1, d)                     # v = 0.5 d + d
-    np.testing.assert_allclose(p1, p - 0.1 * d)
-    np.testing.assert_allclose(p2, p1 - 0.1 * 1.5 * d)
-    ne = Momentum(0.1, beta=0.5, nesterov=True)
-    np.testing.assert_allclose(ne.step(p, d), p - 0.1 * (d + 0.5 * d))
-
-
-def test_adam_first_step_and_quadratic():
-    a = Adam(0.01)
-    d = np.array([3.0, -1e-3, 0.0])
-    step = np.array([1.0, 1.0, 1.0]) - a.step(np.ones(3), d)
-    np.testing.assert_allclose(step, 0.01 * d / (np.abs(d) + 1e-8))  # bias-corrected: lr * sign
-    # minimizes an ill-conditioned quadratic 1/2 sum h p^2
-    h = np.array([1.0, 100.0])
-    p, opt = np.array([1.0, 1.0]), Adam(0.05)
-    for _ in range(600):
-        p = opt.step(p, h * p)
-    assert np.all(np.abs(p) < 1e-2)
-
-
-@pytest.mark.parametrize("make", [lambda: SGD(0.1), lambda: Momentum(0.1, 0.9), lambda: Adam(0.1)])
-def test_optimizer_state_roundtrip(make):
-    rng = np.random.default_rng(0)
-    grads = rng.normal(size=(6, 4))
-    a = make()
-    p = np.ones(4)
-    for gr in grads[:3]:
-        p = a.step(p, gr)
-    b = make()
-    b.load_state_dict({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in a.state_dict().items()})
-    pa, pb = p.copy(), p.copy()
-    for gr in grads[3:]:
-        pa, pb = a.step(pa, gr), b.step(pb, gr)
-    np.testing.assert_array_equal(pa, pb)
-
-
-def test_schedules():
-    assert Constant()(7) == 1.0
-    s = StepDecay(3, 0.5)
-    assert [s(e) for e in range(7)] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25]
-    assert ExponentialDecay(0.9)(2) == pytest.approx(0.81)
-    c = Cosine(10, min_factor=0.1)
-    assert c(0) == pytest.approx(1.0) and c(10) == pytest.approx(0.1) and c(20) == pytest.approx(0.1)
-    assert c(5) == pytest.approx(0.55)
-    vals = [c(e) for e in range(11)]
-    assert all(a >= b for a, b in zip(vals, vals[1:]))
-    with pytest.raises(ParameterError):
-        StepDecay(0)
-    with pytest.raises(ValueError):
-        get_optimizer("rmsprop")
 
 
 # ----------------------------------------------------------------------------- tasks
