@@ -188,7 +188,7 @@ def _clamp_rule(rule, circuit, conductances, x, y, factorization):
 
 
 def _gep(rule, circuit, conductances, x, y, factorization):
-    from .twophase import AdjointClampNudge, ClampNudge, CurrentNudge, EnergyNudge, NudgeContext
+    from .twophase import AdjointClampNudge, NudgeContext, Nudged
 
     fac, free, values, delta = _free(rule, circuit, conductances, x, y, factorization)
     ports = NonlinearPorts(fac, free)
@@ -199,15 +199,10 @@ def _gep(rule, circuit, conductances, x, y, factorization):
     for bk, key in ((b1, "nudged_negative"), (b2, "nudged")):
         if bk == 0.0:
             continue
-        nudge = rule.nudge
-        if isinstance(nudge, AdjointClampNudge):  # o_F - beta K delta with the per-sample K
-            from .twophase import Nudged
-
+        if isinstance(rule.nudge, AdjointClampNudge):  # o_F - beta K delta, K per sample (b, k, k)
             bc = Nudged(clamp=free.outputs - bk * np.einsum("bkl,bl->bk", ports.K, delta))
-        elif isinstance(nudge, (CurrentNudge, EnergyNudge, ClampNudge)):
-            bc = nudge(bk, ctx)
-        else:
-            bc = nudge(bk, ctx)
+        else:  # current, energy, clamp and custom nudges see the nonlinear ports (K per sample)
+            bc = rule.nudge(bk, ctx)
         set_ = [bc.currents is not None, bc.clamp is not None, bc.energy is not None]
         if sum(set_) != 1:
             raise ParameterError("a nudge must return exactly one of currents, clamp or energy")
