@@ -136,10 +136,11 @@ class MemristorModel:
 class LinearIonDrift(MemristorModel):
     """HP linear ion drift, ``dx/dt = k i f(x, i) + alpha x`` with ``k = mu_v R_on / D^2``.
 
-    Defaults are the TiO2 device of Strukov et al. (Nature 453, 80, 2008) as used by
-    Joglekar and Wolf (2009): ``R_on = 100 ohm``, ``R_off = 16 kohm``,
-    ``D = 10 nm``, ``mu_v = 1e-14 m^2 / (V s)`` (so ``k = 1e4 / (A s)``: 0.1 mA moves
-    the state by 1 per second). ``window``: None, ``"joglekar"`` or ``"biolek"`` with
+    Defaults are the TiO2 device values common in the HP-model literature: the ratio
+    ``R_off / R_on = 160``, ``D = 10 nm`` and ``mu_v = 1e-14 m^2 / (V s)`` of Strukov et al.
+    (Nature 453, 80, 2008) with ``R_on = 100 ohm`` (``R_off = 16 kohm``) as in the window
+    papers of Joglekar and Wolf (2009) and Biolek et al. (2009); so ``k = 1e4 / (A s)``:
+    0.1 mA moves the state by 1 per second. ``window``: None, ``"joglekar"`` or ``"biolek"`` with
     exponent ``p``. Without a window and with ``alpha = 0`` the state is a function of the
     charge, ``x(t) = x0 + k q(t)``, and under a voltage source ``v`` alone
     ``x(t) = (sqrt((1 + xi x0)^2 + 2 xi k phi(t) / R_on) - 1) / xi`` with the flux
@@ -592,10 +593,11 @@ def _rram():
     return PulseDevice(
         g_min=10e-6, g_max=100e-6, step_up=1.2e-6, step_down=1.2e-6, gamma_up=1.0, gamma_down=1.0,
         c2c=0.3, d2d=0.3, name="rram",
-        source=("bidirectional analog RRAM with soft bounds at the resistive processing unit "
-                "specification of Gokmen and Vlasov, Front. Neurosci. 10, 333 (2016): cycle-to-cycle "
-                "and device-to-device spread 30 %, about 100 pulses across the range; the 10-100 uS "
-                "window is a typical filamentary-oxide range; illustrative"))
+        source=("bidirectional analog RRAM with soft bounds; cycle-to-cycle and device-to-device "
+                "spreads of 30 % as in the resistive processing unit specification of Gokmen and "
+                "Vlasov, Front. Neurosci. 10, 333 (2016), but about 75 pulses across the window "
+                "(the RPU asks for 1000 states; filamentary oxides reach tens to hundreds); the "
+                "10-100 uS window is a typical filamentary-oxide range; illustrative"))
 
 
 def _ideal():
@@ -618,7 +620,7 @@ def preset(name: str, **overrides):
     """A named device model, with any parameter overridden (``preset("pcm", c2c=0)``).
 
     ``"digital_potentiometer"`` (40 ohm - 32 kohm, 100 taps; Dillavou et al. 2022),
-    ``"pcm"`` (Nandakumar et al. 2018 / Boybat et al. 2018-type), ``"rram"`` (Gokmen and
+    ``"pcm"`` (Nandakumar et al. 2018 / Boybat et al. 2018-type), ``"rram"`` (spreads of the Gokmen and
     Vlasov 2016 RPU specification), ``"ideal"``, and the continuous ``"hp"``
     (:class:`LinearIonDrift`, Strukov et al. 2008) and ``"vteam"``
     (:class:`ThresholdMemristor`). Each model's ``source`` (or docstring) says where
