@@ -445,3 +445,42 @@ def test_cli_error_messages_keep_square_brackets(tmp_path):
     r = CliRunner().invoke(app, ["train", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"])
     assert r.exit_code == 2
     assert "[at least two positive ints]" in r.output
+
+
+@pytest.mark.slow
+def test_two_concurrent_train_commands_never_mix_one_directory(tmp_path):
+    """Two real `kirchnet train` processes on one --out: one writes it, the other exits 3."""
+    cfg = tmp_path / "long.toml"
+    cfg.write_text(LONG.replace("epochs = 60", "epochs = 20"))
+    out = tmp_path / "shared"
+    args = [sys.executable, "-m", "kirchnet", "train", str(cfg), "--out", str(out), "--no-progress"]
+    procs = [subprocess.Popen(args + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for extra in ([], ["--seed", "2"])]
+    results = [(p.wait(timeout=120), p.communicate()[1]) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, EXIT_EXISTS], results
+    loser = next(err for code, err in results if code == EXIT_EXISTS)
+    assert "in use by pid" in " ".join(loser.split()) or "already exists" in " ".join(loser.split())
+    winner_seed = 1 if results[0][0] == 0 else 2
+    assert json.loads((out / "metrics.json").read_text())["seed"] == winner_seed
+    assert json.loads((out / "config.json").read_text())["seed"] == winner_seed
+    assert (out / "complete.json").is_file() and not (out / ".kirchnet.lock").exists()
+
+
+def test_experiment_command_locks_and_marks_complete(tmp_path, monkeypatch):
+    from kirchnet.experiments import io
+    from kirchnet.experiments import reproduce as rep
+    from kirchnet.experiments.e4_partial import e4_partial
+
+    tiny = {"e4": lambda out, quick, seed, progress: e4_partial(
+        out, True, seed, n_seeds=1, progress=progress, fractions=(1.0,), tasks=("regression",),
+        overrides={"epochs": 1})}
+    monkeypatch.setattr(rep, "EXPERIMENTS", tiny)
+    out = tmp_path / "e4"
+    with io.open_output_dir(out, command="kirchnet reproduce"):
+        code, err, _ = _invoke("experiment", "e4", "--out", out, "--no-progress")
+        assert code == EXIT_EXISTS and "in use" in err and "kirchnet reproduce" in err
+    code, err, r = _invoke("experiment", "e4", "--out", out, "--no-progress")
+    assert code == 0, r.output
+    assert io.read_complete(out)["experiments"] == ["e4"] and (out / "report.md").is_file()
+    assert not (out / io.LOCK_NAME).exists()

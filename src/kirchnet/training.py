@@ -24,7 +24,11 @@ constraint state and the history; they are written atomically (temporary file +
 epoch ``e`` from ``default_rng([seed, e])``, every epoch starts from a fresh
 factorization (cached solves of an evaluation would change the rounding), and random state of constraints
 and rules (``state_dict()`` or a ``_rng`` generator) is checkpointed, so a resumed run
-reproduces the uninterrupted history exactly.
+reproduces the uninterrupted history exactly. Callbacks with ``state_dict()`` /
+``load_state_dict()`` are checkpointed too. A checkpoint carries a fingerprint of the run
+(rule, parametrization, optimizer, constraints, batching, circuit, tunable mask, initial
+conductances, data, and ``Trainer(fingerprint=...)``): resuming a different run raises
+:class:`CheckpointMismatchError`, a damaged checkpoint :class:`CheckpointError`.
 """
 
 from __future__ import annotations
