@@ -521,3 +521,12 @@ def test_gradient_options_per_sample_resistance_and_cross_entropy():
         full = c.loss_and_grad(g, x, yy, loss=loss, full=True)
         assert full.adjoint_potentials.shape == (6, c.network.n_nodes)
         np.testing.assert_allclose(full.grad, G)
+
+
+def test_dense_stacks_are_solved_in_chunks(monkeypatch):
+    import kirchnet.nonlinear as nl
+
+    c, g, x = _diode_lattice()
+    whole = c.factorize(g).solve(x)
+    monkeypatch.setattr(nl, "DENSE_STACK_BYTES", 8 * c.n_free ** 2 * 2)  # two samples per chunk
+    np.testing.assert_array_equal(c.factorize(g).solve(x).potentials, whole.potentials)

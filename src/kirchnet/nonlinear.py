@@ -89,6 +89,8 @@ from .losses import get_loss
 
 #: stacked dense solves up to this many unknowns (free nodes + ideal diodes)
 DENSE_MAX = solvers.DENSE_MAX
+#: memory of one chunk of stacked dense systems (bytes)
+DENSE_STACK_BYTES = 64 * 2 ** 20
 RTOL = 1e-10
 CTOL = 1e-12
 MAX_ITER = 100
@@ -166,10 +168,9 @@ class TangentSystem:
         self.dense = dense
         self.backend = backend
         self._factors = None
-        self._stack = None
 
-    def _dense_stack(self, shift: np.ndarray | None = None) -> np.ndarray:
-        asm, w = self.asm, self.weights
+    def _dense_stack(self, rows: slice, shift: np.ndarray | None = None) -> np.ndarray:
+        asm, w, act = self.asm, self.weights[rows], self.active[rows]
         nf, nc, b = asm.nf, asm.nc, w.shape[0]
         H = np.asarray(asm.dense_map @ w.T).T.reshape(b, nf, nf)
         if shift is not None:
@@ -178,15 +179,15 @@ class TangentSystem:
             return H
         K = np.zeros((b, nf + nc, nf + nc))
         K[:, :nf, :nf] = H
-        Ca = asm.C[None, :, :] * self.active[:, None, :]
+        Ca = asm.C[None, :, :] * act[:, None, :]
         K[:, :nf, nf:] = Ca
         K[:, nf:, :nf] = np.swapaxes(Ca, 1, 2)
-        K[:, nf:, nf:] = np.eye(nc)[None] * (~self.active)[:, :, None]
+        K[:, nf:, nf:] = np.eye(nc)[None] * (~act)[:, :, None]
         return K
 
-    def _regularization(self) -> np.ndarray:
+    def _regularization(self, rows=slice(None)) -> np.ndarray:
         """``1e-12 max diag(H)`` per sample (diag(H)_v = sum_e |B_ve| weight_e)."""
-        d = np.asarray(self.asm.absBF @ self.weights.T).T  # (b, nf)
+        d = np.asarray(self.asm.absBF @ self.weights[rows].T).T  # (b, nf)
         return 1e-12 * d.max(axis=1, initial=0.0) + 1e-300
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
@@ -195,17 +196,23 @@ class TangentSystem:
         return self._solve_sparse(rhs)
 
     def _solve_dense(self, rhs):
-        if self._stack is None:
-            self._stack = self._dense_stack()
-        try:
-            return np.linalg.solve(self._stack, rhs)
-        except np.linalg.LinAlgError:
-            pass
-        self._stack = self._dense_stack(self._regularization())
-        try:
-            return np.linalg.solve(self._stack, rhs)
-        except np.linalg.LinAlgError:
-            raise _Singular() from None
+        """Batched LAPACK solves of the stacked systems, in chunks of at most
+        ``DENSE_STACK_BYTES`` (a big batch never allocates a (b, N, N) stack at once)."""
+        N = rhs.shape[1]
+        chunk = max(1, int(DENSE_STACK_BYTES // (8 * max(N, 1) ** 2)))
+        out = np.empty_like(rhs)
+        for start in range(0, rhs.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            try:
+                out[rows] = np.linalg.solve(self._dense_stack(rows), rhs[rows])
+                continue
+            except np.linalg.LinAlgError:
+                pass
+            try:
+                out[rows] = np.linalg.solve(self._dense_stack(rows, self._regularization(rows)), rhs[rows])
+            except np.linalg.LinAlgError:
+                raise _Singular() from None
+        return out
 
     def _sparse_matrix(self, s: int, shift: float = 0.0):
         c, asm = self.circuit, self.asm
