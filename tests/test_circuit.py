@@ -330,3 +330,113 @@ def test_factorization_of_other_conductances_is_rejected():
         kn.EquilibriumPropagation(0.01).estimate(c, g2, x, y, factorization=fac)
     # the matching factorization is accepted and gives the same numbers as a fresh one
     assert np.allclose(c.loss_and_grad(g, x, y, factorization=fac)[1], c.loss_and_grad(g, x, y)[1])
+
+
+# --------------------------------------------- bad input and non-finite results (issue 9)
+from kirchnet.errors import (  # noqa: E402
+    BoundaryConditionError,
+    IllConditionedError,
+    ParameterError,
+    ShapeError,
+    TopologyError,
+)
+
+
+def _small():
+    net = topologies.lattice(4, 4)
+    return net, Circuit(net, ground=0, inputs=[15, 3], outputs=[10, 5])
+
+
+@pytest.mark.parametrize("role", ["inputs", "outputs", "clamped"])
+@pytest.mark.parametrize("bad", [None, 5, "15", 2.5])
+def test_roles_must_be_lists(role, bad):
+    net = topologies.lattice(4, 4)
+    kwargs = dict(ground=0, inputs=[15], outputs=[10], clamped=[])
+    kwargs[role] = bad
+    with pytest.raises(BoundaryConditionError, match=rf"{role} must be a list of node ids .* got {bad!r}; pass \[\]"):
+        Circuit(net, **kwargs)
+
+
+def test_isolated_ground_is_refused():
+    net = Network(5, [[1, 2], [2, 3], [3, 4]])  # node 0 has no edge
+    with pytest.raises(BoundaryConditionError, match="ground: node 0 has no edge"):
+        Circuit(net, ground=0, inputs=[1], outputs=[3])
+    with pytest.raises(BoundaryConditionError, match="component with node\\(s\\) 0 contains no ground"):
+        Circuit(net, ground=4, inputs=[1], outputs=[3])  # an isolated non-ground node floats
+
+
+def test_unknown_nodes_and_edges_name_the_role():
+    net, _ = _small()
+    with pytest.raises(TopologyError, match="inputs: unknown node id 99; valid ids are 0..15"):
+        Circuit(net, ground=0, inputs=[99], outputs=[10])
+    with pytest.raises(TopologyError, match="ground: unknown node id -1"):
+        Circuit(net, ground=-1, inputs=[1], outputs=[10])
+    with pytest.raises(TopologyError, match="outputs: unknown edge index 24; valid indices are 0..23"):
+        Circuit(net, ground=0, inputs=[1], outputs=[Edge(24)])
+    with pytest.raises(TopologyError, match="inputs: edge indices must be integers"):
+        Circuit(net, ground=0, inputs=[Edge(1.5)], outputs=[10])
+
+
+def test_non_numeric_conductances_and_inputs():
+    net, c = _small()
+    g = np.ones(net.n_edges)
+    with pytest.raises(ParameterError, match="conductances must be 24 positive numbers .* not numeric"):
+        c.solve(["a"] * net.n_edges, [1.0, 0.0])
+    with pytest.raises(ParameterError, match="conductances must be 24 positive numbers"):
+        c.factorize("abc")
+    with pytest.raises(ShapeError, match=r"x must be a numeric array of shape \(2,\) or \(batch, 2\)"):
+        c.solve(g, [[1.0, 2.0], [3.0]])  # ragged
+    with pytest.raises(ShapeError, match="x must be a numeric array"):
+        c.solve(g, [["a", "b"]])
+    with pytest.raises(ShapeError, match=r"x has an empty batch \(shape \(0, 2\)\)"):
+        c.solve(g, np.zeros((0, 2)))
+
+
+def test_conductance_magnitudes_outside_float64_range_are_refused():
+    """All g = 1e308 overflowed L_FF (non-finite potentials, outputs 0); g spanning
+    1e-300..1e300 made PCG return currents of 6e299. Both are refused before solving."""
+    net, c = _small()
+    m = net.n_edges
+    with pytest.raises(ParameterError, match="L_FF .* overflowed float64"):
+        c.solve(np.full(m, 1e308), [1.0, 0.0])
+    for g in (np.full(m, 1e300), np.full(m, 1e-300), np.geomspace(1e-300, 1e300, m)):
+        for backend in ("dense", "splu", "pcg"):
+            with pytest.raises(ParameterError, match=r"outside the range \[1e-250, 1e\+250\].*rescale all"):
+                c.factorize(g, backend=backend).solve([1.0, 0.0])
+    # the same circuit rescaled by a common factor is fine (potentials are invariant)
+    g = np.geomspace(1e-3, 1e3, m)
+    u1 = c.solve(g, [1.0, -0.5]).potentials
+    np.testing.assert_allclose(c.solve(1e200 * g, [1.0, -0.5]).potentials, u1, rtol=1e-12, atol=1e-15)
+    fac = c.factorize(g)
+    g2 = g.copy()
+    g2[3] = 1e300
+    with pytest.raises(ParameterError, match="outside the range"):
+        fac.update(g2)
+
+
+def test_state_quantities_that_overflow_are_refused():
+    net, c = _small()
+    s = c.solve(np.ones(net.n_edges), np.full((2, 2), 1e200) * [1, -1])
+    assert np.isfinite(s.potentials).all()
+    with pytest.raises(ParameterError, match="dissipated power .* overflowed float64"):
+        s.power
+    with pytest.raises(ParameterError, match="right-hand side contains NaN or inf .* overflow"):
+        c.solve(np.full(net.n_edges, 1e120), np.full((1, 2), 1e200) * [1, -1])  # g * x > 1e308
+
+
+def test_maximum_principle_is_checked(monkeypatch):
+    """A solve that puts a free potential outside the range of the clamped ones (SuperLU
+    returned 2.0 V from sources of at most 1 V) is refused, on both solve paths."""
+    net, c = _small()
+    g = np.random.default_rng(0).uniform(0.5, 2.0, net.n_edges)
+    fac = c.factorize(g, backend="splu")
+    assert np.all(np.abs(fac.solve([[1.0, -0.5]]).potentials) <= 1.0)
+    real = type(fac.factor).solve
+    monkeypatch.setattr(type(fac.factor), "solve", lambda self, rhs: 2.0 * real(self, rhs))
+    with pytest.raises(IllConditionedError, match=r"violates the maximum principle \(sample 0: free potentials"):
+        c.factorize(g, backend="splu").solve([1.0, -0.5])
+    with pytest.raises(IllConditionedError, match="per volt at the inputs outside \\[0, 1\\]"):
+        c.factorize(g, backend="splu").solve(np.ones((5, 2)))  # transfer-matrix path
+    # with series sources the principle does not apply and is not checked
+    cs = Circuit(net, ground=0, inputs=[15, Edge(3)], outputs=[10])
+    cs.factorize(g, backend="splu").solve([1.0, 1.0])

@@ -202,3 +202,29 @@ def test_unknown_loss_rejected():
     c, g, x, y = _lattice_problem()
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         c.loss_and_grad(g, x, y, loss="hinge")
+
+
+# ---------------------------------------------------- non-finite gradients (issue 9)
+def test_non_finite_gradients_are_refused():
+    """wrt='resistance' with g = 1e200 overflowed -g^2 dC/dg; x = 1e200 overflowed the loss;
+    an empty batch gave a NaN loss. Each is a kirchnet error naming the cause."""
+    from kirchnet.errors import ParameterError, ShapeError
+
+    net = topologies.lattice(4, 4)
+    c = Circuit(net, ground=0, inputs=[15, 3], outputs=[10, 5])
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(-1, 1, (4, 2)), rng.uniform(-1, 1, (4, 2))
+    g = np.full(net.n_edges, 1e200)
+    loss, grad = c.loss_and_grad(g, x, y)  # dC/dg itself is fine
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+    for per_sample in (False, True):
+        with pytest.raises(ParameterError, match=r"dC/dr = -g\^2 dC/dg overflows .* use wrt='conductance'"):
+            c.loss_and_grad(g, x, y, wrt="resistance", per_sample=per_sample)
+    with pytest.raises(ParameterError, match="not finite"):
+        c.loss_and_grad(np.ones(net.n_edges), np.full((4, 2), 1e200), y)
+    with pytest.raises(ShapeError, match="x has an empty batch"):
+        c.loss_and_grad(np.ones(net.n_edges), np.zeros((0, 2)), np.zeros((0, 2)))
+    # moderate values: resistance gradient = -g^2 * conductance gradient, finite
+    g1 = rng.uniform(0.5, 2.0, net.n_edges)
+    np.testing.assert_allclose(c.loss_and_grad(g1, x, y, wrt="resistance")[1],
+                               -g1 ** 2 * c.loss_and_grad(g1, x, y)[1], rtol=1e-12)

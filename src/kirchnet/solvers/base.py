@@ -132,8 +132,9 @@ class Factorization(ABC):
         if block.shape[1] == 0:
             return np.zeros_like(rhs)
         if not np.isfinite(block).all():
-            raise ParameterError("the right-hand side contains NaN or inf; check the inputs, "
-                                 "clamps and injected currents")
+            raise ParameterError("the right-hand side contains NaN or inf (conductances times input "
+                                 "voltages overflow float64, or NaN currents): rescale the inputs, "
+                                 "clamps, injected currents or conductances")
         X = self._fallback.solve(block) if self._fallback is not None else self._checked(block)
         return X[:, 0] if rhs.ndim == 1 else X
 
