@@ -131,6 +131,8 @@ def test_insitu_small_signal_estimate_tends_to_the_gradient(problem):
     assert _rel(np.mean(noisy, axis=0), G) < _rel(noisy[0], G)  # zero-mean noise averages out
     q = InSitu(amplitude=1e-4, adc_bits=12).estimate(c, g, x, y).estimate
     assert 0 < _rel(q, G) < 0.05
+    with pytest.raises(kn.ParameterError, match="superposition"):
+        InSitu(mode="superposed").estimate(c, g, x, y)
 
 
 def test_ideal_diode_network_rules_match_finite_differences():

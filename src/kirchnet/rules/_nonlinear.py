@@ -254,6 +254,11 @@ def _insitu(rule, circuit, conductances, x, y, factorization):
     Estimate ``dC/dg_e = -phi(w_e) (B^T lam)_e``: bias ``O(a)``; the noise and ADC models
     apply to every measured channel.
     """
+    if rule.mode != "sequential":
+        raise ParameterError(
+            f"InSitu(mode={rule.mode!r}) separates the two runs by superposition, which holds only "
+            f"in a linear network; use mode='sequential' (the small-signal protocol) for this "
+            f"nonlinear circuit")
     fac = circuit.factorization_for(conductances, factorization)
     g = fac.conductances
     free = fac.solve(x)
