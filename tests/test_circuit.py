@@ -440,3 +440,18 @@ def test_maximum_principle_is_checked(monkeypatch):
     # with series sources the principle does not apply and is not checked
     cs = Circuit(net, ground=0, inputs=[15, Edge(3)], outputs=[10])
     cs.factorize(g, backend="splu").solve([1.0, 1.0])
+
+
+def test_circuit_too_large_for_memory_is_refused(monkeypatch):
+    """A circuit whose construction needs more than the memory limit is refused up front
+    (a 25e6-node lattice died with MemoryError after seconds)."""
+    from kirchnet import _memory
+    from kirchnet.errors import SolverError
+
+    net = topologies.lattice(30, 30)
+    monkeypatch.setenv(_memory.ENV, "100K")
+    with pytest.raises(SolverError, match=r"a circuit on 900 nodes and 1,740 edges .* more than the "
+                                          r"memory limit of 102\.4 kB"):
+        Circuit(net, ground=0, inputs=[899], outputs=[450])
+    monkeypatch.setenv(_memory.ENV, "1G")
+    assert Circuit(net, ground=0, inputs=[899], outputs=[450]).n_free == 898
