@@ -530,3 +530,15 @@ def test_dense_stacks_are_solved_in_chunks(monkeypatch):
     whole = c.factorize(g).solve(x)
     monkeypatch.setattr(nl, "DENSE_STACK_BYTES", 8 * c.n_free ** 2 * 2)  # two samples per chunk
     np.testing.assert_array_equal(c.factorize(g).solve(x).potentials, whole.potentials)
+
+
+def test_solver_caches_do_not_keep_circuits_alive():
+    import gc
+    import weakref
+
+    c, g, x = _diode_lattice()
+    c.solve(g, x)
+    ref = weakref.ref(c)
+    del c
+    gc.collect()
+    assert ref() is None

@@ -121,14 +121,15 @@ class _Assembly:
         # ideal diodes can form loops through clamped nodes (parallel diodes, a node with a
         # diode to each of two bias sources): active sets must then be made independent
         self.loops = bool(self.nc) and bool(_dependent_ideal(c, self.ci))
+        # no reference to the circuit itself (it is the weak key of the cache)
+        self._scatter = (c._scatter_sign, c._dense_slot, c._scatter_edge)
 
     @cached_property
     def dense_map(self) -> sp.csr_array:
         """``(nf*nf, m)``: row-major dense ``H`` from edge weights, ``vec(H) = M d``."""
         c_nf = max(self.nf, 1)
-        return sp.csr_array((self._circuit._scatter_sign,
-                             (self._circuit._dense_slot, self._circuit._scatter_edge)),
-                            shape=(c_nf * c_nf, self.m))
+        sign, slot, edge = self._scatter
+        return sp.csr_array((sign, (slot, edge)), shape=(c_nf * c_nf, self.m))
 
 
 _ASSEMBLY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -137,9 +138,7 @@ _ASSEMBLY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def _assembly(circuit) -> _Assembly:
     a = _ASSEMBLY.get(circuit)
     if a is None:
-        a = _Assembly(circuit)
-        a._circuit = circuit
-        _ASSEMBLY[circuit] = a
+        a = _ASSEMBLY[circuit] = _Assembly(circuit)
     return a
 
 
