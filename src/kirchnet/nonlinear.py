@@ -51,9 +51,11 @@ Batches: up to ``DENSE_MAX`` free unknowns the per-sample systems are stacked
 larger networks assemble the sparse tangent Laplacian on the circuit's precomputed
 scatter pattern and factorize it with the circuit's backend (CHOLMOD reuses the circuit's
 one symbolic analysis; only the numeric factorization is repeated). Only unconverged
-samples are iterated. Cold starts linearize every law at its
-:attr:`~kirchnet.elements.Law.initial_voltage` (diodes at SPICE's ``vcrit``) for the
-first point. Warm starts: ``solve(..., warm_start=state)`` starts from a state's
+samples are iterated. A cold start is one linear solve from ``u_F = 0`` with every
+law linearized at its voltage there, diodes at no more than
+:attr:`~kirchnet.elements.Law.initial_voltage` (SPICE's ``vcrit``) forward: a diode next
+to an input is then not started deep in its exponential, from which Newton would return
+one ``n Vt`` per iteration. Warm starts: ``solve(..., warm_start=state)`` starts from a state's
 potentials and active set (nudged phases start from the free state).
 
 Where a tangent system is singular (a node whose every element is a blocking rectifier),
@@ -435,10 +437,11 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> Nonlinear
                 f"the inputs")
     w0 = el.initial_voltages
     if warm_start is None and np.any(w0 != 0):
-        # cold start: one linear solve with every law linearized at its initial voltage
-        # (diodes at vcrit, SPICE's initial junction voltage), i ~ g (phi(w0) + phi'(w0) (w - w0))
-        d0 = np.broadcast_to(g * el.dphi(w0), (b, asm.m))
+        # cold start: one linear solve with every law linearized at its voltage for u_F = 0,
+        # diodes at most at vcrit forward: i ~ g (phi(w0) + phi'(w0) (w - w0))
         wc = np.asarray((BT @ u.T).T) + s
+        w0 = np.where(w0 != 0, np.minimum(wc, w0), wc)  # diodes: at most vcrit forward
+        d0 = g * el.dphi(w0)
         i0 = d0 * wc + g * (el.phi(w0) - el.dphi(w0) * w0)
         rhs = np.zeros((b, nf + nc, 1))
         rhs[:, :nf, 0] = JF - np.asarray((asm.BF @ i0.T).T)
