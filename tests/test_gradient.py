@@ -228,3 +228,16 @@ def test_non_finite_gradients_are_refused():
     g1 = rng.uniform(0.5, 2.0, net.n_edges)
     np.testing.assert_allclose(c.loss_and_grad(g1, x, y, wrt="resistance")[1],
                                -g1 ** 2 * c.loss_and_grad(g1, x, y)[1], rtol=1e-12)
+
+
+def test_per_sample_gradients_beyond_the_memory_limit_are_refused(monkeypatch):
+    from kirchnet import _memory
+    from kirchnet.errors import SolverError
+
+    net = topologies.lattice(10, 10)
+    c = Circuit(net, ground=0, inputs=[99], outputs=[50])
+    g, x, y = np.ones(net.n_edges), np.ones((500, 1)), np.zeros((500, 1))
+    monkeypatch.setenv(_memory.ENV, "1M")
+    with pytest.raises(SolverError, match=r"per-sample gradients of a batch of 500 on 180 edges .* per_sample=False"):
+        c.loss_and_grad(g, x, y, per_sample=True)
+    assert np.isfinite(c.loss_and_grad(g, x, y)[1]).all()  # the batch mean needs no such array

@@ -21,6 +21,7 @@ from functools import cached_property
 
 import numpy as np
 
+from . import _memory
 from .circuit import Circuit, CircuitFactorization, State
 from .errors import ParameterError, ShapeError
 from .losses import get_loss
@@ -156,6 +157,10 @@ def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "
         grad = -np.einsum("mk,mk->m", factorization.adjoint_drops(), Wt) / b
         per = None
     else:
+        if per_sample or b <= k:
+            _memory.require(24.0 * b * circuit.network.n_edges, f"per-sample gradients of a batch of "
+                            f"{b:,} on {circuit.network.n_edges:,} edges ((batch x edges) float64 arrays)",
+                            "use a smaller batch, or per_sample=False (the batch mean never forms them)")
         state = factorization.solve(x)
         outputs = state.outputs
         values, delta = loss_fn(outputs, y)

@@ -149,8 +149,15 @@ class Factorization(ABC):
         """``A X``, in the edge form when known."""
         if self.edge_form is not None:
             BF, BFT, g = self.edge_form
-            return BF @ (g[:, None] * (BFT @ X))
+            W = BFT @ X
+            W *= g[:, None]
+            return BF @ W
         return np.asarray(self.matrix @ X)
+
+    def _residual(self, B: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """``B - A X`` (edge form), in place of the product."""
+        AX = self._apply(X)
+        return np.subtract(B, AX, out=AX)
 
     def _assembled(self):
         """The matrix assembled afresh from the edge form (an updated ``A + C D C^T`` can have
@@ -166,11 +173,13 @@ class Factorization(ABC):
             self._d = np.asarray(self.matrix.diagonal(), dtype=float)
         return self._d
 
-    def _rho(self, R: np.ndarray) -> np.ndarray:
-        """``max_i |r_i| / d_i`` per column."""
+    def _rho(self, R: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        """``max_i |r_i| / d_i`` per column (``overwrite``: ``R`` may be used as scratch)."""
         if self._dinv is None:
             self._dinv = 1.0 / self._diag()
-        return np.max(np.abs(R) * self._dinv[:, None], axis=0)
+        T = np.abs(R, out=R if overwrite else None)
+        T *= self._dinv[:, None]
+        return np.max(T, axis=0)
 
     def _certified_max(self, v: np.ndarray, y: np.ndarray, r=None) -> float:
         """Upper bound of ``max(A^{-1} v)`` for ``v > 0`` from a computed ``y ~ A^{-1} v``.
@@ -229,23 +238,22 @@ class Factorization(ABC):
             B1 = np.empty((B.shape[0], B.shape[1] + 1))
             B1[:, :-1], B1[:, -1] = B, d
             sol = self._solve_block(B1)
-            X, R1 = sol[:, :-1], B1 - self._apply(sol)  # one residual for the block and psi
-            rho = self._rho(R1)
+            X = sol[:, :-1]
+            rho = self._rho(self._residual(B1, sol), overwrite=True)  # block and psi at once
             if rho[-1] <= 0.5:  # psi certified at once (the usual case)
                 self._psi_max = float(np.max(np.abs(sol[:, -1]))) / (1.0 - rho[-1])
             else:
-                self._psi_max = self._certified_max(d, sol[:, -1], R1[:, -1])
+                self._psi_max = self._certified_max(d, sol[:, -1])
         else:
             X = self._solve_block(B)
-            R1 = B - self._apply(X)
-            rho = self._rho(R1)
+            rho = self._rho(self._residual(B, X), overwrite=True)
         # fast path: the cheap bound already certifies every column (no NaN passes "<=")
         k = B.shape[1]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             fast = rho[:k] * self._psi_max <= self.refine_above * np.max(np.abs(X), axis=0)
         if fast.all():
             return X
-        R1 = R1[:, :k]
+        R1 = None  # the slow path recomputes the (signed) residual
         bound = np.full(B.shape[1], np.inf)
         R = B
         previous = None
