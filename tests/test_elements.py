@@ -179,3 +179,13 @@ def test_circuit_elements_argument_and_is_linear():
     with pytest.raises(TopologyError, match="unknown edge index"):
         kn.Circuit(net, ground=0, inputs=[8], outputs=[4], elements={Diode(): [net.n_edges]})
     assert isinstance(Diode(), Law)
+
+
+def test_circuit_accepts_an_element_map_and_round_trips_it():
+    net = kn.topologies.lattice(3, 3)
+    em = ElementMap(net.n_edges, {Diode(emission=1.2): [1, 3], IdealDiode(): [7]})
+    c = kn.Circuit(net, ground=0, inputs=[8], outputs=[4], elements=em)
+    assert c.elements is em and not c.is_linear
+    c2 = kn.Circuit(net, ground=0, inputs=[8], outputs=[4],
+                    elements=ElementMap.from_dict(c.elements.to_dict()).as_mapping())
+    assert c2.elements == em
