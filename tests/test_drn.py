@@ -254,6 +254,12 @@ def test_errors_name_the_problem():
     big = float(drn._degrees()[-1].min()) + 1.0
     with pytest.raises(ParameterError, match="unbounded"):
         drn.relax(np.zeros((1, 3)), y=np.zeros((1, 2)), beta=-big)
+    with pytest.raises(ParameterError, match="lr must be positive"):
+        fit_drn(drn, np.zeros((2, 3)), np.zeros((2, 2)), lr=0.0)
+    with pytest.raises(ParameterError, match="method"):
+        fit_drn(drn, np.zeros((2, 3)), np.zeros((2, 2)), method="cl")
+    with pytest.raises(ParameterError, match="variant"):
+        drn.ep_gradient(np.zeros((2, 3)), np.zeros((2, 2)), variant="symmetric")
     tight = DRN(DRNSpec(layers=(3, 6, 2), gain=2.0, max_sweeps=1, tol=1e-14), seed=0)
     with pytest.raises(ConvergenceError, match="max_sweeps"):
         tight.relax(np.random.default_rng(0).uniform(-1, 1, (3, 3)))

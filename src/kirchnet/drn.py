@@ -551,6 +551,9 @@ class DRN:
         from scipy.linalg.blas import dgemm
 
         W0 = self.weights[0]
+        if s == 0.0:
+            W0 += q[None, :]
+            return
         Daug = np.concatenate([D, (q / s)[None, :]])
         Vaug = np.concatenate([v0, np.ones((1, v0.shape[1]))])
         res = dgemm(s, Daug, Vaug, beta=1.0, c=W0.T, overwrite_c=1, trans_a=1)
@@ -802,6 +805,8 @@ def fit_drn(drn: DRN, x, y, epochs: int = 10, batch_size: int = 32, lr: float = 
     if bs < 1:
         raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
     lr = _finite("lr", lr)
+    if lr <= 0:
+        raise ParameterError(f"lr must be positive, got {lr!r}")
     rng = np.random.default_rng(seed)
     hist = FitHistory()
     grad = np.empty_like(drn.params)
