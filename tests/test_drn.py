@@ -282,7 +282,7 @@ def test_to_circuit_matches_general_solver():
     st = drn.relax(x)
     xc = drn.circuit_inputs(x)
     general = circ.solve(g, xc)
-    layer_nodes = drn._circuit_layout[0]
+    layer_nodes, _ = drn.circuit_nodes()
     scale = np.max(np.abs(xc))
     for l, nodes in enumerate(layer_nodes):
         np.testing.assert_allclose(general.potentials[:, nodes], st.potentials[l],

@@ -709,13 +709,8 @@ class DRN:
                                  "circuit core); this kirchnet's Circuit has no elements argument")
         sizes, spec = self.spec.sizes, self.spec
         n_bias = 2 if spec.has_bias else 0
-        start = [1]
-        bias_nodes = np.arange(1 + sizes[0], 1 + sizes[0] + n_bias)
-        nxt = 1 + sizes[0] + n_bias
-        for n in sizes[1:]:
-            start.append(nxt)
-            nxt += n
-        layer_nodes = [np.arange(s, s + n) for s, n in zip(start, sizes)]
+        layer_nodes, bias_nodes = self.circuit_nodes()
+        nxt = int(layer_nodes[-1][-1]) + 1
         edges = []
         for l in range(len(sizes) - 1):
             A, Bm = np.meshgrid(layer_nodes[l], layer_nodes[l + 1], indexing="ij")
@@ -724,16 +719,14 @@ class DRN:
             for l in range(1, len(sizes)):
                 for k in range(2):
                     edges.append(np.stack([np.full(sizes[l], bias_nodes[k]), layer_nodes[l]], axis=1))
-        diode_edges, diode_src = [], []
+        diode_edges = []
         m = sum(len(e) for e in edges)
         for l in range(1, len(sizes) - 1):
             for j, node in enumerate(layer_nodes[l]):
                 if j < spec.n_lower(l):   # ground -> node: w = -v + s <= 0, v >= s
                     edges.append(np.array([[0, node]]))
-                    diode_src.append(spec.diode_bias)
                 else:                     # node -> ground: w = v + s <= 0, v <= -s
                     edges.append(np.array([[node, 0]]))
-                    diode_src.append(spec.diode_bias)
                 diode_edges.append(m)
                 m += 1
         E = np.concatenate(edges).astype(np.int64)
@@ -752,8 +745,20 @@ class DRN:
                                 outputs=[int(v) for v in layer_nodes[-1]], backend=backend,
                                 elements={IdealDiode(): diode_edges})
         g = np.concatenate([self.params, np.ones(len(diode_edges))])
-        self._circuit_layout = (layer_nodes, np.array(diode_edges), np.array(diode_src))
         return circ, g
+
+    def circuit_nodes(self):
+        """Node ids of :meth:`to_circuit`'s network: ``(layers, bias)``, ``layers[l]`` the
+        nodes of layer ``l`` (``[0]`` the ``2 n_0`` inputs) and ``bias`` the two bias
+        sources (empty without bias); node 0 is the ground."""
+        sizes = self.spec.sizes
+        n_bias = 2 if self.spec.has_bias else 0
+        bias_nodes = np.arange(1 + sizes[0], 1 + sizes[0] + n_bias)
+        start, nxt = [1], 1 + sizes[0] + n_bias
+        for n in sizes[1:]:
+            start.append(nxt)
+            nxt += n
+        return [np.arange(a, a + n) for a, n in zip(start, sizes)], bias_nodes
 
     def circuit_inputs(self, x) -> np.ndarray:
         """The input vector of :meth:`to_circuit`'s circuit for the batch ``x``:
