@@ -342,3 +342,27 @@ def test_to_circuit_works_with_the_general_rules_and_spice():
     netlist = spice.to_netlist(circ, g, xc[0])
     n_diodes = sum(drn.spec.sizes[1:-1])
     assert sum(line.startswith("D") for line in netlist.splitlines()) == n_diodes
+
+
+def test_circuit_potentials_hook_matches_general_solver_for_any_input_potentials():
+    import inspect
+
+    from kirchnet import circuit as circuit_mod
+    from kirchnet.drn import layered_spec
+
+    if "elements" not in inspect.signature(circuit_mod.Circuit.__init__).parameters:
+        pytest.skip("the general Circuit has no elements= argument yet (nonlinear core)")
+    drn = _net(layers=(3, 5, 4, 2), bias=0.5, diode_bias=0.1)
+    circ, g = drn.to_circuit()
+    assert layered_spec(circ) == drn.spec
+    other, _ = DRN(DRNSpec(layers=(2, 3, 2))).to_circuit()
+    assert layered_spec(other) != drn.spec and layered_spec(object()) is None
+    rng = np.random.default_rng(12)
+    xc = drn.circuit_inputs(rng.uniform(-1, 1, (4, 3)))
+    xc[:, :6] = rng.uniform(-3, 3, (4, 6))       # input layer not of the form gain (x, -x)
+    u = drn.circuit_potentials(xc)
+    np.testing.assert_allclose(u, circ.solve(g, xc).potentials, rtol=0, atol=1e-10 * 3.0)
+    bad = xc.copy()
+    bad[:, 6] = 0.0
+    with pytest.raises(ParameterError, match="bias source"):
+        drn.circuit_potentials(bad)

@@ -60,6 +60,7 @@ nudged phases and the difference of the two phases is one product ``V_0^T (V_1^+
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -67,7 +68,7 @@ import numpy as np
 
 from .errors import ConvergenceError, ParameterError, ShapeError
 
-__all__ = ["DRNSpec", "DRN", "DRNState", "DRNClassifier", "hebbian", "fit_drn"]
+__all__ = ["DRNSpec", "DRN", "DRNState", "DRNClassifier", "hebbian", "fit_drn", "layered_spec"]
 
 
 def _finite(name: str, value) -> float:
@@ -745,7 +746,39 @@ class DRN:
                                 outputs=[int(v) for v in layer_nodes[-1]], backend=backend,
                                 elements={IdealDiode(): diode_edges})
         g = np.concatenate([self.params, np.ones(len(diode_edges))])
+        _LAYERED[circ] = self.spec
         return circ, g
+
+    def circuit_potentials(self, xc) -> np.ndarray:
+        """All node potentials (batch, n_nodes) of :meth:`to_circuit`'s circuit for its
+        input vector ``xc`` (batch, n_inputs), by the exact layered solver. The input-layer
+        potentials may be any values (not only ``gain (x, -x)``); the bias and diode-source
+        columns must equal the spec's (the layered solver has them built in). A hook for a
+        general solver to dispatch layered diode circuits here (:func:`layered_spec`)."""
+        xc = np.atleast_2d(np.asarray(xc, dtype=float))
+        spec, sizes = self.spec, self.spec.sizes
+        n_in = sizes[0] + (2 if spec.has_bias else 0)
+        n_src = sum(sizes[1:-1]) if spec.diode_bias != 0.0 else 0
+        if xc.ndim != 2 or xc.shape[1] != n_in + n_src:
+            raise ShapeError(f"circuit inputs must have shape (batch, {n_in + n_src}) for this DRN, "
+                             f"got {np.shape(xc)}")
+        if not np.all(np.isfinite(xc)):
+            raise ParameterError("circuit inputs contain NaN or infinite values")
+        if spec.has_bias and not np.all(xc[:, sizes[0]:n_in] == [spec.bias, -spec.bias]):
+            raise ParameterError(f"bias source columns {sizes[0]}..{n_in - 1} must be "
+                                 f"({spec.bias}, {-spec.bias}) (DRNSpec.bias); build a DRN with "
+                                 f"the bias voltage you apply")
+        if n_src and not np.all(xc[:, n_in:] == spec.diode_bias):
+            raise ParameterError(f"diode source columns must all equal DRNSpec.diode_bias = "
+                                 f"{spec.diode_bias}")
+        st = self.relax(context=self._context(v0=xc[:, :sizes[0]]), active=False)
+        layers, bias_nodes = self.circuit_nodes()
+        u = np.zeros((xc.shape[0], int(layers[-1][-1]) + 1))
+        for nodes, v in zip(layers, st.potentials):
+            u[:, nodes] = v
+        if spec.has_bias:
+            u[:, bias_nodes] = [spec.bias, -spec.bias]
+        return u
 
     def circuit_nodes(self):
         """Node ids of :meth:`to_circuit`'s network: ``(layers, bias)``, ``layers[l]`` the
@@ -772,6 +805,20 @@ class DRN:
             n_d = sum(self.spec.sizes[1:-1])
             parts.append(np.full((B, n_d), self.spec.diode_bias))
         return np.concatenate(parts, axis=1)
+
+
+#: circuits built by :meth:`DRN.to_circuit` -> their spec (weak keys: no circuit kept alive)
+_LAYERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def layered_spec(circuit) -> DRNSpec | None:
+    """The :class:`DRNSpec` of a circuit built by :meth:`DRN.to_circuit` (``None`` for any
+    other circuit): lets a general solver recognize a layered diode circuit and use
+    ``DRN(spec, g[:spec.n_params]).circuit_potentials(x)`` instead of its generic method."""
+    try:
+        return _LAYERED.get(circuit)
+    except TypeError:
+        return None
 
 
 # ---------------------------------------------------------------------- training
