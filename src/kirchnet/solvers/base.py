@@ -98,6 +98,13 @@ class Factorization(ABC):
     name: str = "?"
     #: columns whose error bound exceeds this are refined (accepted up to :data:`ACCURACY`)
     refine_above: float = REFINE_ABOVE
+    #: psi is solved as one more column of the first block (direct backends: ~1/(k+1) more);
+    #: False: by :meth:`_rough_solve` (any approximation is certified by its residual)
+    psi_in_block: bool = True
+
+    def _rough_solve(self, v: np.ndarray) -> np.ndarray:
+        """An approximation of ``A^{-1} v`` good to a few digits (default: the full solve)."""
+        return self._solve_block(v[:, None])[:, 0]
 
     def __init__(self, matrix: sp.sparray):
         self.matrix = matrix
@@ -230,6 +237,12 @@ class Factorization(ABC):
     def _checked(self, B: np.ndarray) -> np.ndarray:
         if not self.check:
             return self._solve_block(B)
+        if self._psi_max is None and not self.psi_in_block:
+            d = self._diag()
+            if not (d > 0).all():
+                raise SolverError("the matrix has a non-positive diagonal entry: not a reduced "
+                                  "Laplacian of positive conductances")
+            self._psi_max = self._certified_max(d, self._rough_solve(d))
         if self._psi_max is None:  # psi = A^{-1} diag(A), solved with the first block
             d = self._diag()
             if not (d > 0).all():
