@@ -98,13 +98,10 @@ class Factorization(ABC):
     name: str = "?"
     #: columns whose error bound exceeds this are refined (accepted up to :data:`ACCURACY`)
     refine_above: float = REFINE_ABOVE
-    #: psi is solved as one more column of the first block (direct backends: ~1/(k+1) more);
-    #: False: by :meth:`_rough_solve` (any approximation is certified by its residual)
-    psi_in_block: bool = True
-
-    def _rough_solve(self, v: np.ndarray) -> np.ndarray:
-        """An approximation of ``A^{-1} v`` good to a few digits (default: the full solve)."""
-        return self._solve_block(v[:, None])[:, 0]
+    def _solve_with_psi(self, B1: np.ndarray) -> np.ndarray:
+        """Solve the first block with ``d`` as its last column (psi needs a few digits only:
+        any approximation is certified by its residual; iterative backends stop it early)."""
+        return self._solve_block(B1)
 
     def __init__(self, matrix: sp.sparray):
         self.matrix = matrix
@@ -237,12 +234,6 @@ class Factorization(ABC):
     def _checked(self, B: np.ndarray) -> np.ndarray:
         if not self.check:
             return self._solve_block(B)
-        if self._psi_max is None and not self.psi_in_block:
-            d = self._diag()
-            if not (d > 0).all():
-                raise SolverError("the matrix has a non-positive diagonal entry: not a reduced "
-                                  "Laplacian of positive conductances")
-            self._psi_max = self._certified_max(d, self._rough_solve(d))
         if self._psi_max is None:  # psi = A^{-1} diag(A), solved with the first block
             d = self._diag()
             if not (d > 0).all():
@@ -250,7 +241,7 @@ class Factorization(ABC):
                                   "Laplacian of positive conductances")
             B1 = np.empty((B.shape[0], B.shape[1] + 1))
             B1[:, :-1], B1[:, -1] = B, d
-            sol = self._solve_block(B1)
+            sol = self._solve_with_psi(B1)
             X = sol[:, :-1]
             rho = self._rho(self._residual(B1, sol), overwrite=True)  # block and psi at once
             if rho[-1] <= 0.5:  # psi certified at once (the usual case)

@@ -45,14 +45,11 @@ class PCG(Factorization):
     name = "pcg"
     #: CG already iterates to rtol: refine only what fails the accuracy check
     refine_above = ACCURACY
-    #: psi needs two digits only (its residual certifies it): a separate loose CG run
-    psi_in_block = False
-
-    def _rough_solve(self, v):
-        try:
-            return self._solve_block(v[:, None], rtol=1e-3)[:, 0]
-        except ConvergenceError:
-            return np.full_like(v, np.inf)  # uncertified: every bound falls back to refinement
+    def _solve_with_psi(self, B1):
+        # the psi column (last) needs a few digits only: it leaves the block at rtol 1e-3
+        rtol = np.full(B1.shape[1], self.rtol)
+        rtol[-1] = max(self.rtol, 1e-3)
+        return self._solve_block(B1, rtol=rtol)
 
     def __init__(self, matrix, preconditioner: str = "jacobi", rtol: float = 1e-10,
                  maxiter: int | None = None):
@@ -90,8 +87,9 @@ class PCG(Factorization):
         return PCG(matrix, self.preconditioner, self.rtol, self.maxiter)
 
     def _solve_block(self, rhs, rtol=None):
+        """CG on every column at once; ``rtol`` (default :attr:`rtol`) may be one per column."""
         A, s = self.A, self._inv_sqrt_diag[:, None]
-        rtol = self.rtol if rtol is None else rtol
+        rtol = self.rtol if rtol is None else np.asarray(rtol, dtype=float)
         X = np.zeros_like(rhs)
         bnorm = np.linalg.norm(rhs, axis=0)
         bscaled = np.linalg.norm(s * rhs, axis=0)
