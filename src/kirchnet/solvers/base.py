@@ -12,13 +12,16 @@ error of a computed column ``x`` with residual ``r = b - L x`` obeys
 
     |x - x*| = |L^{-1} r| <= L^{-1} |r| <= max_i(|r_i| / d_i) psi,   psi = L^{-1} d,
 
-with ``d = diag(L)`` (``psi >= 1``, one extra column solved once per factorization).
+with ``d = diag(L)`` (``psi >= 1``: one extra column of the first solve per factorization,
+whose own residual certifies ``max psi <= max y / (1 - rho)`` for the computed ``y``).
 The residual is evaluated in the edge form ``L x = B_F (g * (B_F^T x))`` when the
 circuit attached it (:attr:`Factorization.edge_form`): unlike the assembled matrix, whose
 diagonal ``sum_e g_e`` rounds away conductances below ``eps * max g``, the edge form is
-exact up to rounding of the currents themselves. A solve is accepted when
-``bound / ||x||_inf <= ACCURACY`` per column and every entry is finite; otherwise up to
-``MAX_REFINEMENT`` steps of iterative refinement ``x += solve(b - L x)`` are applied, a
+exact up to rounding of the currents themselves. A column is accepted at once when
+``bound / ||x||_inf <= refine_above`` (1e-8 direct, ``ACCURACY`` for CG) and every entry is
+finite; otherwise a sharper certified bound ``max(L^{-1} sum_c |r_c| / ||x_c||)`` (one extra
+solve) and up to ``MAX_REFINEMENT`` steps of iterative refinement ``x += solve(b - L x)``
+are tried until the bound is at most ``ACCURACY`` (1e-6); a
 factorization obtained by a low-rank update falls back to a fresh factorization, and
 when none of that certifies the result an :class:`~kirchnet.errors.IllConditionedError`
 is raised. ``check=False`` (benchmarks only) skips all of it.
@@ -98,6 +101,7 @@ class Factorization(ABC):
     name: str = "?"
     #: columns whose error bound exceeds this are refined (accepted up to :data:`ACCURACY`)
     refine_above: float = REFINE_ABOVE
+
     def _solve_with_psi(self, B1: np.ndarray) -> np.ndarray:
         """Solve the first block with ``d`` as its last column (psi needs a few digits only:
         any approximation is certified by its residual; iterative backends stop it early)."""
@@ -257,7 +261,7 @@ class Factorization(ABC):
             fast = rho[:k] * self._psi_max <= self.refine_above * np.max(np.abs(X), axis=0)
         if fast.all():
             return X
-        R1 = None  # the slow path recomputes the (signed) residual
+        # slow path: the signed residual, the sharper bound where needed, refinement
         bound = np.full(B.shape[1], np.inf)
         R = B
         previous = None
@@ -265,8 +269,7 @@ class Factorization(ABC):
             for step in range(MAX_REFINEMENT + 1):
                 if not np.isfinite(X).all():
                     break  # a non-finite solve is not refined
-                R = B - self._apply(X) if R1 is None else R1
-                R1 = None
+                R = self._residual(B, X)
                 bound = self._bounds(R, X)
                 bad = bound > self.refine_above
                 if not bad.any():
