@@ -16,7 +16,15 @@ from kirchnet.devices import (
 from kirchnet.optim import Adam
 from kirchnet.rules import Analytical
 from kirchnet.tasks import teacher_student
-from kirchnet.training import LambdaCallback, Trainer
+from kirchnet.training import LambdaCallback, Trainer, _join_arrays, _split_arrays
+
+
+def _checkpointed(state):
+    """``state`` through a checkpoint's encoding: arrays to the npz, the rest to JSON."""
+    arrays = {}
+    text = json.dumps(_split_arrays(state, "cons", arrays))
+    assert arrays and all(isinstance(v, np.ndarray) for v in arrays.values())
+    return _join_arrays(json.loads(text), arrays)
 
 
 def soft(**kw):
@@ -177,7 +185,7 @@ def test_potentiometer_tolerance_is_seeded_and_restored():
     a, b = PulseProgrammer(pot, seed=1), PulseProgrammer(pot, seed=1)
     g = np.full(50, 1 / 5000.0)
     ga = a.apply(g * 1.5, g)
-    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    b.load_state_dict(_checkpointed(a.state_dict()))
     np.testing.assert_array_equal(b.devices.scale, a.devices.scale)
     assert np.std(np.log(a.devices.scale)) == pytest.approx(0.2, rel=0.3)
     np.testing.assert_array_equal(b.apply(ga * 0.7, ga), a.apply(ga * 0.7, ga))
@@ -225,7 +233,7 @@ def test_programmer_state_restores_exactly():
     a = PulseProgrammer(dev, "stochastic", dt=1.0, seed=4)
     for s in steps[:3]:
         g = a.apply(g + s, g)
-    saved = json.loads(json.dumps(a.state_dict()))  # what a checkpoint stores
+    saved = _checkpointed(a.state_dict())  # what a checkpoint stores
     g_mid = g.copy()
     for s in steps[3:]:
         g = a.apply(g + s, g)
@@ -291,16 +299,21 @@ def test_local_currents_give_the_resistance_gradient_and_in_situ_training_works(
     assert not res.pulses.any()
 
 
-def _trainer(ckpt, callbacks=()):
-    prog = PulseProgrammer(soft(c2c=0.2, d2d=0.1, drift_nu=0.01), "stochastic", dt=1.0, seed=6)
-    return Trainer(Analytical(), Adam(0.03), epochs=5, batch_size=8, seed=5, constraints=[prog],
+def _trainer(ckpt, callbacks=(), protocol="pulses"):
+    from kirchnet.rules import InSitu
+
+    prog = PulseProgrammer(soft(c2c=0.2, d2d=0.1, drift_nu=0.01, v_threshold=0.1), "stochastic", dt=1.0,
+                           seed=6, protocol=protocol, gain=1e4)
+    rule = Analytical() if protocol == "pulses" else InSitu(wrt="resistance", current_noise=0.05, seed=2)
+    return Trainer(rule, Adam(0.03), epochs=5, batch_size=8, seed=5, constraints=[prog],
                    tunable=0.8, checkpoint_dir=ckpt, checkpoint_every=1, callbacks=callbacks), prog
 
 
-def test_trainer_with_pulse_programmer_trains_and_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("protocol", ["pulses", "in_situ"])
+def test_trainer_with_pulse_programmer_trains_and_resumes_exactly(tmp_path, protocol):
     circuit, task = _ts_task()
     g0 = np.ones(circuit.network.n_edges)
-    full_trainer, prog = _trainer(str(tmp_path / "full"))
+    full_trainer, prog = _trainer(str(tmp_path / "full"), protocol=protocol)
     full = full_trainer.fit(circuit, g0, task.x_train, task.y_train)
     assert full.history["loss"][-1] < 0.5 * full.history["loss"][0]
     assert prog.total_pulses > 0
@@ -309,13 +322,73 @@ def test_trainer_with_pulse_programmer_trains_and_resumes_exactly(tmp_path):
         if info["epoch"] == 4 and info["step"] == 1:
             raise KeyboardInterrupt
 
-    cut, _ = _trainer(str(tmp_path / "cut"), [LambdaCallback(on_step_end=boom)])
+    cut, _ = _trainer(str(tmp_path / "cut"), [LambdaCallback(on_step_end=boom)], protocol=protocol)
     with pytest.raises(KeyboardInterrupt):
         cut.fit(circuit, g0, task.x_train, task.y_train)
-    resumed_trainer, _ = _trainer(str(tmp_path / "cut"))
+    # the device arrays sit in the checkpoint's npz, not in its JSON index
+    index = json.loads((tmp_path / "cut" / "checkpoint.json").read_text())
+    with np.load(tmp_path / "cut" / index["arrays"]) as data:
+        keys = set(data.files)
+    m = circuit.network.n_edges
+    assert {"cons.0.devices.params.g_min", "cons.0.devices.g_prog", "cons.0.devices.age"} <= keys
+
+    def longest_list(o):
+        if isinstance(o, dict):
+            return max([longest_list(v) for v in o.values()], default=0)
+        return len(o) if isinstance(o, list) else 0
+
+    assert longest_list(index["constraints"]) < m
+    resumed_trainer, prog_r = _trainer(str(tmp_path / "cut"), protocol=protocol)
     resumed = resumed_trainer.fit(circuit, g0, task.x_train, task.y_train, resume=True)
     np.testing.assert_array_equal(resumed.conductances, full.conductances)
     assert resumed.history == full.history
+    assert prog_r.total_pulses == prog.total_pulses
+    np.testing.assert_array_equal(prog_r.devices.age, prog.devices.age)
+
+
+def test_in_situ_protocol_in_the_trainer_skips_the_optimizer():
+    circuit, task = _ts_task()
+    g0 = np.ones(circuit.network.n_edges)
+
+    def run(optimizer, epochs=1):
+        prog = PulseProgrammer(soft(v_threshold=0.1), protocol="in_situ", gain=1e4, seed=0)
+        t = Trainer(Analytical(), optimizer, epochs=epochs, batch_size=None, shuffle=False, constraints=[prog])
+        return t.fit(circuit, g0, task.x_train, task.y_train), prog
+
+    (one, _), (other, _) = run(Adam(0.5)), run("sgd")
+    np.testing.assert_array_equal(one.conductances, other.conductances)  # no optimizer step
+    # one full-batch step is one in-situ pulse per edge from p_e = dC/dr_e
+    _, grad_r = circuit.loss_and_grad(g0, task.x_train, task.y_train, wrt="resistance")
+    manual = PulseProgrammer(soft(v_threshold=0.1), seed=0).in_situ_products(g0, grad_r, gain=1e4)
+    np.testing.assert_allclose(one.conductances, manual.conductances, rtol=1e-12)
+    assert manual.pulses.any()
+    trained, prog = run(Adam(0.5), epochs=60)
+    assert trained.history["loss"][-1] < 0.05 * trained.history["loss"][0]
+    assert prog.total_pulses > 0
+
+
+@pytest.mark.parametrize("protocol", ["pulses", "in_situ"])
+def test_frozen_devices_drift_but_receive_no_pulses(protocol):
+    circuit, task = _ts_task()
+    m = circuit.network.n_edges
+    mask = np.zeros(m, dtype=bool)
+    mask[::2] = True
+    g0 = np.random.default_rng(0).uniform(0.8, 1.5, m)
+    nu = 0.02
+    prog = PulseProgrammer(soft(drift_nu=nu, v_threshold=0.1), "stochastic", dt=1.0, seed=1,
+                           protocol=protocol, gain=1e4)
+    epochs, batch = 4, 8
+    res = Trainer(Analytical(), Adam(0.05), epochs=epochs, batch_size=batch, constraints=[prog],
+                  tunable=mask).fit(circuit, g0, task.x_train, task.y_train)
+    steps = epochs * (len(task.x_train) // batch)
+    # frozen: never programmed, so g(t) = g0 (t / t0)^(-nu) with t = t0 + steps * dt
+    np.testing.assert_allclose(res.conductances[~mask], g0[~mask] * (1.0 + steps) ** (-nu), rtol=1e-12)
+    assert np.all(prog.devices.g_prog[~mask] == g0[~mask])  # no pulse reset their drift clock
+    assert np.any(prog.devices.g_prog[mask] != g0[mask]) and prog.total_pulses > 0
+    # without devices, frozen edges keep their conductances exactly
+    plain = Trainer(Analytical(), Adam(0.05), epochs=2, batch_size=batch, tunable=mask).fit(
+        circuit, g0, task.x_train, task.y_train)
+    np.testing.assert_array_equal(plain.conductances[~mask], g0[~mask])
 
 
 def test_estimator_trains_through_a_pulse_programmer():
@@ -333,3 +406,12 @@ def test_estimator_trains_through_a_pulse_programmer():
     assert a.history_["loss"][-1] < 0.2 * a.history_["loss"][0]
     np.testing.assert_array_equal(a.predict(X), b.predict(X))  # each fit programs fresh copies
     assert prog.devices is None and prog.total_pulses == 0  # the parameter is not mutated
+    # the in-situ protocol with a tunable subset, through the estimator
+    situ = PulseProgrammer(soft(c2c=0.1, v_threshold=0.05), protocol="in_situ", gain=1e3, seed=3)
+    make = lambda epochs: ResistiveRegressor(circuit=c, constraints=[situ], epochs=epochs,  # noqa: E731
+                                             tunable="random:0.5").fit(X, Y)
+    est, init = make(15), make(0)
+    assert est.history_["loss"][-1] < 0.75 * est.history_["loss"][0]  # measured 0.62
+    frozen = ~np.asarray(est.tunable_)
+    assert frozen.any() and np.any(est.conductances_[~frozen] != init.conductances_[~frozen])
+    np.testing.assert_array_equal(est.conductances_[frozen], init.conductances_[frozen])  # no pulses, no drift

@@ -50,7 +50,7 @@ RESET pulses per device and step).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -290,7 +290,7 @@ class PulseDevice:
     v_threshold: float = 0.0
     amplitude_exponent: float = 1.0
     name: str = "custom"
-    source: str = ""
+    source: str = field(default="", repr=False)
 
     def __post_init__(self):
         check_positive(self.g_min, "g_min")
@@ -337,7 +337,8 @@ class DigitalPotentiometer:
     taper: str = "linear"
     d2d: float = 0.0
     name: str = "digital_potentiometer"
-    source: str = "Dillavou, Stern, Liu, Durian, PR Applied 18, 014040 (2022): X9C303-type, 40 ohm - 32 kohm, 100 taps"
+    source: str = field(default="Dillavou, Stern, Liu, Durian, PR Applied 18, 014040 (2022): X9C303-type, "
+                               "40 ohm - 32 kohm, 100 taps", repr=False)
 
     def __post_init__(self):
         check_positive(self.r_min, "r_min")
@@ -370,8 +371,8 @@ class DigitalPotentiometer:
         return PotentiometerArray(self, n, seed=seed, rng=rng)
 
 
-def _as_list(a):
-    return np.asarray(a).tolist()
+def _array(a):
+    return np.array(a, dtype=float)
 
 
 class DeviceArray:
@@ -380,7 +381,8 @@ class DeviceArray:
     ``params[name]`` (n,) holds every device's own parameters (``d2d`` variation drawn once
     at construction, the first draws of the generator). Drift state: ``g_prog`` (the
     conductance right after the last programming) and ``age`` (``t0`` plus the time since).
-    ``state_dict()`` / ``load_state_dict()`` save and restore all of it exactly (JSON-safe).
+    ``state_dict()`` / ``load_state_dict()`` save and restore all of it exactly (numpy arrays
+    and the generator's state; a trainer checkpoint puts the arrays into its npz).
     """
 
     def __init__(self, model: PulseDevice, n: int, seed: int = 0, rng: np.random.Generator | None = None):
@@ -483,9 +485,9 @@ class DeviceArray:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         return {"n": self.n, "rng": self.rng.bit_generator.state,
-                "params": {k: _as_list(v) for k, v in self.params.items()},
-                "g_prog": None if self.g_prog is None else _as_list(self.g_prog),
-                "age": None if self.age is None else _as_list(self.age)}
+                "params": {k: _array(v) for k, v in self.params.items()},
+                "g_prog": None if self.g_prog is None else _array(self.g_prog),
+                "age": None if self.age is None else _array(self.age)}
 
     def load_state_dict(self, state: dict) -> None:
         if int(state["n"]) != self.n:
@@ -566,7 +568,7 @@ class PotentiometerArray:
         return np.asarray(g, dtype=float)  # a digital part does not drift
 
     def state_dict(self) -> dict:
-        return {"n": self.n, "rng": self.rng.bit_generator.state, "scale": _as_list(self.scale)}
+        return {"n": self.n, "rng": self.rng.bit_generator.state, "scale": _array(self.scale)}
 
     def load_state_dict(self, state: dict) -> None:
         if int(state["n"]) != self.n:
@@ -672,12 +674,20 @@ class PulseProgrammer(Constraint):
     ``g_old -> g_new`` (the trainer's proposed update); :meth:`program` takes a learning
     rule's estimate directly (``g - lr * estimate``), :meth:`in_situ` the two measured
     currents. ``state_dict()`` holds the device parameters, their states and generator.
+
+    ``protocol`` says how a :class:`~kirchnet.training.Trainer` uses it: ``"pulses"`` (the
+    optimizer's proposed conductances are programmed, ``apply``) or ``"in_situ"`` (the
+    optimizer is skipped; every tunable edge gets one pulse from its local product
+    ``p_e = dC/dr_e = -g_e^2 dC/dg_e`` through :meth:`in_situ_products` with ``gain`` times
+    the learning-rate schedule's factor, and ``v_max``). In both, frozen (non-tunable)
+    edges receive no pulse but drift.
     """
 
     space = "conductance"
 
     def __init__(self, device, mode: str = "round", max_pulses: int = 100, threshold: float = 0.5,
-                 dt: float = 0.0, seed: int = 0):
+                 dt: float = 0.0, seed: int = 0, protocol: str = "pulses", gain: float = 1.0,
+                 v_max: float | None = None):
         if isinstance(device, str):
             device = preset(device)
         if not isinstance(device, (PulseDevice, DigitalPotentiometer)):
@@ -689,6 +699,9 @@ class PulseProgrammer(Constraint):
         self.threshold = check_real(threshold, "threshold", low=0.0)
         self.dt = check_real(dt, "dt", low=0.0)
         self.seed = check_seed(seed)
+        self.protocol = check_choice(protocol, "protocol", ("pulses", "in_situ"))
+        self.gain = check_positive(gain, "gain")
+        self.v_max = None if v_max is None else check_positive(v_max, "v_max")
         self.devices = None
         self.total_pulses = 0
 
@@ -802,5 +815,6 @@ class PulseProgrammer(Constraint):
         self.total_pulses = int(state.get("total_pulses", 0))
 
     def __repr__(self):
-        return (f"PulseProgrammer({self.device.name!r}, mode={self.mode!r}, max_pulses={self.max_pulses}, "
-                f"dt={self.dt}, seed={self.seed})")
+        extra = f", gain={self.gain}, v_max={self.v_max}" if self.protocol == "in_situ" else ""
+        return (f"PulseProgrammer({self.device!r}, mode={self.mode!r}, max_pulses={self.max_pulses}, "
+                f"threshold={self.threshold}, dt={self.dt}, seed={self.seed}, protocol={self.protocol!r}{extra})")

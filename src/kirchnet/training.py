@@ -7,7 +7,14 @@ One step (architecture.md)::
     d   = est            (parametrization "conductance")
         = -g^2 * est     (parametrization "resistance": dC/dr = -g^2 dC/dg)
     p   <- optimizer.step(p, d * tunable, lr * schedule(epoch))
-    g   <- constraints(g(p), g_old); non-tunable edges keep g_old
+    g   <- constraints(where(tunable, g(p), g_old), g_old); non-tunable edges keep g_old
+
+On devices (a :class:`~kirchnet.devices.PulseProgrammer` among the constraints) the
+proposed update is programmed as pulses and non-tunable edges take what their devices
+reach (no pulses, but retention drift). A programmer with ``protocol="in_situ"`` replaces
+the optimizer step: ``g <- programmer.in_situ_products(g, tunable * dC/dr, gain * schedule)``
+(``dC/dr = -g^2 dC/dg``: one pulse per edge from its own local product), then the other
+constraints. Device arrays are stored in the checkpoint's npz.
 
 Per epoch the trainer evaluates the loss (and accuracy for classification) on the
 whole training set and on the validation set with one factorization and one batched
@@ -104,6 +111,55 @@ def _load_rule_state(rule, state: dict) -> None:
         rule.load_state_dict(state["state_dict"])
     elif "rng" in state and isinstance(getattr(rule, "_rng", None), np.random.Generator):
         rule._rng.bit_generator.state = state["rng"]
+
+
+def _programmers(constraints) -> list:
+    """The :class:`~kirchnet.devices.PulseProgrammer` s among ``constraints`` (nested lists too)."""
+    from .devices import PulseProgrammer
+
+    out, stack = [], [constraints]
+    while stack:
+        c = stack.pop()
+        if isinstance(c, Compose):
+            stack += c.constraints[::-1]
+        elif isinstance(c, PulseProgrammer):
+            out.append(c)
+    return out
+
+
+def _apply_except(constraints, skip, g_new, g_old, space):
+    """``constraints`` applied in order with the constraint ``skip`` left out."""
+    if constraints is skip:
+        return g_new
+    if isinstance(constraints, Compose):
+        for c in constraints.constraints:
+            g_new = _apply_except(c, skip, g_new, g_old, space)
+        return g_new
+    return constraints.apply(g_new, g_old, space)
+
+
+def _split_arrays(obj, prefix: str, arrays: dict):
+    """``obj`` with every numpy array replaced by ``{"__npz__": key}`` (the array goes into
+    ``arrays[key]``): checkpoint state whose arrays are stored in the npz, not in JSON."""
+    if isinstance(obj, np.ndarray) and obj.dtype != object:
+        arrays[prefix] = obj
+        return {"__npz__": prefix}
+    if isinstance(obj, dict):
+        return {k: _split_arrays(v, f"{prefix}.{k}", arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_split_arrays(v, f"{prefix}.{i}", arrays) for i, v in enumerate(obj)]
+    return obj
+
+
+def _join_arrays(obj, data):
+    """Inverse of :func:`_split_arrays` (``data``: the npz or a dict of arrays)."""
+    if isinstance(obj, dict):
+        if set(obj) == {"__npz__"}:
+            return np.array(data[obj["__npz__"]])
+        return {k: _join_arrays(v, data) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_join_arrays(v, data) for v in obj]
+    return obj
 
 
 # ----------------------------------------------------------------------------- history
@@ -462,6 +518,7 @@ class Trainer:
         d = self.checkpoint_dir
         os.makedirs(d, exist_ok=True)
         arrays, scalars = self._state_arrays(g)
+        constraint_state = _split_arrays(self.constraints.state_dict(), "cons", arrays)  # device arrays: npz
         name = f"ckpt-{epoch:06d}.npz"
         path = os.path.join(d, name)
         buf = io.BytesIO()
@@ -470,7 +527,7 @@ class Trainer:
         index = {"format": 2, "epoch": epoch, "arrays": name, "n_edges": int(g.size),
                  "optimizer": type(self.optimizer).__name__, "optimizer_scalars": scalars,
                  "optimizer_none": [k for k, v in self.optimizer.state_dict().items() if v is None],
-                 "constraints": self.constraints.state_dict(), "rule": repr(self.rule),
+                 "constraints": constraint_state, "rule": repr(self.rule),
                  "rule_state": _rule_state(self.rule),
                  "callbacks": [cb.state_dict() if callable(getattr(cb, "state_dict", None)) else None
                                for cb in self.callbacks],
@@ -532,6 +589,7 @@ class Trainer:
             with np.load(npz, allow_pickle=False) as data:
                 g = np.array(data["conductances"], dtype=float)
                 state = {k[4:]: np.array(data[k]) for k in data.files if k.startswith("opt.")}
+                constraint_state = _join_arrays(index["constraints"], data)
             if g.shape != (n_edges,):
                 raise ValueError(f"conductances of shape {g.shape}, expected ({n_edges},)")
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
@@ -541,7 +599,7 @@ class Trainer:
             state.update(index["optimizer_scalars"])
             state.update({k: None for k in index["optimizer_none"]})
             self.optimizer.load_state_dict(state)
-            self.constraints.load_state_dict(index["constraints"])
+            self.constraints.load_state_dict(constraint_state)
             _load_rule_state(self.rule, index.get("rule_state", {}))
             for cb, cb_state in zip(self.callbacks, index.get("callbacks") or []):
                 if cb_state is not None and callable(getattr(cb, "load_state_dict", None)):
@@ -580,20 +638,31 @@ class Trainer:
             den = np.linalg.norm(a) * np.linalg.norm(b)
             cos = float(a @ b / den) if den > 0 else math.nan
         space = self.parametrization
-        d = est if space == "conductance" else -(g * g) * est  # dC/dr = -g^2 dC/dg
-        d = np.where(mask, d, 0.0)
-        p_new = self.optimizer.step(to_space(g, space), d, lr)
         lo, hi = self._clip_range
-        p_lo, p_hi = (lo, hi) if space == "conductance" else (1.0 / hi, 1.0 / lo)
-        g_new = from_space(np.clip(p_new, p_lo, p_hi), space)
-        g_new = self.constraints.apply(g_new, g, space)
+        programmers = _programmers(self.constraints)
+        in_situ = next((c for c in programmers if c.protocol == "in_situ"), None)
+        if in_situ is not None:  # no optimizer: one pulse per edge from p_e = dC/dr_e
+            prod = np.asarray(res.estimate, dtype=float) if res.info.get("wrt") in ("resistance", "r") \
+                else -(g * g) * est
+            gain = in_situ.gain * lr / self.optimizer.lr  # the schedule's factor
+            g_new = in_situ.in_situ_products(g, np.where(mask, prod, 0.0), gain, in_situ.v_max).conductances
+            g_new = _apply_except(self.constraints, in_situ, g_new, g, space)
+        else:
+            d = est if space == "conductance" else -(g * g) * est  # dC/dr = -g^2 dC/dg
+            d = np.where(mask, d, 0.0)
+            p_new = self.optimizer.step(to_space(g, space), d, lr)
+            p_lo, p_hi = (lo, hi) if space == "conductance" else (1.0 / hi, 1.0 / lo)
+            g_new = from_space(np.clip(p_new, p_lo, p_hi), space)
+            # frozen edges propose no change (a device there gets no pulse) before the constraints
+            g_new = self.constraints.apply(np.where(mask, g_new, g), g, space)
         bad = np.flatnonzero(np.isnan(g_new) & mask)
         if bad.size:  # never turn NaN into a conductance and train on
             raise _errors.SolverError(
                 f"the update gave NaN conductances on {bad.size} tunable edge(s) (e.g. edge "
                 f"{int(bad[0])}); lower the learning rate or check the constraints")
         g_new = np.clip(g_new, lo, hi)
-        g_new = np.where(mask, g_new, g)
+        # non-tunable edges keep g_old, except where devices drift (they get no pulses)
+        g_new = np.where(mask, g_new, g_new if programmers else g)
         return g_new, float(res.loss), cos
 
     # ------------------------------------------------------------------ fit
