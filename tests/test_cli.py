@@ -484,3 +484,70 @@ def test_experiment_command_locks_and_marks_complete(tmp_path, monkeypatch):
     assert code == 0, r.output
     assert io.read_complete(out)["experiments"] == ["e4"] and (out / "report.md").is_file()
     assert not (out / io.LOCK_NAME).exists()
+
+
+# ------------------------------------------------------------------ training on devices
+DEVICE = TINY.replace("[network]", "[network]\ng_init = [20e-6, 80e-6]").replace(
+    "lr = 0.05", "lr = 2e-6\n\n[constraints]\ng_min = 1e-6\n\n[device]\npreset = \"rram\"\ndt = 1.0\n"
+                 "params = {c2c = 0.2, drift_nu = 0.01}").replace("epochs = 3", "epochs = 4\ncheckpoint_every = 1")
+
+
+@pytest.mark.parametrize("data, expect", [
+    ({"device": {"preset": "memristor"}}, "device.preset"),
+    ({"device": {"params": {"colour": 1.0}}}, "device: params: preset 'rram' has no parameter"),
+    ({"device": {"params": {"c2c": -1.0}}}, "c2c"),
+    ({"device": {"mode": "magic"}}, "device.mode"),
+    ({"device": {}}, "network.g_init .* must lie in the device window"),
+    ({"device": {}, "network": {"g_init": [2e-5, 8e-5]}}, "constraints.g_min .* is above the device"),
+])
+def test_device_config_errors_name_the_key(data, expect):
+    from kirchnet.config import ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match=expect):
+        TrainConfig.from_dict({"task": {"name": "teacher_student"}, **data})
+
+
+def test_device_config_builds_the_programmer():
+    import tomllib
+
+    from kirchnet.config import TrainConfig
+    from kirchnet.devices import PulseProgrammer
+
+    cfg = TrainConfig.from_dict(tomllib.loads(DEVICE))
+    prog = cfg.device.build(cfg.seed)
+    assert isinstance(prog, PulseProgrammer) and prog.protocol == "pulses" and prog.mode == "stochastic"
+    assert prog.device.c2c == 0.2 and prog.device.name == "rram" and prog.dt == 1.0 and prog.seed == cfg.seed + 13
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    situ = TrainConfig.from_dict({**tomllib.loads(DEVICE), "device": {"mode": "in_situ", "gain": 1e8}})
+    assert situ.device.build().protocol == "in_situ" and situ.device.build().gain == 1e8
+
+
+def test_train_on_devices_resumes_bit_identically(tmp_path, monkeypatch):
+    """kirchnet train with a [device] table, interrupted after a checkpoint, --resume: the
+    same bytes as an uninterrupted run (device states and generators restored)."""
+    from kirchnet import training
+
+    cfg = tmp_path / "dev.toml"
+    cfg.write_text(DEVICE)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    code, err, _ = _invoke("train", cfg, "--out", full, "--no-progress")
+    assert code == 0, err
+    metrics = json.loads((full / "metrics.json").read_text())
+    assert metrics["train_loss"] < metrics["initial_train_loss"]
+    save = training.Trainer.save_checkpoint
+
+    def save_then_stop(self, epoch, g, history):
+        path = save(self, epoch, g, history)
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(training.Trainer, "save_checkpoint", save_then_stop)
+    code, _, _ = _invoke("train", cfg, "--out", cut, "--no-progress")
+    assert code != 0 and not (cut / "complete.json").exists()
+    index = json.loads((cut / "checkpoint" / "checkpoint.json").read_text())
+    assert index["epoch"] == 2 and "__npz__" in json.dumps(index["constraints"])
+    monkeypatch.setattr(training.Trainer, "save_checkpoint", save)
+    code, err, _ = _invoke("train", cfg, "--out", cut, "--no-progress", "--resume")
+    assert code == 0, err
+    assert _comparable(cut) == _comparable(full)

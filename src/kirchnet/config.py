@@ -33,6 +33,11 @@ A config file looks like (every table and key optional except ``task.name``)::
     [tunable]                  # which edges learn: mode all | random | inputs | outputs
     fraction = 1.0
 
+    [device]                   # optional: train by programming pulses (DeviceConfig)
+    preset = "rram"            # rram | pcm | digital_potentiometer | ideal
+    mode = "pulses"            # or "in_situ" (no optimizer; pulse amplitude from dC/dr_e)
+    params = {c2c = 0.1}       # preset overrides
+
 Unknown keys, wrong types and impossible values raise :class:`ConfigError` whose
 message names the offending key (``network.rows: ...``).
 """
@@ -204,8 +209,58 @@ class TunableConfig(_Model):
     fraction: float = Field(1.0, gt=0, le=1)
 
 
+class DeviceConfig(_Model):
+    """Train on devices: every update is programmed with pulses (:class:`kirchnet.devices.PulseProgrammer`).
+
+    ``preset``: a pulse device of :func:`kirchnet.devices.preset` (``params`` overrides its
+    parameters, e.g. ``{c2c = 0.1, step_down = 2e-6}``); ``mode = "pulses"``: the optimizer's
+    update becomes pulse counts ``n = dg / step(g)`` rounded by ``rounding``; ``"in_situ"``:
+    no optimizer, one pulse per edge with amplitude ``min(gain |dC/dr_e|, v_max)`` (the rule's
+    local product). ``dt``: seconds per step (retention drift). ``seed``: device variation and
+    noise (default: the run seed + 13). Conductances are in siemens: ``network.g_init`` must
+    lie in the device window and ``constraints.g_min`` at or below it.
+    """
+
+    preset: Literal["digital_potentiometer", "pcm", "rram", "ideal"] = "rram"
+    params: dict[str, float | int | str] = Field(default_factory=dict, description="preset overrides")
+    mode: Literal["pulses", "in_situ"] = "pulses"
+    rounding: Literal["round", "stochastic", "sign"] = "stochastic"
+    max_pulses: int = Field(100, ge=1, description="cap on |pulses| per device and step")
+    threshold: float = Field(0.5, ge=0, description="rounding = 'sign': fractional pulses needed for one")
+    dt: float = Field(0.0, ge=0, description="seconds per step (drift)")
+    seed: int | None = Field(None, ge=0)
+    gain: float = Field(1.0, gt=0, description="in_situ: pulse amplitude per unit |dC/dr|")
+    v_max: float | None = Field(None, gt=0, description="in_situ: largest amplitude (default the device's v_pulse)")
+
+    def build(self, run_seed: int = 0):
+        """The :class:`~kirchnet.devices.PulseProgrammer` (``ParameterError`` for bad ``params``)."""
+        from .devices import PulseProgrammer, preset
+
+        return PulseProgrammer(preset(self.preset, **self.params), mode=self.rounding,
+                               max_pulses=self.max_pulses, threshold=self.threshold, dt=self.dt,
+                               seed=run_seed + 13 if self.seed is None else self.seed,
+                               protocol=self.mode, gain=self.gain, v_max=self.v_max)
+
+    def window(self) -> tuple[float, float]:
+        """The nominal device window ``(g_min, g_max)`` in siemens."""
+        from .devices import preset
+
+        model = preset(self.preset, **self.params)
+        return float(model.g_min), float(model.g_max)
+
+    @model_validator(mode="after")
+    def _check(self):
+        from .errors import KirchnetError
+
+        try:
+            self.window()
+        except (KirchnetError, TypeError, ValueError) as exc:
+            raise ValueError(f"params: {exc}") from None
+        return self
+
+
 class TrainConfig(_Model):
-    """One training run: network, task, rule, optimizer, constraints, tunable edges."""
+    """One training run: network, task, rule, optimizer, constraints, tunable edges, device."""
 
     name: str = "run"
     seed: int = Field(0, ge=0, description="run seed (non-negative)")
@@ -223,6 +278,23 @@ class TrainConfig(_Model):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     tunable: TunableConfig = Field(default_factory=TunableConfig)
+    device: DeviceConfig | None = Field(None, description="train through device programming pulses")
+
+    @model_validator(mode="after")
+    def _check_device(self):
+        if self.device is None:
+            return self
+        lo, hi = self.device.window()
+        g0, g1 = self.network.g_init
+        if g0 < lo * (1 - 1e-9) or g1 > hi * (1 + 1e-9):
+            raise ValueError(f"network.g_init {list(self.network.g_init)} must lie in the device window "
+                             f"[{lo:.4g}, {hi:.4g}] S of device.preset {self.device.preset!r}; set g_init in "
+                             f"siemens inside it (e.g. [{lo * 2:.3g}, {hi / 2:.3g}])")
+        c = self.constraints
+        if c.g_min is not None and c.g_min > lo * (1 + 1e-9):
+            raise ValueError(f"constraints.g_min ({c.g_min:g} S) is above the device's g_min ({lo:.4g} S), so "
+                             f"it would override the device window; set constraints.g_min to at most {lo:.4g}")
+        return self
 
     def checkpoint_interval(self) -> int:
         """Epochs between checkpoints: ``checkpoint_every``, or by default

@@ -282,6 +282,8 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict], None] | No
     optimizer = build_optimizer(config.optimizer)
     schedule = build_schedule(config.optimizer, config.epochs)
     cons = build_constraints(config.constraints, seed=config.seed)
+    if config.device is not None:  # programming pulses through the devices, after the other constraints
+        cons.append(config.device.build(config.seed))
     res = fit(task, circuit, rule, g0, config.epochs, optimizer, schedule=schedule, constraints=cons,
               mask=mask, batch_size=config.batch_size, seed=config.seed,
               parametrization=config.parametrization, eval_every=config.eval_every, callback=callback,
