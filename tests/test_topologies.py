@@ -194,3 +194,21 @@ def test_memory_guard_refuses_graphs_that_cannot_fit(monkeypatch):
     with pytest.raises(TopologyError, match=r"lattice\(5000, 10000\) has 100,000,000 edges"):
         topologies.lattice(5000, 10000)
     assert topologies.complete(30).n_edges == 435  # small graphs are untouched
+
+
+def test_deep_resistive_is_the_drn_circuit_network():
+    from kirchnet.drn import deep_resistive_circuit
+    from kirchnet.elements import IdealDiode
+
+    net = topologies.deep_resistive((3, 4, 2), gain=2.0, bias=0.5)
+    drn, circ, g = deep_resistive_circuit((3, 4, 2), seed=1, gain=2.0, bias=0.5)
+    np.testing.assert_array_equal(net.edges, circ.network.edges)
+    # 6 inputs + 2 bias sources + ground + 4 hidden + 2 outputs; 6*4 + 4*2 weights, 2*(4+2) bias, 4 diodes
+    assert net.n_nodes == 15 and net.n_edges == 24 + 8 + 12 + 4 and net.positions is not None
+    assert g.size == net.n_edges and np.all(g[drn.params.size:] == 1.0)
+    np.testing.assert_array_equal(g[:drn.params.size], drn.params)
+    assert not circ.is_linear
+    diodes = [e for e in range(net.n_edges) if isinstance(circ.elements.law_of(e), IdealDiode)]
+    assert diodes == list(range(drn.params.size, net.n_edges))
+    with pytest.raises(ValueError, match="layers"):
+        topologies.deep_resistive((3, 2))

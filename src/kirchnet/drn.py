@@ -68,7 +68,8 @@ import numpy as np
 
 from .errors import ConvergenceError, ParameterError, ShapeError
 
-__all__ = ["DRNSpec", "DRN", "DRNState", "DRNClassifier", "hebbian", "fit_drn", "layered_spec"]
+__all__ = ["DRNSpec", "DRN", "DRNState", "DRNClassifier", "hebbian", "fit_drn", "layered_spec",
+           "deep_resistive_circuit"]
 
 
 def _finite(name: str, value) -> float:
@@ -819,6 +820,18 @@ def layered_spec(circuit) -> DRNSpec | None:
         return _LAYERED.get(circuit)
     except TypeError:
         return None
+
+
+def deep_resistive_circuit(layers, seed: int = 0, init_scale: float = 1.0, backend: str = "auto",
+                           **spec_kw):
+    """The Circuit factory of a DRN: ``(drn, circuit, g)`` with ``drn = DRN(DRNSpec(layers,
+    **spec_kw), seed=seed, init_scale=init_scale)`` and ``circuit, g = drn.to_circuit(backend)``.
+    The circuit works with every rule, the Trainer, SPICE export and the plots; its inputs
+    for features ``x`` are ``drn.circuit_inputs(x)``, and ``g[:drn.params.size]`` are the
+    trainable conductances (the rest are the diodes' unit scales)."""
+    drn = DRN(DRNSpec(layers=tuple(layers), **spec_kw), seed=seed, init_scale=init_scale)
+    circuit, g = drn.to_circuit(backend=backend)
+    return drn, circuit, g
 
 
 # ---------------------------------------------------------------------- training

@@ -176,3 +176,20 @@ def complete(n: int) -> Network:
     i, j = np.triu_indices(n, k=1)
     ang = 2 * np.pi * np.arange(n) / n
     return Network(n, np.stack([i, j], axis=1), positions=np.stack([np.cos(ang), np.sin(ang)], 1))
+
+
+def deep_resistive(layers: Sequence[int], gain: float = 1.0, diode_split: float = 0.5,
+                   diode_bias: float = 0.0, bias: float = 0.0) -> Network:
+    """The network of a deep resistive network (DRN): ``2 layers[0]`` input nodes
+    (``gain (x, -x)``), dense layer-to-layer edges, two bias-source nodes (``bias != 0``)
+    tied to every non-input node, and one ideal-diode edge from each hidden node to the
+    ground (node 0). A thin wrapper: the construction lives in
+    :meth:`kirchnet.drn.DRN.to_circuit`, which also gives the :class:`~kirchnet.Circuit`
+    (inputs, outputs, :class:`~kirchnet.elements.IdealDiode` laws) and the edge scales;
+    :func:`kirchnet.drn.deep_resistive_circuit` builds all three."""
+    from .drn import DRN, DRNSpec
+
+    spec = DRNSpec(layers=tuple(layers), gain=gain, diode_split=diode_split,
+                   diode_bias=diode_bias, bias=bias)
+    _check_memory(spec.n_params, f"deep_resistive({list(spec.layers)})")
+    return DRN(spec).to_circuit()[0].network

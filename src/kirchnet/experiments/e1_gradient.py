@@ -12,6 +12,14 @@ exact gradient ``d = dC/dg`` over a range of nudge strengths ``beta`` (or ``eta`
   gradient, so its error tends to a constant: slope about 0);
 * CL positive against its own ``eta -> 0`` limit (slope 1: a consistent estimator of the
   stiffness-weighted objective).
+
+Diode networks (:func:`nonlinear_panel`, issue 12): a lattice with Shockley diodes on half
+of its edges and two rectifiers. One-sided EP has slope 1 and centered EP slope 2 for both
+nudges (centered EP with a current nudge is no longer exact: the measured error is
+reported); CL positive tends, with slope 1, to the gradient of the frozen-stiffness
+objective ``1/2 (o - y)^T S (o - y)`` (``S`` the small-signal output stiffness at the free
+state, :func:`cl_limit`); the in-situ protocol (a small-signal current-mode measurement
+of amplitude ``a`` at the operating point) tends to the exact gradient with slope 1 in ``a``.
 """
 
 from __future__ import annotations
@@ -51,6 +59,67 @@ def _networks(quick: bool, seed: int):
     return {"delaunay": topologies.delaunay(500, seed=seed),
             "lattice": topologies.lattice(22, 22),
             "random": topologies.random_connected(500, mean_degree=5, seed=seed)}
+
+
+def diode_problem(seed: int = 0, batch: int = 8):
+    """A 4x4 lattice with Shockley diodes (``Is = 1e-2``, ``Vt = 0.1``) on every other edge and
+    two rectifiers, random conductances, inputs and targets: ``(circuit, g, x, y)``."""
+    from ..circuit import Circuit
+    from ..elements import Diode, Rectifier
+
+    net = topologies.lattice(4, 4)
+    m = net.n_edges
+    rng = np.random.default_rng(seed)
+    c = Circuit(net, ground=0, inputs=[15, 12], outputs=[6, 9],
+                elements={Diode(saturation_current=1e-2, thermal_voltage=0.1): list(range(0, m, 2)),
+                          Rectifier(): [3, 13]})
+    return c, rng.uniform(0.5, 2, m), rng.uniform(-1, 1, (batch, 2)), rng.uniform(-0.3, 0.3, (batch, 2))
+
+
+def cl_limit(circuit, g, x, y) -> np.ndarray:
+    """The ``eta -> 0`` limit of coupled learning on a nonlinear circuit: the gradient of
+    ``1/2 (o - y)^T S (o - y)`` with the small-signal output stiffness ``S = K^-1`` (``K`` the
+    output compliance at the free state) held fixed, batch mean (m,)."""
+    from ..nonlinear import gradient_from_adjoint
+
+    fac = circuit.factorize(g)
+    free = fac.solve(x)
+    S = np.linalg.inv(fac.compliance(free))
+    lam = fac.adjoint(free, np.einsum("bkl,bl->bk", S, free.outputs - y))
+    return gradient_from_adjoint(free, lam).mean(axis=0)
+
+
+NONLINEAR_BETAS = np.array([0.04, 0.02, 0.01, 0.005, 0.0025])
+NONLINEAR_AMPLITUDES = np.array([1e-1, 3e-2, 1e-2, 3e-3, 1e-3])
+
+
+def nonlinear_panel(seed: int = 0) -> dict:
+    """E1 on the diode network of :func:`diode_problem`: relative errors and log-log slopes of
+    EP (current and energy nudges, positive / centered) and CL positive against the exact
+    gradient, CL positive against :func:`cl_limit`, and :class:`~kirchnet.rules.InSitu`
+    against the exact gradient over its amplitude."""
+    from ..rules import InSitu
+
+    c, g, x, y = diode_problem(seed)
+    _, exact = c.loss_and_grad(g, x, y)
+    rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))  # noqa: E731
+    limit = cl_limit(c, g, x, y)
+    series = {}
+    for nudge in ("current", "energy"):
+        for var in ("positive", "centered"):
+            series[f"EP {var} ({nudge})"] = (NONLINEAR_BETAS, [rel(EquilibriumPropagation(
+                float(b), var, nudge).estimate(c, g, x, y).estimate, exact) for b in NONLINEAR_BETAS])
+    cl = [CoupledLearning(float(b), "positive").estimate(c, g, x, y).estimate for b in NONLINEAR_BETAS]
+    series["CL positive"] = (NONLINEAR_BETAS, [rel(e, exact) for e in cl])
+    series["CL positive vs its eta->0 limit"] = (NONLINEAR_BETAS, [rel(e, limit) for e in cl])
+    series["in-situ (x = amplitude)"] = (NONLINEAR_AMPLITUDES, [rel(InSitu(amplitude=float(a)).estimate(
+        c, g, x, y).estimate, exact) for a in NONLINEAR_AMPLITUDES])
+    summary = [{"estimator": k, "slope": fit_loglog_slope(b, e, floor=EXACT), "rel_error_smallest": float(e[-1]),
+                "smallest": float(b[-1])} for k, (b, e) in series.items()]
+    return {"network": {"n_nodes": c.network.n_nodes, "n_edges": c.network.n_edges, "diodes": len(range(0, g.size, 2)),
+                        "rectifiers": 2, "batch": int(x.shape[0])},
+            "series": {k: {"x": np.asarray(b), "rel_error": np.asarray(e)} for k, (b, e) in series.items()},
+            "summary": summary}
 
 
 def e1_gradient(out_dir=None, quick: bool = False, seed: int = 0, progress=None, networks=None,
@@ -116,9 +185,10 @@ def e1_gradient(out_dir=None, quick: bool = False, seed: int = 0, progress=None,
             "min_cosine_at_1e-2": float(np.min([r["cosine_at_1e-2"] for r in s])),
             "min_cosine_smallest": float(np.min([r["cosine_smallest"] for r in s])),
         })
+    nl = nonlinear_panel(seed)
     data = {"experiment": "E1", "quick": quick, "seed": seed, "betas": betas,
             "networks": {k: {"n_nodes": v.n_nodes, "n_edges": v.n_edges} for k, v in nets.items()},
-            "summary": summary, "headline": headline}
+            "summary": summary, "headline": headline, "nonlinear": nl}
     if out_dir is None:
         return {**data, "rows": rows}
     import matplotlib.pyplot as plt
@@ -136,5 +206,11 @@ def e1_gradient(out_dir=None, quick: bool = False, seed: int = 0, progress=None,
         ax2.grid(alpha=0.3)
     np.atleast_1d(axes2)[0].set_ylabel("cosine similarity")
     np.atleast_1d(axes2)[-1].legend(fontsize=7)
+    fig3, ax3 = plotting.figure(figsize=(6.4, 4.6))
+    nls = {r["estimator"]: r["slope"] for r in nl["summary"]}
+    plotting.gradient_bias({k: (v["x"], v["rel_error"]) for k, v in nl["series"].items()}, slopes=nls, ax=ax3,
+                           xlabel="beta, eta or in-situ amplitude (V)",
+                           title=f"diode lattice ({nl['network']['n_nodes']} nodes, {nl['network']['diodes']} diodes, "
+                                 f"2 rectifiers)")
     return write_results(out_dir, "e1_gradient", {**data}, rows,
-                         {"e1_gradient_bias.png": fig, "e1_cosine.png": fig2})
+                         {"e1_gradient_bias.png": fig, "e1_cosine.png": fig2, "e1_nonlinear.png": fig3})

@@ -1,4 +1,4 @@
-"""Run E1-E5 and write ``report.md`` (tables + embedded figures) into one directory."""
+"""Run E1-E6 and write ``report.md`` (tables + embedded figures) into one directory."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from .e2_training import e2_training, table_markdown
 from .e3_insitu import e3_insitu
 from .e4_partial import e4_partial
 from .e5_device import e5_device
+from .e6_nonlinear import e6_nonlinear
+from .e6_nonlinear import table_markdown as e6_table
 
-EXPERIMENTS = {"e1": e1_gradient, "e2": e2_training, "e3": e3_insitu, "e4": e4_partial, "e5": e5_device}
+EXPERIMENTS = {"e1": e1_gradient, "e2": e2_training, "e3": e3_insitu, "e4": e4_partial, "e5": e5_device,
+               "e6": e6_nonlinear}
 
 
 def _f(x, d=3):
@@ -36,6 +39,13 @@ def headline(results: dict) -> list[dict]:
              "measured": f"slope {_f(h['EP centered (energy)']['slope'])}"},
             {"exp": "E1", "claim": "centered EP with a current nudge is exact in a linear network",
              "measured": f"max relative error {_f(h['EP centered (current)']['max_rel_error_at_1e-2'], 2)}"},
+            *([{"exp": "E1", "claim": "diode network: EP one-sided O(beta), centered O(beta^2) (not exact with a "
+                                      "current nudge), CL -> its limit O(eta), in-situ O(amplitude)",
+                "measured": ", ".join(f"{r['estimator']} {_f(r['slope'])}" for r in results["e1"]["nonlinear"]["summary"]
+                                      if r["estimator"] in ("EP positive (current)", "EP centered (current)",
+                                                            "CL positive vs its eta->0 limit",
+                                                            "in-situ (x = amplitude)"))}]
+              if "nonlinear" in results["e1"] else []),
             {"exp": "E1", "claim": "CL tends to a stiffness-weighted gradient, not the MSE gradient",
              "measured": f"cosine to exact gradient {_f(h['CL positive']['min_cosine_smallest'])}; "
                          f"error to its own eta->0 limit has slope "
@@ -67,6 +77,17 @@ def headline(results: dict) -> list[dict]:
                  ("ideal", "100 levels (nearest)", "8 levels (nearest)", "8 levels (stochastic)", "update noise 1.0")
                  if c in t]
         rows.append({"exp": "E5", "claim": "device realism (Iris test accuracy)", "measured": "; ".join(parts)})
+    if "e6" in results:
+        t = {(e["task"], e["model"], e["rule"]): e for e in results["e6"]["table"]}
+        for task in dict.fromkeys(e["task"] for e in results["e6"]["table"]):
+            lin, drn = t.get((task, "linear", "analytical")), t.get((task, "drn", "analytical"))
+            if lin and drn:
+                rows.append({"exp": "E6", "claim": f"{task}: a DRN beats the linear crossbar (analytical)",
+                             "measured": f"test accuracy {pm(drn['test_accuracy'], drn['test_accuracy_std'])} "
+                                         f"vs {pm(lin['test_accuracy'], lin['test_accuracy_std'])}"})
+        sl = results["e6"]["gradient_bias"]["slopes"]
+        rows.append({"exp": "E6", "claim": "EP on a DRN: one-sided O(beta), centered O(beta^2)",
+                     "measured": f"slopes {_f(sl['EP positive'])}, {_f(sl['EP centered'])}"})
     return rows
 
 
@@ -90,6 +111,16 @@ def render_report(results: dict, meta: dict) -> str:
             cos = [f"{c:.6f}" if np.isfinite(c) else "–" for c in (h["min_cosine_at_1e-2"], h["min_cosine_smallest"])]
             L.append(f"| {h['estimator']} | {slope} | {_f(h['max_rel_error_at_1e-2'])} | {cos[0]} | {cos[1]} |")
         L += ["", "![E1 bias](e1_gradient_bias.png)", "", "![E1 cosine](e1_cosine.png)", ""]
+        if "nonlinear" in r:
+            nl = r["nonlinear"]
+            L += ["### E1 on a diode network", "",
+                  f"4x4 lattice with {nl['network']['diodes']} Shockley diodes and {nl['network']['rectifiers']} "
+                  f"rectifiers, batch {nl['network']['batch']}; CL is also compared with its eta -> 0 limit (the "
+                  "gradient of the frozen-stiffness objective), in-situ over its small-signal amplitude.", "",
+                  "| estimator | slope | rel. error at the smallest beta / amplitude |", "|---|---|---|"]
+            L += [f"| {h['estimator']} | {_f(h['slope'])} | {_f(h['rel_error_smallest'])} at {h['smallest']:g} |"
+                  for h in nl["summary"]]
+            L += ["", "![E1 diode network](e1_nonlinear.png)", ""]
     if "e2" in results:
         r = results["e2"]
         L += ["## E2 training comparison", "",
@@ -125,6 +156,22 @@ def render_report(results: dict, meta: dict) -> str:
             L.append(f"| {e['condition']} | {e['rule']} | {pm(e['test_loss'], e['test_loss_std'])} | "
                      f"{pm(e['test_accuracy'], e['test_accuracy_std'])} |")
         L += ["", "![E5](e5_device.png)", ""]
+    if "e6" in results:
+        r = results["e6"]
+        st = r["settings"]
+        L += ["## E6 nonlinear: linear crossbar vs deep resistive network", "",
+              f"Test accuracy, mean ± std over seeds {r['seeds']}. Rules: " +
+              ", ".join(f"`{k}` {v}" for k, v in r["rules"].items()) + ". Hidden sizes: " +
+              ", ".join(f"{k} DRN {v['hidden']} / linear {v['lin_hidden']}, {v['epochs']} epochs"
+                        + (f" (DRN CL / in-situ: {v['general']['hidden']} hidden, {v['general']['epochs']} epochs)"
+                           if "general" in v else "") for k, v in st.items()) + ".", "",
+              e6_table(r), ""]
+        L += [f"- {n}" for n in r["notes"]] + ([""] if r["notes"] else [])
+        sl = r["gradient_bias"]["slopes"]
+        L += ["![E6 curves](e6_curves.png)", "",
+              f"EP on a DRN {'-'.join(map(str, r['gradient_bias']['layers']))} against the exact gradient: "
+              f"log-log slopes {_f(sl['EP positive'])} (positive) and {_f(sl['EP centered'])} (centered).", "",
+              "![E6 bias](e6_gradient_bias.png)", ""]
     L += ["## Files", "", "Every experiment wrote `eN_*.json` (all numbers), `eN_*.csv` (one row per run or "
           "point) and the figures above into this directory.", ""]
     return "\n".join(L)
@@ -132,7 +179,7 @@ def render_report(results: dict, meta: dict) -> str:
 
 def reproduce(out_dir, quick: bool = False, seed: int = 0, experiments=None, progress=None,
               command: str = "kirchnet reproduce") -> dict:
-    """Run the selected experiments (default all of E1-E5) into ``out_dir`` and write
+    """Run the selected experiments (default all of E1-E6) into ``out_dir`` and write
     ``report.md`` and ``summary.json``. ``out_dir`` must already be prepared
     (see :func:`kirchnet.experiments.io.prepare_out_dir`)."""
     from .. import __version__, solvers
