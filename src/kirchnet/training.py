@@ -66,6 +66,7 @@ from .losses import CrossEntropy
 from .optim import Optimizer, get_optimizer, get_schedule
 from .partial import next_factorization, resolve_mask
 from .rules.base import Analytical, Rule
+from . import small as _small
 
 __all__ = ["Trainer", "TrainResult", "History", "Callback", "EarlyStopping", "LambdaCallback",
            "evaluate", "conductance_bounds", "saturation_counts", "CheckpointError", "CheckpointMismatchError"]
@@ -426,6 +427,10 @@ class Trainer:
         (``None``: its default; ``0``: always refactor).
     fingerprint: extra ``{name: text}`` a checkpoint must match to be resumed (e.g. the hash
         of a training config); see :meth:`fingerprint_of`.
+    fast: use the small-network kernel (:mod:`kirchnet.small`: dense, direct LAPACK, the
+        same estimates to rounding and the same checks) when the circuit is linear with at
+        most ``small.SMALL_MAX`` free nodes, the rule is one it computes and ``max_rank`` is
+        ``None`` or ``0`` (it refactorizes every step); ``False``: always the general path.
     saturation_warning: every history record holds ``n_at_lower`` / ``n_at_upper``, the
         tunable edges whose conductance sits at the lower / upper bound (the ``clip`` range
         and the :class:`~kirchnet.constraints.Bounds` / ``Levels`` constraints, see
@@ -445,7 +450,8 @@ class Trainer:
                  history_dir: str | None = None, progress: bool = False,
                  clip: tuple[float, float] = D.CLIP, max_rank: int | None = None,
                  fingerprint: dict | None = None,
-                 saturation_warning: float | None = D.SATURATION_WARN_FRACTION):
+                 saturation_warning: float | None = D.SATURATION_WARN_FRACTION, fast: bool = True):
+        self.fast = bool(fast)
         self.rule = rule if rule is not None else Analytical()
         if not hasattr(self.rule, "estimate"):
             raise TypeError(f"rule must be a kirchnet Rule, got {type(rule).__name__}")
@@ -616,24 +622,33 @@ class Trainer:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
 
-    def _evaluate(self, circuit, g, X, Y, Xv, Yv, fac) -> dict:
+    def _evaluate(self, circuit, g, X, Y, Xv, Yv, fac, kernel=None) -> dict:
         loss = self.rule.loss
-        rec = evaluate(circuit, g, X, Y, loss, self.accuracy, fac)
+        ev = (lambda x, y: kernel.evaluate(g, x, y, loss, self.accuracy)) if kernel is not None else (
+            lambda x, y: evaluate(circuit, g, x, y, loss, self.accuracy, fac() if callable(fac) else fac))
+        rec = ev(X, Y)
         if Xv is not None:
-            v = evaluate(circuit, g, Xv, Yv, loss, self.accuracy, fac)
+            v = ev(Xv, Yv)
             rec.update({f"val_{k}": val for k, val in v.items()})
         return rec
 
-    def _step(self, circuit, g, mask, xb, yb, lr, fac):
-        res = self.rule.estimate(circuit, g, xb, yb, factorization=fac)
-        est = np.asarray(res.estimate, dtype=float)
+    def _step(self, circuit, g, mask, xb, yb, lr, fac, kernel=None):
+        if kernel is not None:  # small-network fast path (kirchnet.small): estimate and loss
+            est, batch_loss = kernel.step(self.rule, g, xb, yb)
+            wrt = getattr(self.rule, "wrt", None)
+        else:
+            res = self.rule.estimate(circuit, g, xb, yb, factorization=fac)
+            est, batch_loss, wrt = np.asarray(res.estimate, dtype=float), float(res.loss), res.info.get("wrt")
         if est.shape != g.shape:
             raise ShapeError(f"rule {self.rule!r} returned an estimate of shape {est.shape}, expected {g.shape}")
-        if res.info.get("wrt") in ("resistance", "r"):  # e.g. InSitu(wrt="resistance"): dC/dr
+        if wrt in ("resistance", "r"):  # e.g. InSitu(wrt="resistance"): dC/dr
             est = -est / (g * g)  # dC/dg = -r^2 dC/dr
         cos = math.nan
         if self.cosine:
-            _, exact = loss_and_grad(circuit, g, xb, yb, loss=self.rule.loss, factorization=fac)
+            if kernel is not None:
+                exact = kernel.step(Analytical(self.rule.loss), g, xb, yb)[0]
+            else:
+                _, exact = loss_and_grad(circuit, g, xb, yb, loss=self.rule.loss, factorization=fac)
             a, b = est[mask], exact[mask]
             den = np.linalg.norm(a) * np.linalg.norm(b)
             cos = float(a @ b / den) if den > 0 else math.nan
@@ -642,8 +657,7 @@ class Trainer:
         programmers = _programmers(self.constraints)
         in_situ = next((c for c in programmers if c.protocol == "in_situ"), None)
         if in_situ is not None:  # no optimizer: one pulse per edge from p_e = dC/dr_e
-            prod = np.asarray(res.estimate, dtype=float) if res.info.get("wrt") in ("resistance", "r") \
-                else -(g * g) * est
+            prod = -(g * g) * est  # dC/dr = -g^2 dC/dg
             gain = in_situ.gain * lr / self.optimizer.lr  # the schedule's factor
             g_new = in_situ.in_situ_products(g, np.where(mask, prod, 0.0), gain, in_situ.v_max).conductances
             g_new = _apply_except(self.constraints, in_situ, g_new, g, space)
@@ -663,7 +677,7 @@ class Trainer:
         g_new = np.clip(g_new, lo, hi)
         # non-tunable edges keep g_old, except where devices drift (they get no pulses)
         g_new = np.where(mask, g_new, g_new if programmers else g)
-        return g_new, float(res.loss), cos
+        return g_new, batch_loss, cos
 
     # ------------------------------------------------------------------ fit
     def fit(self, circuit: Circuit, g0, x, y, x_val=None, y_val=None, resume: bool = False) -> TrainResult:
@@ -688,6 +702,8 @@ class Trainer:
         self._fingerprint = self.fingerprint_of(circuit, g, mask, X, Y, Xv, Yv)
         loaded = self.load_checkpoint(g.size) if resume else None
         fac = None
+        kernel = (_small.kernel_for(circuit, self.rule) if self.fast and self.max_rank in (None, 0)
+                  else None)
         bounds = conductance_bounds(self.constraints, self._clip_range)
         warned = [False]
 
@@ -714,7 +730,7 @@ class Trainer:
             history = History()
             start = 0
             history.append({"epoch": 0, "lr": math.nan, "batch_loss": math.nan,
-                            **self._evaluate(circuit, g, X, Y, Xv, Yv, circuit.factorize(g)),
+                            **self._evaluate(circuit, g, X, Y, Xv, Yv, lambda: circuit.factorize(g), kernel),
                             **({"cosine": math.nan} if self.cosine else {}), "low_rank_updates": 0,
                             **saturation(g, 0)})
         self._call("on_train_begin", {"start_epoch": start, "tunable": mask, "conductances": g})
@@ -733,14 +749,15 @@ class Trainer:
                 self._call("on_epoch_begin", epoch)
                 lr = self.optimizer.lr * float(self.schedule(epoch - 1))
                 order = (np.random.default_rng([int(self.seed), epoch]).permutation(n)
-                         if self.shuffle else np.arange(n))
+                         if self.shuffle and n > 1 else np.arange(n))  # one sample: nothing to shuffle
                 batch_losses, cosines, low_rank, complete = [], [], 0, True
                 for step, i in enumerate(range(0, n, self.batch_size)):
                     idx = order[i:i + self.batch_size]
-                    fac, used_update = next_factorization(fac, circuit, g, self.max_rank)
-                    low_rank += int(used_update)
+                    if kernel is None:
+                        fac, used_update = next_factorization(fac, circuit, g, self.max_rank)
+                        low_rank += int(used_update)
                     try:
-                        g, bl, cos = self._step(circuit, g, mask, X[idx], Y[idx], lr, fac)
+                        g, bl, cos = self._step(circuit, g, mask, X[idx], Y[idx], lr, fac, kernel)
                     except _errors.KirchnetError as exc:  # say where training stopped
                         raise _at_step(exc, epoch, step) from exc
                     batch_losses.append(bl)
@@ -751,8 +768,9 @@ class Trainer:
                         complete = i + self.batch_size >= n
                         break
                 fac = None  # the next epoch starts from a fresh factorization (exact resume)
-                rec = {"epoch": epoch, "lr": lr, "batch_loss": float(np.mean(batch_losses)),
-                       **self._evaluate(circuit, g, X, Y, Xv, Yv, circuit.factorize(g))}
+                rec = {"epoch": epoch, "lr": lr,
+                       "batch_loss": batch_losses[0] if len(batch_losses) == 1 else float(np.mean(batch_losses)),
+                       **self._evaluate(circuit, g, X, Y, Xv, Yv, lambda: circuit.factorize(g), kernel)}
                 if self.cosine:
                     rec["cosine"] = float(np.nanmean(cosines)) if np.isfinite(cosines).any() else math.nan
                 rec["low_rank_updates"] = low_rank
