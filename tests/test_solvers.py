@@ -531,7 +531,9 @@ def test_cholmod_library_errors_become_kirchnet_errors(monkeypatch):
     fake.CholmodError, fake.CholmodTooLargeError = CholmodError, CholmodTooLargeError
     monkeypatch.setattr(cholmod_mod, "_cholmod", fake)
     monkeypatch.setattr(cholmod_mod, "AVAILABLE", True)
-    c, g = CIRCUITS[1]
+    net = topologies.random_connected(300, mean_degree=5, seed=1)  # a fresh circuit: no cached analysis
+    c = Circuit(net, ground=0, inputs=[10, 20], outputs=[30])
+    g = np.ones(net.n_edges)
     for call in (lambda: c.factorize(g, backend="cholmod"),
                  lambda: solvers.factorize(c.reduced_laplacian(g), "cholmod")):
         with pytest.raises(SolverError, match=r"CholmodTooLargeError.*use backend='pcg'"):
