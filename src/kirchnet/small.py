@@ -343,7 +343,8 @@ class SmallKernel:
         g = self.circuit.check_conductances(conductances)
         xn, _, _, _ = self.circuit.driver_values(x, None)  # shape and finiteness of x
         X = np.asarray(x, dtype=float).reshape(xn.shape[0], self.circuit.n_inputs)
-        est, loss = self.step(rule, g, X, y)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
+            est, loss = self.step(rule, g, X, y)
         _check_result(rule, RuleResult(est, loss, None))
         return est, loss
 

@@ -1,0 +1,162 @@
+"""The small-network fast path (kirchnet.small): the same estimates as the general rules,
+the same checks, and the Trainer on it equal to the Trainer on the general path."""
+
+import numpy as np
+import pytest
+
+import kirchnet as kn
+from kirchnet import Circuit, CrossEntropy, Edge, Pair, topologies
+from kirchnet.errors import IllConditionedError, KirchnetError, ParameterError
+from kirchnet.rules import (GEP, AdjointCoupledLearning, Analytical, CoupledLearning,
+                            EquilibriumPropagation, InSitu)
+from kirchnet.small import SMALL_MAX, SmallKernel, kernel_for, supports
+from kirchnet.training import Trainer
+
+RULES = ([Analytical()]
+         + [EquilibriumPropagation(0.1, v, n) for v in ("positive", "negative", "centered")
+            for n in ("current", "energy")]
+         + [CoupledLearning(0.1, v) for v in ("positive", "negative", "centered")]
+         + [AdjointCoupledLearning(0.05, v) for v in ("positive", "centered")]
+         + [GEP(n, 0.1, variant=v) for n in ("current", "energy", "clamp", "adjoint_clamp")
+            for v in ("positive", "centered")]
+         + [InSitu(), InSitu(wrt="resistance"), InSitu(mode="superposed")])
+
+
+def _circuits():
+    net = topologies.random_connected(30, mean_degree=4, seed=3)
+    node = Circuit(net, ground=0, inputs=[1, 2, 3], outputs=[28, 29])
+    mixed = Circuit(net, ground=0, inputs=[1, Edge(4), 2], outputs=[Edge(7), Pair(20, 1), 25])
+    return net, {"node": node, "mixed": mixed}
+
+
+NET, CIRCUITS = _circuits()
+
+
+@pytest.mark.parametrize("kind", ["node", "mixed"])
+@pytest.mark.parametrize("batch", [1, 64])
+def test_every_rule_equals_the_general_rule(kind, batch):
+    c = CIRCUITS[kind]
+    k = SmallKernel(c)
+    rng = np.random.default_rng(batch)
+    g = rng.uniform(0.5, 2.0, NET.n_edges)
+    x = rng.uniform(-1, 1, (batch, c.n_inputs))
+    y = rng.uniform(-0.3, 0.3, (batch, c.n_outputs))
+    for rule in RULES:
+        est, loss = k.estimate(rule, g, x, y)
+        ref = rule.estimate(c, g, x, y)
+        scale = np.abs(ref.estimate).max()
+        assert scale > 0
+        assert np.abs(est - ref.estimate).max() <= 1e-12 * scale, rule
+        assert loss == pytest.approx(ref.loss, rel=1e-12, abs=0), rule
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+def test_cross_entropy_rules_equal_the_general_rule(batch):
+    c = CIRCUITS["node"]
+    k = SmallKernel(c)
+    rng = np.random.default_rng(7)
+    g = rng.uniform(0.5, 2.0, NET.n_edges)
+    x = rng.uniform(-1, 1, (batch, 3))
+    labels = rng.integers(0, 2, batch)
+    ce = CrossEntropy(0.5)
+    for rule in (Analytical(ce), EquilibriumPropagation(0.1, "centered", "energy", loss=ce),
+                 CoupledLearning(0.1, loss=ce), GEP("energy", 0.1, loss=ce)):
+        est, loss = k.estimate(rule, g, x, labels)
+        ref = rule.estimate(c, g, x, labels)
+        assert np.abs(est - ref.estimate).max() <= 1e-12 * np.abs(ref.estimate).max(), rule
+        assert loss == pytest.approx(ref.loss, rel=1e-12)
+
+
+def test_supports_only_what_it_computes():
+    c = CIRCUITS["node"]
+    assert supports(c, Analytical()) and kernel_for(c, CoupledLearning()) is not None
+    assert not supports(c, InSitu(current_noise=0.01))  # noisy measurements: the general rule
+    assert not supports(c, GEP(lambda beta, ctx: None))  # a user nudge
+
+    class MyCL(CoupledLearning):
+        pass
+
+    assert not supports(c, MyCL())  # a subclass may override anything
+    big = Circuit(topologies.lattice(17, 17), ground=0, inputs=[1], outputs=[288])
+    assert big.n_free > SMALL_MAX and not supports(big, Analytical())
+    with pytest.raises(ParameterError, match="free nodes"):
+        SmallKernel(big)
+    splu = Circuit(NET, ground=0, inputs=[1], outputs=[29], backend="splu")
+    assert not supports(splu, Analytical())  # an explicit backend is respected
+
+
+def _outcome(fn):
+    try:
+        return "ok", np.asarray(fn())
+    except KirchnetError as exc:
+        return type(exc), None
+
+
+def test_checks_as_the_general_path():
+    c = CIRCUITS["node"]
+    k = SmallKernel(c)
+    x, y = np.array([[1.0, -0.5, 0.2]]), np.array([[0.1, 0.0]])
+    with pytest.raises(ParameterError):
+        k.estimate(Analytical(), -np.ones(NET.n_edges), x, y)  # validated at the boundary
+    # conductances over 17 decades: both paths certify the solve or both refuse it
+    g = np.ones(NET.n_edges)
+    g[::3] = 1e-17
+    fast = _outcome(lambda: k.estimate(Analytical(), g, x, y)[0])
+    general = _outcome(lambda: Analytical().estimate(c, g, x, y).estimate)
+    assert fast[0] == general[0]
+    if fast[0] == "ok":
+        assert np.abs(fast[1] - general[1]).max() <= 1e-12 * np.abs(general[1]).max()
+    # overflowing conductances: refused with the general path's error, never a number
+    with pytest.raises(ParameterError, match="outside the range"):
+        k.estimate(Analytical(), np.full(NET.n_edges, 1e300), x, y)
+    with pytest.raises(KirchnetError):  # inputs that overflow float64
+        k.estimate(Analytical(), np.ones(NET.n_edges), np.full((1, 3), 1e307), y)
+
+
+def test_potrf_failure_is_ill_conditioned(monkeypatch):
+    import types
+
+    import kirchnet.small as small
+
+    real = small.lapack
+
+    def bad_potrf(a, **kw):
+        return real.dpotrf(a, **kw)[0], 5  # as LAPACK reports a non-positive pivot
+
+    monkeypatch.setattr(small, "lapack", types.SimpleNamespace(dpotrf=bad_potrf, dpotrs=real.dpotrs))
+    k = SmallKernel(CIRCUITS["node"])
+    with pytest.raises(IllConditionedError, match="leading minor of order 5 .*conductance ratio"):
+        k.estimate(Analytical(), np.ones(NET.n_edges), np.ones((1, 3)), np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("rule", [CoupledLearning(0.1), EquilibriumPropagation(0.1), Analytical()],
+                         ids=["cl", "ep", "analytical"])
+def test_trainer_fast_path_equals_general_path(rule):
+    c = CIRCUITS["mixed"]
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0.5, 2.0, NET.n_edges)
+    x = rng.uniform(-1, 1, (40, 3))
+    y = c.solve(gt, x).outputs
+    kw = dict(optimizer="adam", lr=0.05, epochs=4, batch_size=8, cosine=True)
+    fast = Trainer(rule, **kw).fit(c, np.ones(NET.n_edges), x, y, x_val=x[:5], y_val=y[:5])
+    slow = Trainer(rule, fast=False, **kw).fit(c, np.ones(NET.n_edges), x, y, x_val=x[:5], y_val=y[:5])
+    np.testing.assert_allclose(fast.conductances, slow.conductances, rtol=1e-12)
+    for key in ("loss", "val_loss", "batch_loss", "cosine"):
+        np.testing.assert_allclose(fast.history[key], slow.history[key], rtol=1e-11)
+    assert fast.history.keys == slow.history.keys
+
+
+def test_failed_certificate_falls_back_to_the_general_rule(monkeypatch):
+    import kirchnet.small as small
+
+    monkeypatch.setattr(small, "REFINE_ABOVE", -1.0)  # no fast solve is ever certified
+    c = CIRCUITS["mixed"]
+    rng = np.random.default_rng(1)
+    g = rng.uniform(0.5, 2.0, NET.n_edges)
+    x, y = rng.uniform(-1, 1, (4, 3)), rng.uniform(-1, 1, (4, 3))
+    for rule in (Analytical(), CoupledLearning(0.1)):
+        est, loss = SmallKernel(c).step(rule, g, x, y)
+        ref = rule.estimate(c, g, x, y)
+        np.testing.assert_array_equal(est, ref.estimate)  # computed by the general rule itself
+        assert loss == ref.loss
+    assert SmallKernel(c).outputs(g, x) == pytest.approx(c.solve(g, x).outputs, rel=0, abs=0)
