@@ -327,10 +327,11 @@ def _resistor_tree(net):
     return np.array(tree, dtype=np.int64)
 
 
-def _diode_circuit(m, seed=0, fraction=1 / 3, laws=None):
+def _diode_circuit(m, seed=0, fraction=1 / 3, laws=None, n_clamped=2):
     """Random resistor-diode network with ``m`` edges: resistors (about 1 kohm) on a
     spanning tree and on some other edges, diodes (areas 0.5..2) on ``fraction`` of the
-    edges, two clamped inputs and a series source on a diode; inputs uniform in +-2 V."""
+    edges, ``n_clamped`` clamped input nodes (1, 2, ...) and a series source on a diode;
+    inputs uniform in +-2 V."""
     net = topologies.random_connected(max(m // 2, 5), m=m, seed=seed)
     rng = np.random.default_rng(seed)
     rest = np.setdiff1d(np.arange(net.n_edges), _resistor_tree(net))
@@ -339,7 +340,9 @@ def _diode_circuit(m, seed=0, fraction=1 / 3, laws=None):
     laws = laws or [Diode()]
     groups = np.array_split(diodes, len(laws))
     elements = {law: grp for law, grp in zip(laws, groups) if grp.size}
-    c = Circuit(net, ground=0, inputs=[1, 2, Edge(int(diodes[0]))], outputs=[3],
+    clamped = [] if n_clamped <= 2 else \
+        [int(v) for v in rng.permutation(np.arange(3, net.n_nodes))[:n_clamped - 2]]
+    c = Circuit(net, ground=0, inputs=[1, 2, *clamped, Edge(int(diodes[0]))], outputs=[3],
                 elements=elements)
     g = rng.uniform(0.5, 2.0, net.n_edges) * 1e-3
     g[diodes] = rng.uniform(0.5, 2.0, diodes.size)
@@ -648,12 +651,14 @@ def test_ngspice_gmin_is_handled_explicitly():
 
 
 @needs_ngspice
-@pytest.mark.parametrize("m", [10, 200, pytest.param(2000, marks=pytest.mark.slow)])
-def test_ngspice_exported_diode_networks_match_a_reference(m):
+@pytest.mark.parametrize("m,n_clamped", [(10, 2), (200, 2), (1000, 31),
+                                         pytest.param(2000, 2, marks=pytest.mark.slow)])
+def test_ngspice_exported_diode_networks_match_a_reference(m, n_clamped):
     """The export is validated independently of kirchnet's solver: ngspice's operating
-    points of random resistor-diode networks equal the test's reference Newton solve."""
-    c, g, diodes, rng = _diode_circuit(m, seed=m)
-    X = rng.uniform(-2, 2, (3 if m < 2000 else 1, 3))
+    points of random resistor-diode networks equal the test's reference Newton solve
+    (with 31 clamped inputs some diodes sit between clamped nodes at up to 4 V)."""
+    c, g, diodes, rng = _diode_circuit(m, seed=m, n_clamped=n_clamped)
+    X = rng.uniform(-2, 2, (3 if m < 2000 else 1, c.n_inputs))
     ref = _reference_potentials(c, g, X)
     u = ngspice_potentials(c, g, X, timeout=120)
     assert _rel_err(u, ref) < 1e-6
