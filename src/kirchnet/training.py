@@ -680,10 +680,27 @@ class Trainer:
         return g_new, batch_loss, cos
 
     # ------------------------------------------------------------------ fit
+    def fit_ensemble(self, circuit: Circuit, g0, x, y, x_val=None, y_val=None, lr=None, seeds=None
+                     ) -> list[TrainResult]:
+        """Train K networks of this circuit at once from ``g0`` (K, m), with per-member
+        learning rates ``lr`` and shuffling ``seeds`` (one value or K); returns K
+        :class:`TrainResult` s, each equal to its separate :meth:`fit` (:mod:`kirchnet.ensemble`)."""
+        from .ensemble import fit_ensemble
+
+        return fit_ensemble(self, circuit, g0, x, y, x_val, y_val, lr=lr, seeds=seeds)
+
     def fit(self, circuit: Circuit, g0, x, y, x_val=None, y_val=None, resume: bool = False) -> TrainResult:
         """Train from conductances ``g0`` (m,) on ``x`` (n, n_inputs), ``y`` (targets of the
         rule's loss); with ``resume=True`` continue from the checkpoint in ``checkpoint_dir``
-        when there is one. Returns a :class:`TrainResult`."""
+        when there is one. Returns a :class:`TrainResult`.
+
+        ``g0`` of shape (K, m): an ensemble of K networks trained at once (:meth:`fit_ensemble`);
+        returns a list of K results."""
+        if np.ndim(g0) == 2:
+            if resume:
+                raise ParameterError("resume=True is for a single run; an ensemble (g0 of shape (K, m)) "
+                                     "has no checkpoints")
+            return self.fit_ensemble(circuit, g0, x, y, x_val, y_val)
         g = circuit.check_conductances(g0).copy()
         self._clip_range = (min(self.clip[0], float(g.min())), max(self.clip[1], float(g.max())))
         mask = resolve_mask(self.tunable, circuit)
