@@ -593,3 +593,9 @@ def test_every_backend_is_exact_or_refuses(backend, p):
     exact = exact_problem_potentials(p)
     drive = np.abs(np.concatenate([p.x, p.clamp], axis=1)).sum(axis=1, keepdims=True)
     assert np.all(np.abs(u - exact) <= 10 * solver_base.ACCURACY * drive), np.abs(u - exact).max()
+
+
+def test_ill_conditioned_error_is_exported():
+    import kirchnet
+    from kirchnet.errors import IllConditionedError, SolverError
+    assert kirchnet.IllConditionedError is IllConditionedError and issubclass(IllConditionedError, SolverError)

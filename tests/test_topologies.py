@@ -212,3 +212,16 @@ def test_deep_resistive_is_the_drn_circuit_network():
     assert diodes == list(range(drn.params.size, net.n_edges))
     with pytest.raises(ValueError, match="layers"):
         topologies.deep_resistive((3, 2))
+
+
+def test_memory_guard_honours_kirchnet_memory_limit(monkeypatch):
+    """An explicit KIRCHNET_MEMORY_LIMIT decides (both ways), not the available memory."""
+    monkeypatch.setattr(topologies, "_available_memory", lambda: 10**15)
+    monkeypatch.setenv("KIRCHNET_MEMORY_LIMIT", "1M")
+    with pytest.raises(TopologyError, match=r"lattice\(100, 100\) with 20,000 edges .* would need about "
+                                            r"4\.0 MB, more than the memory limit of 1\.0 MB "
+                                            r"\(KIRCHNET_MEMORY_LIMIT=1M\); use a smaller"):
+        topologies.lattice(100, 100)
+    monkeypatch.setattr(topologies, "_available_memory", lambda: 1)
+    monkeypatch.setenv("KIRCHNET_MEMORY_LIMIT", "0")  # guard off
+    assert topologies.lattice(100, 100).n_edges == 19800

@@ -24,6 +24,7 @@ from .errors import (
     ConvergenceError,
     FloatingComponentError,
     FormatError,
+    IllConditionedError,
     KirchnetError,
     KirchnetWarning,
     ParameterError,
@@ -68,6 +69,6 @@ __all__ = [
     "InSitu", "FiniteDifference", "Trainer", "TrainResult", "History",
     "ResistiveRegressor", "ResistiveClassifier", "tasks", "TrainConfig", "ConfigError",
     "KirchnetError", "TopologyError", "BoundaryConditionError", "FloatingComponentError",
-    "ParameterError", "ShapeError", "SolverError", "ConvergenceError", "FormatError", "KirchnetWarning",
+    "ParameterError", "ShapeError", "SolverError", "ConvergenceError", "IllConditionedError", "FormatError", "KirchnetWarning",
     "SaturationWarning", "save", "load", "load_run", "Saved", "defaults", "__version__",
 ]

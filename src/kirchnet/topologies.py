@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import networkx as nx
 import numpy as np
 from scipy.spatial import Delaunay
 
+from . import _memory
 from ._validation import check_int, check_positive, check_seed
 from .errors import TopologyError
 from .network import Network
@@ -33,6 +35,10 @@ def _check_memory(n_edges: int, what: str) -> None:
     """Refuse a graph whose edges alone would not fit in the available memory (instead of a
     MemoryError after seconds of work)."""
     need = int(n_edges) * _BYTES_PER_EDGE
+    if os.environ.get(_memory.ENV, "").strip():  # an explicit KIRCHNET_MEMORY_LIMIT decides
+        _memory.require(need, f"{what} with {n_edges:,} edges (edges, incidence, Laplacian)",
+                        "use a smaller or sparser graph", error=TopologyError)
+        return
     avail = _available_memory()
     if avail is not None and need > avail:
         raise TopologyError(f"{what} has {n_edges:,} edges and needs about {need / 1e9:.1f} GB "
