@@ -36,7 +36,7 @@ def test_regressor_defaults_fit_realizable_linear_task(hidden):
     X = rng.normal(2.0, 3.0, size=(200, 4))
     W = rng.normal(size=(4, 2))
     Y = X @ W + np.array([10.0, -4.0])
-    reg = ResistiveRegressor(hidden=hidden).fit(X, Y)
+    reg = ResistiveRegressor(hidden=hidden, hidden_kind="linear").fit(X, Y)   # hidden=6: a linear hidden layer
     assert reg.score(X, Y) > 0.99
     assert reg.predict(X).shape == Y.shape
     assert ResistiveRegressor().fit(X, Y[:, 0]).predict(X[:3]).shape == (3,)
@@ -243,3 +243,69 @@ def test_export_circuit_and_save_reproduce_the_predictions(tmp_path):
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(reg)).predict(X), reg.predict(X))
     clf = ResistiveClassifier(epochs=2).fit(*_iris_small())
     assert clf.export_circuit().metadata["classes"] == [0, 1, 2]
+
+
+def _circles(n=200):
+    from sklearn.datasets import make_circles
+    from sklearn.model_selection import train_test_split
+
+    X, y = make_circles(n_samples=n, noise=0.05, factor=0.5, random_state=0)
+    return train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+
+
+def test_hidden_builds_a_deep_resistive_network_that_beats_the_linear_one():
+    from kirchnet.elements import IdealDiode
+
+    Xtr, Xte, ytr, yte = _circles()
+    drn = ResistiveClassifier(hidden=16, epochs=15).fit(Xtr, ytr)
+    lin = ResistiveClassifier(epochs=15).fit(Xtr, ytr)
+    lin_h = ResistiveClassifier(hidden=16, hidden_kind="linear", epochs=15).fit(Xtr, ytr)
+    # held-out concentric circles: no linear decision separates them
+    assert lin.score(Xte, yte) < 0.7 and lin_h.score(Xte, yte) < 0.7
+    assert drn.score(Xte, yte) >= 0.95
+    c = drn.circuit_
+    n = drn.drn_.params.size
+    assert drn.drn_.spec.layers == (2, 16, 2) and not c.is_linear
+    assert [e for e in range(c.network.n_edges) if isinstance(c.elements.law_of(e), IdealDiode)] == \
+        list(range(n, c.network.n_edges))
+    np.testing.assert_array_equal(drn.conductances_[n:], 1.0)      # the diodes' scales never train
+    assert not drn.tunable_[n:].any() and drn.tunable_[:n].all()
+    assert lin_h.circuit_.is_linear and lin_h.circuit_.network.n_edges == 7 * 16 + 16 * 2
+
+
+def test_drn_estimator_layers_export_save_and_pickle(tmp_path):
+    import pickle
+
+    import kirchnet as kn
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(1.0, 2.0, size=(40, 3))
+    y = np.abs(X[:, 0]) - X[:, 1]
+    reg = ResistiveRegressor(hidden=(6, 4), epochs=3, batch_size=20).fit(X, y)
+    assert reg.drn_.spec.layers == (3, 6, 4, 1)
+    s = reg.export_circuit()
+    assert s.metadata["drn"]["layers"] == [3, 6, 4, 1] and s.metadata["augment_inputs"] is False
+    v = reg.input_voltages(X)
+    z = (X - reg.x_mean_) / reg.x_scale_
+    np.testing.assert_allclose(v, reg.drn_.circuit_inputs(z), rtol=1e-12, atol=1e-15)
+    o = s.circuit.solve(s.conductances, v).outputs[:, 0]
+    np.testing.assert_allclose(o * s.metadata["y_scale"][0] + s.metadata["y_mean"][0], reg.predict(X), rtol=1e-12)
+    # the layered solver gives the same outputs as the general one
+    layered = kn.drn.DRN(reg.drn_.spec, s.conductances[:reg.drn_.params.size]).predict(z)[:, 0]
+    np.testing.assert_allclose(layered, o, rtol=0, atol=1e-10 * np.abs(v).max())
+    back = kn.load(reg.save(tmp_path / "drn"))
+    np.testing.assert_allclose(back.circuit.solve(back.conductances, v).outputs[:, 0], o, rtol=1e-12)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(reg)).predict(X), reg.predict(X))
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(hidden=(4, 0)), r"hidden\[1\] must be >= 1, got 0"),
+    (dict(hidden=(4, 2.5)), r"hidden\[1\] must be an integer, got 2\.5"),
+    (dict(hidden=3, hidden_kind="relu"), r"hidden_kind must be 'drn'.*got 'relu'"),
+    (dict(hidden=3, gain=0.0), r"gain must be > 0"),
+])
+def test_drn_estimator_arguments_are_value_errors(params, match):
+    X = np.random.default_rng(0).uniform(-1, 1, (12, 2))
+    for est in (ResistiveRegressor(**params), ResistiveClassifier(**params)):
+        with pytest.raises(ValueError, match=match):
+            est.fit(X, (X[:, 0] > 0).astype(int))

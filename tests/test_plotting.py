@@ -138,3 +138,38 @@ def test_draw_network_marks_outputs_given_by_label():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_draw_network_shows_diodes_apart_with_forward_arrows_and_legend(tmp_path):
+    from matplotlib.quiver import Quiver
+
+    from kirchnet.drn import deep_resistive_circuit
+    from kirchnet.elements import Diode
+
+    drn, c, g = deep_resistive_circuit((3, 5, 2), seed=0, bias=0.5)
+    x = drn.circuit_inputs(np.random.default_rng(0).uniform(-1, 1, (4, 3)))
+    fig = plotting.draw_network(c.network, g, c.solve(g, x).currents, circuit=c)
+    ax = fig.axes[0]
+    lcs = [col for col in ax.collections if isinstance(col, LineCollection)]
+    n = drn.params.size
+    # resistors keep the conductance colour scale; the 5 diodes are one separate collection
+    np.testing.assert_allclose(lcs[0].get_array(), g[:n])
+    diodes = [lc for lc in lcs[1:] if len(lc.get_segments()) == 5]
+    assert len(diodes) == 1
+    np.testing.assert_allclose(np.array(diodes[0].get_segments()), c.network.positions[c.network.edges[n:]])
+    (q,) = [col for col in ax.collections if isinstance(col, Quiver)]
+    d = c.network.positions[c.network.edges[n:, 1]] - c.network.positions[c.network.edges[n:, 0]]
+    np.testing.assert_allclose(np.stack([q.U, q.V], axis=1), 0.3 * d)   # arrows point anode -> cathode
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "5 ideal diodes (arrow: forward)" in labels
+    io.save_figure(fig, tmp_path / "drn.png")
+    # a Shockley-diode lattice: its own legend entry, linear circuits have none
+    net = topologies.lattice(3, 3)
+    dc = Circuit(net, ground=0, inputs=[8], outputs=[4], elements={Diode(): [0, 1]})
+    labels = [t.get_text() for t in plotting.draw_network(net, np.ones(net.n_edges), circuit=dc)
+              .axes[0].get_legend().get_texts()]
+    assert "2 diodes (arrow: forward)" in labels
+    lin = Circuit(net, ground=0, inputs=[8], outputs=[4])
+    labels = [t.get_text() for t in plotting.draw_network(net, np.ones(net.n_edges), circuit=lin)
+              .axes[0].get_legend().get_texts()]
+    assert not any("diode" in t for t in labels)

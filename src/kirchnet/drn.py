@@ -733,7 +733,7 @@ class DRN:
                 m += 1
         E = np.concatenate(edges).astype(np.int64)
         pos = np.zeros((nxt, 2))
-        pos[0] = (-1.0, 0.5)
+        pos[0] = ((len(sizes) - 1) / 2 + 0.37, -0.35)   # below, off the layer columns: diodes fan out
         for l, nodes in enumerate(layer_nodes):
             pos[nodes, 0] = l
             pos[nodes, 1] = np.linspace(0, 1, nodes.size) if nodes.size > 1 else 0.5

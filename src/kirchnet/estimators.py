@@ -6,10 +6,18 @@
 (default :class:`~kirchnet.rules.Analytical`, the exact gradient).
 
 **Data to voltages.** Features are standardized (``z = (x - mean) / std``, fitted on the
-training set). **Default circuit** (``circuit=None``, see :func:`default_circuit`): a
-crossbar from an input layer to one output node per target (regression) or per class
-(classification); with ``hidden=H > 0`` a layered network input -> H hidden nodes ->
-outputs. The input layer holds the ground and ``2 d + 2`` clamped nodes driven by
+training set). **Default circuit** (``circuit=None``): with ``hidden=0`` (the default) a
+crossbar (:func:`default_circuit`) from an input layer to one output node per target
+(regression) or per class (classification). ``hidden=H`` (an int) or ``hidden=(H1, H2, ...)``
+builds a **deep resistive network** (:mod:`kirchnet.drn`, ``hidden_kind="drn"``, the default):
+inputs ``gain (z, -z)``, dense conductances between consecutive layers, every hidden node tied
+to ground by an ideal diode (half bounded below by 0, half above: ReLU-like units), two bias
+sources at ``+drn_bias`` and ``-drn_bias`` tied to every non-input node, linear outputs read as
+potentials (:func:`kirchnet.drn.deep_resistive_circuit`; the diodes' unit scales are never
+trained). A passive linear hidden layer adds parameters but no expressivity (every free
+potential stays a weighted average of the inputs); it is still available as
+``hidden_kind="linear"`` (a layered linear network input -> H1 -> ... -> outputs, inputs as
+the crossbar's). The crossbar's input layer holds the ground and ``2 d + 2`` clamped nodes driven by
 ``[z, -z, +1, -1]`` (:func:`augment_inputs`): a resistive network is linear in its input
 voltages and every free potential is a convex combination of the clamped ones, so the
 sign-flipped copies and the two bias rails let it represent ``o = C z + b`` with mixed
@@ -63,9 +71,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import defaults as D
-from ._validation import check_int, check_positive
+from ._validation import check_int, check_positive, check_real
 from .circuit import Circuit
-from .errors import ConfigError
+from .errors import ConfigError, ParameterError
 from .losses import CrossEntropy, Loss, SquaredError
 from .rules.base import Analytical, Rule
 from .topologies import layered
@@ -88,15 +96,18 @@ def augment_inputs(z: np.ndarray) -> np.ndarray:
     return np.hstack([z, -z, ones, -ones])
 
 
-def default_circuit(n_features: int, n_outputs: int, hidden: int = 0, backend: str = "auto") -> Circuit:
-    """Crossbar (``hidden=0``) or layered network for ``n_features`` inputs and ``n_outputs``.
+def default_circuit(n_features: int, n_outputs: int, hidden=0, backend: str = "auto") -> Circuit:
+    """Crossbar (``hidden=0``) or linear layered network (``hidden`` an int or a tuple of
+    layer sizes) for ``n_features`` inputs and ``n_outputs`` (the ``hidden_kind="linear"``
+    circuit of the estimators).
 
     Layer 0: node 0 is the ground, nodes ``1 .. 2 n_features + 2`` are the inputs
-    (driven by :func:`augment_inputs`); optional hidden layer; last layer: the outputs.
+    (driven by :func:`augment_inputs`); optional hidden layers; last layer: the outputs.
     Consecutive layers are completely connected.
     """
     n_in = 2 * int(n_features) + 2
-    sizes = [n_in + 1] + ([int(hidden)] if hidden else []) + [int(n_outputs)]
+    hidden = [int(hidden)] if np.isscalar(hidden) else [int(h) for h in hidden]
+    sizes = [n_in + 1] + [h for h in hidden if h] + [int(n_outputs)]
     net = layered(sizes)
     n = net.n_nodes
     return Circuit(net, ground=0, inputs=list(range(1, n_in + 1)),
@@ -115,9 +126,23 @@ def _mean_std(A: np.ndarray):
 class _ResistiveBase(BaseEstimator):
     """Shared fitting machinery; subclasses define the loss, targets and output mapping."""
 
+    def _hidden(self) -> tuple:
+        """``hidden`` as a tuple of hidden-layer sizes (``()``: crossbar)."""
+        h = self.hidden
+        if isinstance(h, (tuple, list)):
+            sizes = tuple(check_int(v, f"hidden[{i}]", 1) for i, v in enumerate(h))
+        else:
+            sizes = (check_int(h, "hidden", 0),)
+        return tuple(v for v in sizes if v)
+
     def _check_params(self):
         # kirchnet's ParameterError is a ValueError, as scikit-learn's checks expect
-        check_int(self.hidden, "hidden", 0)
+        self._hidden()
+        if self.hidden_kind not in ("drn", "linear"):
+            raise ParameterError(f"hidden_kind must be 'drn' (deep resistive network) or 'linear', "
+                                 f"got {self.hidden_kind!r}")
+        check_positive(self.gain, "gain")
+        check_real(self.drn_bias, "drn_bias")
         check_positive(self.init_conductance, "init_conductance")
         check_int(self.epochs, "epochs", 0)
         if self.batch_size is not None:  # None: full batch
@@ -129,6 +154,8 @@ class _ResistiveBase(BaseEstimator):
 
     def _voltages(self, X):
         z = self._standardize(X)
+        if getattr(self, "drn_", None) is not None:
+            return self.drn_.circuit_inputs(z)
         return augment_inputs(z) if self._augment_ else z
 
     def input_voltages(self, X) -> np.ndarray:
@@ -140,8 +167,18 @@ class _ResistiveBase(BaseEstimator):
         self.x_mean_, scale, unit = _mean_std(X)
         # a feature is constant when its spread is below 1e-12 of its largest magnitude
         self.x_scale_ = np.where(scale > 1e-12 * unit, scale, np.maximum(unit, 1.0))
+        self.drn_ = None
+        if self.circuit is None and self._hidden() and self.hidden_kind == "drn":
+            from .drn import deep_resistive_circuit
+
+            self.drn_, circuit, g0 = deep_resistive_circuit(
+                (X.shape[1],) + self._hidden() + (n_outputs,), seed=int(rng.randint(2 ** 31 - 1)),
+                init_scale=float(self.init_conductance), gain=float(self.gain), bias=float(self.drn_bias))
+            self._augment_ = False
+            self.circuit_ = circuit
+            return g0
         if self.circuit is None:
-            circuit = default_circuit(X.shape[1], n_outputs, int(self.hidden))
+            circuit = default_circuit(X.shape[1], n_outputs, self._hidden())
             self._augment_ = True
         else:
             if not isinstance(self.circuit, Circuit):
@@ -219,6 +256,8 @@ class _ResistiveBase(BaseEstimator):
         seed = int(rng.randint(2 ** 31 - 1))
         rule = self._make_rule(loss, seed)
         tunable = self._make_tunable(seed)
+        if tunable is None and getattr(self, "drn_", None) is not None:  # never the diodes' scales
+            tunable = np.arange(g0.size) < self.drn_.params.size
         trainer = Trainer(rule, copy.deepcopy(self.optimizer), lr=self.lr,
                           epochs=int(self.epochs), batch_size=None if self.batch_size is None else min(int(self.batch_size), len(X)),
                           seed=seed, schedule=copy.deepcopy(self.schedule),
@@ -239,7 +278,12 @@ class _ResistiveBase(BaseEstimator):
         return self.circuit_.solve(self.conductances_, self._voltages(X)).outputs
 
     def _mapping(self) -> dict:
-        return {"augment_inputs": bool(self._augment_), "x_mean": self.x_mean_, "x_scale": self.x_scale_}
+        out = {"augment_inputs": bool(self._augment_), "x_mean": self.x_mean_, "x_scale": self.x_scale_}
+        if getattr(self, "drn_", None) is not None:  # inputs drn.circuit_inputs(z)
+            sp = self.drn_.spec
+            out["drn"] = {"layers": list(sp.layers), "gain": sp.gain, "bias": sp.bias,
+                          "diode_split": sp.diode_split}
+        return out
 
     def export_circuit(self):
         """The trained circuit as a :class:`kirchnet.Saved`: ``circuit``, ``conductances``,
@@ -274,7 +318,12 @@ class ResistiveRegressor(RegressorMixin, _ResistiveBase):
     rule: None (the exact gradient), a rule name (``"analytical"``, ``"ep"``, ``"gep"``,
         ``"cl"``, ``"acl"``, ``"insitu"``, ``"finite_difference"``), a dict like the config's
         ``[rule]`` table, or a :class:`~kirchnet.rules.Rule`; trained on the estimator's loss.
-    hidden: hidden nodes of the default circuit (0: crossbar).
+    hidden: hidden units of the default circuit: 0 (a crossbar), an int (one hidden layer) or a
+        tuple (one entry per layer), e.g. ``hidden=(64, 32)``; a deep resistive network
+        (ideal-diode ReLU units, see the module docstring) unless ``hidden_kind="linear"``.
+    hidden_kind: ``"drn"`` (default) or ``"linear"`` (passive linear hidden layers).
+    gain, drn_bias: the DRN's input gain (inputs ``gain (z, -z)`` on standardized features)
+        and bias-source voltage (``+-drn_bias``; 0: no bias sources).
     optimizer, lr, epochs, batch_size, schedule: as in :class:`~kirchnet.training.Trainer`
         (defaults from :mod:`kirchnet.defaults`: adam, 0.05, 40, 32).
     init_conductance: scale of the initial conductances.
@@ -288,10 +337,14 @@ class ResistiveRegressor(RegressorMixin, _ResistiveBase):
 
     def __init__(self, circuit=None, rule=None, hidden=0, optimizer=D.OPTIMIZER, lr=D.LR,
                  epochs=D.EPOCHS, batch_size=D.BATCH_SIZE, schedule=None, init_conductance=1.0, tunable=None,
-                 constraints=None, parametrization="conductance", random_state=0, verbose=False):
+                 constraints=None, parametrization="conductance", random_state=0, verbose=False,
+                 hidden_kind="drn", gain=1.0, drn_bias=1.0):
         self.circuit = circuit
         self.rule = rule
         self.hidden = hidden
+        self.hidden_kind = hidden_kind
+        self.gain = gain
+        self.drn_bias = drn_bias
         self.optimizer = optimizer
         self.lr = lr
         self.epochs = epochs
@@ -320,7 +373,7 @@ class ResistiveRegressor(RegressorMixin, _ResistiveBase):
         g0 = self._build(X, Y.shape[1], rng)
         self.y_mean_, _, _ = _mean_std(Y)
         Yc = Y - self.y_mean_
-        if self._augment_:
+        if self.circuit is None:
             _, yc_std, y_unit = _mean_std(Yc)  # least squares on Yc / max|Yc|: no overflow
             w = np.linalg.lstsq(self._standardize(X), Yc / y_unit, rcond=None)[0] * y_unit
             s = np.maximum(2.0 * np.abs(w).sum(axis=0), yc_std)
@@ -355,7 +408,12 @@ class ResistiveClassifier(ClassifierMixin, _ResistiveBase):
     rule: None (the exact gradient), a rule name (``"analytical"``, ``"ep"``, ``"gep"``,
         ``"cl"``, ``"acl"``, ``"insitu"``, ``"finite_difference"``), a dict like the config's
         ``[rule]`` table, or a :class:`~kirchnet.rules.Rule`; trained on the estimator's loss.
-    hidden: hidden nodes of the default circuit (0: crossbar).
+    hidden: hidden units of the default circuit: 0 (a crossbar), an int (one hidden layer) or a
+        tuple (one entry per layer), e.g. ``hidden=(64, 32)``; a deep resistive network
+        (ideal-diode ReLU units, see the module docstring) unless ``hidden_kind="linear"``.
+    hidden_kind: ``"drn"`` (default) or ``"linear"`` (passive linear hidden layers).
+    gain, drn_bias: the DRN's input gain (inputs ``gain (z, -z)`` on standardized features)
+        and bias-source voltage (``+-drn_bias``; 0: no bias sources).
     optimizer, lr, epochs, batch_size, schedule: as in :class:`~kirchnet.training.Trainer`
         (defaults from :mod:`kirchnet.defaults`: adam, 0.05, 40, 32).
     init_conductance: scale of the initial conductances.
@@ -370,12 +428,15 @@ class ResistiveClassifier(ClassifierMixin, _ResistiveBase):
     def __init__(self, circuit=None, rule=None, loss="cross_entropy", temperature=D.TEMPERATURE, hidden=0,
                  optimizer=D.OPTIMIZER, lr=D.LR, epochs=D.EPOCHS, batch_size=D.BATCH_SIZE, schedule=None,
                  init_conductance=1.0, tunable=None, constraints=None, parametrization="conductance",
-                 random_state=0, verbose=False):
+                 random_state=0, verbose=False, hidden_kind="drn", gain=1.0, drn_bias=1.0):
         self.circuit = circuit
         self.rule = rule
         self.loss = loss
         self.temperature = temperature
         self.hidden = hidden
+        self.hidden_kind = hidden_kind
+        self.gain = gain
+        self.drn_bias = drn_bias
         self.optimizer = optimizer
         self.lr = lr
         self.epochs = epochs

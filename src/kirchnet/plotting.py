@@ -159,21 +159,33 @@ def draw_network(network, conductances, currents=None, circuit=None, ax=None, ti
     (triangles), outputs (squares) and ground (star) are marked; with ``tunable`` (bool mask
     (m,)) the frozen edges are dashed. Edges at ``floor`` (default: the smallest conductance
     when it is shared by several edges, e.g. the 1e-6 S clip) are drawn grey, below the
-    colour range, so that the range spans the other edges.
+    colour range, so that the range spans the other edges. Nonlinear elements of a
+    ``circuit`` (:class:`~kirchnet.elements.IdealDiode`, ``Diode``, ``Rectifier``, any
+    non-resistor law) are drawn apart from the resistors: one colour per law kind, with
+    an arrow at the edge's midpoint in its forward direction (anode -> cathode), a legend
+    entry per kind, and no share in the conductance colour scale (their ``g`` is an area
+    or scale factor).
     """
     fig, ax = _ax(ax, (6.4, 5.0))
     pos = network_layout(network)
-    g = np.asarray(conductances, dtype=float)
-    segs = pos[np.asarray(network.edges)]
+    g_all = np.asarray(conductances, dtype=float)
+    segs_all = pos[np.asarray(network.edges)]
+    elements = getattr(circuit, "elements", None) if circuit is not None else None
+    groups = {} if elements is None else elements.as_mapping()   # {law: edges}, resistors left out
+    resistor = np.ones(g_all.size, dtype=bool)
+    for e in groups.values():
+        resistor[np.asarray(e, dtype=np.int64)] = False
+    g, segs = g_all[resistor], segs_all[resistor]
     i = None
     if currents is None:
-        width = np.full(g.size, 1.2)
+        width_all = np.full(g_all.size, 1.2)
     else:
         i = np.abs(np.asarray(currents, dtype=float))
         if i.ndim == 2:
             i = i.mean(axis=0)
         top = i.max() if i.size and i.max() > 0 else 1.0
-        width = min_width + (max_width - min_width) * i / top
+        width_all = min_width + (max_width - min_width) * i / top
+    width = width_all[resistor]
     positive = g[g > 0]
     if floor is None and positive.size:
         gmin = positive.min()
@@ -191,7 +203,7 @@ def draw_network(network, conductances, currents=None, circuit=None, ax=None, ti
     cm = matplotlib.colormaps[cmap].with_extremes(under="0.75")
     styles = ["solid"] * g.size
     if tunable is not None:
-        frozen = ~np.asarray(tunable, dtype=bool)
+        frozen = ~np.asarray(tunable, dtype=bool)[resistor]
         styles = ["--" if f else "solid" for f in frozen]
     lc = LineCollection(segs, array=g, cmap=cm, norm=norm, linewidths=width, linestyles=styles)
     ax.add_collection(lc)
@@ -204,6 +216,20 @@ def draw_network(network, conductances, currents=None, circuit=None, ax=None, ti
         cb.ax.yaxis.set_minor_formatter(fmt if norm.vmax / norm.vmin < 10 else NullFormatter())
     ax.scatter(pos[:, 0], pos[:, 1], s=6, c="0.3", zorder=2)
     handles = []
+    colours = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+    for k, (law, e) in enumerate(groups.items()):
+        e = np.asarray(e, dtype=np.int64)
+        col = colours[k % len(colours)]
+        ax.add_collection(LineCollection(segs_all[e], colors=col, linewidths=width_all[e], zorder=1.5))
+        a, b = segs_all[e, 0], segs_all[e, 1]
+        mid, d = 0.5 * (a + b), b - a
+        ax.quiver(mid[:, 0] - 0.15 * d[:, 0], mid[:, 1] - 0.15 * d[:, 1], 0.3 * d[:, 0], 0.3 * d[:, 1],
+                  color=col, angles="xy", scale_units="xy", scale=1, width=0.006, headwidth=4,
+                  headlength=4, zorder=2.5)
+        name = {"IdealDiode": "ideal diode", "Diode": "diode", "Rectifier": "rectifier"}.get(
+            type(law).__name__, type(law).__name__)
+        handles.append(Line2D([], [], color=col, lw=1.5, marker=">", ms=6,
+                              label=f"{e.size} {name}{'s' if e.size != 1 else ''} (arrow: forward)"))
     if circuit is not None:
         ins = np.asarray(circuit.input_nodes, dtype=int)
         from .circuit import Edge, Pair
