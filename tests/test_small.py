@@ -160,3 +160,16 @@ def test_failed_certificate_falls_back_to_the_general_rule(monkeypatch):
         np.testing.assert_array_equal(est, ref.estimate)  # computed by the general rule itself
         assert loss == ref.loss
     assert SmallKernel(c).outputs(g, x) == pytest.approx(c.solve(g, x).outputs, rel=0, abs=0)
+
+
+def test_conductances_updated_in_place_are_not_served_from_the_cache():
+    c = CIRCUITS["node"]
+    k = SmallKernel(c)
+    g = np.ones(NET.n_edges)
+    x, y = np.array([[1.0, 0.5, -0.5]]), np.array([[0.2, -0.1]])
+    first, _ = k.step(Analytical(), g, x, y)
+    g *= np.linspace(0.5, 2.0, g.size)  # the same array object, new values
+    second, _ = k.step(Analytical(), g, x, y)
+    ref = Analytical().estimate(c, g, x, y).estimate
+    assert np.abs(second - ref).max() <= 1e-12 * np.abs(ref).max()
+    assert np.abs(second - first).max() > 1e-6

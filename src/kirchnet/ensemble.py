@@ -66,7 +66,7 @@ class EnsembleKernel:
         """The stacked factorizations at ``G`` (K, m) (cached for the last ``G``: the epoch's
         evaluation and the next epoch's first step share one)."""
         last = self._last
-        if last is not None and (last.G is G or np.array_equal(last.G, G)):
+        if last is not None and np.array_equal(last.G, G):  # a copy: callers may update G in place
             return last
         self._last = self._factor(G)
         return self._last
@@ -131,7 +131,7 @@ class EnsembleKernel:
         T = TK[:, :, :D] + kn._PD
         Kc = TK[:, :, D:]
         Kc = 0.5 * (Kc + Kc.transpose(0, 2, 1))
-        return _Stack(G, T, Mb, Kc, ok)
+        return _Stack(G.copy(), T, Mb, Kc, ok)
 
     # ------------------------------------------------------------------ step
     def outputs(self, f: _Stack, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -177,7 +177,7 @@ class SmallKernel:
     def factor(self, g: np.ndarray) -> _Factor:
         """The certified factorization at conductances ``g`` (cached for the last ``g``)."""
         last = self._last
-        if last is not None and (last.g is g or np.array_equal(last.g, g)):
+        if last is not None and np.array_equal(last.g, g):  # a copy: callers may update g in place
             return last
         f = self._factor(g)
         self._last = f
@@ -223,7 +223,7 @@ class SmallKernel:
         T = TK[:, :D] + self._PD
         K = TK[:, D:]
         K = 0.5 * (K + K.T)
-        return _Factor(g, T, M[:, :D + k], K)
+        return _Factor(g.copy(), T, M[:, :D + k], K)
 
     # ------------------------------------------------------------------ pieces
     def _stiffness_solve(self, f: _Factor, r: np.ndarray) -> np.ndarray:
