@@ -294,3 +294,34 @@ def test_e6_tiny_drn_beats_the_linear_crossbar_and_reports(tmp_path):
     report = render_report({"e6": d}, meta)
     assert "## E6 nonlinear" in report and "](e6_curves.png)" in report and "](e6_gradient_bias.png)" in report
     assert any(r["exp"] == "E6" and r["claim"].startswith("xor") for r in headline({"e6": d}))
+
+
+def test_e7_quick_trains_every_rule_on_devices_and_reports(tmp_path):
+    from kirchnet.experiments.e7_devices import RULES, conditions, degradation, e7_devices
+    from kirchnet.experiments.reproduce import headline, render_report
+
+    d = e7_devices(tmp_path, quick=True)
+    _files(tmp_path, d)
+    t = {(e["condition"], e["rule"]): e for e in d["table"]}
+    assert set(t) == {(c, r) for c in conditions(True) for r in RULES}
+    rows = (tmp_path / "e7_devices.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(t)
+    for r in RULES:  # every rule trains on the ideal device: well below the untrained loss (2.5e-4)
+        assert t["ideal", r]["test_loss"] < 2e-5, r
+        assert t["30 levels", r]["test_loss"] != t["ideal", r]["test_loss"]  # the device matters
+    s = d["summary"][0]
+    assert s["task"] == "regression" and s["least_degraded"] in RULES
+    assert s["degradation"][s["least_degraded"]] == min(s["degradation"].values())
+    # degradation: mean log10 loss ratio (regression), mean accuracy drop (classification)
+    table = [{"task": "regression", "rule": "a", "condition": "ideal", "test_loss": 1e-6},
+             {"task": "regression", "rule": "a", "condition": "x", "test_loss": 1e-5},
+             {"task": "regression", "rule": "a", "condition": "y", "test_loss": 1e-4},
+             {"task": "iris", "rule": "a", "condition": "ideal", "test_accuracy": 0.9},
+             {"task": "iris", "rule": "a", "condition": "x", "test_accuracy": 0.5}]
+    assert degradation(table, "regression", "a") == pytest.approx(1.5)
+    assert degradation(table, "iris", "a") == pytest.approx(0.4)
+    meta = {"quick": True, "date": "-", "command": "test", "wall_time": 1.0, "version": "-", "python": "-",
+            "backend": "-"}
+    report = render_report({"e7": d}, meta)
+    assert "## E7 training on devices" in report and "](e7_devices.png)" in report
+    assert any(r["exp"] == "E7" and s["least_degraded"] in r["measured"] for r in headline({"e7": d}))

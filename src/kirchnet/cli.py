@@ -4,8 +4,8 @@ Commands::
 
     kirchnet info                                   versions, solver backends, what "auto" picks
     kirchnet train CONFIG.toml [--out DIR]          one training run from a TOML config
-    kirchnet reproduce [--quick] [--out DIR]        E1-E6 and DIR/report.md
-    kirchnet experiment e1|e2|e3|e4|e5|e6 [--quick] one experiment (+ its report.md)
+    kirchnet reproduce [--quick] [--out DIR]        E1-E7 and DIR/report.md
+    kirchnet experiment e1|...|e7 [--quick]        one experiment (+ its report.md)
     kirchnet sweep SWEEP.toml ...                   (when kirchnet.sweep is installed)
 
 Output directories are never overwritten silently: an existing non-empty ``--out``
@@ -323,7 +323,7 @@ def reproduce(quick: bool = typer.Option(False, "--quick", help="small sizes and
               only: Optional[str] = typer.Option(None, "--only", help="comma-separated subset, e.g. e1,e3"),
               force: bool = typer.Option(False, "--force", help="write into an existing non-empty --out"),
               progress: bool = typer.Option(True, "--progress/--no-progress")):
-    """Run experiments E1-E6 and write DIR/report.md with tables and figures."""
+    """Run experiments E1-E7 and write DIR/report.md with tables and figures."""
     from .experiments.reproduce import EXPERIMENTS
 
     names = list(EXPERIMENTS)
@@ -340,13 +340,13 @@ def reproduce(quick: bool = typer.Option(False, "--quick", help="small sizes and
 
 
 @app.command()
-def experiment(name: str = typer.Argument(..., help="e1 | e2 | e3 | e4 | e5 | e6"),
+def experiment(name: str = typer.Argument(..., help="e1 | e2 | e3 | e4 | e5 | e6 | e7"),
                quick: bool = typer.Option(False, "--quick"),
                out: Optional[Path] = typer.Option(None, "--out", "-o"),
                seed: int = typer.Option(0, "--seed"),
                force: bool = typer.Option(False, "--force"),
                progress: bool = typer.Option(True, "--progress/--no-progress")):
-    """Run one experiment (E1 gradient fidelity, E2 training, E3 in-situ noise, E4 partial, E5 device, E6 nonlinear)."""
+    """Run one experiment (E1 gradient fidelity, E2 training, E3 in-situ noise, E4 partial, E5 device, E6 nonlinear, E7 training on devices)."""
     from .experiments.reproduce import EXPERIMENTS
 
     key = name.strip().lower()

@@ -1,4 +1,4 @@
-"""Run E1-E6 and write ``report.md`` (tables + embedded figures) into one directory."""
+"""Run E1-E7 and write ``report.md`` (tables + embedded figures) into one directory."""
 
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ from .e4_partial import e4_partial
 from .e5_device import e5_device
 from .e6_nonlinear import e6_nonlinear
 from .e6_nonlinear import table_markdown as e6_table
+from .e7_devices import e7_devices
+from .e7_devices import headline_rows as e7_headline
+from .e7_devices import report_section as e7_section
 
 EXPERIMENTS = {"e1": e1_gradient, "e2": e2_training, "e3": e3_insitu, "e4": e4_partial, "e5": e5_device,
-               "e6": e6_nonlinear}
+               "e6": e6_nonlinear, "e7": e7_devices}
 
 
 def _f(x, d=3):
@@ -88,6 +91,8 @@ def headline(results: dict) -> list[dict]:
         sl = results["e6"]["gradient_bias"]["slopes"]
         rows.append({"exp": "E6", "claim": "EP on a DRN: one-sided O(beta), centered O(beta^2)",
                      "measured": f"slopes {_f(sl['EP positive'])}, {_f(sl['EP centered'])}"})
+    if "e7" in results:
+        rows += e7_headline(results["e7"])
     return rows
 
 
@@ -172,6 +177,8 @@ def render_report(results: dict, meta: dict) -> str:
               f"EP on a DRN {'-'.join(map(str, r['gradient_bias']['layers']))} against the exact gradient: "
               f"log-log slopes {_f(sl['EP positive'])} (positive) and {_f(sl['EP centered'])} (centered).", "",
               "![E6 bias](e6_gradient_bias.png)", ""]
+    if "e7" in results:
+        L += e7_section(results["e7"])
     L += ["## Files", "", "Every experiment wrote `eN_*.json` (all numbers), `eN_*.csv` (one row per run or "
           "point) and the figures above into this directory.", ""]
     return "\n".join(L)
@@ -179,7 +186,7 @@ def render_report(results: dict, meta: dict) -> str:
 
 def reproduce(out_dir, quick: bool = False, seed: int = 0, experiments=None, progress=None,
               command: str = "kirchnet reproduce") -> dict:
-    """Run the selected experiments (default all of E1-E6) into ``out_dir`` and write
+    """Run the selected experiments (default all of E1-E7) into ``out_dir`` and write
     ``report.md`` and ``summary.json``. ``out_dir`` must already be prepared
     (see :func:`kirchnet.experiments.io.prepare_out_dir`)."""
     from .. import __version__, solvers
