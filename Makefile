@@ -58,7 +58,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 --timeout=1800 tests
 
 bench: $(STAMP)
-	cd benchmarks && for b in bench_core bench_rules bench_baselines bench_scaling bench_spice; do \
+	cd benchmarks && for b in bench_core bench_rules bench_baselines bench_scaling bench_spice bench_nonlinear bench_drn bench_devices; do \
 		../$(PY) $$b.py || exit 1; done
 
 clean:
