@@ -542,3 +542,97 @@ def test_solver_caches_do_not_keep_circuits_alive():
     del c
     gc.collect()
     assert ref() is None
+
+
+# ----------------------------------------------------------------- loose ends of the core
+def test_layered_drn_circuits_use_the_layered_solver_and_equal_the_general_one():
+    """DRN.to_circuit circuits are solved by the DRN's block coordinate descent (no Newton
+    iteration: the result passes the stopping rule as it is), equal to the general method."""
+    from kirchnet.drn import deep_resistive_circuit
+
+    drn, c, g = deep_resistive_circuit([5, 7, 6, 3], seed=2)
+    x = drn.circuit_inputs(np.random.default_rng(1).normal(size=(12, 5)))
+    auto = c.factorize(g).solve(x)
+    general = c.factorize(g, method="general").solve(x)
+    assert isinstance(auto, NonlinearState) and auto.iterations.max() == 0
+    assert general.iterations.max() >= 1
+    np.testing.assert_allclose(auto.potentials, general.potentials, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(auto.multipliers, general.multipliers, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(c.solve(g, x).outputs, general.outputs, rtol=0, atol=1e-10)
+    y = np.zeros((12, 3))
+    va, ga = kn.loss_and_grad(c, g, x, y)
+    vg, gg = kn.loss_and_grad(c, g, x, y, factorization=c.factorize(g, method="general"))
+    assert va == pytest.approx(vg, rel=1e-12) and np.abs(ga - gg).max() <= 1e-10 * np.abs(gg).max()
+    # injected currents: the general method
+    other = c.factorize(g).solve(x, currents=np.zeros(c.network.n_nodes))
+    assert other.iterations.max() >= 1
+    np.testing.assert_allclose(other.potentials, general.potentials, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="method must be 'auto'.*or 'general', got 'bcd'"):
+        c.factorize(g, method="bcd")
+
+
+def test_active_set_cycle_is_detected_and_names_the_switching_elements():
+    """A repeated active set of a piecewise-linear iteration raises at once (not after max_iter)."""
+    from kirchnet.nonlinear import _check_cycle
+
+    class Asm:
+        ci = np.array([7, 9])
+
+    seen = [dict()]
+    a0 = np.array([[True, False]]), np.array([[True, True, False, True]])
+    a1 = np.array([[False, True]]), np.array([[True, False, False, True]])
+    _check_cycle(seen, np.array([0]), *a0, 0, Asm)
+    _check_cycle(seen, np.array([0]), *a1, 1, Asm)
+    with pytest.raises(ConvergenceError, match=r"cycles \(sample 0: iteration 2 repeats the active set "
+                                               r"of iteration 0\); elements switching along the cycle: "
+                                               r"edge\(s\) 1, 7, 9"):
+        _check_cycle(seen, np.array([0]), *a0, 2, Asm)
+
+
+def test_active_set_cycle_raises_in_the_solver(monkeypatch):
+    """The solver calls the cycle check: an iteration forced to alternate (every step solves
+    garbage) is stopped on the repeat instead of running max_iter iterations."""
+    import kirchnet.nonlinear as nl
+
+    net = kn.topologies.lattice(5, 5)
+    lin = kn.Circuit(net, ground=0, inputs=[24, 5], outputs=[12, 1],
+                     elements={Rectifier(): list(range(1, net.n_edges, 3))})
+    x = np.random.default_rng(0).uniform(-1, 1, (6, 2))
+    assert lin.elements.piecewise_linear  # cycle detection on
+    real = nl.TangentSystem.solve
+    flip = {"k": 0}
+
+    def alternating(self, rhs):
+        flip["k"] += 1
+        return real(self, rhs) * (1.0 if flip["k"] % 2 else -3.0)
+
+    monkeypatch.setattr(nl.TangentSystem, "solve", alternating)
+    with pytest.raises(ConvergenceError, match=r"active-set iteration cycles"):
+        lin.factorize(np.ones(lin.network.n_edges), max_iter=1000).solve(x)
+
+
+def test_tangent_solves_are_certified_refined_and_refused(monkeypatch):
+    """The adjoint/compliance solves check their KKT residual: a slightly wrong solve is
+    refined to the exact one, a wrong one raises IllConditionedError naming the place."""
+    import kirchnet.nonlinear as nl
+
+    c, g, x = _diode_lattice()
+    fac = c.factorize(g)
+    st_ = fac.solve(x)
+    delta = np.random.default_rng(3).normal(size=(st_.batch_size, c.n_outputs))
+    exact = fac.adjoint(st_, delta)
+    real = nl.TangentSystem.solve
+    calls = {"k": 0}
+
+    def perturbed(self, rhs):
+        calls["k"] += 1
+        X = real(self, rhs)
+        return X * (1 + 1e-6) if calls["k"] == 1 else X
+
+    monkeypatch.setattr(nl.TangentSystem, "solve", perturbed)
+    np.testing.assert_allclose(fac.adjoint(st_, delta), exact, rtol=1e-12, atol=1e-14)
+    assert calls["k"] == 2  # one refinement step
+    monkeypatch.setattr(nl.TangentSystem, "solve", lambda self, rhs: real(self, rhs) * 1.01)
+    with pytest.raises(kn.IllConditionedError, match=r"tangent system at this equilibrium is not "
+                                                      r"accurate: sample \d+, node \d+, residual"):
+        fac.adjoint(st_, delta)

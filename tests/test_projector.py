@@ -146,3 +146,24 @@ def test_projector_rejects_bad_input():
     big = topologies.lattice(60, 60)
     with pytest.raises(ValueError, match="dense reference"):
         projector.omega_A(big)
+
+
+def test_projector_refuses_nonlinear_circuits_and_accepts_linear_ones():
+    """The Omega form is a linear-only reference: a diode circuit is refused with the laws
+    named; a linear Circuit stands for its network."""
+    import kirchnet as kn
+    from kirchnet import projector
+    from kirchnet.elements import Diode
+
+    net = kn.topologies.lattice(3, 3)
+    lin = kn.Circuit(net, ground=0, inputs=[8], outputs=[4])
+    np.testing.assert_array_equal(projector.omega_A(lin), projector.omega_A(net))
+    diode = kn.Circuit(net, ground=0, inputs=[8], outputs=[4], elements={Diode(): [1, 5]})
+    r = np.ones(net.n_edges)
+    for call in (lambda: projector.omega_A(diode), lambda: projector.omega_AR(diode, r),
+                 lambda: projector.currents(diode, r, np.ones(net.n_edges))):
+        with pytest.raises(kn.ParameterError, match=r"linear resistor networks only; this circuit has "
+                                                    r"nonlinear elements: Diode\(.*\) on edge\(s\) 1, 5"):
+            call()
+    with pytest.raises(kn.ParameterError, match="network must be a kirchnet Network .* got list"):
+        projector.omega_A([[0, 1]])

@@ -750,12 +750,13 @@ class DRN:
         _LAYERED[circ] = self.spec
         return circ, g
 
-    def circuit_potentials(self, xc) -> np.ndarray:
+    def circuit_potentials(self, xc, tol: float | None = None) -> np.ndarray:
         """All node potentials (batch, n_nodes) of :meth:`to_circuit`'s circuit for its
         input vector ``xc`` (batch, n_inputs), by the exact layered solver. The input-layer
         potentials may be any values (not only ``gain (x, -x)``); the bias and diode-source
         columns must equal the spec's (the layered solver has them built in). A hook for a
-        general solver to dispatch layered diode circuits here (:func:`layered_spec`)."""
+        general solver to dispatch layered diode circuits here (:func:`layered_spec`);
+        ``tol`` that of :meth:`relax`."""
         xc = np.atleast_2d(np.asarray(xc, dtype=float))
         spec, sizes = self.spec, self.spec.sizes
         n_in = sizes[0] + (2 if spec.has_bias else 0)
@@ -772,7 +773,7 @@ class DRN:
         if n_src and not np.all(xc[:, n_in:] == spec.diode_bias):
             raise ParameterError(f"diode source columns must all equal DRNSpec.diode_bias = "
                                  f"{spec.diode_bias}")
-        st = self.relax(context=self._context(v0=xc[:, :sizes[0]]), active=False)
+        st = self.relax(context=self._context(v0=xc[:, :sizes[0]]), active=False, tol=tol)
         layers, bias_nodes = self.circuit_nodes()
         u = np.zeros((xc.shape[0], int(layers[-1][-1]) + 1))
         for nodes, v in zip(layers, st.potentials):

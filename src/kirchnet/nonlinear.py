@@ -33,7 +33,31 @@ may grow in one step, :meth:`~kirchnet.elements.Law.max_step`), then the active-
   finitely many steps (Hintermueller, Ito, Kunisch 2002), and its answer is the exact
   piecewise-linear solution (residual at rounding level), not a smoothed approximation.
   Block coordinate descent (Scellier 2024) is exact only on layered graphs; this works on
-  any graph. Termination: at most ``max_iter`` iterations (then ``ConvergenceError``).
+  any graph. Termination: for piecewise-linear circuits, after a full step the next
+  iterate is a function of the active set (ideal diodes conducting, rectifiers on) alone,
+  so an active set repeated along full steps is a cycle: it is detected at once and raises
+  ``ConvergenceError`` naming the switching elements (instead of running to
+  ``max_iter``); otherwise at most ``max_iter`` iterations (then ``ConvergenceError``).
+
+**Solve checks.** Newton steps factorize the tangent Laplacian with
+``solvers.factorize(..., check=False)``: a step only needs a descent direction, and the
+solvers' forward-error certificate (``psi = L^{-1} diag(L)``) rejects tangent systems
+whose reverse-biased diodes carry incremental conductances ``g phi'(w)`` tens of decades
+below the others although the step is fine. The equilibrium is certified instead by its own
+KCL residual and complementarity (the stopping rule below). Linear solves with the frozen
+tangent (the adjoint of the gradient, the compliance, :meth:`NonlinearFactorization.tangent_solve`)
+are certified by their KKT residual in the edge form, ``|K x - b| <= TANGENT_RTOL
+(|B_F| (d |B_F^T x|) + |C||nu| + |b|)`` per entry (a componentwise backward error; the
+regularization shift of a singular tangent is counted in the bound), with one step of
+iterative refinement when it fails, then :class:`~kirchnet.errors.IllConditionedError`.
+
+**Layered circuits.** A circuit built by :meth:`kirchnet.drn.DRN.to_circuit` (recognized by
+:func:`kirchnet.drn.layered_spec`: the DRN's layered graph, ideal diodes from hidden nodes
+to ground, its bias and diode sources) is solved by the DRN's exact block coordinate
+descent, when no currents, clamps or warm start are given and its driver columns are the
+spec's; the multipliers are read off the KCL residual and the result passes the same
+stopping rule (Newton polishes it otherwise). ``method="general"`` forces the general
+method.
 
 Stopping rule, per sample: KCL residual ``|r_v| <= rtol * s_v + rho_v`` at every free
 node, ``s_v = sum_e |B_ve i_e| + |J_v|`` (floored at ``1e-12 max_v s_v``), default
@@ -85,7 +109,8 @@ import scipy.sparse.linalg as spla
 from . import solvers
 from ._validation import _list, as_batch
 from .circuit import State
-from .errors import BoundaryConditionError, ConvergenceError, ShapeError, SolverError
+from .errors import (BoundaryConditionError, ConvergenceError, IllConditionedError, ParameterError,
+                     ShapeError, SolverError)
 from .gradient import GradientResult
 from .losses import get_loss
 
@@ -96,6 +121,10 @@ DENSE_STACK_BYTES = 64 * 2 ** 20
 RTOL = 1e-10
 CTOL = 1e-12
 MAX_ITER = 100
+#: componentwise backward error accepted for a frozen-tangent solve (adjoint, compliance)
+TANGENT_RTOL = 1e-10
+#: tolerance of the layered solver when it solves a DRN circuit (well below RTOL)
+LAYERED_TOL = 1e-14
 #: longest step (in units of the Newton step) the line search may extrapolate to
 MAX_STEP = 1e3
 #: the line search stops at ``|f'(t)| <= LINE_SEARCH_TOL |f'(0)|``
@@ -195,6 +224,51 @@ class TangentSystem:
         if self.dense:
             return self._solve_dense(rhs)
         return self._solve_sparse(rhs)
+
+    def _products(self, X: np.ndarray):
+        """``(K X, |K| |X|)`` in the edge form, X (b, N, r)."""
+        asm, d = self.asm, self.weights
+        b, N, r = X.shape
+        nf = asm.nf
+        XF = np.ascontiguousarray(np.moveaxis(X[:, :nf], 0, 1)).reshape(nf, b * r)
+        drop = np.asarray(asm.BF.T @ XF).reshape(asm.m, b, r)
+        cur = drop * d.T[:, :, None]
+        cur = cur.reshape(asm.m, b * r)
+        KX = np.moveaxis(np.asarray(asm.BF @ cur).reshape(nf, b, r), 0, 1)
+        S = np.moveaxis(np.asarray(asm.absBF @ np.abs(cur)).reshape(nf, b, r), 0, 1)
+        if not asm.nc:
+            return KX, S
+        act = self.active[:, :, None]
+        nu = X[:, nf:]
+        KX = np.concatenate([KX + np.einsum("fc,bcr->bfr", asm.C, nu * act),
+                             act * np.einsum("fc,bfr->bcr", asm.C, X[:, :nf]) + (~act) * nu], axis=1)
+        S = np.concatenate([S + np.einsum("fc,bcr->bfr", asm.absC, np.abs(nu) * act),
+                            act * np.einsum("fc,bfr->bcr", asm.absC, np.abs(X[:, :nf]))
+                            + (~act) * np.abs(nu)], axis=1)
+        return KX, S
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        """``K X`` per sample (the unshifted tangent KKT matrix, edge form)."""
+        return self._products(X)[0]
+
+    def uncertified(self, X: np.ndarray, rhs: np.ndarray):
+        """``None`` when every entry of ``K X - rhs`` is within ``TANGENT_RTOL`` of its scale
+        ``|K||X| + |rhs|`` (plus the regularization shift ``|x|`` of a singular tangent and
+        ``1e-12`` of the column's largest scale), else ``(sample, row, ratio)`` of the worst."""
+        KX, S = self._products(X)
+        if not np.all(np.isfinite(X)):
+            smp, v = np.argwhere(~np.isfinite(X).all(axis=2))[0]
+            return int(smp), int(v), float("inf")
+        R = np.abs(KX - rhs)
+        S = S + np.abs(rhs)
+        S = np.maximum(S, 1e-12 * S.max(axis=1, keepdims=True)) + 1e-300
+        shift = self._regularization()[:, None, None] * np.abs(X)
+        shift[:, self.asm.nf:] = 0.0
+        ratio = np.maximum(R - shift, 0.0) / S
+        if ratio.max(initial=0.0) <= TANGENT_RTOL:
+            return None
+        smp, v, _ = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        return int(smp), int(v), float(ratio[smp, v].max())
 
     def _solve_dense(self, rhs):
         """Batched LAPACK solves of the stacked systems, in chunks of at most
@@ -421,6 +495,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> Nonlinear
         if nc and isinstance(warm_start, NonlinearState) and warm_start.multipliers is not None \
                 and warm_start.multipliers.shape[0] in (1, b):
             active[:] = warm_start.multipliers > 0
+            mu[:] = np.where(active, warm_start.multipliers, 0.0)
     BT = c._BT
     # ideal diodes between clamped nodes: their voltage is fixed by the drivers
     if asm.ci_fixed.size:
@@ -454,6 +529,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> Nonlinear
     cpd = float(np.mean(g))  # units of the active-set test mu + c w
     todo = np.arange(b)
     dense = fac.dense
+    seen = [dict() for _ in range(b)] if el.piecewise_linear else None  # active sets visited
     for it in range(fac.max_iter + 1):
         uu = u[todo]
         ww = np.asarray((BT @ uu.T).T) + s[todo]
@@ -542,8 +618,40 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> Nonlinear
                         f"no equilibrium. Put a resistance in the loop (Rectifier()) or change the "
                         f"inputs; edges involved: {_list(loop)}")
             active[todo] = (mu_new + cpd * w_new) > 0
+        if seen is not None:  # piecewise linear, full step: the next iterate depends on the active set only
+            full = t == 1.0
+            for smp in todo[~full]:
+                seen[smp].clear()  # a partial step: what follows is not a function of the set
+            _check_cycle(seen, todo[full], act[full], weights[full] > 0, it, asm)
     return NonlinearState(c, fac.conductances, u, None if c.source_edges.size == 0 else s,
                           multipliers=mu, ideal_edges=asm.ci, iterations=iters)
+
+
+def _check_cycle(seen, todo, act, on, it, asm) -> None:
+    """Record each sample's active set (conducting ideal diodes ``act``, conducting edges
+    ``on``); a set seen before means the iteration cycles: raise ``ConvergenceError``
+    naming the elements that switch along the cycle."""
+    keys = np.packbits(np.concatenate([act, on], axis=1), axis=1)
+    for k, smp in enumerate(todo):
+        hist = seen[smp]
+        key = keys[k].tobytes()
+        if key not in hist:
+            hist[key] = (it, act[k].copy(), on[k].copy())
+            continue
+        first = hist[key][0]
+        cyc = [(a, o) for (i, a, o) in hist.values() if i >= first]
+        acts = np.array([a for a, _ in cyc])
+        ons = np.array([o for _, o in cyc])
+        ideal = asm.ci[acts.any(axis=0) & ~acts.all(axis=0)]
+        edges = np.flatnonzero(ons.any(axis=0) & ~ons.all(axis=0))
+        switching = np.union1d(ideal, edges)
+        if not switching.size:
+            continue  # a fixed point that fails the stopping rule: max_iter or the loop checks decide
+        raise ConvergenceError(
+            f"the active-set iteration cycles (sample {int(smp)}: iteration {it} repeats the active "
+            f"set of iteration {first}); elements switching along the cycle: edge(s) "
+            f"{_list(switching)}. The piecewise-linear circuit may have no unique equilibrium "
+            f"there; give those elements a resistance (Rectifier()) or smooth laws (Diode())")
 
 
 def _independent(c, asm, act):
@@ -601,12 +709,17 @@ class NonlinearFactorization:
     low_rank_update = False
 
     def __init__(self, circuit, conductances, backend: str = "auto", rtol: float = RTOL,
-                 ctol: float = CTOL, max_iter: int = MAX_ITER, **solver_options):
+                 ctol: float = CTOL, max_iter: int = MAX_ITER, method: str = "auto", **solver_options):
+        if method not in ("auto", "general"):
+            raise ValueError(f"method must be 'auto' (layered DRN circuits use the DRN's exact "
+                             f"layered solver) or 'general', got {method!r}")
         self.circuit = circuit
         self.conductances = np.array(conductances, dtype=float)
         self.conductances.setflags(write=False)
         self.base_backend = backend
-        self.solver_options = dict(rtol=rtol, ctol=ctol, max_iter=max_iter, **solver_options)
+        self.method = method
+        self.solver_options = dict(rtol=rtol, ctol=ctol, max_iter=max_iter, method=method,
+                                   **solver_options)
         self.rtol, self.ctol, self.max_iter = float(rtol), float(ctol), int(max_iter)
         asm = _assembly(circuit)
         #: stacked dense systems (one batched LAPACK call) or one sparse factorization per sample
@@ -621,7 +734,37 @@ class NonlinearFactorization:
     def solve(self, x, currents=None, clamp=None, warm_start=None) -> NonlinearState:
         """Exact equilibrium for a sample or a batch; ``currents`` (n,) or (b, n) injected
         node currents; ``warm_start`` a state (or potentials (b, n)) to start Newton from."""
+        if warm_start is None and currents is None and clamp is None and self.method == "auto":
+            warm_start = self._layered(x)
         return equilibrium(self, x, currents=currents, clamp=clamp, warm_start=warm_start)
+
+    def _layered(self, x) -> "NonlinearState | None":
+        """The exact layered (block coordinate descent) solution of a DRN circuit
+        (:func:`kirchnet.drn.layered_spec`) with its ideal-diode multipliers, or ``None``
+        for any other circuit or drivers (module docstring)."""
+        from . import drn
+
+        c = self.circuit
+        spec = drn.layered_spec(c)
+        if spec is None:
+            return None
+        asm = _assembly(c)
+        if asm.nc == 0 or asm.ci_fixed.size or np.any((asm.absC > 0).sum(axis=0) != 1) \
+                or np.any((asm.absC > 0).sum(axis=1) > 1):
+            return None  # multipliers readable off the residual: one free end per diode, one diode per node
+        try:
+            xb = np.atleast_2d(np.asarray(x, dtype=float))
+            u = drn.DRN(spec, params=self.conductances[:spec.n_params]).circuit_potentials(xb, tol=LAYERED_TOL)
+        except (ParameterError, ShapeError, ValueError, ConvergenceError):
+            return None  # other driver values: the general method
+        xn, xs, xc, _ = c.driver_values(x, None)
+        sv = c.edge_sources(xs)
+        w = np.asarray((c._BT @ u.T).T) + (0.0 if sv is None else sv)
+        r = np.asarray((asm.BF @ (self.conductances * c.elements.phi(w)).T).T)  # (b, nf)
+        mu = -(r @ asm.C) / np.maximum((asm.absC ** 2).sum(axis=0), 1.0)
+        vs = np.abs(u).max(axis=1, keepdims=True) + 1e-300
+        mu = np.where((mu > 0) & (w[:, asm.ci] >= -self.ctol * vs), mu, 0.0)  # conducting: w = 0
+        return NonlinearState(c, self.conductances, u, sv, multipliers=mu, ideal_edges=asm.ci)
 
     def update(self, conductances, max_rank: int | None = None) -> "NonlinearFactorization":
         """The solve object at new conductances (nothing to update incrementally)."""
@@ -645,9 +788,23 @@ class NonlinearFactorization:
         rhs[:, :nf] = rhs_free
         ts = tangent or self.tangent(state)
         try:
-            return ts.solve(rhs)[:, :nf]
+            X = ts.solve(rhs)
+            bad = ts.uncertified(X, rhs)
+            if bad is not None:  # one step of iterative refinement, then refuse
+                X = X + ts.solve(rhs - ts.apply(X))
+                bad = ts.uncertified(X, rhs)
         except _Singular:
             raise SolverError("the tangent system at this equilibrium is singular") from None
+        if bad is not None:
+            smp, v, ratio = bad
+            node = int(self.circuit.free_nodes[v]) if v < nf else None
+            where = f"node {node}" if node is not None else f"ideal diode edge {int(asm.ci[v - nf])}"
+            raise IllConditionedError(
+                f"the linear solve with the tangent system at this equilibrium is not accurate: "
+                f"sample {smp}, {where}, residual {ratio:.2e} x its scale > TANGENT_RTOL="
+                f"{TANGENT_RTOL:g} after refinement; the incremental conductances g phi'(w) span "
+                f"too many decades (rescale the conductances or the inputs)")
+        return X[:, :nf]
 
     def adjoint(self, state: NonlinearState, delta: np.ndarray) -> np.ndarray:
         """``lam`` (b, n): ``H lam_F = P_F^T delta_s`` per sample (active set frozen), ``lam_C = 0``."""

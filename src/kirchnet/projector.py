@@ -26,12 +26,31 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 
-from ._validation import check_positive_finite
-from .errors import ShapeError
+from ._validation import _list, check_positive_finite
+from .errors import ParameterError, ShapeError
 from .network import Network
 
 #: refuse to build dense m x m projectors beyond this many edges
 MAX_EDGES = 5000
+
+
+def _linear_network(network) -> Network:
+    """The :class:`Network` of the argument; a :class:`~kirchnet.Circuit` is accepted when
+    every element is a linear resistor (the projector form is a linear-only reference)."""
+    if isinstance(network, Network):
+        return network
+    elements = getattr(network, "elements", None)
+    if elements is not None and isinstance(getattr(network, "network", None), Network):
+        if not elements.is_linear:
+            laws = ", ".join(f"{law!r} on edge(s) {_list(e)}" for law, e in elements._groups
+                             if not law.linear)
+            raise ParameterError(
+                f"the projector form (Omega_A, Omega_AR) holds for linear resistor networks only; "
+                f"this circuit has nonlinear elements: {laws}. Use circuit.solve / "
+                f"kirchnet.loss_and_grad (exact nonlinear equilibria and gradients) instead")
+        return network.network
+    raise ParameterError(f"network must be a kirchnet Network (or a linear Circuit), got "
+                         f"{type(network).__name__}")
 
 
 def _cycle_matrix(network: Network) -> np.ndarray:
@@ -45,6 +64,7 @@ def _cycle_matrix(network: Network) -> np.ndarray:
 
 def omega_A(network: Network) -> np.ndarray:
     """``Omega_A = A (A^T A)^{-1} A^T`` (m x m), orthogonal projector on the cycle space."""
+    network = _linear_network(network)
     A = _cycle_matrix(network)
     if A.shape[1] == 0:
         return np.zeros((network.n_edges, network.n_edges))
@@ -53,11 +73,13 @@ def omega_A(network: Network) -> np.ndarray:
 
 def omega_BT(network: Network) -> np.ndarray:
     """``Omega_{B^T} = I - Omega_A``, orthogonal projector on the cut space."""
+    network = _linear_network(network)
     return np.eye(network.n_edges) - omega_A(network)
 
 
 def omega_AR(network: Network, resistances) -> np.ndarray:
     """``Omega_AR = R A (A^T R A)^{-1} A^T`` (m x m), oblique and idempotent."""
+    network = _linear_network(network)
     r = check_positive_finite(resistances, network.n_edges, "resistances")
     A = _cycle_matrix(network)
     if A.shape[1] == 0:
@@ -67,6 +89,7 @@ def omega_AR(network: Network, resistances) -> np.ndarray:
 
 def currents(network: Network, resistances, S) -> np.ndarray:
     """``i = -A (A^T R A)^{-1} A^T S`` for sources ``S`` (m,) or (b, m); returns the same shape."""
+    network = _linear_network(network)
     r = check_positive_finite(resistances, network.n_edges, "resistances")
     A = _cycle_matrix(network)
     S = np.asarray(S, dtype=float)
@@ -78,6 +101,7 @@ def currents(network: Network, resistances, S) -> np.ndarray:
 
 def currents_neumann_form(network: Network, resistances, S) -> np.ndarray:
     """``i = -(I + Omega_A (R - I))^{-1} Omega_A S`` (the paper's second form)."""
+    network = _linear_network(network)
     r = check_positive_finite(resistances, network.n_edges, "resistances")
     OA = omega_A(network)
     M = np.eye(network.n_edges) + OA @ np.diag(r - 1.0)
@@ -86,11 +110,13 @@ def currents_neumann_form(network: Network, resistances, S) -> np.ndarray:
 
 def resistor_voltages(network: Network, resistances, S) -> np.ndarray:
     """``R i = -Omega_AR S``."""
+    network = _linear_network(network)
     return -(omega_AR(network, resistances) @ np.asarray(S, dtype=float).T).T
 
 
 def branch_voltages(network: Network, resistances, S) -> np.ndarray:
     """``v = (I - Omega_AR) S`` (equal to the edge drops ``B^T u``)."""
+    network = _linear_network(network)
     W = np.eye(network.n_edges) - omega_AR(network, resistances)
     return (W @ np.asarray(S, dtype=float).T).T
 
@@ -101,6 +127,7 @@ def resistance_gradient(network: Network, resistances, S, readout, delta) -> np.
     ``readout`` ``P`` is (k, m) over branch voltages; ``S`` (m,) with ``delta`` (k,), or a
     batch ``S`` (b, m) with ``delta`` (b, k), in which case the batch mean is returned.
     """
+    network = _linear_network(network)
     S = np.atleast_2d(np.asarray(S, dtype=float))
     delta = np.atleast_2d(np.asarray(delta, dtype=float))
     P = np.asarray(readout.toarray() if hasattr(readout, "toarray") else readout, dtype=float)
