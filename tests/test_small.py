@@ -173,3 +173,38 @@ def test_conductances_updated_in_place_are_not_served_from_the_cache():
     ref = Analytical().estimate(c, g, x, y).estimate
     assert np.abs(second - ref).max() <= 1e-12 * np.abs(ref).max()
     assert np.abs(second - first).max() > 1e-6
+
+
+def test_random_circuits_and_roles_match_the_general_rules():
+    """Random graphs with node/Edge inputs, node/Edge/Pair outputs and extra clamped nodes:
+    the same estimate (or the same error class) as the general rules."""
+    rng = np.random.default_rng(5)
+    checked = 0
+    for trial in range(40):
+        n = int(rng.integers(6, 40))
+        net = topologies.random_connected(n, mean_degree=float(rng.uniform(2.2, 5)), seed=trial)
+        nodes = rng.permutation(np.arange(1, n))
+        ni, ns = int(rng.integers(0, 3)), int(rng.integers(0, 2))
+        inputs = [int(v) for v in nodes[:ni]] + [Edge(int(e)) for e in rng.choice(net.n_edges, ns, replace=False)]
+        rest = nodes[ni:]
+        outputs = [[int(rest[j]), Edge(int(rng.integers(net.n_edges))), Pair(int(rest[j]), int(nodes[0]))][
+            int(rng.integers(3))] for j in range(int(rng.integers(1, 3)))]
+        try:
+            c = Circuit(net, ground=0, inputs=inputs, outputs=outputs, clamped=[int(rest[-1])])
+        except KirchnetError:
+            continue
+        if c.n_inputs == 0:
+            continue
+        k = SmallKernel(c)
+        g = np.exp(rng.uniform(-2, 2, net.n_edges))
+        b = int(rng.choice([1, 5]))
+        x, y = rng.uniform(-1, 1, (b, c.n_inputs)), rng.uniform(-1, 1, (b, c.n_outputs))
+        for rule in (Analytical(), CoupledLearning(0.1), EquilibriumPropagation(0.1, "centered", "energy"),
+                     GEP("adjoint_clamp", 0.1)):
+            fast, general = (_outcome(lambda: k.estimate(rule, g, x, y)[0]),
+                             _outcome(lambda: rule.estimate(c, g, x, y).estimate))
+            assert fast[0] == general[0], (trial, rule)
+            if fast[0] == "ok":
+                assert np.abs(fast[1] - general[1]).max() <= 1e-11 * np.abs(general[1]).max() + 1e-15
+                checked += 1
+    assert checked > 50
