@@ -503,3 +503,25 @@ def test_early_stopping_arguments(kwargs, match):
 def test_clip_must_be_a_pair_of_numbers(clip):
     with pytest.raises(ParameterError, match=r"clip must "):
         Trainer(clip=clip)
+
+
+def test_evaluate_every_skips_metrics_but_not_training(task):
+    c, gt, x, y = task
+    g0 = np.ones(c.network.n_edges)
+    kw = dict(optimizer="adam", lr=0.05, epochs=7, batch_size=16)
+    every = Trainer(**kw).fit(c, g0, x, y, x_val=x[:8], y_val=y[:8])
+    sparse = Trainer(evaluate_every=3, **kw).fit(c, g0, x, y, x_val=x[:8], y_val=y[:8])
+    np.testing.assert_array_equal(sparse.conductances, every.conductances)  # the same steps
+    np.testing.assert_array_equal(sparse.history["batch_loss"], every.history["batch_loss"])
+    kept = [0, 3, 6, 7]  # every 3rd epoch, the last one and the initial evaluation
+    for key in ("loss", "val_loss", "n_at_lower"):
+        col = sparse.history[key]
+        np.testing.assert_array_equal(col[kept], every.history[key][kept])
+        assert np.isnan(np.delete(col, kept)).all()
+    assert "evaluate_every" in Trainer(evaluate_every=3).fingerprint_of(c, g0, np.ones(g0.size, bool), x, y)
+    assert "evaluate_every" not in Trainer().fingerprint_of(c, g0, np.ones(g0.size, bool), x, y)
+    with pytest.raises(ParameterError, match="evaluate_every must be >= 1"):
+        Trainer(evaluate_every=0)
+    ens = Trainer(evaluate_every=3, **kw).fit(c, np.stack([g0, 2 * g0]), x, y)
+    np.testing.assert_allclose(ens[0].history["loss"], Trainer(evaluate_every=3, **kw).fit(c, g0, x, y).history["loss"],
+                               rtol=1e-12)

@@ -332,7 +332,9 @@ def fit_ensemble(trainer, circuit, G0, x, y, x_val=None, y_val=None, lr=None, se
     bounds = [conductance_bounds(trainer.constraints, (float(lo[i, 0]), float(hi[i, 0]))) for i in range(Kn)]
     warned = [False] * Kn
 
-    def records(G, base):
+    def records(G, base, metrics=True):
+        if not metrics:  # Trainer(evaluate_every=N): epoch, lr and batch loss only
+            return [{**b, "low_rank_updates": 0} for b in base]
         ev = ek.evaluate(G, X, Y, loss, trainer.accuracy)
         if Xv is not None:
             for r, v in zip(ev, ek.evaluate(G, Xv, Yv, loss, trainer.accuracy)):
@@ -400,7 +402,8 @@ def fit_ensemble(trainer, circuit, G0, x, y, x_val=None, y_val=None, lr=None, se
         B = np.array(batch_losses)  # (steps, K)
         mean_bl = B[0] if len(B) == 1 else B.mean(axis=0)
         base = [{"epoch": epoch, "lr": float(lr_e[j]), "batch_loss": float(mean_bl[j])} for j in range(Kn)]
-        for h, r in zip(histories, records(G, base)):
+        metrics = epoch % trainer.evaluate_every == 0 or epoch == trainer.epochs
+        for h, r in zip(histories, records(G, base, metrics)):
             h.append(r)
         timings.append(time.perf_counter() - t0)
     return [TrainResult(G[i].copy(), histories[i], mask, epochs_run=len(histories[i]) - 1,

@@ -427,6 +427,10 @@ class Trainer:
         (``None``: its default; ``0``: always refactor).
     fingerprint: extra ``{name: text}`` a checkpoint must match to be resumed (e.g. the hash
         of a training config); see :meth:`fingerprint_of`.
+    evaluate_every: the per-epoch metrics (training and validation loss and accuracy, the
+        saturation counts) are computed every N epochs and at the last epoch (or a stop);
+        the records in between hold ``epoch``, ``lr``, ``batch_loss`` (and ``cosine``,
+        ``low_rank_updates``) only. ``1`` (default): every epoch.
     fast: use the small-network kernel (:mod:`kirchnet.small`: dense, direct LAPACK, the
         same estimates to rounding and the same checks) when the circuit is linear with at
         most ``small.SMALL_MAX`` free nodes, the rule is one it computes and ``max_rank`` is
@@ -450,8 +454,10 @@ class Trainer:
                  history_dir: str | None = None, progress: bool = False,
                  clip: tuple[float, float] = D.CLIP, max_rank: int | None = None,
                  fingerprint: dict | None = None,
-                 saturation_warning: float | None = D.SATURATION_WARN_FRACTION, fast: bool = True):
+                 saturation_warning: float | None = D.SATURATION_WARN_FRACTION, fast: bool = True,
+                 evaluate_every: int = 1):
         self.fast = bool(fast)
+        self.evaluate_every = check_int(evaluate_every, "evaluate_every", 1)
         self.rule = rule if rule is not None else Analytical()
         if not hasattr(self.rule, "estimate"):
             raise TypeError(f"rule must be a kirchnet Rule, got {type(rule).__name__}")
@@ -511,6 +517,8 @@ class Trainer:
               "tunable edges": _digest(np.asarray(mask, dtype=bool)),
               "initial conductances": _digest(np.asarray(g0, dtype=float)),
               "data": _digest(X, np.asarray(Y), *(() if Xv is None else (Xv, np.asarray(Yv))))}
+        if self.evaluate_every != 1:  # the history differs (only then: older checkpoints stay resumable)
+            fp["evaluate_every"] = str(self.evaluate_every)
         fp.update({str(k): str(v) for k, v in (self.fingerprint or {}).items()})
         return fp
 
@@ -785,13 +793,16 @@ class Trainer:
                         complete = i + self.batch_size >= n
                         break
                 fac = None  # the next epoch starts from a fresh factorization (exact resume)
+                metrics = (epoch % self.evaluate_every == 0 or epoch == self.epochs or self.stop_training)
                 rec = {"epoch": epoch, "lr": lr,
                        "batch_loss": batch_losses[0] if len(batch_losses) == 1 else float(np.mean(batch_losses)),
-                       **self._evaluate(circuit, g, X, Y, Xv, Yv, lambda: circuit.factorize(g), kernel)}
+                       **(self._evaluate(circuit, g, X, Y, Xv, Yv, lambda: circuit.factorize(g), kernel)
+                          if metrics else {})}
                 if self.cosine:
                     rec["cosine"] = float(np.nanmean(cosines)) if np.isfinite(cosines).any() else math.nan
                 rec["low_rank_updates"] = low_rank
-                rec.update(saturation(g, epoch))
+                if metrics:
+                    rec.update(saturation(g, epoch))
                 history.append(rec)
                 self._call("on_epoch_end", epoch, rec)  # may set stop_training
                 if complete and self.checkpoint_dir is not None and (
