@@ -9,13 +9,13 @@ A config file looks like (every table and key optional except ``task.name``)::
     parametrization = "conductance"   # or "resistance" (step on r with dC/dr = -g^2 dC/dg)
     checkpoint_every = 5       # kirchnet train: checkpoint for --resume (default epochs // 20; 0: none)
 
-    [network]                  # kind: lattice | delaunay | random | regular | layered | complete
+    [network]                  # kind: lattice | delaunay | random | regular | layered | complete | drn
     kind = "lattice"
     rows = 8
     cols = 8
     g_init = [0.5, 2.0]        # initial conductances ~ U(low, high)
 
-    [task]                     # name: teacher_student | iris | digits | allostery
+    [task]                     # name: teacher_student | iris | digits | allostery | xor | moons | circles | mnist5k | mnist
     name = "iris"
 
     [rule]                     # name: analytical | ep | cl | acl | insitu | gep | finite_difference
@@ -37,6 +37,12 @@ A config file looks like (every table and key optional except ``task.name``)::
     preset = "rram"            # rram | pcm | digital_potentiometer | ideal
     mode = "pulses"            # or "in_situ" (no optimizer; pulse amplitude from dC/dr_e)
     params = {c2c = 0.1}       # preset overrides
+
+A deep resistive network (:mod:`kirchnet.drn`): ``kind = "drn"`` with ``hidden = [128]``
+(hidden layer sizes; the input and output sizes come from the task), ``gain`` (inputs
+``gain (x, -x)``), ``diode_split``, ``diode_bias`` and ``bias`` (the bias-source voltage, 0:
+none); the task then gives raw features (``signed = false``, ``bias = false``) and the
+initial conductances are the DRN's ``W_l ~ U(0, 2 / sqrt(n_l))`` (``g_init`` is not used).
 
 Unknown keys, wrong types and impossible values raise :class:`ConfigError` whose
 message names the offending key (``network.rows: ...``).
@@ -64,7 +70,7 @@ class _Model(BaseModel):
 class NetworkConfig(_Model):
     """Topology (see :mod:`kirchnet.topologies`) and initial conductances."""
 
-    kind: Literal["lattice", "delaunay", "random", "regular", "layered", "complete"] = "lattice"
+    kind: Literal["lattice", "delaunay", "random", "regular", "layered", "complete", "drn"] = "lattice"
     rows: int = Field(8, ge=1, description="lattice rows")
     cols: int = Field(8, ge=1, description="lattice columns")
     diagonals: bool = False
@@ -76,9 +82,16 @@ class NetworkConfig(_Model):
     seed: int | None = Field(None, ge=0, description="topology seed (default: the run seed)")
     g_init: tuple[float, float] = Field((0.5, 2.0), description="initial g ~ U(low, high)")
     backend: Literal["auto", "dense", "cholmod", "splu", "pcg", "pcg-amg"] = "auto"
+    hidden: list[int] | None = Field(None, description="drn: hidden layer sizes, e.g. [128]")
+    gain: float = Field(1.0, gt=0, description="drn: input gain, inputs gain * (x, -x)")
+    diode_split: float = Field(0.5, ge=0, le=1, description="drn: fraction of hidden nodes bounded below")
+    diode_bias: float = Field(0.0, description="drn: diode bound voltage")
+    bias: float = Field(0.0, description="drn: bias-source voltage (+bias, -bias; 0: none)")
 
     @model_validator(mode="after")
     def _check(self):
+        if self.kind == "drn" and (not self.hidden or min(self.hidden) < 1):
+            raise ValueError("network kind 'drn' needs hidden = [at least one positive hidden layer size]")
         lo, hi = self.g_init
         if not (0 < lo <= hi):
             raise ValueError(f"g_init must satisfy 0 < low <= high, got {list(self.g_init)}")
@@ -111,17 +124,24 @@ class NetworkConfig(_Model):
         return self
 
 
+#: the tasks of :mod:`kirchnet.tasks.nonlinear`
+NONLINEAR = ("xor", "moons", "circles", "mnist5k", "mnist")
+
+
 class TaskConfig(_Model):
     """The task (see :mod:`kirchnet.tasks`); keys that do not apply to it are ignored."""
 
-    name: Literal["teacher_student", "iris", "digits", "allostery"]
+    name: Literal["teacher_student", "iris", "digits", "allostery", "xor", "moons", "circles", "mnist5k",
+                  "mnist"]
     n_inputs: int = Field(3, ge=1, description="teacher_student inputs")
     n_outputs: int = Field(2, ge=1, description="teacher_student outputs")
     n_train: int = Field(64, ge=1, description="teacher_student training samples")
     n_test: int = Field(64, ge=0, description="teacher_student test samples")
     noise: float = Field(0.0, ge=0, description="teacher_student target noise std")
     test_fraction: float = Field(0.3, ge=0, lt=1)
-    max_train: int | None = Field(None, ge=1, description="digits: subsample the training set")
+    max_train: int | None = Field(None, ge=1, description="digits, mnist: subsample the training set")
+    n_samples: int = Field(1000, ge=4, description="moons / circles samples")
+    path: str | None = Field(None, description="mnist: the IDX files' directory or an .npz file")
     voltage: float = Field(1.0, gt=0)
     signed: bool = True
     bias: bool = True
@@ -139,6 +159,10 @@ class TaskConfig(_Model):
             raise ValueError(f"task {self.name!r} is a regression task: use loss = 'mse'")
         if self.target_high <= self.target_low:
             raise ValueError("target_high must be larger than target_low")
+        if self.name in NONLINEAR and self.loss != "mse":
+            raise ValueError(f"task {self.name!r} trains the squared error on target potentials: use loss = 'mse'")
+        if self.name == "mnist" and self.path is None:
+            raise ValueError("task 'mnist' needs path (a directory with the four MNIST IDX files, or an .npz)")
         return self
 
     def kwargs(self, seed: int) -> dict[str, Any]:
@@ -154,6 +178,19 @@ class TaskConfig(_Model):
               "signed": self.signed, "bias": self.bias, "loss": self.loss,
               "target_low": self.target_low, "target_high": self.target_high,
               "decision": self.decision, "temperature": self.temperature}
+        if self.name in NONLINEAR:  # the tasks' own defaults unless a key is given
+            kw = {**common, "voltage": self.voltage, "signed": self.signed, "bias": self.bias,
+                  "target_low": self.target_low, "target_high": self.target_high}
+            given = self.model_fields_set
+            if self.name == "xor":
+                kw.update({k: getattr(self, k) for k in ("n_train", "n_test", "noise") if k in given})
+            elif self.name in ("moons", "circles"):
+                kw.update({k: getattr(self, k) for k in ("n_samples", "noise", "test_fraction") if k in given})
+            elif self.name == "mnist5k":
+                kw.update({k: getattr(self, k) for k in ("test_fraction",) if k in given})
+            else:
+                kw.update(path=self.path, max_train=self.max_train)
+            return kw
         if self.name == "digits":
             kw["max_train"] = self.max_train
         return kw
@@ -279,6 +316,16 @@ class TrainConfig(_Model):
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     tunable: TunableConfig = Field(default_factory=TunableConfig)
     device: DeviceConfig | None = Field(None, description="train through device programming pulses")
+
+    @model_validator(mode="after")
+    def _check_drn(self):
+        if self.network.kind == "drn" and (self.task.signed or self.task.bias):
+            raise ValueError("task.signed / task.bias: a DRN (network.kind = 'drn') duplicates and inverts its "
+                             "inputs itself (gain (x, -x)) and has its own bias sources (network.bias); set "
+                             "task.signed = false and task.bias = false")
+        if self.network.kind == "drn" and self.task.name in ("teacher_student", "allostery"):
+            raise ValueError(f"network.kind = 'drn' needs a classification task, not {self.task.name!r}")
+        return self
 
     @model_validator(mode="after")
     def _check_device(self):

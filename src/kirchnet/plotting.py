@@ -247,7 +247,7 @@ def draw_network(network, conductances, currents=None, circuit=None, ax=None, ti
         for frac in (1.0, 0.5, 0.1):
             handles.append(Line2D([], [], color="0.3", lw=min_width + (max_width - min_width) * frac,
                                   label=f"|i| = {frac * i.max():.2g} A"))
-    if tunable is not None and (~np.asarray(tunable, dtype=bool)).any():
+    if tunable is not None and (~np.asarray(tunable, dtype=bool)[resistor]).any():
         handles.append(Line2D([], [], color="0.3", ls="--", lw=1.2, label="frozen (not tunable)"))
     if at_floor.any():
         handles.append(Line2D([], [], color="0.75", lw=1.5,

@@ -53,8 +53,40 @@ def build_network(cfg, seed: int) -> Network:
     raise ConfigError(f"unknown network kind {cfg.kind!r}")
 
 
-def build_task(cfg, network: Network, seed: int) -> Task:
+def build_task(cfg, network: Network | None, seed: int) -> Task:
+    from ..config import NONLINEAR
+    from ..tasks import NONLINEAR_TASKS, mnist
+
+    if cfg.name in NONLINEAR:
+        return (mnist if cfg.name == "mnist" else NONLINEAR_TASKS[cfg.name])(**cfg.kwargs(seed))
     return make_task(cfg.name, network=network, **cfg.kwargs(seed))
+
+
+def setup_drn(config: TrainConfig):
+    """``(network, task, circuit, g0)`` of a ``network.kind = "drn"`` config: the DRN
+    ``(n_features, *hidden, n_outputs)`` of :func:`kirchnet.drn.deep_resistive_circuit` (seeded
+    by the run seed), its initial conductances (diodes at scale 1), and the task with its
+    inputs mapped to the circuit's (``drn.circuit_inputs``)."""
+    import dataclasses
+
+    from ..drn import deep_resistive_circuit
+    from ..errors import KirchnetError
+
+    nc = config.network
+    try:
+        task = build_task(config.task, None, config.seed)
+        drn, circuit, g0 = deep_resistive_circuit(
+            (task.x_train.shape[1], *nc.hidden, task.n_outputs), seed=config.seed if nc.seed is None else nc.seed,
+            backend=nc.backend, gain=nc.gain, diode_split=nc.diode_split, diode_bias=nc.diode_bias, bias=nc.bias,
+            g_min=config.constraints.g_min or 1e-6)
+    except (KirchnetError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"network / task: cannot build the DRN (network.hidden, network.gain, ...) for task "
+                          f"{config.task.name!r}: {exc}") from None
+    task = dataclasses.replace(task, x_train=drn.circuit_inputs(task.x_train), x_test=drn.circuit_inputs(task.x_test),
+                               info={**task.info, "drn": {"layers": list(drn.spec.layers), "gain": nc.gain}})
+    return circuit.network, task, circuit, g0
 
 
 def build_rule(cfg, loss="mse", seed: int = 0) -> Rule:
@@ -235,6 +267,13 @@ def setup(config: TrainConfig):
 
     seed = config.seed
     nc = config.network
+    if nc.kind == "drn":
+        net, task, circuit, g0 = setup_drn(config)
+        rule = build_rule(config.rule, loss=task.loss, seed=seed)
+        trainable = np.zeros(net.n_edges, dtype=bool)
+        trainable[:net.n_edges - sum(nc.hidden)] = True    # the last edges are the hidden nodes' diodes
+        mask = build_mask(config.tunable, circuit, seed=seed + 2) & trainable   # never the diodes
+        return net, task, circuit, g0, rule, mask
     try:
         net = build_network(nc, seed)
     except (KirchnetError, ValueError) as exc:
