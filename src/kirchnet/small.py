@@ -160,6 +160,7 @@ class SmallKernel:
         E[:, :ni] = B[circuit.input_nodes].T
         E[src, ni + np.arange(ns)] = 1.0  # w = dv + s
         self._E = E
+        self._ET = np.ascontiguousarray(E.T)
         P = circuit.readout.toarray()  # (k, n)
         self._PFT = np.ascontiguousarray(P[:, circuit.free_nodes].T)  # (nf, k)
         self._PD = np.zeros((circuit.n_outputs, D))
@@ -203,27 +204,30 @@ class SmallKernel:
         X, info = lapack.dpotrs(chol, rhs, lower=1)
         if info != 0:
             raise _Fallback
-        # residual certificate in the edge form (kirchnet.solvers.base): |x - x*| <= rho psi
-        M = self._BFT @ X  # (m, D + k + 1): drops of H, Z and psi
-        V = M * g[:, None]
-        Res = rhs - self._BF @ V
+        # residual certificate in the edge form (kirchnet.solvers.base): |x - x*| <= rho psi.
+        # Rows are columns of X (X from potrs is Fortran-ordered, X.T a C view), so every
+        # reduction below runs over contiguous memory.
+        XT = X.T  # (D + k + 1, nf)
+        MT = XT @ self._BF  # (D + k + 1, m): drops of H, Z and psi
+        Res = rhs.T - (MT * g) @ self._BFT
         np.abs(Res, out=Res)
-        Res /= d[:, None]
-        rho = Res.max(axis=0)
-        scale = np.abs(X).max(axis=0)  # scale[-1] = max psi
+        Res /= d
+        rho = Res.max(axis=1)
+        scale = np.abs(XT).max(axis=1)  # scale[-1] = max psi
         # every column (psi too, so rho_psi <= 1e-8 and max(A^-1 d) <= scale[-1] (1 + 2e-8))
-        if not np.all(rho * (scale[-1] * (1.0 + 2e-8)) <= REFINE_ABOVE * scale):
+        if not (rho * (scale[-1] * (1.0 + 2e-8)) <= REFINE_ABOVE * scale).all():
             raise _Fallback  # the general path refines or refuses
         if self._ni:  # maximum principle: a free potential per volt at the inputs is in [0, 1]
-            Hn = X[:, :self._ni]
-            if max(-Hn.min(), Hn.sum(axis=1).max() - 1.0) > ACCURACY:
+            Hn = XT[:self._ni]
+            if max(-Hn.min(), Hn.sum(axis=0).max() - 1.0) > ACCURACY:
                 raise _Fallback
-        M[:, :D] += self._E
+        MT[:D] += self._ET
+        M = MT[:D + k].T  # (m, D + k), a view
         TK = self._PFT.T @ X[:, :D + k]  # (k, D + k)
         T = TK[:, :D] + self._PD
         K = TK[:, D:]
         K = 0.5 * (K + K.T)
-        return _Factor(g.copy(), T, M[:, :D + k], K)
+        return _Factor(g.copy(), T, M, K)
 
     # ------------------------------------------------------------------ pieces
     def _stiffness_solve(self, f: _Factor, r: np.ndarray) -> np.ndarray:
