@@ -27,6 +27,7 @@ import warnings
 from collections import defaultdict
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from ._validation import check_positive, check_seed
@@ -60,6 +61,13 @@ class EnsembleKernel:
         self.circuit = circuit
         self._last = None
         self._buffers = None
+        # B_F^T X as differences of gathered rows (free position of each edge end; a clamped
+        # end reads a zero row), B_F V as a sparse product: B_F has two entries per column
+        nf = self.kernel.n_free
+        pos = np.full(circuit.network.n_nodes, nf, dtype=np.int64)
+        pos[circuit.free_nodes] = np.arange(nf)
+        self._tail, self._head = pos[circuit.network.tails], pos[circuit.network.heads]
+        self._BFT_sparse = sp.csr_array(self.kernel._BFT)
 
     # ------------------------------------------------------------------ factor
     def factor(self, G: np.ndarray) -> _Stack:
@@ -73,15 +81,17 @@ class EnsembleKernel:
 
     def _work(self, Kn: int) -> dict:
         """Work arrays for K members, kept between steps (fresh multi-megabyte arrays every
-        step cost more in page faults than the arithmetic)."""
+        step cost more in page faults than the arithmetic). Right-hand sides and solutions
+        are stored transposed, (K, columns, n_free), so that each member's block is a
+        Fortran-ordered (n_free, columns) matrix for LAPACK and reductions are contiguous."""
         if self._buffers is None or self._buffers["K"] != Kn:
             kn = self.kernel
             nf, D, k, m = kn.n_free, kn.n_drivers, kn.n_outputs, kn.n_edges
             c = D + k + 1
-            self._buffers = {"K": Kn, "buf": np.empty((Kn, kn._buf_size)), "rhs": np.empty((Kn, nf, c)),
-                             "X": np.empty((Kn, nf, c)), "M": np.empty((Kn, m, c)),
-                             "V": np.empty((Kn, m, c)), "R": np.empty((Kn, nf, c))}
-            self._buffers["rhs"][:, :, D:D + k] = kn._PFT
+            self._buffers = {"K": Kn, "slots": None, "rhsT": np.empty((Kn, c, nf)),
+                             "XTp": np.zeros((Kn, c, nf + 1)), "MT": np.empty((Kn, c, m)),
+                             "VT": np.empty((Kn, c, m)), "RT": np.empty((Kn, c, nf))}
+            self._buffers["rhsT"][:, D:D + k, :] = kn._PFT.T
         return self._buffers
 
     def _factor(self, G: np.ndarray) -> _Stack:
@@ -91,43 +101,49 @@ class EnsembleKernel:
         Kn = G.shape[0]
         nf, D, k = kn.n_free, kn.n_drivers, kn.n_outputs
         w = self._work(Kn)
-        buf, rhs, X, M, V, R = w["buf"], w["rhs"], w["X"], w["M"], w["V"], w["R"]
-        W = kn._sign * G[:, kn._edge]  # (K, contributions)
-        for i in range(Kn):  # L_FF and R_drv of member i in one scatter
-            buf[i] = np.bincount(kn._slot, weights=W[i], minlength=kn._buf_size)
+        rhsT, XTp, MT, VT, RT = w["rhsT"], w["XTp"], w["MT"], w["VT"], w["RT"]
+        XT = XTp[:, :, :nf]  # the last column stays 0 (the row a clamped edge end reads)
+        S = kn._buf_size
+        if w.get("slots") is None:
+            w["slots"] = (np.arange(Kn)[:, None] * S + kn._slot[None, :]).ravel()
+        # L_FF and R_drv of every member in one scatter
+        buf = np.bincount(w["slots"], weights=(np.take(G, kn._edge, axis=1) * kn._sign).ravel(),
+                          minlength=Kn * S).reshape(Kn, S)
         L = buf[:, :nf * nf].reshape(Kn, nf, nf)
-        rhs[:, :, :D] = buf[:, nf * nf:].reshape(Kn, nf, D)
+        rhsT[:, :D, :] = buf[:, nf * nf:].reshape(Kn, nf, D).transpose(0, 2, 1)
         d = np.diagonal(L, axis1=1, axis2=2).copy()
-        rhs[:, :, -1] = d
+        rhsT[:, -1, :] = d
         hi = d.max(axis=1)
         ok = (hi >= 1.0 / _G_RANGE) & (hi <= _G_RANGE)
         for i in range(Kn):  # the O(n^3) part: one potrf and one potrs per member
             if not ok[i]:
-                X[i] = 0.0
+                XT[i] = 0.0
                 continue
             chol, info = lapack.dpotrf(L[i].T, lower=1, clean=0, overwrite_a=1)  # L[i].T is L[i] in F order
             if info != 0:
                 ok[i] = False
-                X[i] = 0.0
+                XT[i] = 0.0
                 continue
-            X[i], info = lapack.dpotrs(chol, rhs[i], lower=1)
+            Xi, info = lapack.dpotrs(chol, rhsT[i].T, lower=1)
+            XT[i] = Xi.T
             ok[i] = info == 0
-        np.matmul(kn._BFT, X, out=M)  # (K, m, D + k + 1): drops of H, Z and psi
-        np.multiply(M, G[:, :, None], out=V)
-        np.matmul(kn._BF, V, out=R)
-        np.subtract(rhs, R, out=R)  # residual in the edge form
-        np.abs(R, out=R)
-        R /= d[:, :, None]
-        rho = R.max(axis=1)
-        scale = np.abs(X).max(axis=1)
+        np.take(XTp, self._tail, axis=2, out=MT)  # (K, D + k + 1, m): drops of H, Z and psi
+        MT -= np.take(XTp, self._head, axis=2)
+        np.multiply(MT, G[:, None, :], out=VT)
+        RT[...] = (VT.reshape(Kn * VT.shape[1], -1) @ self._BFT_sparse).reshape(RT.shape)
+        np.subtract(rhsT, RT, out=RT)  # residual in the edge form
+        np.abs(RT, out=RT)
+        RT /= d[:, None, :]
+        rho = RT.max(axis=2)
+        scale = np.abs(XT).max(axis=2)
         with np.errstate(invalid="ignore", over="ignore"):
             ok &= np.all(rho * (scale[:, -1:] * (1.0 + 2e-8)) <= REFINE_ABOVE * scale, axis=1)
             if kn._ni:
-                Hn = X[:, :, :kn._ni]
-                ok &= np.maximum(-Hn.min(axis=(1, 2)), Hn.sum(axis=2).max(axis=1) - 1.0) <= ACCURACY
-        Mb = M[:, :, :D + k]
-        Mb[:, :, :D] += kn._E
-        TK = kn._PFT.T @ X[:, :, :D + k]  # (K, k, D + k)
+                Hn = XT[:, :kn._ni, :]
+                ok &= np.maximum(-Hn.min(axis=(1, 2)), Hn.sum(axis=1).max(axis=1) - 1.0) <= ACCURACY
+        MT[:, :D, :] += kn._ET
+        Mb = MT[:, :D + k, :].transpose(0, 2, 1)  # (K, m, D + k), a view
+        TK = (XT[:, :D + k, :] @ kn._PFT).transpose(0, 2, 1)  # (K, k, D + k)
         T = TK[:, :, :D] + kn._PD
         Kc = TK[:, :, D:]
         Kc = 0.5 * (Kc + Kc.transpose(0, 2, 1))
