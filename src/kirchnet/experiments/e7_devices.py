@@ -206,7 +206,8 @@ def figure(table: list[dict], tasks, rules):
                 ax.set_yscale("log")
                 ax.set_ylabel("test loss (squared error, V²)" if j == 0 else "")
             else:
-                ax.set_ylim(0.0, 1.0)
+                low = min([e[key] for e in table if e["task"] == task], default=0.0)
+                ax.set_ylim(max(0.0, math.floor(10 * low - 1) / 10), 1.0)
                 ax.set_ylabel("test accuracy" if j == 0 else "")
             ax.set_title(f"{task}: {fam}", fontsize=9)
             ax.grid(alpha=0.3)
@@ -228,7 +229,9 @@ def headline_rows(result: dict) -> list[dict]:
 
 def _verdict(s: dict) -> str:
     what = "mean log10(test loss / ideal)" if s["metric"] == "test_loss" else "mean drop in test accuracy"
-    deg = ", ".join(f"{r} {v:.3g} ± {s['degradation_se'][r]:.2g}" for r, v in s["degradation"].items())
+    se = s["degradation_se"]
+    deg = ", ".join(f"{r} {v:.3g}" + (f" ± {se[r]:.2g}" if np.isfinite(se[r]) else "")
+                    for r, v in s["degradation"].items())
     note = {True: f"ahead of {s['runner_up']} by more than the standard error",
             False: f"not resolved: within the standard error of {s['runner_up']}",
             None: "one seed: not resolved"}[s["resolved"]]
