@@ -22,6 +22,7 @@ from functools import cached_property
 import numpy as np
 
 from . import _memory
+from . import parametrization as _param
 from .circuit import Circuit, CircuitFactorization, State
 from .errors import ParameterError, ShapeError
 from .losses import get_loss
@@ -69,18 +70,8 @@ def adjoint_potentials(factorization: CircuitFactorization, delta: np.ndarray) -
 
 
 def _resistance_chain_rule(grad: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``dC/dr = -g^2 dC/dg``, refusing overflow (``g^2`` beyond float64 for ``g > 1e154``)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = -(g ** 2) * grad
-    if not np.isfinite(out).all():
-        bad = np.flatnonzero(~np.isfinite(out.reshape(-1, g.size)).all(axis=0))
-        raise ParameterError(
-            f"the resistance gradient dC/dr = -g^2 dC/dg overflows float64 on edge(s) "
-            f"{', '.join(map(str, bad[:10]))} (g up to {float(g[bad].max()):.3g}); use "
-            f"wrt='conductance', or rescale the conductances (potentials are invariant to a "
-            f"common factor on g)", edges=bad,
-        )
-    return out
+    """``dC/dr = -g^2 dC/dg`` (:meth:`kirchnet.parametrization.Resistance.grad_from_g`)."""
+    return _param.RESISTANCE.grad_from_g(grad, g)
 
 
 def _check_result(value: float, grad: np.ndarray, x: np.ndarray, g: np.ndarray) -> None:
@@ -100,11 +91,7 @@ def gradient_from_states(state: State, lam: np.ndarray, wrt: str = "conductance"
     """``dC/dg = -(B^T lam) * w`` (or ``dC/dr``), batch mean and optionally per sample."""
     c = state.circuit
     adj_drop = np.asarray((c._BT @ lam.T).T)  # (b, m)
-    per = -adj_drop * state.resistor_voltages
-    if wrt in ("resistance", "r"):
-        per = _resistance_chain_rule(per, state.conductances)
-    elif wrt not in ("conductance", "g"):
-        raise ValueError(f"wrt must be 'conductance' or 'resistance', got {wrt!r}")
+    per = _param.get(wrt).grad_from_g(-adj_drop * state.resistor_voltages, state.conductances)
     return per.mean(axis=0), (per if per_sample else None)
 
 
@@ -139,8 +126,7 @@ def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "
                                        per_sample=per_sample, factorization=factorization, full=full)
     loss_fn = get_loss(loss)
     factorization = circuit.factorization_for(conductances, factorization)
-    if wrt not in ("conductance", "g", "resistance", "r"):
-        raise ValueError(f"wrt must be 'conductance' or 'resistance', got {wrt!r}")
+    param = _param.get(wrt)
     xn, xs, xc, _ = circuit.driver_values(x, None)
     b, D, k = xn.shape[0], circuit.n_drivers, circuit.n_outputs
     state = None
@@ -171,10 +157,9 @@ def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "
             grad, per = contracted_gradient(factorization, state, delta), None
     value = float(values.mean())
     _check_result(value, grad, np.concatenate([xn, xs, xc], axis=1), factorization.conductances)
-    if wrt in ("resistance", "r"):
-        grad = _resistance_chain_rule(grad, factorization.conductances)
-        if per is not None:
-            per = _resistance_chain_rule(per, factorization.conductances)
+    grad = param.grad_from_g(grad, factorization.conductances)
+    if per is not None:
+        per = param.grad_from_g(per, factorization.conductances)
     if full:
         return GradientResult(value, grad, delta, values, outputs, factorization,
                               np.asarray(x, dtype=float), per, state)

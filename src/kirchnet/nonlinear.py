@@ -106,6 +106,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from . import parametrization as _param
 from . import solvers
 from ._validation import _list, as_batch
 from .circuit import State
@@ -462,7 +463,8 @@ def _dependent_ideal(circuit, edges) -> list[int]:
     return bad
 
 
-def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> NonlinearState:
+def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
+                warm_multipliers: bool = False) -> NonlinearState:
     """The exact equilibrium of a nonlinear circuit (module docstring); see
     :meth:`NonlinearFactorization.solve`."""
     c = fac.circuit
@@ -495,7 +497,8 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None) -> Nonlinear
         if nc and isinstance(warm_start, NonlinearState) and warm_start.multipliers is not None \
                 and warm_start.multipliers.shape[0] in (1, b):
             active[:] = warm_start.multipliers > 0
-            mu[:] = np.where(active, warm_start.multipliers, 0.0)
+            if warm_multipliers:  # the start is an exact solution (layered): accept it as it is
+                mu[:] = np.where(active, warm_start.multipliers, 0.0)
     BT = c._BT
     # ideal diodes between clamped nodes: their voltage is fixed by the drivers
     if asm.ci_fixed.size:
@@ -735,7 +738,9 @@ class NonlinearFactorization:
         """Exact equilibrium for a sample or a batch; ``currents`` (n,) or (b, n) injected
         node currents; ``warm_start`` a state (or potentials (b, n)) to start Newton from."""
         if warm_start is None and currents is None and clamp is None and self.method == "auto":
-            warm_start = self._layered(x)
+            layered = self._layered(x)
+            if layered is not None:
+                return equilibrium(self, x, warm_start=layered, warm_multipliers=True)
         return equilibrium(self, x, currents=currents, clamp=clamp, warm_start=warm_start)
 
     def _layered(self, x) -> "NonlinearState | None":
@@ -857,15 +862,13 @@ def loss_and_grad(circuit, conductances, x, y, loss="mse", wrt: str = "conductan
     differentiation, module docstring); same signature and returns as
     :func:`kirchnet.loss_and_grad`."""
     loss_fn = get_loss(loss)
-    if wrt not in ("conductance", "g", "resistance", "r"):
-        raise ValueError(f"wrt must be 'conductance' or 'resistance', got {wrt!r}")
+    param = _param.get(wrt)
     fac = circuit.factorization_for(conductances, factorization)
     state = fac.solve(x, warm_start=warm_start)
     values, delta = loss_fn(state.outputs, y)
     lam = fac.adjoint(state, delta)
     per = gradient_from_adjoint(state, lam)
-    if wrt in ("resistance", "r"):
-        per = -(fac.conductances ** 2) * per
+    per = param.grad_from_g(per, fac.conductances)
     grad = per.mean(axis=0)
     value = float(values.mean())
     if full:

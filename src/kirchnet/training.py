@@ -55,6 +55,7 @@ from typing import Sequence
 import numpy as np
 
 from . import defaults as D
+from . import parametrization as _param
 from .circuit import Circuit
 from .constraints import Bounds, Compose, Levels, _check_space, as_constraint, from_space, to_space
 from .errors import KirchnetError, ParameterError, SaturationWarning, ShapeError
@@ -650,7 +651,7 @@ class Trainer:
         if est.shape != g.shape:
             raise ShapeError(f"rule {self.rule!r} returned an estimate of shape {est.shape}, expected {g.shape}")
         if wrt in ("resistance", "r"):  # e.g. InSitu(wrt="resistance"): dC/dr
-            est = -est / (g * g)  # dC/dg = -r^2 dC/dr
+            est = _param.RESISTANCE.grad_to_g(est, g)  # dC/dg = -r^2 dC/dr
         cos = math.nan
         if self.cosine:
             if kernel is not None:
@@ -665,12 +666,12 @@ class Trainer:
         programmers = _programmers(self.constraints)
         in_situ = next((c for c in programmers if c.protocol == "in_situ"), None)
         if in_situ is not None:  # no optimizer: one pulse per edge from p_e = dC/dr_e
-            prod = -(g * g) * est  # dC/dr = -g^2 dC/dg
+            prod = _param.RESISTANCE.grad_from_g(est, g)  # dC/dr = -g^2 dC/dg
             gain = in_situ.gain * lr / self.optimizer.lr  # the schedule's factor
             g_new = in_situ.in_situ_products(g, np.where(mask, prod, 0.0), gain, in_situ.v_max).conductances
             g_new = _apply_except(self.constraints, in_situ, g_new, g, space)
         else:
-            d = est if space == "conductance" else -(g * g) * est  # dC/dr = -g^2 dC/dg
+            d = _param.get(space).grad_from_g(est, g)  # dC/dp (resistance: -g^2 dC/dg)
             d = np.where(mask, d, 0.0)
             p_new = self.optimizer.step(to_space(g, space), d, lr)
             p_lo, p_hi = (lo, hi) if space == "conductance" else (1.0 / hi, 1.0 / lo)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import parametrization as _param
 from ..errors import ConvergenceError, ParameterError
 from ..losses import SquaredError
 from ._ports import LazyStates, loss_hessian
@@ -273,7 +274,7 @@ def _insitu(rule, circuit, conductances, x, y, factorization):
     phi = i_m / g
     phi[:, ideal] = 0.0
     dcdg = -(dw_m * phi).mean(axis=0)
-    est = -(g * g) * dcdg if rule.wrt in ("resistance", "r") else dcdg
+    est = _param.get(rule.wrt).grad_from_g(dcdg, g)
     return RuleResult(est, float(values.mean()), free, {"probe": probe},
                       {"delta": m_delta, "measured_outputs": o_meas,
                        "measured_loss": float(m_values.mean()), "wrt": rule.wrt,

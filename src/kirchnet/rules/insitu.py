@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import parametrization as _param
 from .._validation import check_int, check_real, check_seed
 from ..errors import ParameterError
 from ._ports import Ports
@@ -87,8 +88,7 @@ class InSitu(Rule):
                 f"(below the Nyquist limit of n_samples={n_samples}), got {frequencies!r}")
         self.frequencies = (f1, f2)
         self.n_samples = n_samples
-        if wrt not in ("conductance", "g", "resistance", "r"):
-            raise ParameterError(f"wrt must be 'conductance' or 'resistance', got {wrt!r}")
+        _param.get(wrt)  # 'conductance' / 'resistance' (or 'g' / 'r'), else ParameterError
         self.wrt = wrt
         self.seed = None if seed is None else check_seed(seed)  # None: fresh entropy
         self._rng = np.random.default_rng(self.seed)
@@ -170,7 +170,7 @@ class InSitu(Rule):
             else:
                 i_m, ia_m = self._superposed(i, i_adj)
             dcdr = np.einsum("bm,bm->m", i_m, ia_m) / i.shape[0]
-        est = dcdr if self.wrt in ("resistance", "r") else -dcdr / g ** 2
+        est = _param.get(self.wrt).convert(dcdr, g, _param.RESISTANCE)  # dC/dr -> the rule's wrt
         return RuleResult(est, float(values.mean()), free, {},
                           {"delta": m_delta, "measured_outputs": o_meas,
                            "measured_loss": float(m_values.mean()), "wrt": self.wrt,
