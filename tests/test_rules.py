@@ -504,3 +504,33 @@ def test_gep_order_is_an_integer():
     with pytest.raises(ParameterError, match=r"order must be >= 1, got 0"):
         GEP("current", beta=0.1, order=0)
     assert GEP("clamp", beta=0.1).order == 2
+
+
+def test_two_phase_rules_contract_large_batches_through_the_bases(monkeypatch):
+    """Batch > drivers and outputs: EP, CL, ACL and GEP never form the (batch x n) free
+    potentials (the free state stays lazy) and equal the full-state path to 1e-12."""
+    import kirchnet.rules.twophase as T
+    from kirchnet import Edge, topologies
+    from kirchnet.rules import (GEP, AdjointCoupledLearning, CoupledLearning,
+                                EquilibriumPropagation)
+    from kirchnet.rules._ports import LowRankFree
+
+    net = topologies.lattice(5, 5)
+    c = Circuit(net, ground=0, inputs=[24, 20, Edge(7)], outputs=[12, 8])
+    rng = np.random.default_rng(5)
+    g = rng.uniform(0.5, 2.0, net.n_edges)
+    x, y = rng.uniform(-1, 1, (16, 3)), rng.uniform(-0.3, 0.3, (16, 2))
+    rules = [EquilibriumPropagation(0.05, v, n) for v in ("positive", "centered") for n in ("current", "energy")]
+    rules += [CoupledLearning(0.05, "centered"), AdjointCoupledLearning(0.05), GEP("clamp", 0.05),
+              GEP("energy", 0.05, variant="negative")]
+    lazy = [r.estimate(c, g, x, y) for r in rules]
+    assert all(callable(res._free) for res in lazy)  # not solved: no (batch x n) potentials yet
+    assert isinstance(T.free_state(c.factorize(g), x), LowRankFree)
+    monkeypatch.setattr(T, "free_state", lambda fac, x_: fac.solve(x_))
+    for r, a in zip(rules, lazy):
+        b = r.estimate(c, g, x, y)
+        np.testing.assert_allclose(a.estimate, b.estimate, rtol=1e-12, atol=1e-15 * np.abs(b.estimate).max())
+        assert a.loss == pytest.approx(b.loss, rel=1e-13)
+        np.testing.assert_allclose(a.free.potentials, b.free.potentials, rtol=0, atol=1e-14)
+        for key in b.states:
+            np.testing.assert_allclose(a.states[key].potentials, b.states[key].potentials, atol=1e-13)

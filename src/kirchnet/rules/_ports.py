@@ -28,6 +28,65 @@ from ..errors import BoundaryConditionError, ConvergenceError
 from ..losses import CrossEntropy, Loss, SquaredError
 
 
+class LowRankFree:
+    """The free state of a batch through the factorization's bases (batch larger than the
+    drivers and the outputs): ``u = Zd Hfull^T`` is never formed. The outputs are
+    ``Zd (P Hfull)^T`` and the edge-voltage correlations of the Hebbian estimate are
+    ``sum_s w_s mu_s^T = (B^T Hfull) (Zd^T mu)`` (plus ``xs^T mu`` on the series-source
+    edges), ``O((D + k) m)``, as :func:`kirchnet.gradient.loss_and_grad`'s low-rank path. Any
+    other attribute (``potentials``, ``currents``, ...) solves the full state on first access.
+    """
+
+    def __init__(self, factorization: CircuitFactorization, x, drivers: np.ndarray, xs: np.ndarray):
+        c = factorization.circuit
+        self._fac, self._x, self._Zd, self._xs = factorization, x, drivers, xs
+        self._state = None
+        factorization.prepare()  # transfer and adjoint basis in one multi-column solve
+        self.circuit = c
+        self.conductances = factorization.conductances
+        self.outputs = drivers @ c.read_outputs(factorization.transfer_full().T)
+
+    @property
+    def batch_size(self) -> int:
+        return self._Zd.shape[0]
+
+    def resolve(self) -> State:
+        """The full free state (solved once)."""
+        if self._state is None:
+            self._state = self._fac.solve(self._x)
+        return self._state
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.resolve(), name)
+
+    def correlation(self, mu: np.ndarray) -> np.ndarray:
+        """``sum_s w_s mu_s^T`` (m, k) through the driver drops ``B^T Hfull``."""
+        out = self._fac.driver_drops() @ (self._Zd.T @ mu)
+        c = self.circuit
+        if c.source_edges.size:
+            out[c.source_edges] += self._xs.T @ mu
+        return out
+
+
+def free_state(factorization: CircuitFactorization, x) -> "State | LowRankFree":
+    """The free state of ``x``: a :class:`LowRankFree` when the batch exceeds both the drivers
+    and the outputs (the bases are then cheaper than the (batch x n) potentials), else solved."""
+    c = factorization.circuit
+    xn, xs, xc, _ = c.driver_values(x, None)
+    b = xn.shape[0]
+    if b > c.n_drivers and b > c.n_outputs and not c.elements.constraint_edges.size:
+        Zd = np.concatenate([xn, xs, xc], axis=1) if xs.size or xc.size else xn
+        return LowRankFree(factorization, x, Zd, xs)
+    return factorization.solve(x)
+
+
+def resolved(free) -> "State | Callable[[], State]":
+    """What a :class:`~kirchnet.rules.base.RuleResult` takes: the state, or its lazy solve."""
+    return free.resolve if isinstance(free, LowRankFree) else free
+
+
 class Ports:
     """``Z``, ``K`` and ``W`` of one factorization (see the module docstring)."""
 
@@ -64,6 +123,8 @@ class Ports:
 
         ``w = B^T u + s``, so ``w^T mu = B^T (u^T mu) + s^T mu``.
         """
+        if isinstance(free, LowRankFree):
+            return free.correlation(mu)
         out = np.asarray(self.circuit._BT @ (free.potentials.T @ mu))
         if free.sources is not None:
             out = out + free.sources.T @ mu

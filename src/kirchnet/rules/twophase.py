@@ -25,6 +25,14 @@ formulation (the seed paper's text was not available; theory.md 3):
 
 All nudged states are the free state plus port currents (:mod:`._ports`): the free
 factorization serves every phase; nothing is refactorized per sample or per phase.
+
+**One loop.** :class:`GEP`, :class:`EquilibriumPropagation`, :class:`CoupledLearning` and
+:class:`AdjointCoupledLearning` share :func:`_two_phase` (free phase, port currents per
+nonzero beta, Hebbian estimate, lazy nudged states); EP, CL and ACL only choose the nudge
+(EP: :class:`CurrentNudge` / :class:`EnergyNudge`; CL and ACL: the clamp's port current
+per unit ``eta``), the betas and the variant. A batch larger than the drivers and the
+outputs never forms the (batch x n) free potentials: outputs and Hebbian correlations go
+through the factorization's bases (:class:`._ports.LowRankFree`), as the exact gradient does.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from ..circuit import State
 from .._validation import check_choice, check_int, check_positive
 from ..errors import ParameterError
 from ..losses import Loss
-from ._ports import LazyStates, Ports, energy_nudge_currents
+from ._ports import LazyStates, Ports, energy_nudge_currents, free_state, resolved
 from . import _nonlinear
 from .base import Rule, RuleResult
 
@@ -166,9 +174,22 @@ def _free_phase(loss: Loss, circuit, conductances, x, y, factorization) -> Nudge
     """The free phase every two-phase rule starts from: one factorization (reused when
     given), the free state, its loss and output error, and the port algebra."""
     fac = circuit.factorization_for(conductances, factorization)
-    free = fac.solve(x)
+    free = free_state(fac, x)  # through the bases for a large batch (no (b, n) potentials)
     values, delta = loss(free.outputs, y)
     return NudgeContext(free, y, loss, values, delta, Ports(fac))
+
+
+def _two_phase(ctx: NudgeContext, betas: tuple[float, float], port_currents, keys: tuple[str, str],
+               info) -> RuleResult:
+    """The one two-phase loop (module docstring): ``port_currents(beta)`` (b, k) for each
+    nonzero beta, then the Hebbian estimate from the free state and the lazy nudged states
+    named ``keys`` (for ``beta_1``, ``beta_2``); ``info()`` builds the result's info after."""
+    b1, b2 = betas
+    mus = {bk: port_currents(bk) for bk in (b1, b2) if bk != 0.0}
+    est = ctx.ports.hebbian(ctx.free, mus.get(b1), mus.get(b2), b1, b2)
+    names = {key: mus[bk] for bk, key in zip(betas, keys) if bk != 0.0}
+    return RuleResult(est, float(ctx.values.mean()), resolved(ctx.free),
+                      _states(ctx.ports, ctx.free, names), info())
 
 
 NUDGES = {"current": CurrentNudge, "energy": EnergyNudge, "clamp": ClampNudge,
@@ -237,20 +258,19 @@ class GEP(Rule):
             return _nonlinear.estimate(self, circuit, conductances, x, y, factorization)
         ctx = _free_phase(self.loss, circuit, conductances, x, y, factorization)
         b1, b2 = _betas(self.beta, self.variant)
-        mus, names, objective = {}, {}, None
-        for bk, key in ((b1, "nudged_negative"), (b2, "nudged")):
-            if bk == 0.0:
-                continue
+        objective = []
+
+        def port_currents(bk):
             bc = self.nudge(bk, ctx)
-            mus[bk] = _port_currents(bc, ctx)
-            names[key] = mus[bk]
-            if objective is None or bk > 0:
-                phi = ctx.ports.energy_gap(mus[bk]) + _nudge_energy(bc, ctx, mus[bk])
-                objective = float(phi.mean() / bk ** self.order)
-        est = ctx.ports.hebbian(ctx.free, mus.get(b1), mus.get(b2), b1, b2)
-        return RuleResult(est, float(ctx.values.mean()), ctx.free, _states(ctx.ports, ctx.free, names),
-                          {"betas": (b1, b2), "objective": objective, "delta": ctx.delta,
-                           "order": self.order})
+            mu = _port_currents(bc, ctx)
+            if not objective or bk > 0:  # (Phi(beta) - Phi(0)) / beta^k at +beta (or -beta alone)
+                phi = ctx.ports.energy_gap(mu) + _nudge_energy(bc, ctx, mu)
+                objective[:] = [float(phi.mean() / bk ** self.order)]
+            return mu
+
+        return _two_phase(ctx, (b1, b2), port_currents, ("nudged_negative", "nudged"),
+                          lambda: {"betas": (b1, b2), "objective": objective[0] if objective else None,
+                                   "delta": ctx.delta, "order": self.order})
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(nudge={self.nudge!r}, beta={self.beta!r}, order={self.order}, "
@@ -296,18 +316,11 @@ class EquilibriumPropagation(Rule):
         if not circuit.is_linear:  # exact nonlinear phases (rules/_nonlinear.py)
             return _nonlinear.estimate(self, circuit, conductances, x, y, factorization)
         ctx = _free_phase(self.loss, circuit, conductances, x, y, factorization)
-        free, values, delta, ports = ctx.free, ctx.values, ctx.delta, ctx.ports
-        b1, b2 = _betas(self.beta, self.variant)
-        if self.nudge == "current":  # mu = -beta delta: closed form
-            mus = {bk: -bk * delta for bk in (b1, b2) if bk != 0.0}
-        else:
-            mus = {bk: energy_nudge_currents(self.loss, ports, free.outputs, y, bk)
-                   for bk in (b1, b2) if bk != 0.0}
-        est = ports.hebbian(free, mus.get(b1), mus.get(b2), b1, b2)
-        names = {key: mus[bk] for bk, key in ((b1, "nudged_negative"), (b2, "nudged")) if bk != 0.0}
-        return RuleResult(est, float(values.mean()), free, _states(ports, free, names),
-                          {"beta": self.beta, "variant": self.variant, "nudge": self.nudge,
-                           "delta": delta})
+        nudge = NUDGES[self.nudge]()  # CurrentNudge (mu = -beta delta) or EnergyNudge
+        return _two_phase(ctx, _betas(self.beta, self.variant),
+                          lambda bk: _port_currents(nudge(bk, ctx), ctx), ("nudged_negative", "nudged"),
+                          lambda: {"beta": self.beta, "variant": self.variant, "nudge": self.nudge,
+                                   "delta": ctx.delta})
 
 
 class _OutputClampRule(Rule):
@@ -331,15 +344,10 @@ class _OutputClampRule(Rule):
         if not circuit.is_linear:  # exact nonlinear phases (rules/_nonlinear.py)
             return _nonlinear.estimate(self, circuit, conductances, x, y, factorization)
         ctx = _free_phase(self.loss, circuit, conductances, x, y, factorization)
-        free, values, delta, ports = ctx.free, ctx.values, ctx.delta, ctx.ports
-        nu, extra = self._port_current(ports, free, y, delta)
-        b1, b2 = _betas(self.eta, self.variant)
-        mus = {bk: bk * nu for bk in (b1, b2) if bk != 0.0}
-        est = ports.hebbian(free, mus.get(b1), mus.get(b2), b1, b2)
-        states = _states(ports, free, {key: mus[bk] for bk, key in
-                                       ((b1, "clamped_negative"), (b2, "clamped")) if bk != 0.0})
-        return RuleResult(est, float(values.mean()), free, states,
-                          {"eta": self.eta, "variant": self.variant, "delta": delta, **extra})
+        nu, extra = self._port_current(ctx.ports, ctx.free, y, ctx.delta)  # the clamp per unit eta
+        return _two_phase(ctx, _betas(self.eta, self.variant), lambda bk: bk * nu,
+                          ("clamped_negative", "clamped"),
+                          lambda: {"eta": self.eta, "variant": self.variant, "delta": ctx.delta, **extra})
 
 
 class CoupledLearning(_OutputClampRule):
