@@ -175,7 +175,9 @@ def render_report(results: dict, meta: dict) -> str:
         sl = r["gradient_bias"]["slopes"]
         L += ["![E6 curves](e6_curves.png)", "",
               f"EP on a DRN {'-'.join(map(str, r['gradient_bias']['layers']))} against the exact gradient: "
-              f"log-log slopes {_f(sl['EP positive'])} (positive) and {_f(sl['EP centered'])} (centered).", "",
+              f"log-log slopes {_f(sl['EP positive'])} (positive) and {_f(sl['EP centered'])} (centered), fitted over "
+              "the betas at which no diode switches in the nudged phases (the kinks above them are such "
+              "switches).", "",
               "![E6 bias](e6_gradient_bias.png)", ""]
     if "e7" in results:
         L += e7_section(results["e7"])
