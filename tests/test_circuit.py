@@ -455,3 +455,30 @@ def test_circuit_too_large_for_memory_is_refused(monkeypatch):
         Circuit(net, ground=0, inputs=[899], outputs=[450])
     monkeypatch.setenv(_memory.ENV, "1G")
     assert Circuit(net, ground=0, inputs=[899], outputs=[450]).n_free == 898
+
+
+def test_layers_import_one_way_and_old_names_still_work():
+    """assembly -> factorization -> gradient -> nonlinear -> circuit: no module below
+    circuit imports it (or a module above itself) at run time; the old names re-export."""
+    import ast
+    import pathlib
+
+    import kirchnet
+    import kirchnet.circuit as circuit_mod
+    from kirchnet import assembly, factorization, gradient, nonlinear
+
+    order = ["assembly", "factorization", "gradient", "nonlinear", "circuit"]
+    for i, mod in enumerate((assembly, factorization, gradient, nonlinear)):
+        tree = ast.parse(pathlib.Path(mod.__file__).read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                node.body = []  # annotations only
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [a.name for a in node.names]
+                imported.update(n.split(".")[0] for n in names)
+        above = set(order[i + 1:])
+        assert not imported & above, (mod.__name__, imported & above)
+    assert circuit_mod.State is factorization.State is kirchnet.State
+    assert circuit_mod.CircuitFactorization is factorization.CircuitFactorization

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _memory
 from . import parametrization as _param
-from .circuit import Circuit, CircuitFactorization, State
 from .errors import ParameterError, ShapeError
+from .factorization import CircuitFactorization, State
 from .losses import get_loss
+
+if TYPE_CHECKING:  # annotations only: kirchnet.circuit sits above this module
+    from .circuit import Circuit
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,11 +123,10 @@ def loss_and_grad(circuit: Circuit, conductances, x, y, loss="mse", wrt: str = "
     with ``per_sample=True``, or a :class:`GradientResult` with ``full=True``. Pass an
     existing ``factorization`` of the same conductances to skip refactoring.
     """
-    if not circuit.is_linear:  # implicit differentiation at the Newton equilibrium
-        from .nonlinear import loss_and_grad as nonlinear_loss_and_grad
-
-        return nonlinear_loss_and_grad(circuit, conductances, x, y, loss=loss, wrt=wrt,
-                                       per_sample=per_sample, factorization=factorization, full=full)
+    if not circuit.is_linear:  # implicit differentiation at the Newton equilibrium, by the
+        # nonlinear factorization itself (kirchnet.nonlinear sits above this module)
+        fac = circuit.factorization_for(conductances, factorization)
+        return fac.loss_and_grad(x, y, loss=loss, wrt=wrt, per_sample=per_sample, full=full)
     loss_fn = get_loss(loss)
     factorization = circuit.factorization_for(conductances, factorization)
     param = _param.get(wrt)

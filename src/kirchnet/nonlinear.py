@@ -109,7 +109,7 @@ import scipy.sparse.linalg as spla
 from . import parametrization as _param
 from . import solvers
 from ._validation import _list, as_batch
-from .circuit import State
+from .factorization import State
 from .errors import (BoundaryConditionError, ConvergenceError, IllConditionedError, ParameterError,
                      ShapeError, SolverError)
 from .gradient import GradientResult
@@ -830,6 +830,14 @@ class NonlinearFactorization:
         Z = self.tangent_solve(state, np.ascontiguousarray(PT), tangent)
         K = np.einsum("fk,bfl->bkl", c.readout_free_T, Z)
         return 0.5 * (K + np.swapaxes(K, 1, 2))
+
+    def loss_and_grad(self, x, y, loss="mse", wrt: str = "conductance", per_sample: bool = False,
+                      full: bool = False, warm_start=None):
+        """:func:`loss_and_grad` at this factorization's conductances (what
+        :func:`kirchnet.loss_and_grad` dispatches to for a nonlinear circuit)."""
+        return loss_and_grad(self.circuit, self.conductances, x, y, loss=loss, wrt=wrt,
+                             per_sample=per_sample, factorization=self, full=full,
+                             warm_start=warm_start)
 
     def __repr__(self):
         mode = "dense batched" if self.dense else self.backend

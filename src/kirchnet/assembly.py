@@ -1,0 +1,96 @@
+"""Assembly: the scatter pattern of a circuit, compiled once, and the one place where the
+weighted reduced Laplacian and the driver columns are stamped.
+
+For edge weights ``d`` (m,) (a linear circuit: the conductances ``g``; a nonlinear one at
+an operating point: the incremental conductances ``g phi'(w)``)
+
+    L_FF(d) = B_F diag(d) B_F^T,      R_drv(d) = -[L_FC(d) | d_e B_F[:, e] (sources)],
+
+are scattered from ``d`` into a fixed CSC pattern (or a dense row-major array) by one
+``bincount`` on precomputed (slot, edge, sign) triples: every factorization of the
+circuit, linear or Newton step, has the same sparsity pattern (CHOLMOD reuses one
+symbolic analysis).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class Pattern:
+    """The scatter pattern of ``L_FF`` and of the driver columns of one circuit.
+
+    Built from the edge ends (``tails``, ``heads``), each node's position among the free
+    nodes (``free_pos``, -1 if clamped), and the drivers: node inputs, series-source
+    edges, extra clamped nodes (in that order).
+    """
+
+    def __init__(self, tails, heads, free_pos, n_free: int, input_nodes, source_edges,
+                 clamped_nodes, n_nodes: int):
+        nf = int(n_free)
+        a, b = np.asarray(tails), np.asarray(heads)
+        fa, fb = free_pos[a], free_pos[b]
+        m = a.size
+        e = np.arange(m)
+        r_parts, c_parts, e_parts, s_parts = [], [], [], []
+        for rr, cc, sign, mask in ((fa, fa, 1.0, fa >= 0), (fb, fb, 1.0, fb >= 0),
+                                   (fa, fb, -1.0, (fa >= 0) & (fb >= 0)),
+                                   (fb, fa, -1.0, (fa >= 0) & (fb >= 0))):
+            r_parts.append(rr[mask]); c_parts.append(cc[mask]); e_parts.append(e[mask])
+            s_parts.append(np.full(int(mask.sum()), sign))
+        rows, cols = np.concatenate(r_parts), np.concatenate(c_parts)
+        key = cols * max(nf, 1) + rows  # column-major order = CSC order
+        uniq, inverse = np.unique(key, return_inverse=True)
+        self.n_free, self.n_edges = nf, m
+        self.scatter_slot = inverse
+        self.scatter_edge = np.concatenate(e_parts)
+        self.scatter_sign = np.concatenate(s_parts)
+        self.L_indices = (uniq % max(nf, 1)).astype(np.int32)
+        ucols = uniq // max(nf, 1)
+        self.L_indptr = np.searchsorted(ucols, np.arange(nf + 1)).astype(np.int32)
+        self.L_nnz = uniq.size
+        self.dense_slot = rows * max(nf, 1) + cols  # row-major slot of each contribution
+
+        # Driver columns: R_drv[f, j] = sum over contributions of sign * d[edge].
+        D_nodes = np.concatenate([input_nodes, np.full(np.asarray(source_edges).size, -1),
+                                  clamped_nodes])
+        col_of_node = np.full(int(n_nodes), -1, dtype=np.int64)
+        node_js = np.flatnonzero(D_nodes >= 0)
+        col_of_node[D_nodes[node_js]] = node_js
+        dr, dc, de, ds = [], [], [], []
+        # -L_FC u_C: edge (a, b) with a free and b a driver node gives +d_e at a (and vice versa)
+        for free_end, other in ((fa, b), (fb, a)):
+            mask = (free_end >= 0) & (col_of_node[other] >= 0)
+            dr.append(free_end[mask]); dc.append(col_of_node[other][mask]); de.append(e[mask])
+            ds.append(np.ones(int(mask.sum())))
+        # series source s_e on edge (a, b): -d_e B_F[:, e] -> -d_e at a, +d_e at b
+        src = np.asarray(source_edges)
+        src_cols = np.asarray(input_nodes).size + np.arange(src.size)
+        for end, sign in ((fa[src], -1.0), (fb[src], 1.0)):
+            mask = end >= 0
+            dr.append(end[mask]); dc.append(src_cols[mask]); de.append(src[mask])
+            ds.append(np.full(int(mask.sum()), sign))
+        self.n_drivers = int(D_nodes.size)
+        self.drv_slot = np.concatenate(dr) * max(self.n_drivers, 1) + np.concatenate(dc)
+        self.drv_edge = np.concatenate(de)
+        self.drv_sign = np.concatenate(ds)
+
+    def laplacian(self, weights) -> sp.csc_array:
+        """``L_FF(d) = B_F diag(d) B_F^T`` (CSC, the fixed pattern)."""
+        data = np.bincount(self.scatter_slot, weights=self.scatter_sign * weights[self.scatter_edge],
+                           minlength=self.L_nnz)
+        nf = self.n_free
+        return sp.csc_array((data, self.L_indices, self.L_indptr), shape=(nf, nf))
+
+    def laplacian_dense(self, weights) -> np.ndarray:
+        """Dense ``L_FF(d)`` (small networks)."""
+        nf = self.n_free
+        return np.bincount(self.dense_slot, weights=self.scatter_sign * weights[self.scatter_edge],
+                           minlength=nf * nf).reshape(nf, nf)
+
+    def driver_columns(self, weights) -> np.ndarray:
+        """``R_drv(d)`` (n_free x D): the free-node right-hand side per unit driver value."""
+        nf, D = self.n_free, self.n_drivers
+        return np.bincount(self.drv_slot, weights=self.drv_sign * weights[self.drv_edge],
+                           minlength=nf * D).reshape(nf, D)
