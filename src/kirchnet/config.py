@@ -162,7 +162,8 @@ class TaskConfig(_Model):
         if self.name in NONLINEAR and self.loss != "mse":
             raise ValueError(f"task {self.name!r} trains the squared error on target potentials: use loss = 'mse'")
         if self.name == "mnist" and self.path is None:
-            raise ValueError("task 'mnist' needs path (a directory with the four MNIST IDX files, or an .npz)")
+            raise ValueError("task.path: task.name = 'mnist' needs path (a directory with the four MNIST IDX "
+                             "files, or an .npz with x_train, y_train, x_test, y_test)")
         return self
 
     def kwargs(self, seed: int) -> dict[str, Any]:
