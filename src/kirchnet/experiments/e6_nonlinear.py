@@ -209,12 +209,15 @@ def gradient_bias(seed: int = 0, betas=None, layers=(4, 8, 3), batch: int = 16) 
 
 
 def e6_nonlinear(out_dir=None, quick: bool = False, seed: int = 0, n_seeds: int | None = None,
-                 progress=None, only=None) -> dict:
+                 progress=None, only=None, rules=None) -> dict:
     """Run E6; return the table and, with ``out_dir``, write ``e6_nonlinear.json/.csv``,
-    ``e6_curves.png`` and ``e6_gradient_bias.png``. ``only`` restricts the tasks."""
+    ``e6_curves.png`` and ``e6_gradient_bias.png``. ``only`` restricts the tasks and
+    ``rules`` the rules (of :func:`plan`)."""
     pl = plan(quick)
     if only is not None:
         pl = {k: v for k, v in pl.items() if k in set(only)}
+    if rules is not None:
+        pl = {k: {m: tuple(r for r in rs if r in set(rules)) for m, rs in v.items()} for k, v in pl.items()}
     seeds = list(range(seed, seed + (n_seeds or (1 if quick else 3))))
     total = sum(len(v["linear"]) + len(v["drn"]) for v in pl.values()) * len(seeds)
     tick = Ticker(progress, total, "E6 nonlinear")
