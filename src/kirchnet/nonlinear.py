@@ -292,10 +292,7 @@ class TangentSystem:
 
     def _sparse_matrix(self, s: int, shift: float = 0.0):
         c, asm = self.circuit, self.asm
-        wts = self.weights[s]
-        data = np.bincount(c._scatter_slot, weights=c._scatter_sign * wts[c._scatter_edge],
-                           minlength=c._L_nnz)
-        L = sp.csc_array((data, c._L_indices, c._L_indptr), shape=(asm.nf, asm.nf))
+        L = c._pattern.laplacian(self.weights[s])  # the one stamping of weights (kirchnet.assembly)
         if shift:
             L = sp.csc_array(L + shift * sp.eye_array(asm.nf, format="csc"))
         return L
