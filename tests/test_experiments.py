@@ -386,3 +386,12 @@ def test_drn_example_configs_validate():
     for name in ("drn_digits.toml", "drn_mnist5k.toml"):
         cfg = TrainConfig.from_toml(root / name)
         assert cfg.network.kind == "drn" and not cfg.task.signed and not cfg.task.bias
+
+
+def test_e6_rules_and_tasks_restrict_the_plan():
+    from kirchnet.experiments.e6_nonlinear import e6_nonlinear
+
+    d = e6_nonlinear(None, quick=True, only=("xor",), rules=("analytical",))
+    assert {(e["task"], e["model"], e["rule"]) for e in d["table"]} == {("xor", "linear", "analytical"),
+                                                                         ("xor", "drn", "analytical")}
+    assert len(d["rows"]) == 2 and d["notes"] == []
