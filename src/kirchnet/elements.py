@@ -57,8 +57,11 @@ BOLTZMANN = 1.380649e-23
 ELEMENTARY_CHARGE = 1.602176634e-19
 #: ngspice's default temperature 27 C in kelvin
 SPICE_TNOM = 300.15
-#: thermal voltage ``k T / q`` at 27 C (about 25.865 mV)
-THERMAL_VOLTAGE_27C = BOLTZMANN * SPICE_TNOM / ELEMENTARY_CHARGE
+#: thermal voltage ``k T / q`` at 27 C (25.864917 mV), computed exactly as ngspice does
+#: (``CONSTKoverQ * T`` with its ``const.h`` CODATA 2014 constants k = 1.38064852e-23 J/K,
+#: q = 1.6021766208e-19 C), so that a default :class:`Diode` is ngspice's default diode
+#: bit for bit (its netlist card has ``N = 1`` and reads back as an equal law)
+THERMAL_VOLTAGE_27C = (1.38064852e-23 / 1.6021766208e-19) * SPICE_TNOM
 
 
 def _positive(name: str, value) -> float:

@@ -60,13 +60,22 @@ stopping rule (Newton polishes it otherwise). ``method="general"`` forces the ge
 method.
 
 Stopping rule, per sample: KCL residual ``|r_v| <= rtol * s_v + rho_v`` at every free
-node, ``s_v = sum_e |B_ve i_e| + |J_v|`` (floored at ``1e-12 max_v s_v``), default
+node, ``s_v = sum_e |B_ve i_e| + |J_v|`` (the node's own scale: no floor relative to
+other nodes, so a node carrying mA next to one carrying 1e17 A is still checked), default
 ``rtol = 1e-10``, ``rho_v = 64 eps sum_e |B_ve| g_e phi'(w_e) (|u_a| + |u_b| + |s_e| + |u|_inf)``
 the rounding level of the computed currents (a node carrying a current far below
 ``g |u|`` cannot be resolved better in double precision); complementarity for ideal diodes ``w_e <= ctol V``, ``|w_e| <= ctol V``
 when conducting, ``mu_e >= -ctol I`` (``V``, ``I`` the sample's voltage and current
 scales), default ``ctol = 1e-12``. Otherwise :class:`~kirchnet.errors.ConvergenceError`
-names the worst sample, node and residual. Infeasible constraint sets (ideal diodes
+names the worst sample, node and residual. The rule is applied once more to the returned
+state, recomputed from its potentials; for circuits of resistors and diodes without
+injected currents the returned potentials must also obey the maximum principle
+(``|u_v| <= max |driver potential| + sum |series sources|``): a state of huge potentials
+whose rounding floor ``rho_v`` hides its residual (steep diodes) raises instead.
+Globalization: a Newton step that fails the angle test ``E'(0) < -DESCENT_COS |r| |du|``
+(a tangent factorized on cancellation noise: deep-reverse diodes' ``g phi'(w)``
+underflow) is recomputed with tangent weights of at least ``STEP_FLOOR g phi'(0)`` (kept
+for that sample), then replaced by the Jacobi-scaled gradient step. Infeasible constraint sets (ideal diodes
 forward-biased around a loop, or between clamped nodes, with no resistance) raise
 :class:`~kirchnet.errors.BoundaryConditionError` naming the edges.
 
@@ -126,6 +135,10 @@ MAX_ITER = 100
 TANGENT_RTOL = 1e-10
 #: tolerance of the layered solver when it solves a DRN circuit (well below RTOL)
 LAYERED_TOL = 1e-14
+#: smallest cosine between a Newton step and -grad E accepted as a descent direction
+DESCENT_COS = 1e-20
+#: floor of the Newton step's tangent weights, in units of ``g phi'(0)`` (equilibrium)
+STEP_FLOOR = 1e-2
 #: longest step (in units of the Newton step) the line search may extrapolate to
 MAX_STEP = 1e3
 #: the line search stops at ``|f'(t)| <= LINE_SEARCH_TOL |f'(0)|``
@@ -460,6 +473,52 @@ def _dependent_ideal(circuit, edges) -> list[int]:
     return bad
 
 
+def _no_descent(i, dw, lin, r, du) -> np.ndarray:
+    """(b,) bool: the step ``du`` is no usable descent direction of the energy: not finite,
+    or ``E'(0) = i . dw + lin`` not below ``-DESCENT_COS |r| |du|`` (the angle condition of
+    globalized Newton; a garbage step from a tangent factorized on cancellation noise is
+    nearly orthogonal to the gradient ``r`` and makes the line search stall)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        f0 = np.einsum("bm,bm->b", i, dw) + lin
+        size = np.linalg.norm(r, axis=1) * np.linalg.norm(du, axis=1)
+        return ~(f0 < -DESCENT_COS * size) | ~np.all(np.isfinite(du), axis=1)
+
+
+def _kcl_test(fac, uu, ss, mm, JJ, act):
+    """The stopping rule (module docstring) at potentials ``uu`` (b, n): returns
+    ``(w, i, r, weights, ratio, ok)`` with ``r`` the free nodes' KCL residual,
+    ``weights = g phi'(w)``, ``ratio = max(|r| - rho, 0) / s`` per node and ``ok`` (b,).
+
+    The scale ``s_v`` is the node's own: no floor relative to other nodes (a node carrying
+    mA next to a diode carrying 1e17 A is still checked to ``rtol``); ``rho_v`` is the
+    rounding level of the node's computed currents, ``64 eps sum_e |B_ve| g_e phi'(w_e)
+    (|u_a| + |u_b| + |s_e| + |u|_inf)`` (potentials are solved to ``eps |u|_inf``)."""
+    c, g, el = fac.circuit, fac.conductances, fac.circuit.elements
+    asm = _assembly(c)
+    ww = np.asarray((c._BT @ uu.T).T) + ss
+    ii = g * el.phi(ww)
+    r = np.asarray((asm.BF @ ii.T).T) - JJ
+    scale = np.asarray((asm.absBF @ np.abs(ii).T).T) + np.abs(JJ)
+    if asm.nc:
+        r += mm @ asm.C.T
+        scale += np.abs(mm) @ asm.absC.T
+    wabs = np.asarray((asm.absBT @ np.abs(uu).T).T) + np.abs(ss) + np.abs(uu).max(axis=1, keepdims=True)
+    weights = g * el.dphi(ww)  # tangent conductances g phi'(w)
+    rounding = 64 * np.finfo(float).eps * np.asarray((asm.absBF @ (weights * wabs).T).T)
+    with np.errstate(invalid="ignore", over="ignore"):
+        rel = np.maximum(np.abs(r) - rounding, 0.0) / np.maximum(scale, 1e-300)
+    rel = np.where(np.isfinite(rel), rel, np.inf)
+    ok = rel.max(axis=1, initial=0.0) <= fac.rtol
+    if asm.nc:
+        wc = ww[:, asm.ci]
+        vs = np.abs(uu).max(axis=1) + np.abs(ss).max(axis=1, initial=0.0) + 1e-300
+        isc = scale.max(axis=1, initial=0.0) + 1e-300
+        tolv = (fac.ctol * vs)[:, None]
+        comp = (wc <= tolv) & (~act | (np.abs(wc) <= tolv)) & (mm >= -(fac.ctol * isc)[:, None])
+        ok &= comp.all(axis=1)
+    return ww, ii, r, weights, rel, ok
+
+
 def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                 warm_multipliers: bool = False) -> NonlinearState:
     """The exact equilibrium of a nonlinear circuit (module docstring); see
@@ -527,37 +586,21 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
             pass  # keep u_F = 0
     iters = np.zeros(b, dtype=np.int64)
     cpd = float(np.mean(g))  # units of the active-set test mu + c w
+    # a Newton step that is no descent direction is recomputed with tangent weights of at least
+    # STEP_FLOOR g phi'(0) (diodes: 1e-2 g Is / n Vt; resistors and rectifiers unchanged): a
+    # deep-reverse diode's g phi'(w) underflows, and a cluster of nodes tied to the rest only
+    # through such diodes makes the factorization pivot on cancellation noise. Only the step
+    # changes, not the residual: the equilibrium is the same
+    wfloor = STEP_FLOOR * g * el.dphi(np.zeros((1, asm.m)))
+    floored = np.zeros(b, dtype=bool)
     todo = np.arange(b)
     dense = fac.dense
     seen = [dict() for _ in range(b)] if el.piecewise_linear else None  # active sets visited
     for it in range(fac.max_iter + 1):
         uu = u[todo]
-        ww = np.asarray((BT @ uu.T).T) + s[todo]
-        ii = g * el.phi(ww)
         mm = mu[todo]
         JJ = JF[todo]
-        r = np.asarray((asm.BF @ ii.T).T) - JJ
-        scale = np.asarray((asm.absBF @ np.abs(ii).T).T) + np.abs(JJ)
-        if nc:
-            r += mm @ asm.C.T
-            scale += np.abs(mm) @ asm.absC.T
-        floor = 1e-12 * scale.max(axis=1, initial=0.0)
-        # the rounding level of the computed currents: eps g phi'(w) (|u_a| + |u_b| + |s| + |u|_max)
-        wabs = np.asarray((asm.absBT @ np.abs(uu).T).T) + np.abs(s[todo]) \
-            + np.abs(uu).max(axis=1, keepdims=True)
-        weights = g * el.dphi(ww)  # tangent conductances g phi'(w)
-        rounding = 64 * np.finfo(float).eps * np.asarray((asm.absBF @ (weights * wabs).T).T)
-        rel = np.abs(r) / np.maximum(np.maximum(scale, floor[:, None]), 1e-300)
-        ok = (np.maximum(np.abs(r) - rounding, 0.0) / np.maximum(np.maximum(scale, floor[:, None]),
-                                                                  1e-300)).max(axis=1, initial=0.0) <= fac.rtol
-        if nc:
-            act = active[todo]
-            wc = ww[:, asm.ci]
-            vs = np.abs(uu).max(axis=1) + np.abs(s[todo]).max(axis=1, initial=0.0) + 1e-300
-            isc = scale.max(axis=1, initial=0.0) + 1e-300
-            tolv = (fac.ctol * vs)[:, None]
-            comp = (wc <= tolv) & (~act | (np.abs(wc) <= tolv)) & (mm >= -(fac.ctol * isc)[:, None])
-            ok &= comp.all(axis=1)
+        ww, ii, r, weights, rel, ok = _kcl_test(fac, uu, s[todo], mm, JJ, active[todo])
         iters[todo] = it
         todo, keep = todo[~ok], ~ok
         if not todo.size:
@@ -584,7 +627,9 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
         rhs[:, :nf, 0] = -(r - (mu[todo] @ asm.C.T if nc else 0.0))  # -(B_F i - J_F)
         if nc:
             rhs[:, nf:, 0] = -ww[:, asm.ci] * act
-        ts = TangentSystem(c, weights, act, dense, fac.backend)
+        fl = floored[todo]
+        ts = TangentSystem(c, np.where(fl[:, None], np.maximum(weights, wfloor), weights), act, dense,
+                           fac.backend)
         try:
             sol = ts.solve(rhs)[:, :, 0]
         except _Singular:
@@ -598,6 +643,27 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
         if el.is_linear:
             t = np.ones(todo.size)
         else:  # step cap of the laws (diodes: no huge forward overshoot), then exact line search
+            if not nc and not el.piecewise_linear:  # a tangent too ill-conditioned to descend:
+                bad = _no_descent(ii, dw, lin, r, du)
+                retry = bad & ~fl
+                if retry.any():  # first the floored tangent (kept for that sample), then Jacobi's step
+                    floored[todo[retry]] = True
+                    du, dw, lin = du.copy(), dw.copy(), lin.copy()
+                    try:
+                        du[retry] = TangentSystem(c, np.maximum(weights[retry], wfloor), act[retry],
+                                                  dense, fac.backend).solve(rhs[retry])[:, :nf, 0]
+                    except _Singular:
+                        du[retry] = np.nan
+                    dw[retry] = np.asarray((c._BT_free @ du[retry].T).T)
+                    lin[retry] = -np.einsum("bf,bf->b", JJ[retry], du[retry])
+                    bad = _no_descent(ii, dw, lin, r, du)
+                if bad.any():
+                    du, dw, lin = du.copy(), dw.copy(), lin.copy()
+                    diag = np.asarray((asm.absBF @ weights[bad].T).T)
+                    diag = np.maximum(diag, 1e-12 * diag.max(axis=1, keepdims=True) + 1e-300)
+                    du[bad] = -r[bad] / diag  # -grad E scaled by diag(H)^-1: always descends
+                    dw[bad] = np.asarray((c._BT_free @ du[bad].T).T)
+                    lin[bad] = -np.einsum("bf,bf->b", JJ[bad], du[bad])
             t = _line_search(el, g, ww, dw, lin, np.clip(el.max_step(ww, dw), 1e-6, MAX_STEP))
         u[todo[:, None], c.free_nodes[None, :]] = uu[:, c.free_nodes] + t[:, None] * du
         if nc:
@@ -623,6 +689,33 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
             for smp in todo[~full]:
                 seen[smp].clear()  # a partial step: what follows is not a function of the set
             _check_cycle(seen, todo[full], act[full], weights[full] > 0, it, asm)
+    # certify the returned state itself (recomputed from its potentials, not the iterate's bookkeeping)
+    *_, r, _, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0)
+    if not ok.all():
+        smp = int(np.flatnonzero(~ok)[0])
+        v = int(np.argmax(rel[smp]))
+        raise ConvergenceError(
+            f"nonlinear equilibrium failed its final check: sample {smp}, worst node "
+            f"{int(c.free_nodes[v])}, KCL residual {r[smp, v]:.3e} A (relative {rel[smp, v]:.3e} > "
+            f"rtol={fac.rtol:g}) or an ideal diode off complementarity. The tangent systems are "
+            f"too ill-conditioned for the Newton steps (rescale the conductances or the inputs)")
+    if currents is None and all(law.kind in ("resistor", "diode") for law in el.laws):
+        # strictly passive laws (i w > 0 for w != 0), no injected current: maximum principle,
+        # every free potential within max |driver potential| + sum |series sources|. A state
+        # outside it is not an equilibrium even if its residual sits below a rounding floor
+        # inflated by its own huge potentials and currents (steep diodes far forward)
+        known = np.ones(n, dtype=bool)
+        known[c.free_nodes] = False
+        bound = (np.abs(u[:, known]).max(axis=1, initial=0.0) + np.abs(s).sum(axis=1)) * (1 + 1e-9)
+        out = np.abs(u[:, c.free_nodes]) > bound[:, None] + 1e-300
+        if out.any():
+            smp, v = np.argwhere(out)[0]
+            raise ConvergenceError(
+                f"nonlinear equilibrium failed its final check: sample {int(smp)}, node "
+                f"{int(c.free_nodes[v])} has potential {u[smp, c.free_nodes[v]]:.3e} V, outside the "
+                f"bound {bound[smp]:.3e} V of a passive circuit (maximum principle): Newton did not "
+                f"converge to the equilibrium (laws too steep for double precision, e.g. a Diode "
+                f"with a tiny emission coefficient: use IdealDiode() or Rectifier(), or a larger N)")
     return NonlinearState(c, fac.conductances, u, None if c.source_edges.size == 0 else s,
                           multipliers=mu, ideal_edges=asm.ci, iterations=iters)
 

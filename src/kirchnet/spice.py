@@ -17,8 +17,10 @@ Diodes (:mod:`kirchnet.elements`). A :class:`~kirchnet.elements.Diode` edge is
 area factor = the edge's scale ``g_e``), with one ``.model KN_D<k> D(IS=... N=...)``
 card per distinct law. ngspice's diode is ``Is area (exp(v / (N Vt)) - 1)`` with ``Vt``
 at its default temperature 27 C, :data:`NGSPICE_THERMAL_VOLTAGE` (ngspice's constants,
-CODATA 2014); only ``N Vt`` enters, so the card's ``N = n Vt_law / Vt_ngspice``
-reproduces a law of any thermal voltage exactly (``N = n`` when ``Vt_law`` is ngspice's).
+CODATA 2014), which is also the default thermal voltage of
+:class:`~kirchnet.elements.Diode` (:data:`~kirchnet.elements.THERMAL_VOLTAGE_27C`): a
+default law's card has ``N = n``. Only ``N Vt`` enters, so a law with another thermal
+voltage is written with ``N = n Vt_law / Vt_ngspice`` (equal up to rounding).
 The law's linear continuation above ``max_exponent n Vt`` (2.6 V for the default diode,
 where it would carry 1e29 A) has no SPICE counterpart; below it the two laws are equal.
 Two differences from Shockley's law are ngspice's, not the netlist's, and are handled
