@@ -107,3 +107,57 @@ def test_group_by_topology():
             (CIRCUIT, Trainer(CoupledLearning(0.1)))]
     groups = sorted(group_by_topology(runs).values())
     assert groups == [[0, 1], [2], [3], [4]]
+
+
+# ---------------------------------------------------------------------- compiled kernel (kirchnet._jit)
+from kirchnet import _jit  # noqa: E402
+
+NEEDS_NUMBA = pytest.mark.skipif(not _jit.AVAILABLE, reason="numba is not installed (pip install kirchnet[jit])")
+
+
+@pytest.mark.parametrize("jit", [False, pytest.param(True, marks=NEEDS_NUMBA)], ids=["numpy", "jit"])
+def test_jit_stacked_step_equals_the_numpy_kernel_and_the_general_rules(jit):
+    ek, ref_kernel = EnsembleKernel(CIRCUIT, jit=jit), SmallKernel(CIRCUIT, jit=False)
+    assert ek.kernel.jit is jit
+    xb = RNG.uniform(-1, 1, (4, 3, 3))
+    yb = RNG.uniform(-0.3, 0.3, (4, 3, 2))
+    for rule in RULES:
+        est, losses = ek.step(rule, G0, xb, yb)
+        for i in range(4):
+            ref, loss = ref_kernel.step(rule, G0[i], xb[i], yb[i])
+            general = rule.estimate(CIRCUIT, G0[i], xb[i], yb[i])
+            scale = np.abs(general.estimate).max()
+            assert np.abs(est[i] - ref).max() <= 1e-12 * scale, rule
+            assert np.abs(est[i] - general.estimate).max() <= 1e-12 * scale, rule
+            assert losses[i] == pytest.approx(loss, rel=1e-12)
+    f = ek.factor(G0)  # the stacked factor (evaluation, and rules without a compiled step)
+    assert f.ok.all() and f.M.shape == (4, NET.n_edges, 5)
+
+
+@NEEDS_NUMBA
+def test_jit_member_failing_a_check_is_computed_by_the_single_kernel(monkeypatch):
+    import kirchnet.ensemble as ensemble
+
+    monkeypatch.setattr(ensemble, "REFINE_ABOVE", -1.0)  # no stacked solve is certified
+    ek = EnsembleKernel(CIRCUIT, jit=True)
+    xb, yb = np.broadcast_to(X[:3], (4, 3, 3)), np.broadcast_to(Y[:3], (4, 3, 2))
+    assert not ek.factor(G0).ok.any()
+    for rule in (Analytical(), CoupledLearning(0.1), EquilibriumPropagation(0.1)):
+        est, losses = ek.step(rule, G0, xb, yb)
+        for i in range(4):
+            ref, loss = SmallKernel(CIRCUIT, jit=True).step(rule, G0[i], xb[i], yb[i])
+            np.testing.assert_array_equal(est[i], ref)
+            assert losses[i] == loss
+
+
+@NEEDS_NUMBA
+def test_jit_ensemble_members_equal_their_separate_general_runs(monkeypatch):
+    monkeypatch.setenv("KIRCHNET_JIT", "1")
+    lrs = [0.02, 0.05, 0.03, 0.08]
+    for rule in (Analytical(), CoupledLearning(0.1)):
+        kw = dict(epochs=3, batch_size=4)
+        res = Trainer(rule, "sgd", **kw).fit_ensemble(CIRCUIT, G0, X, Y, lr=lrs)
+        for i in range(4):
+            ref = Trainer(rule, "sgd", lr=lrs[i], fast=False, **kw).fit(CIRCUIT, G0[i], X, Y)
+            np.testing.assert_allclose(res[i].conductances, ref.conductances, rtol=1e-12)
+            np.testing.assert_allclose(res[i].history["loss"], ref.history["loss"], rtol=1e-11)

@@ -124,7 +124,7 @@ def test_potrf_failure_is_ill_conditioned(monkeypatch):
         return real.dpotrf(a, **kw)[0], 5  # as LAPACK reports a non-positive pivot
 
     monkeypatch.setattr(small, "lapack", types.SimpleNamespace(dpotrf=bad_potrf, dpotrs=real.dpotrs))
-    k = SmallKernel(CIRCUITS["node"])
+    k = SmallKernel(CIRCUITS["node"], jit=False)  # the numpy path's LAPACK (kirchnet._jit: its own test)
     with pytest.raises(IllConditionedError, match="leading minor of order 5 .*conductance ratio"):
         k.estimate(Analytical(), np.ones(NET.n_edges), np.ones((1, 3)), np.zeros((1, 2)))
 
@@ -208,3 +208,126 @@ def test_random_circuits_and_roles_match_the_general_rules():
                 assert np.abs(fast[1] - general[1]).max() <= 1e-11 * np.abs(general[1]).max() + 1e-15
                 checked += 1
     assert checked > 50
+
+
+# ---------------------------------------------------------------------- compiled kernel (kirchnet._jit)
+from kirchnet import _jit  # noqa: E402
+
+NEEDS_NUMBA = pytest.mark.skipif(not _jit.AVAILABLE, reason="numba is not installed (pip install kirchnet[jit])")
+JIT = [False, pytest.param(True, marks=NEEDS_NUMBA)]
+
+
+@pytest.mark.parametrize("jit", JIT, ids=["numpy", "jit"])
+@pytest.mark.parametrize("kind", ["node", "mixed"])
+@pytest.mark.parametrize("batch", [1, 16])
+def test_jit_and_numpy_paths_equal_the_general_rules(jit, kind, batch):
+    c = CIRCUITS[kind]
+    k, ref_kernel = SmallKernel(c, jit=jit), SmallKernel(c, jit=False)
+    assert k.jit is jit
+    rng = np.random.default_rng(10 + batch)
+    g = rng.uniform(0.5, 2.0, NET.n_edges)
+    x = rng.uniform(-1, 1, (batch, c.n_inputs))
+    y = rng.uniform(-0.3, 0.3, (batch, c.n_outputs))
+    for rule in RULES:
+        est, loss = k.step(rule, g, x, y)
+        fast_ref, fast_loss = ref_kernel.step(rule, g, x, y)
+        ref = rule.estimate(c, g, x, y)
+        scale = np.abs(ref.estimate).max()
+        assert np.abs(est - ref.estimate).max() <= 1e-12 * scale, rule
+        assert np.abs(est - fast_ref).max() <= 1e-12 * scale, rule
+        assert loss == pytest.approx(ref.loss, rel=1e-12, abs=0) and loss == pytest.approx(fast_loss, rel=1e-12)
+
+
+@NEEDS_NUMBA
+def test_jit_factor_bases_equal_the_numpy_factor():
+    """The envelope Cholesky in reverse Cuthill-McKee order gives the numpy path's bases
+    (T, M, K) on a lattice (narrow envelope) and a random graph (wide one)."""
+    lat = topologies.lattice(7, 7)
+    circuits = [Circuit(lat, ground=0, inputs=[6, 42, Edge(20)], outputs=[48, Pair(24, 6)]), CIRCUITS["mixed"]]
+    for c in circuits:
+        g = np.random.default_rng(4).uniform(0.1, 10.0, c.network.n_edges)
+        fj, fn = SmallKernel(c, jit=True).factor(g), SmallKernel(c, jit=False).factor(g)
+        assert fj.MT is not None and fn.MT is None
+        for a, b in ((fj.T, fn.T), (fj.M, fn.M), (fj.K, fn.K)):
+            assert a.shape == b.shape
+            assert np.abs(a - b).max() <= 1e-12 * np.abs(b).max()
+
+
+@NEEDS_NUMBA
+def test_jit_checks_as_the_general_path(monkeypatch):
+    import kirchnet.small as small
+
+    c = CIRCUITS["node"]
+    x, y = np.array([[1.0, -0.5, 0.2]]), np.array([[0.1, 0.0]])
+    g = np.ones(NET.n_edges)
+    g[::3] = 1e-17  # 17 decades: both paths certify the solve or both refuse it
+    for rule in (Analytical(), CoupledLearning(0.1)):
+        fast = _outcome(lambda: SmallKernel(c, jit=True).estimate(rule, g, x, y)[0])
+        general = _outcome(lambda: rule.estimate(c, g, x, y).estimate)
+        assert fast[0] == general[0]
+        if fast[0] == "ok":
+            assert np.abs(fast[1] - general[1]).max() <= 1e-12 * np.abs(general[1]).max()
+    with pytest.raises(ParameterError, match="outside the range"):
+        SmallKernel(c, jit=True).estimate(Analytical(), np.full(NET.n_edges, 1e300), x, y)
+    # a failed certificate: the general rule's own numbers, bit for bit
+    monkeypatch.setattr(small, "REFINE_ABOVE", -1.0)
+    rng = np.random.default_rng(1)
+    g = rng.uniform(0.5, 2.0, NET.n_edges)
+    x, y = rng.uniform(-1, 1, (4, 3)), rng.uniform(-1, 1, (4, 2))
+    k = SmallKernel(c, jit=True)
+    for rule in (Analytical(), CoupledLearning(0.1), EquilibriumPropagation(0.1)):
+        est, loss = k.step(rule, g, x, y)
+        ref = rule.estimate(c, g, x, y)
+        np.testing.assert_array_equal(est, ref.estimate)
+        assert loss == ref.loss
+
+
+@NEEDS_NUMBA
+def test_jit_pivot_failure_raises_the_numpy_paths_error(monkeypatch):
+    import kirchnet.small as small
+
+    real_factor = small._jit.factor
+    real = small.lapack
+
+    def failing(*args):  # the compiled Cholesky meets a non-positive pivot
+        st, info, MT, T, K = real_factor(*args)
+        return 2, 1, MT, T, K
+
+    def bad_potrf(a, **kw):
+        return real.dpotrf(a, **kw)[0], 5
+
+    import types
+
+    monkeypatch.setattr(small._jit, "factor", failing)
+    monkeypatch.setattr(small._jit, "step", lambda *a: (2, np.zeros(NET.n_edges), 0.0))
+    monkeypatch.setattr(small, "lapack", types.SimpleNamespace(dpotrf=bad_potrf, dpotrs=real.dpotrs))
+    k = SmallKernel(CIRCUITS["node"], jit=True)
+    with pytest.raises(IllConditionedError, match="leading minor of order 5 .*conductance ratio"):
+        k.estimate(CoupledLearning(0.1), np.ones(NET.n_edges), np.ones((1, 3)), np.zeros((1, 2)))
+
+
+def test_jit_switches(monkeypatch):
+    c = CIRCUITS["node"]
+    monkeypatch.setenv("KIRCHNET_JIT", "0")
+    assert not _jit.enabled() and not SmallKernel(c).jit
+    monkeypatch.setenv("KIRCHNET_JIT", "1")
+    assert SmallKernel(c).jit is _jit.AVAILABLE
+    assert not SmallKernel(c, jit=False).jit
+    if not _jit.AVAILABLE:
+        with pytest.raises(ParameterError, match="needs numba"):
+            SmallKernel(c, jit=True)
+
+
+@pytest.mark.parametrize("jit", JIT, ids=["numpy", "jit"])
+def test_trainer_on_the_jit_path_equals_the_general_path(jit, monkeypatch):
+    monkeypatch.setenv("KIRCHNET_JIT", "1" if jit else "0")
+    c = CIRCUITS["mixed"]
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (12, 3))
+    y = c.solve(rng.uniform(0.5, 2.0, NET.n_edges), x).outputs
+    for rule in (Analytical(), CoupledLearning(0.1, "centered")):
+        kw = dict(optimizer="sgd", lr=0.05, epochs=3, batch_size=4)
+        fast = Trainer(rule, **kw).fit(c, np.ones(NET.n_edges), x, y)
+        slow = Trainer(rule, fast=False, **kw).fit(c, np.ones(NET.n_edges), x, y)
+        np.testing.assert_allclose(fast.conductances, slow.conductances, rtol=1e-12)
+        np.testing.assert_allclose(fast.history["loss"], slow.history["loss"], rtol=1e-11)

@@ -30,13 +30,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from . import _jit
 from ._validation import check_positive, check_seed
 from .constraints import Compose, from_space, to_space
 from .errors import ParameterError, SaturationWarning, ShapeError, SolverError
 from .losses import SquaredError
 from .small import REFINE_ABOVE, ACCURACY, _G_RANGE, SmallKernel, _rule_kind, supports
 from .rules.base import Analytical
-from .rules.twophase import AdjointClampNudge, ClampNudge, CurrentNudge, EnergyNudge, _betas
+from .rules.twophase import AdjointClampNudge, ClampNudge, CoupledLearning, CurrentNudge, EnergyNudge, _betas
 
 __all__ = ["EnsembleKernel", "fit_ensemble", "group_by_topology"]
 
@@ -56,8 +57,8 @@ class _Stack:
 class EnsembleKernel:
     """The stacked fast path of one circuit: ``step(rule, G (K, m), x (K, b, n_in), y)``."""
 
-    def __init__(self, circuit):
-        self.kernel = SmallKernel(circuit)  # its index arrays; the single-member fallback
+    def __init__(self, circuit, jit: bool | None = None):
+        self.kernel = SmallKernel(circuit, jit=jit)  # its index arrays; the single-member fallback
         self.circuit = circuit
         self._last = None
         self._buffers = None
@@ -68,6 +69,10 @@ class EnsembleKernel:
         pos[circuit.free_nodes] = np.arange(nf)
         self._tail, self._head = pos[circuit.network.tails], pos[circuit.network.heads]
         self._BFT_sparse = sp.csr_array(self.kernel._BFT)
+
+    def _jit_args(self) -> tuple:
+        """The kernel's compiled-path arrays with this module's check thresholds."""
+        return self.kernel._jit_args[:-3] + (_G_RANGE, REFINE_ABOVE, ACCURACY)
 
     # ------------------------------------------------------------------ factor
     def factor(self, G: np.ndarray) -> _Stack:
@@ -100,6 +105,9 @@ class EnsembleKernel:
         kn = self.kernel
         Kn = G.shape[0]
         nf, D, k = kn.n_free, kn.n_drivers, kn.n_outputs
+        if kn.jit:  # every member's factor, checks and bases in one compiled call (kirchnet._jit)
+            status, MT, T, Kc = _jit.factor_stack(np.ascontiguousarray(G, dtype=float), *self._jit_args())
+            return _Stack(G.copy(), T, MT.transpose(0, 2, 1), Kc, status == 0)
         w = self._work(Kn)
         rhsT, XTp, MT, VT, RT = w["rhsT"], w["XTp"], w["MT"], w["VT"], w["RT"]
         XT = XTp[:, :, :nf]  # the last column stays 0 (the row a clamped edge end reads)
@@ -158,6 +166,18 @@ class EnsembleKernel:
     def step(self, rule, G: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(estimates (K, m), losses (K,))``: member ``i`` equals
         ``SmallKernel.step(rule, G[i], x[i], y[i])`` (to rounding). Unvalidated, as that."""
+        kn = self.kernel
+        t = type(rule)
+        if (kn.jit and (t is Analytical or t is CoupledLearning) and type(rule.loss) is SquaredError
+                and type(y) is np.ndarray and y.dtype == np.float64 and x.dtype == np.float64
+                and x.ndim == 3 and y.shape == x.shape[:2] + (kn.n_outputs,) and x.shape[0] == G.shape[0]):
+            b1, b2 = (0.0, 1.0) if t is Analytical else _betas(rule.eta, rule.variant)
+            status, est, losses = _jit.step_stack(np.ascontiguousarray(G, dtype=float), np.ascontiguousarray(x),
+                                                  np.ascontiguousarray(y), kn._perm,
+                                                  0 if t is Analytical else 1, b1, b2, *self._jit_args())
+            for i in np.flatnonzero(status != 0):  # a failed check: the single kernel decides
+                est[i], losses[i] = kn.step(rule, G[i], x[i], y[i])
+            return est, losses
         f = self.factor(G)
         est = losses = None
         batched = _batched_kind(rule)

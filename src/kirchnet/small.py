@@ -29,8 +29,10 @@ returns a number the general path would refuse.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from . import _jit
 from .errors import BoundaryConditionError, IllConditionedError, ParameterError
 from .losses import SquaredError
 from .rules._ports import energy_nudge_currents
@@ -87,13 +89,14 @@ def kernel_for(circuit, rule) -> "SmallKernel | None":
 class _Factor:
     """One factorization: conductances, the certified block solve and derived bases."""
 
-    __slots__ = ("g", "T", "M", "Wd", "W", "K", "chol_K")
+    __slots__ = ("g", "T", "M", "Wd", "W", "K", "chol_K", "MT")
 
-    def __init__(self, g, T, M, K):
+    def __init__(self, g, T, M, K, MT=None):
         D = T.shape[1]
         self.g, self.T, self.M, self.K = g, T, M, K
         self.Wd, self.W = M[:, :D], M[:, D:]  # driver drops (m, D), port drops (m, k)
         self.chol_K = None
+        self.MT = MT  # (D + k, m) C-ordered, from the compiled kernel (kirchnet._jit)
 
 
 class SmallKernel:
@@ -105,7 +108,7 @@ class SmallKernel:
     once; :meth:`estimate` validates and is the safe entry point).
     """
 
-    def __init__(self, circuit):
+    def __init__(self, circuit, jit: bool | None = None):
         if not circuit.is_linear:
             raise ParameterError("SmallKernel needs a linear circuit (resistors only); nonlinear "
                                  "circuits use the general rules")
@@ -173,6 +176,41 @@ class SmallKernel:
         self._rhs = np.empty((nf, D + circuit.n_outputs + 1), order="F")
         self._rhs[:, D:D + circuit.n_outputs] = self._PFT
         self._last = None  # the most recent _Factor (a Trainer evaluates, then steps, at one g)
+        # the compiled kernel (kirchnet._jit): jit=None follows numba's presence and KIRCHNET_JIT
+        if jit and not _jit.AVAILABLE:
+            raise ParameterError("SmallKernel(jit=True) needs numba (pip install kirchnet[jit]); "
+                                 "jit=None uses it when installed, jit=False never")
+        self.jit = _jit.enabled() if jit is None else bool(jit)
+        if self.jit:
+            self._jit_args = self._jit_arrays(fa, fb)
+
+    def _jit_arrays(self, fa, fb):
+        """kirchnet._jit.factor's index arrays: the free nodes renumbered in reverse
+        Cuthill-McKee order (a narrow envelope for the envelope Cholesky; every basis and
+        check is invariant under the renumbering) and the envelope ``first``."""
+        from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+        nf, D = self.n_free, self.n_drivers
+        both = (fa >= 0) & (fb >= 0)
+        A = sp.coo_matrix((np.ones(2 * both.sum() + nf),
+                           (np.concatenate([fa[both], fb[both], np.arange(nf)]),
+                            np.concatenate([fb[both], fa[both], np.arange(nf)]))), shape=(nf, nf)).tocsr()
+        order = reverse_cuthill_mckee(A, symmetric_mode=True).astype(np.int64)
+        new = np.empty(nf, dtype=np.int64)
+        new[order] = np.arange(nf)
+        nL = self._L_slot.size
+        r, c = self._slot[:nL] // nf, self._slot[:nL] % nf
+        slot_L = new[r] * nf + new[c]
+        rr = self._slot[nL:] - nf * nf
+        slot_R = nf * nf + new[rr // D] * D + rr % D
+        first = np.arange(nf, dtype=np.int64)
+        lo = np.minimum(new[r], new[c])
+        np.minimum.at(first, np.maximum(new[r], new[c]), lo)
+        tail = np.where(fa >= 0, new[np.maximum(fa, 0)], nf)  # a clamped end reads the zero row nf
+        head = np.where(fb >= 0, new[np.maximum(fb, 0)], nf)
+        return (np.concatenate([slot_L, slot_R]), self._edge, self._sign, tail, head, first,
+                self._ET, np.ascontiguousarray(self._PFT[order]), np.ascontiguousarray(self._PD),
+                nf, D, self._ni, _G_RANGE, REFINE_ABOVE, ACCURACY)
 
     # ------------------------------------------------------------------ factor
     def factor(self, g: np.ndarray) -> _Factor:
@@ -185,6 +223,13 @@ class SmallKernel:
         return f
 
     def _factor(self, g):
+        if self.jit:
+            st, _, MT, T, K = _jit.factor(np.ascontiguousarray(g, dtype=float), *self._jit_args)
+            if st == 0:
+                return _Factor(g.copy(), T, MT.T, K, MT)
+            if st != 2:
+                raise _Fallback  # range (1) or certificate (3): the general path decides
+            # a failed pivot: the numpy factorization raises the same error as without numba
         nf, D, k = self.n_free, self.n_drivers, self.n_outputs
         # L_FF and R_drv in one scatter: buf[:nf*nf] is L (row-major), the rest R (nf x D)
         buf = np.bincount(self._slot, weights=self._sign * g[self._edge], minlength=self._buf_size)
@@ -268,6 +313,19 @@ class SmallKernel:
 
         No validation (see the class docstring); a failed check reruns the general rule.
         """
+        if self.jit:  # analytical and CL with squared error: one compiled call (kirchnet._jit.step)
+            t = type(rule)
+            if ((t is Analytical or t is CoupledLearning) and type(rule.loss) is SquaredError
+                    and type(y) is np.ndarray and y.dtype == np.float64 and x.dtype == np.float64
+                    and y.shape == (x.shape[0], self.n_outputs) and x.ndim == 2):
+                b1, b2 = (0.0, 1.0) if t is Analytical else _betas(rule.eta, rule.variant)
+                if not (x.flags.c_contiguous and y.flags.c_contiguous and g.flags.c_contiguous):
+                    x, y, g = np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(g)
+                st, est, loss = _jit.step(g, x, y, self._perm, 0 if t is Analytical else 1, b1, b2,
+                                          *self._jit_args)
+                if st == 0:
+                    return est, loss
+                # any failed check: the path below decides (numpy errors, or the general rule)
         try:
             est, loss = self._step(rule, g, x, y)
             if np.isfinite(loss) and np.isfinite(est).all():
@@ -297,6 +355,10 @@ class SmallKernel:
         else:
             values, delta = loss(o, y)
             t = None
+        if f.MT is not None and t is not None and kind in ("analytical", "cl"):  # compiled algebra
+            res = self._jit_step(rule, kind, f, z, o, t, b)
+            if res is not None:
+                return res[0], float(values.sum()) / b
         zT = z.T
         if kind in ("analytical", "insitu"):
             corr = np.einsum("ek,ek->e", f.W, f.Wd @ (zT @ delta))
@@ -339,6 +401,27 @@ class SmallKernel:
                     mus[bk] = self._stiffness_solve(f, (o - bk * delta @ f.K) - o)
         est = self._hebbian(f, zT, mus.get(b1), mus.get(b2), b1, b2, b)
         return est, float(values.sum()) / b
+
+    def _jit_step(self, rule, kind, f, z, o, t, b):
+        """Analytical and CL estimates (squared error) by kirchnet._jit; None: the numpy
+        formulas decide (a singular output compliance raises there)."""
+        D = self.n_drivers
+        t = np.ascontiguousarray(t, dtype=float)
+        if kind == "analytical":
+            return _jit.analytical(f.MT, f.T, z, t, D)
+        b1, b2 = _betas(rule.eta, rule.variant)
+        ok, nu = _jit.spd_solve(f.K, t - o)
+        if not ok:
+            return None
+        mu1 = b1 * nu if b1 != 0.0 else None
+        mu2 = b2 * nu if b2 != 0.0 else None
+        if mu1 is None:
+            dmu = smu = mu2
+        elif mu2 is None:
+            dmu, smu = -mu1, mu1
+        else:
+            dmu, smu = mu2 - mu1, mu1 + mu2
+        return (_jit.hebbian(f.MT, z, dmu, smu, D, 1.0 / (b * (b2 - b1))),)
 
     # ------------------------------------------------------------------ checked entry points
     def estimate(self, rule: Rule, conductances, x, y) -> tuple[np.ndarray, float]:
