@@ -123,3 +123,31 @@ def test_per_step_learning_rate_is_checked(lr, match):
         SGD(0.1).step(np.ones(2), np.ones(2), lr)
     # lr = 0 (e.g. the end of a cosine schedule with min_factor 0) is a legal no-op step
     np.testing.assert_array_equal(SGD(0.1).step(np.ones(2), np.ones(2), 0.0), np.ones(2))
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_update_for_a_checked_learning_rate_equals_step(name):
+    """Optimizer._update (the Trainer's per-step call after validating lr once per epoch)
+    gives step's parameters and state, and still refuses a non-finite gradient."""
+    from kirchnet.optim import get_optimizer
+
+    a, b = get_optimizer(name, 0.1), get_optimizer(name, 0.1)
+    p = np.array([1.0, 2.0, 3.0])
+    for grad in (np.array([0.1, -0.2, 0.3]), np.array([0.3, 0.1, -0.1])):
+        np.testing.assert_array_equal(a.step(p, grad, 0.05), b._update(p, grad, 0.05))
+    assert a.t == b.t == 2
+    with pytest.raises(ParameterError, match="gradient is not finite"):
+        b._update(p, np.array([0.1, np.inf, 0.0]), 0.05)
+    assert b.t == 2
+
+
+def test_trainer_refuses_a_bad_scheduled_learning_rate_once_per_epoch():
+    """The Trainer validates the epoch's learning rate before its steps (not inside each)."""
+    from kirchnet import Circuit, topologies
+    from kirchnet.training import Trainer
+
+    c = Circuit(topologies.lattice(3, 3), ground=0, inputs=[2], outputs=[8])
+    x, y = np.ones((2, 1)), np.full((2, 1), 0.3)
+    tr = Trainer(optimizer="sgd", lr=0.1, epochs=3, schedule=lambda epoch: -1.0 if epoch == 1 else 1.0)
+    with pytest.raises(ParameterError, match=r"epoch 2, step 0: .*lr \(this step's learning rate\)"):
+        tr.fit(c, np.ones(c.network.n_edges), x, y)

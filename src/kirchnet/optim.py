@@ -34,6 +34,14 @@ def _unit(value, name):
     return check_real(value, name, low=0.0, high=1.0, high_open=True)
 
 
+def _check_finite_grad(grad: np.ndarray) -> None:
+    if not np.isfinite(grad).all():
+        bad = np.flatnonzero(~np.isfinite(grad))
+        raise ParameterError(f"the gradient is not finite on {bad.size} parameter(s) (e.g. index "
+                             f"{int(bad[0])}: {float(grad[bad[0]])!r}); the optimizer state is unchanged",
+                             edges=bad)
+
+
 class Optimizer:
     """Base class: ``step(params, grad, lr=None) -> new params`` (inputs are not modified)."""
 
@@ -56,12 +64,15 @@ class Optimizer:
         grad = np.asarray(grad, dtype=float)
         if grad.shape != params.shape:
             raise ParameterError(f"gradient shape {grad.shape} does not match parameters {params.shape}")
-        if not np.isfinite(grad).all():
-            bad = np.flatnonzero(~np.isfinite(grad))
-            raise ParameterError(f"the gradient is not finite on {bad.size} parameter(s) (e.g. index "
-                                 f"{int(bad[0])}: {float(grad[bad[0]])!r}); the optimizer state is unchanged",
-                                 edges=bad)
+        _check_finite_grad(grad)
         lr = self.lr if lr is None else check_real(lr, "lr (this step's learning rate)", low=0.0)
+        self.t += 1
+        return params - self._direction(grad, lr)
+
+    def _update(self, params: np.ndarray, grad: np.ndarray, lr: float) -> np.ndarray:
+        """:meth:`step` for float arrays of one shape and an ``lr`` the caller validated once
+        (the Trainer, per epoch); a non-finite gradient is still refused."""
+        _check_finite_grad(grad)
         self.t += 1
         return params - self._direction(grad, lr)
 

@@ -663,7 +663,9 @@ class Trainer:
             cos = float(a @ b / den) if den > 0 else math.nan
         space = self.parametrization
         lo, hi = self._clip_range
-        programmers = _programmers(self.constraints)
+        programmers = getattr(self, "_fit_programmers", None)  # found once per fit
+        if programmers is None:
+            programmers = _programmers(self.constraints)
         in_situ = next((c for c in programmers if c.protocol == "in_situ"), None)
         if in_situ is not None:  # no optimizer: one pulse per edge from p_e = dC/dr_e
             prod = _param.RESISTANCE.grad_from_g(est, g)  # dC/dr = -g^2 dC/dg
@@ -673,7 +675,10 @@ class Trainer:
         else:
             d = _param.get(space).grad_from_g(est, g)  # dC/dp (resistance: -g^2 dC/dg)
             d = np.where(mask, d, 0.0)
-            p_new = self.optimizer.step(to_space(g, space), d, lr)
+            if getattr(self, "_fit_lr_checked", False):  # lr validated once per epoch (fit)
+                p_new = self.optimizer._update(to_space(g, space), d, lr)
+            else:
+                p_new = self.optimizer.step(to_space(g, space), d, lr)
             p_lo, p_hi = (lo, hi) if space == "conductance" else (1.0 / hi, 1.0 / lo)
             g_new = from_space(np.clip(p_new, p_lo, p_hi), space)
             # frozen edges propose no change (a device there gets no pulse) before the constraints
@@ -732,6 +737,10 @@ class Trainer:
                   else None)
         bounds = conductance_bounds(self.constraints, self._clip_range)
         warned = [False]
+        self._fit_programmers = _programmers(self.constraints)
+        # Optimizer.step's own validation once per epoch, not per step (a subclass's step is called)
+        self._fit_lr_checked = False
+        lean_step = type(self.optimizer).step is Optimizer.step
 
         def saturation(g, epoch):
             counts = saturation_counts(g, mask, bounds)
@@ -774,6 +783,12 @@ class Trainer:
                 t0 = time.perf_counter()
                 self._call("on_epoch_begin", epoch)
                 lr = self.optimizer.lr * float(self.schedule(epoch - 1))
+                if lean_step:
+                    try:
+                        lr = check_real(lr, "lr (this step's learning rate)", low=0.0)
+                    except _errors.KirchnetError as exc:
+                        raise _at_step(exc, epoch, 0) from exc
+                    self._fit_lr_checked = True
                 order = (np.random.default_rng([int(self.seed), epoch]).permutation(n)
                          if self.shuffle and n > 1 else np.arange(n))  # one sample: nothing to shuffle
                 batch_losses, cosines, low_rank, complete = [], [], 0, True
