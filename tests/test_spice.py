@@ -343,7 +343,15 @@ def test_exported_emission_reproduces_n_vt_for_any_thermal_voltage():
 def test_ngspice_thermal_voltage_constant():
     # k T / q at 300.15 K with ngspice's const.h (CODATA 2014) values
     assert NGSPICE_THERMAL_VOLTAGE == pytest.approx(0.0258649170071575, rel=1e-14)
-    assert Diode().thermal_voltage == pytest.approx(NGSPICE_THERMAL_VOLTAGE, rel=1e-6)
+    assert Diode().thermal_voltage == NGSPICE_THERMAL_VOLTAGE  # the same expression, bit for bit
+
+
+def test_default_diode_card_has_n_1_and_reads_back_equal():
+    net = Network(3, [[1, 2], [2, 0]])
+    c = Circuit(net, ground=0, inputs=[1], outputs=[2], elements={Diode(): [0]})
+    text = to_netlist(c, [1.0, 1e-3], [0.7])
+    assert "D(IS=1e-14 N=1.0)" in text
+    assert from_netlist(text).circuit.elements.law_of(0) == Diode()
 
 
 def test_ideal_diode_and_rectifier_export():
