@@ -78,7 +78,7 @@ def test_train_writes_results_and_refuses_to_overwrite(tmp_path):
     ("epochs = [", "invalid TOML", True),
     (TINY.replace("epochs = 3", 'epochs = "many"'), "epochs: Input should be a valid integer", False),
     (TINY.replace("rows = 4", "rows = -4"), "network.rows", False),
-    (TINY.replace('name = "teacher_student"', 'name = "mnist"'), "task.name", False),
+    (TINY.replace('name = "teacher_student"', 'name = "cifar10"'), "task.name", False),
     (TINY.replace("[optimizer]", "[optimiser]"), "optimiser: unknown key", False),
 ])
 def test_malformed_config_gives_clear_error_and_exit_code(tmp_path, text, expect, entry_point):
