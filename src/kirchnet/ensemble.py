@@ -168,7 +168,8 @@ class EnsembleKernel:
         ``SmallKernel.step(rule, G[i], x[i], y[i])`` (to rounding). Unvalidated, as that."""
         kn = self.kernel
         t = type(rule)
-        if (kn.jit and (t is Analytical or t is CoupledLearning) and type(rule.loss) is SquaredError
+        last = self._last  # at the cached factor's G (evaluated, then stepped) the batched formulas
+        if (kn.jit and not (last is not None and np.array_equal(last.G, G)) and (t is Analytical or t is CoupledLearning) and type(rule.loss) is SquaredError
                 and type(y) is np.ndarray and y.dtype == np.float64 and x.dtype == np.float64
                 and x.ndim == 3 and y.shape == x.shape[:2] + (kn.n_outputs,) and x.shape[0] == G.shape[0]):
             b1, b2 = (0.0, 1.0) if t is Analytical else _betas(rule.eta, rule.variant)

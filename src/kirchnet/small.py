@@ -313,7 +313,10 @@ class SmallKernel:
 
         No validation (see the class docstring); a failed check reruns the general rule.
         """
-        if self.jit:  # analytical and CL with squared error: one compiled call (kirchnet._jit.step)
+        last = self._last
+        if self.jit and not (last is not None and np.array_equal(last.g, g)):
+            # analytical and CL with squared error: one compiled call (kirchnet._jit.step); at
+            # the cached factor's g (a Trainer evaluates, then steps) only the algebra is compiled
             t = type(rule)
             if ((t is Analytical or t is CoupledLearning) and type(rule.loss) is SquaredError
                     and type(y) is np.ndarray and y.dtype == np.float64 and x.dtype == np.float64
