@@ -11,6 +11,8 @@ the residual certificate, the maximum principle, the bases ``T``, ``Wd``, ``W``,
 per-epoch evaluation. A member that fails a check (or a rule the batched formulas do not
 cover) is computed by the single-network kernel, which falls back to the general rules:
 each member equals its separate :meth:`Trainer.fit <kirchnet.training.Trainer.fit>` run.
+With numba (:mod:`kirchnet._jit`) every member's factor, checks and bases are one
+compiled call over the stack, and Analytical / CL with squared error the whole step.
 
 Use :func:`fit_ensemble` (or ``Trainer.fit`` with ``g0`` of shape (K, m), or
 :meth:`Trainer.fit_ensemble <kirchnet.training.Trainer.fit_ensemble>` for per-member

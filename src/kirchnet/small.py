@@ -24,6 +24,13 @@ certificate of every column in the edge form ``B_F (g * (B_F^T X))`` (accepted w
 principle on ``H`` and finite results. Whatever fails any check is recomputed by the
 general rule, which refines the solve or raises its own error: the fast path never
 returns a number the general path would refuse.
+
+With numba installed (``kirchnet[jit]``) the factorization, its checks and the bases are
+one compiled call (:mod:`kirchnet._jit`: an envelope Cholesky in reverse Cuthill-McKee
+order, the same certificate and maximum principle), and Analytical and CL with squared
+error run the whole step in it; ``SmallKernel(circuit, jit=False)`` or ``KIRCHNET_JIT=0``
+keeps this numpy path, which stays the reference in tests. A failed compiled check reruns
+this module's path (and so the general rule): the results and errors are the same.
 """
 
 from __future__ import annotations
@@ -101,6 +108,9 @@ class _Factor:
 
 class SmallKernel:
     """Dense fast path of one circuit (module docstring). Build once, call :meth:`step`.
+
+    ``jit``: use :mod:`kirchnet._jit` (None: when numba is installed and ``KIRCHNET_JIT`` is
+    not 0; True without numba is a :class:`~kirchnet.errors.ParameterError`).
 
     ``step(rule, g, x, y) -> (estimate, loss)`` equals ``rule.estimate(circuit, g, x, y)``'s
     ``estimate`` and ``loss`` (to rounding); ``g`` must be valid conductances, ``x`` a
