@@ -184,3 +184,28 @@ def test_element_laws_round_trip(tmp_path):
     assert [e["edges"] for e in idx["elements"]] == [[0, 3], [5]]
     lin = kn.save(tmp_path / "lin", Circuit(net, ground=0, inputs=[8], outputs=[4]), g)
     assert json.loads((lin / "kirchnet.json").read_text())["elements"] == []
+
+
+def test_drn_circuit_keeps_the_layered_solver_through_save_load_and_pickle(tmp_path):
+    import pickle
+
+    from kirchnet import drn
+
+    model = drn.DRN(drn.DRNSpec(layers=(3, 5, 2), gain=4.0, bias=1.0), seed=1)
+    circuit, g = model.to_circuit()
+    x = model.circuit_inputs(np.random.default_rng(0).uniform(-1, 1, (7, 3)))
+    ref = circuit.solve(g, x).outputs
+    back = kn.load(kn.save(tmp_path / "drn", circuit, g))
+    assert drn.layered_spec(back.circuit) == model.spec
+    np.testing.assert_array_equal(back.circuit.solve(back.conductances, x).outputs, ref)
+    assert drn.layered_spec(pickle.loads(pickle.dumps(circuit))) == model.spec
+    # a spec that does not describe the saved structure is refused, not trusted
+    index = json.loads((tmp_path / "drn" / "kirchnet.json").read_text())
+    index["layered"]["spec"]["layers"] = [3, 6, 2]
+    (tmp_path / "drn" / "kirchnet.json").write_text(json.dumps(index))
+    with pytest.raises(FormatError, match="layered"):
+        kn.load(tmp_path / "drn")
+    # a plain circuit carries no layered entry
+    plain = Circuit(topologies.lattice(3, 3), ground=0, inputs=[8], outputs=[4])
+    kn.save(tmp_path / "plain", plain, np.ones(plain.network.n_edges))
+    assert json.loads((tmp_path / "plain" / "kirchnet.json").read_text())["layered"] is None

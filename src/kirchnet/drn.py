@@ -60,7 +60,6 @@ nudged phases and the difference of the two phases is one product ``V_0^T (V_1^+
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -747,7 +746,7 @@ class DRN:
                                 outputs=[int(v) for v in layer_nodes[-1]], backend=backend,
                                 elements={IdealDiode(): diode_edges})
         g = np.concatenate([self.params, np.ones(len(diode_edges))])
-        _LAYERED[circ] = self.spec
+        mark_layered(circ, self.spec)
         return circ, g
 
     def circuit_potentials(self, xc, tol: float | None = None) -> np.ndarray:
@@ -810,17 +809,19 @@ class DRN:
 
 
 #: circuits built by :meth:`DRN.to_circuit` -> their spec (weak keys: no circuit kept alive)
-_LAYERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def mark_layered(circuit, spec: "DRNSpec") -> None:
+    """Mark ``circuit`` (built by :meth:`DRN.to_circuit` for ``spec``) as a layered diode
+    circuit. The mark is an attribute of the circuit, so it survives pickling and copies;
+    :func:`kirchnet.load` sets it again after checking the saved structure."""
+    object.__setattr__(circuit, "_layered_spec", spec)
 
 
 def layered_spec(circuit) -> DRNSpec | None:
     """The :class:`DRNSpec` of a circuit built by :meth:`DRN.to_circuit` (``None`` for any
     other circuit): lets a general solver recognize a layered diode circuit and use
     ``DRN(spec, g[:spec.n_params]).circuit_potentials(x)`` instead of its generic method."""
-    try:
-        return _LAYERED.get(circuit)
-    except TypeError:
-        return None
+    spec = getattr(circuit, "_layered_spec", None)
+    return spec if isinstance(spec, DRNSpec) else None
 
 
 def deep_resistive_circuit(layers, seed: int = 0, init_scale: float = 1.0, backend: str = "auto",

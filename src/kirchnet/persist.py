@@ -30,6 +30,9 @@ the same files)::
                       "unit": "S"},
      "tunable": null | [bool, ...],
      "config": null | {...},   "history": null | "history.json",
+     "layered": null | {"kind": "drn", "spec": {...}},   (optional: a circuit built by
+                                              DRN.to_circuit, solved by the exact layered
+                                              solver; the spec's DRNSpec fields)
      "metadata": {...}}
 
 Node ids in ``circuit`` are the internal ids ``0 .. n-1`` (the position of the node in
@@ -143,6 +146,47 @@ def _encode_circuit(circuit: Circuit) -> dict:
     return {"ground": int(circuit.ground), "inputs": inputs, "outputs": outputs,
             "clamped": [int(v) for v in circuit.clamped_nodes], "backend": circuit.backend,
             "current_terminals": []}
+
+
+def _encode_layered(circuit: Circuit) -> dict | None:
+    """``{"kind": "drn", "spec": {...}}`` for a circuit built by ``DRN.to_circuit`` (so
+    that the loaded circuit is solved by the same exact layered solver), else ``None``."""
+    from dataclasses import asdict
+
+    from .drn import layered_spec
+
+    spec = layered_spec(circuit)
+    if spec is None:
+        return None
+    d = asdict(spec)
+    d["layers"] = [int(n) for n in spec.layers]
+    return {"kind": "drn", "spec": d}
+
+
+def _decode_layered(circuit: Circuit, item, path) -> None:
+    """Register a loaded circuit for the layered solver when ``kirchnet.json`` says it is a
+    DRN, after checking that the spec rebuilds exactly the saved network and terminals."""
+    if item is None:
+        return
+    from .drn import DRN, DRNSpec, mark_layered
+    from .errors import KirchnetError
+
+    try:
+        if not isinstance(item, dict) or item.get("kind") != "drn":
+            raise FormatError(f"unknown layered kind {item!r}")
+        spec = DRNSpec(**{**item["spec"], "layers": tuple(item["spec"]["layers"])})
+        ref, _ = DRN(spec).to_circuit(backend=circuit.backend)
+    except (KirchnetError, KeyError, TypeError) as exc:
+        raise FormatError(f"{path}: {INDEX}: invalid 'layered' entry: {exc}") from exc
+    same = (ref.network.n_nodes == circuit.network.n_nodes
+            and np.array_equal(ref.network.edges, circuit.network.edges)
+            and _encode_circuit(ref) == _encode_circuit(circuit)
+            and ref.elements.to_dict() == circuit.elements.to_dict())
+    if not same:
+        raise FormatError(f"{path}: {INDEX}: the 'layered' DRN spec {spec} does not describe the "
+                          "saved network and terminals; remove the 'layered' entry to load it as "
+                          "a general circuit")
+    mark_layered(circuit, spec)
 
 
 def _decode_elements(net: Network, items: list, path) -> ElementMap:
@@ -298,6 +342,7 @@ def save(path, circuit: Circuit, conductances, *, config=None, history=None, met
         "config": cfg,
         "history": None if hist is None else "history.json",
         "metadata": _jsonable(dict(metadata or {})),
+        "layered": _encode_layered(circuit),
     }
     npy = io.BytesIO()
     np.save(npy, g, allow_pickle=False)
@@ -402,6 +447,7 @@ def load(path) -> Saved:
         h = read(index["history"])
         history = None if h is None else json.loads(h)
     tunable = None if index.get("tunable") is None else np.asarray(index["tunable"], dtype=bool)
+    _decode_layered(circuit, index.get("layered"), path)
     return Saved(circuit, g, config, history, index.get("metadata") or {}, tunable)
 
 
