@@ -161,3 +161,20 @@ def test_jit_ensemble_members_equal_their_separate_general_runs(monkeypatch):
             ref = Trainer(rule, "sgd", lr=lrs[i], fast=False, **kw).fit(CIRCUIT, G0[i], X, Y)
             np.testing.assert_allclose(res[i].conductances, ref.conductances, rtol=1e-12)
             np.testing.assert_allclose(res[i].history["loss"], ref.history["loss"], rtol=1e-11)
+
+
+@NEEDS_NUMBA
+def test_jit_stacked_step_at_the_cached_factor_is_bitwise_the_fresh_step():
+    xb = RNG.uniform(-1, 1, (4, 3, 3))
+    yb = RNG.uniform(-0.3, 0.3, (4, 3, 2))
+    for rule in (Analytical(), CoupledLearning(0.1)):
+        cached, fresh = EnsembleKernel(CIRCUIT, jit=True), EnsembleKernel(CIRCUIT, jit=True)
+        cached.evaluate(G0, X, Y, rule.loss)  # leaves the stacked factor at G0
+        a, b = cached.step(rule, G0, xb, yb), fresh.step(rule, G0, xb, yb)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        single = SmallKernel(CIRCUIT, jit=True)
+        for i in range(4):  # and each member is the single kernel's compiled step, bit for bit
+            est, loss = single.step(rule, G0[i], xb[i], yb[i])
+            np.testing.assert_array_equal(a[0][i], est)
+            assert a[1][i] == loss

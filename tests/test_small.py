@@ -331,3 +331,20 @@ def test_trainer_on_the_jit_path_equals_the_general_path(jit, monkeypatch):
         slow = Trainer(rule, fast=False, **kw).fit(c, np.ones(NET.n_edges), x, y)
         np.testing.assert_allclose(fast.conductances, slow.conductances, rtol=1e-12)
         np.testing.assert_allclose(fast.history["loss"], slow.history["loss"], rtol=1e-11)
+
+
+@NEEDS_NUMBA
+def test_jit_step_at_the_cached_factor_is_bitwise_the_fresh_step():
+    """A Trainer evaluates (caching the factor), then steps at the same g: the result is the
+    step's without the cache, bit for bit (evaluate_every and resume stay exact)."""
+    c = CIRCUITS["mixed"]
+    rng = np.random.default_rng(8)
+    g = rng.uniform(0.5, 2.0, NET.n_edges)
+    x, y = rng.uniform(-1, 1, (5, 3)), rng.uniform(-0.3, 0.3, (5, 3))
+    for rule in (Analytical(), CoupledLearning(0.1), CoupledLearning(0.1, "centered")):
+        cached, fresh = SmallKernel(c, jit=True), SmallKernel(c, jit=True)
+        cached.outputs(g, x)  # leaves the factor at g
+        assert cached._last is not None and fresh._last is None
+        a, b = cached.step(rule, g, x, y), fresh.step(rule, g, x, y)
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1] == b[1]

@@ -37,8 +37,8 @@ try:  # pragma: no cover - exercised with and without numba in CI
 except ImportError:  # numba is optional (the `jit` extra)
     _nb = None
 
-__all__ = ["AVAILABLE", "enabled", "factor", "factor_stack", "step", "step_stack", "analytical", "hebbian",
-           "spd_solve"]
+__all__ = ["AVAILABLE", "enabled", "factor", "factor_stack", "step", "step_stack", "rule_step", "rule_stack",
+           "analytical", "hebbian", "spd_solve"]
 
 #: whether numba is importable (the kernels below exist)
 AVAILABLE = _nb is not None
@@ -308,18 +308,12 @@ if AVAILABLE:
         return est
 
     @_njit
-    def step(g, x, y, perm, kind, b1, b2, slot, edge, sign, tail, head, first, ET, PFT, PD, nf, D, ni,
-             g_range, refine, acc):
-        """A whole squared-error step in one call: ``(status, estimate, loss)`` with ``kind`` 0
-        analytical, 1 coupled learning (nudges ``b1``, ``b2``: kirchnet.rules.twophase._betas).
-        Status 0 ok; otherwise the caller's numpy path decides (1-3 :func:`factor`'s, 4 a
-        singular output compliance, 5 a non-finite result)."""
+    def rule_step(MT, T, Kc, x, y, perm, kind, b1, b2):
+        """The rule's part of :func:`step` on a factor's bases: ``(status, estimate, loss)``
+        (the same arithmetic whether the factor was just computed or cached)."""
         b = x.shape[0]
-        st, info, MT, T, Kc = factor(g, slot, edge, sign, tail, head, first, ET, PFT, PD, nf, D, ni,
-                                     g_range, refine, acc)
-        m = g.shape[0]
-        if st != 0:
-            return st, np.zeros(m), 0.0
+        D = T.shape[1]
+        m = MT.shape[1]
         z = np.empty((b, D))
         for s in range(b):
             for c in range(D):
@@ -359,6 +353,34 @@ if AVAILABLE:
         return 0, est, loss
 
     @_njit
+    def step(g, x, y, perm, kind, b1, b2, slot, edge, sign, tail, head, first, ET, PFT, PD, nf, D, ni,
+             g_range, refine, acc):
+        """A whole squared-error step in one call: ``(status, estimate, loss)`` with ``kind`` 0
+        analytical, 1 coupled learning (nudges ``b1``, ``b2``: kirchnet.rules.twophase._betas).
+        Status 0 ok; otherwise the caller's numpy path decides (1-3 :func:`factor`'s, 4 a
+        singular output compliance, 5 a non-finite result)."""
+        st, info, MT, T, Kc = factor(g, slot, edge, sign, tail, head, first, ET, PFT, PD, nf, D, ni,
+                                     g_range, refine, acc)
+        if st != 0:
+            return st, np.zeros(g.shape[0]), 0.0
+        return rule_step(MT, T, Kc, x, y, perm, kind, b1, b2)
+
+    @_njit
+    def rule_stack(MT, T, Kc, ok, x, y, perm, kind, b1, b2):
+        """:func:`rule_step` for the members of a stacked factor with ``ok`` (status 6 where not)."""
+        Kn, _, m = MT.shape
+        status = np.full(Kn, 6, dtype=np.int64)
+        est = np.zeros((Kn, m))
+        losses = np.zeros(Kn)
+        for j in range(Kn):
+            if ok[j]:
+                st, e, lo = rule_step(MT[j], T[j], Kc[j], x[j], y[j], perm, kind, b1, b2)
+                status[j] = st
+                est[j] = e
+                losses[j] = lo
+        return status, est, losses
+
+    @_njit
     def step_stack(G, x, y, perm, kind, b1, b2, slot, edge, sign, tail, head, first, ET, PFT, PD, nf, D,
                    ni, g_range, refine, acc):
         """:func:`step` for every member: ``G`` (K, m), ``x`` (K, b, n_in), ``y`` (K, b, k) ->
@@ -376,3 +398,4 @@ if AVAILABLE:
         return status, est, losses
 else:
     factor = factor_stack = analytical = hebbian = spd_solve = step = step_stack = None
+    rule_step = rule_stack = None

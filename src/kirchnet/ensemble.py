@@ -48,11 +48,12 @@ class _Stack:
     """Bases of K factorizations (see :class:`kirchnet.small._Factor`); ``ok[i]`` False:
     member i failed a check and is computed by the single-network kernel."""
 
-    __slots__ = ("G", "T", "M", "Wd", "W", "K", "ok")
+    __slots__ = ("G", "T", "M", "Wd", "W", "K", "ok", "MT")
 
-    def __init__(self, G, T, M, K, ok):
+    def __init__(self, G, T, M, K, ok, MT=None):
         D = T.shape[2]
         self.G, self.T, self.M, self.K, self.ok = G, T, M, K, ok
+        self.MT = MT  # (K, D + k, m) C-ordered, from the compiled kernel (kirchnet._jit)
         self.Wd, self.W = M[:, :, :D], M[:, :, D:]
 
 
@@ -109,7 +110,7 @@ class EnsembleKernel:
         nf, D, k = kn.n_free, kn.n_drivers, kn.n_outputs
         if kn.jit:  # every member's factor, checks and bases in one compiled call (kirchnet._jit)
             status, MT, T, Kc = _jit.factor_stack(np.ascontiguousarray(G, dtype=float), *self._jit_args())
-            return _Stack(G.copy(), T, MT.transpose(0, 2, 1), Kc, status == 0)
+            return _Stack(G.copy(), T, MT.transpose(0, 2, 1), Kc, status == 0, MT)
         w = self._work(Kn)
         rhsT, XTp, MT, VT, RT = w["rhsT"], w["XTp"], w["MT"], w["VT"], w["RT"]
         XT = XTp[:, :, :nf]  # the last column stays 0 (the row a clamped edge end reads)
@@ -170,14 +171,19 @@ class EnsembleKernel:
         ``SmallKernel.step(rule, G[i], x[i], y[i])`` (to rounding). Unvalidated, as that."""
         kn = self.kernel
         t = type(rule)
-        last = self._last  # at the cached factor's G (evaluated, then stepped) the batched formulas
-        if (kn.jit and not (last is not None and np.array_equal(last.G, G)) and (t is Analytical or t is CoupledLearning) and type(rule.loss) is SquaredError
+        if (kn.jit and (t is Analytical or t is CoupledLearning) and type(rule.loss) is SquaredError
                 and type(y) is np.ndarray and y.dtype == np.float64 and x.dtype == np.float64
                 and x.ndim == 3 and y.shape == x.shape[:2] + (kn.n_outputs,) and x.shape[0] == G.shape[0]):
             b1, b2 = (0.0, 1.0) if t is Analytical else _betas(rule.eta, rule.variant)
-            status, est, losses = _jit.step_stack(np.ascontiguousarray(G, dtype=float), np.ascontiguousarray(x),
-                                                  np.ascontiguousarray(y), kn._perm,
-                                                  0 if t is Analytical else 1, b1, b2, *self._jit_args())
+            kind = 0 if t is Analytical else 1
+            x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
+            last = self._last
+            if last is not None and last.MT is not None and np.array_equal(last.G, G):
+                # the stacked factor the epoch's evaluation left at G: the same compiled algebra
+                status, est, losses = _jit.rule_stack(last.MT, last.T, last.K, last.ok, x, y, kn._perm, kind, b1, b2)
+            else:
+                status, est, losses = _jit.step_stack(np.ascontiguousarray(G, dtype=float), x, y, kn._perm,
+                                                      kind, b1, b2, *self._jit_args())
             for i in np.flatnonzero(status != 0):  # a failed check: the single kernel decides
                 est[i], losses[i] = kn.step(rule, G[i], x[i], y[i])
             return est, losses

@@ -323,10 +323,7 @@ class SmallKernel:
 
         No validation (see the class docstring); a failed check reruns the general rule.
         """
-        last = self._last
-        if self.jit and not (last is not None and np.array_equal(last.g, g)):
-            # analytical and CL with squared error: one compiled call (kirchnet._jit.step); at
-            # the cached factor's g (a Trainer evaluates, then steps) only the algebra is compiled
+        if self.jit:  # analytical and CL with squared error: one compiled call (kirchnet._jit.step)
             t = type(rule)
             if ((t is Analytical or t is CoupledLearning) and type(rule.loss) is SquaredError
                     and type(y) is np.ndarray and y.dtype == np.float64 and x.dtype == np.float64
@@ -334,8 +331,13 @@ class SmallKernel:
                 b1, b2 = (0.0, 1.0) if t is Analytical else _betas(rule.eta, rule.variant)
                 if not (x.flags.c_contiguous and y.flags.c_contiguous and g.flags.c_contiguous):
                     x, y, g = np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(g)
-                st, est, loss = _jit.step(g, x, y, self._perm, 0 if t is Analytical else 1, b1, b2,
-                                          *self._jit_args)
+                kind = 0 if t is Analytical else 1
+                last = self._last
+                if last is not None and last.MT is not None and np.array_equal(last.g, g):
+                    # the factor a Trainer's evaluation left at this g: the same compiled algebra
+                    st, est, loss = _jit.rule_step(last.MT, last.T, last.K, x, y, self._perm, kind, b1, b2)
+                else:
+                    st, est, loss = _jit.step(g, x, y, self._perm, kind, b1, b2, *self._jit_args)
                 if st == 0:
                     return est, loss
                 # any failed check: the path below decides (numpy errors, or the general rule)
