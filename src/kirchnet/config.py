@@ -56,11 +56,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ConfigError
 from . import defaults as D
+from .errors import ConfigError
 
 __all__ = ["ConfigError", "NetworkConfig", "TaskConfig", "RuleConfig", "OptimizerConfig",
-           "ConstraintsConfig", "TunableConfig", "TrainConfig"]
+           "ConstraintsConfig", "TunableConfig", "DeviceConfig", "TrainConfig"]
 
 
 class _Model(BaseModel):
