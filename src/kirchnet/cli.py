@@ -316,7 +316,7 @@ def _run_experiments(names, quick, out, seed, force, progress, command):
 
 
 @app.command()
-def reproduce(quick: bool = typer.Option(False, "--quick", help="small sizes and fewer seeds (~5 min on 2 cores)"),
+def reproduce(quick: bool = typer.Option(False, "--quick", help="small sizes and fewer seeds (1.5-2 min on 2 cores)"),
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory "
                                                  "(default: results/<quick|reproduce>-<timestamp>)"),
               seed: int = typer.Option(0, "--seed", help="base seed of every experiment"),
