@@ -307,6 +307,21 @@ class EarlyStopping(Callback):
 
 
 # ----------------------------------------------------------------------------- evaluation
+def _check_training_data(x, y, x_val, y_val, circuit: Circuit, loss):
+    """``(X, Y, Xv, Yv)``: the training set (non-empty) and the optional validation set
+    (both or neither), each checked by :func:`_check_data`."""
+    X, Y = _check_data(x, y, circuit, loss)
+    if len(X) == 0:
+        raise ShapeError("cannot train on an empty data set")
+    if (x_val is None) != (y_val is None):
+        raise ParameterError(f"x_val and y_val must be given together; got "
+                             f"{'x_val' if y_val is None else 'y_val'} only")
+    Xv = Yv = None
+    if x_val is not None:
+        Xv, Yv = _check_data(x_val, y_val, circuit, loss, "x_val", "y_val")
+    return X, Y, Xv, Yv
+
+
 def _check_data(x, y, circuit: Circuit, loss, xname: str = "x", yname: str = "y"):
     """``(X, Y)`` checked for training: ``X`` finite ``(n, n_inputs)``; ``Y`` finite numbers with
     ``n`` rows that ``loss`` accepts as targets (shape, class labels). Cross-entropy targets
@@ -723,15 +738,7 @@ class Trainer:
         g = circuit.check_conductances(g0).copy()
         self._clip_range = (min(self.clip[0], float(g.min())), max(self.clip[1], float(g.max())))
         mask = resolve_mask(self.tunable, circuit)
-        X, Y = _check_data(x, y, circuit, self.rule.loss)
-        if len(X) == 0:
-            raise ShapeError("cannot train on an empty data set")
-        if (x_val is None) != (y_val is None):
-            raise ParameterError(f"x_val and y_val must be given together; got "
-                                 f"{'x_val' if y_val is None else 'y_val'} only")
-        Xv = Yv = None
-        if x_val is not None:
-            Xv, Yv = _check_data(x_val, y_val, circuit, self.rule.loss, "x_val", "y_val")
+        X, Y, Xv, Yv = _check_training_data(x, y, x_val, y_val, circuit, self.rule.loss)
         if self.full_batch:
             self.batch_size = len(X)
         self.stop_training = False
