@@ -37,7 +37,7 @@ from ._validation import check_positive, check_seed
 from .constraints import Compose, from_space, to_space
 from .errors import ParameterError, SaturationWarning, ShapeError, SolverError
 from .losses import SquaredError
-from .small import REFINE_ABOVE, ACCURACY, _G_RANGE, SmallKernel, _rule_kind, supports
+from .small import REFINE_ABOVE, ACCURACY, _G_RANGE, SmallKernel, _rule_kind, phase_difference, supports
 from .rules.base import Analytical
 from .rules.twophase import AdjointClampNudge, ClampNudge, CoupledLearning, CurrentNudge, EnergyNudge, _betas
 
@@ -263,12 +263,7 @@ class EnsembleKernel:
                 else:
                     mus[bk] = stiffness((o - bk * delta @ f.K) - o)
         mu1, mu2 = mus.get(b1), mus.get(b2)
-        if mu1 is None:
-            dmu = smu = mu2
-        elif mu2 is None:
-            dmu, smu = -mu1, mu1
-        else:
-            dmu, smu = mu2 - mu1, mu1 + mu2
+        dmu, smu = phase_difference(mu1, mu2)
         A = np.concatenate([zT @ dmu, 0.5 * (dmu.transpose(0, 2, 1) @ smu)], axis=1)
         return np.einsum("Kek,Kek->Ke", f.W, f.M @ A) / (b * (b2 - b1)), losses
 
@@ -328,7 +323,7 @@ def fit_ensemble(trainer, circuit, G0, x, y, x_val=None, y_val=None, lr=None, se
     callbacks, checkpoints, history files and ``cosine`` are per-run features: train
     such members separately (each is refused here with a :class:`ParameterError`).
     """
-    from .training import TrainResult, History, _check_data, conductance_bounds
+    from .training import TrainResult, History, _check_training_data, conductance_bounds
     from .partial import resolve_mask
 
     G = np.array(G0, dtype=float)
@@ -358,15 +353,7 @@ def fit_ensemble(trainer, circuit, G0, x, y, x_val=None, y_val=None, lr=None, se
     hi = np.maximum(trainer.clip[1], G.max(axis=1))[:, None]
     mask = resolve_mask(trainer.tunable, circuit)
     loss = trainer.rule.loss
-    X, Y = _check_data(x, y, circuit, loss)
-    if len(X) == 0:
-        raise ShapeError("cannot train on an empty data set")
-    if (x_val is None) != (y_val is None):
-        raise ParameterError(f"x_val and y_val must be given together; got "
-                             f"{'x_val' if y_val is None else 'y_val'} only")
-    Xv = Yv = None
-    if x_val is not None:
-        Xv, Yv = _check_data(x_val, y_val, circuit, loss, "x_val", "y_val")
+    X, Y, Xv, Yv = _check_training_data(x, y, x_val, y_val, circuit, loss)
     n = len(X)
     bs = n if trainer.full_batch else trainer.batch_size
     ek = EnsembleKernel(circuit)

@@ -106,6 +106,17 @@ class _Factor:
         self.MT = MT  # (D + k, m) C-ordered, from the compiled kernel (kirchnet._jit)
 
 
+def phase_difference(mu1, mu2):
+    """``(dmu, smu) = (mu2 - mu1, mu1 + mu2)`` of the two phases' port currents, where a phase
+    at beta = 0 (``None``) contributes nothing: the difference and sum a Hebbian estimate
+    contracts through the bases."""
+    if mu1 is None:
+        return mu2, mu2
+    if mu2 is None:
+        return -mu1, mu1
+    return mu2 - mu1, mu1 + mu2
+
+
 class SmallKernel:
     """Dense fast path of one circuit (module docstring). Build once, call :meth:`step`.
 
@@ -301,12 +312,7 @@ class SmallKernel:
     @staticmethod
     def _hebbian(f, zT, mu1, mu2, b1, b2, b):
         """``Ports.hebbian`` through the bases: ``sum_k W_ek [Wd (z^T dmu) + 1/2 W (dmu^T smu)]_ek``."""
-        if mu1 is None:
-            dmu = smu = mu2
-        elif mu2 is None:
-            dmu, smu = -mu1, mu1
-        else:
-            dmu, smu = mu2 - mu1, mu1 + mu2
+        dmu, smu = phase_difference(mu1, mu2)
         A = np.concatenate([zT @ dmu, 0.5 * (dmu.T @ smu)])  # (D + k, k)
         return np.einsum("ek,ek->e", f.W, f.M @ A) / (b * (b2 - b1))
 
@@ -430,12 +436,7 @@ class SmallKernel:
             return None
         mu1 = b1 * nu if b1 != 0.0 else None
         mu2 = b2 * nu if b2 != 0.0 else None
-        if mu1 is None:
-            dmu = smu = mu2
-        elif mu2 is None:
-            dmu, smu = -mu1, mu1
-        else:
-            dmu, smu = mu2 - mu1, mu1 + mu2
+        dmu, smu = phase_difference(mu1, mu2)
         return (_jit.hebbian(f.MT, z, dmu, smu, D, 1.0 / (b * (b2 - b1))),)
 
     # ------------------------------------------------------------------ checked entry points
