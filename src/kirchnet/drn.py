@@ -585,17 +585,19 @@ class DRN:
 
     def gradient_step(self, x, y, lr: float) -> float:
         """One in-place SGD step with the exact gradient (as :meth:`ep_step`). Returns the loss."""
-        st = self.relax(x)
-        v = st.potentials
+        v, loss, lam = self._loss_adjoint(self.relax(x), y)
         B = v[0].shape[0]
-        y = self._check_y(y, B)
-        err = v[-1] - y
-        loss = 0.5 * float(np.mean(np.sum(err * err, axis=1)))
-        lam = self.adjoint(st, err)
         # W_0 gradient: V_0^T Lam_1 / B - 1 mean(lam_1 v_1)^T
         self._accumulate_w0(-lr / B, lam[1], lr * np.mean(lam[1] * v[1], axis=0), v[0])
         self._sgd_rest(lambda out: self._grad_from_adjoint(v, lam, out, skip_first=True), lr)
         return loss
+
+    def _loss_adjoint(self, state: DRNState, y):
+        """``(potentials, 1/2 mean ||o - y||^2, adjoint)`` of a relaxed state: the output error
+        read at the last layer and the adjoint of :meth:`adjoint` for it."""
+        v = state.potentials
+        err = v[-1] - self._check_y(y, v[0].shape[0])
+        return v, 0.5 * float(np.mean(np.sum(err * err, axis=1))), self.adjoint(state, err)
 
     def adjoint(self, state: DRNState, error: np.ndarray, tol: float | None = None) -> list:
         """``lam`` per layer (``lam_0 = 0``) solving ``H_FF lam = error`` on the linearized
@@ -646,12 +648,7 @@ class DRN:
         (v_i - v_j)`` (module docstring). Returns ``(loss, grad, state)``."""
         if state is None:
             state = self.relax(x)
-        v = state.potentials
-        B = v[0].shape[0]
-        y = self._check_y(y, B)
-        err = v[-1] - y
-        loss = 0.5 * float(np.mean(np.sum(err * err, axis=1)))
-        lam = self.adjoint(state, err)
+        v, loss, lam = self._loss_adjoint(state, y)
         if out is None:
             out = np.empty_like(self.params)
         self._grad_from_adjoint(v, lam, out)
