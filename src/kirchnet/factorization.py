@@ -253,14 +253,14 @@ class CircuitFactorization:
             return self
         if max_rank is None:
             max_rank = c.default_max_rank
-        cols = c.edge_columns(changed)
-        touches = np.asarray(abs(cols).sum(axis=0)).ravel() > 0
-        changed, cols = changed[touches], cols[:, touches]
+        net = c.network  # an edge changes L_FF iff one of its ends is free
+        changed = changed[(c._free_pos[net.tails[changed]] >= 0) | (c._free_pos[net.heads[changed]] >= 0)]
         opts = {**self.solver_options, "check": self.check}
         if changed.size == 0:  # only edges between clamped nodes changed: L_FF unchanged
             return CircuitFactorization(c, g, self.base_backend, factor=self.factor, **opts)
-        if changed.size + self.factor.update_rank > max_rank:
+        if changed.size + self.factor.update_rank > max_rank:  # decided before building columns
             return CircuitFactorization(c, g, self.base_backend, **opts)
+        cols = c.edge_columns(changed)
         dg = g[changed] - self.conductances[changed]
         L = (c.reduced_laplacian_dense(g, check=False) if self.base_backend == "dense"
              else c.reduced_laplacian(g, check=False))  # exact, unlike L + C diag(dg) C^T
