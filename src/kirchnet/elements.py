@@ -61,6 +61,7 @@ SPICE_TNOM = 300.15
 #: (``CONSTKoverQ * T`` with its ``const.h`` CODATA 2014 constants k = 1.38064852e-23 J/K,
 #: q = 1.6021766208e-19 C), so that a default :class:`Diode` is ngspice's default diode
 #: bit for bit (its netlist card has ``N = 1`` and reads back as an equal law)
+DOWN_MIN = 0.01
 THERMAL_VOLTAGE_27C = (1.38064852e-23 / 1.6021766208e-19) * SPICE_TNOM
 
 
@@ -114,6 +115,16 @@ class Law:
         (elementwise; ``None``: no limit). Solver heuristic only: it never changes the
         equilibrium, only how fast Newton reaches it."""
         return None
+
+    #: the law limits its linearization voltage between Newton iterations (:meth:`limit`)
+    limits: ClassVar[bool] = False
+
+    def limit(self, v: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """The voltage at which the next Newton iteration linearizes the law, given the one
+        it used (``v``) and the voltage the linearized network just produced (``w``);
+        default ``w`` (plain Newton). Solver heuristic only (SPICE's junction limiting):
+        the converged state has ``v = w``, so it never changes the equilibrium."""
+        return w
 
     def to_dict(self) -> dict:
         """``{"kind": ..., **parameters}`` (JSON-serializable; :func:`law_from_dict` inverts it)."""
@@ -222,6 +233,40 @@ class Diode(Law):
         over = (dw > 0) & (w + dw > lim)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(over, (lim - w) / np.where(over, dw, 1.0), np.inf)
+
+    limits: ClassVar[bool] = True
+    #: a stiff forward diode steps down at most this many ``n Vt`` per Newton iteration
+    max_descent: ClassVar[float] = 5.0
+
+    def limit(self, v, w):
+        """Junction limiting, SPICE's rule upward and its mirror downward.
+
+        Upward (Nagel's SPICE2 rule): a voltage ``w`` above :attr:`critical_voltage` that
+        moved more than ``2 n Vt`` from the last linearization voltage ``v`` is replaced by
+        ``v + n Vt ln(1 + (w - v) / (n Vt))`` if ``v > 0`` (the voltage at which the diode
+        carries the current its linearization at ``v`` predicted: Newton on the inverse,
+        logarithmic law; ``vcrit`` when the argument is not positive), else by
+        ``n Vt ln(w / (n Vt))``.
+
+        Downward, from a forward linearization ``v > 0``: the same logarithmic step
+        ``v + n Vt ln(max(1 + (w - v) / (n Vt), e^-K))`` with ``K = max_descent``. Newton on
+        the exponential from above (a stiff diode fed by the rest of the network) moves
+        down by less than ``n Vt`` per iteration; the logarithmic step lands where the
+        predicted current is carried, and where the linear model predicts a reverse current
+        (argument <= 0) it descends ``K n Vt``. Steps below ``0.01 n Vt`` are left as they
+        are (plain Newton near convergence)."""
+        v, w = np.asarray(v, dtype=float), np.asarray(w, dtype=float)
+        nvt, vcrit = self.nvt, self.critical_voltage
+        jump = (w > vcrit) & (np.abs(w - v) > 2.0 * nvt)
+        down = (w < v - DOWN_MIN * nvt) & (v > 0) & ~jump
+        if not np.any(jump | down):
+            return w
+        arg = 1.0 + (w - v) / nvt
+        with np.errstate(divide="ignore", invalid="ignore"):
+            up = np.where(v > 0, np.where(arg > 0, v + nvt * np.log(np.where(arg > 0, arg, 1.0)), vcrit),
+                          nvt * np.log(np.where(w > 0, w, nvt) / nvt))
+            descent = v + nvt * np.log(np.maximum(arg, math.exp(-self.max_descent)))
+        return np.where(jump, up, np.where(down, descent, w))
 
     @property
     def model_name(self) -> str:
@@ -413,6 +458,20 @@ class ElementMap:
             t = law.max_step(w[..., e], dw[..., e])
             if t is not None:
                 out = np.minimum(out, t.min(axis=-1, initial=np.inf))
+        return out
+
+    @property
+    def limits(self) -> bool:
+        """Some law limits its linearization voltage (:meth:`Law.limit`)."""
+        return any(law.limits for law, _ in self._groups)
+
+    def limit(self, v, w) -> np.ndarray:
+        """:meth:`Law.limit` on every edge: the next linearization voltages (..., m)."""
+        w = np.asarray(w, dtype=float)
+        out = w.copy()
+        for law, e in self._groups:
+            if law.limits:
+                out[..., e] = law.limit(v[..., e], w[..., e])
         return out
 
     def phi(self, w):

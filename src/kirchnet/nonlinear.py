@@ -143,6 +143,21 @@ STEP_FLOOR = 1e-2
 MAX_STEP = 1e3
 #: the line search stops at ``|f'(t)| <= LINE_SEARCH_TOL |f'(0)|``
 LINE_SEARCH_TOL = 0.1
+#: a sample whose worst KCL ratio has not improved for this many limited-Newton iterations
+#: goes on with the damped Newton iteration (from its best iterate)
+LIMITED_STALL = 8
+#: the limited iteration's cold start linearizes diodes at this fraction of their
+#: ``initial_voltage`` (vcrit, 0.73 V for Is = 1e-14 A: 0.58 V), a typical forward drop.
+#: Measured on the resistor-diode networks of ``bench_spice.py``: 0.8 takes 8-10 iterations,
+#: vcrit itself 9-12, starting at min(drop, vcrit) 11-16
+LIMITED_START = 0.8
+#: a limited-Newton step reuses the sample's last tangent factorization (a chord step; sparse
+#: backends) while every tangent weight is within this relative drift of the factorized one:
+#: then ``(1 - c) H_old <= H <= (1 + c) H_old`` and the chord iteration contracts the linear
+#: part of the error by at least ``c`` per step
+CHORD_DRIFT = 0.1
+#: largest KCL ratio accepted where the last full Newton step was at the rounding level
+SETTLED_RTOL = 1e-6
 
 
 # --------------------------------------------------------------------------- assembly
@@ -313,8 +328,8 @@ class TangentSystem:
     def _factor_one(self, s: int):
         asm = self.asm
         if not asm.nc:
-            for shift in (0.0, float(self._regularization()[s])):
-                L = self._sparse_matrix(s, shift)
+            for regularize in (False, True):  # the shift only when the plain matrix fails
+                L = self._sparse_matrix(s, float(self._regularization(slice(s, s + 1))[0]) if regularize else 0.0)
                 try:
                     sym = self.circuit._symbolic if self.backend == "cholmod" else None
                     f = solvers.factorize(L, self.backend, symbolic=sym, **_UNCHECKED)
@@ -325,8 +340,8 @@ class TangentSystem:
         act = self.active[s]
         Ca = sp.csc_array(asm.C * act[None, :])
         D = sp.diags_array((~act).astype(float))
-        for shift in (0.0, float(self._regularization()[s])):
-            L = self._sparse_matrix(s, shift)
+        for regularize in (False, True):
+            L = self._sparse_matrix(s, float(self._regularization(slice(s, s + 1))[0]) if regularize else 0.0)
             K = sp.csc_array(sp.block_array([[L, Ca], [Ca.T, D]], format="csc"))
             try:
                 lu = spla.splu(K)
@@ -484,7 +499,15 @@ def _no_descent(i, dw, lin, r, du) -> np.ndarray:
         return ~(f0 < -DESCENT_COS * size) | ~np.all(np.isfinite(du), axis=1)
 
 
-def _kcl_test(fac, uu, ss, mm, JJ, act):
+def _settled(du, uu, ss, rtol) -> np.ndarray:
+    """(b,) bool: a full Newton step ``du`` (b, nf) that moves no free potential by more than
+    ``rtol`` times the sample's voltage scale ``max |u| + max |s|`` (the potentials are then
+    determined to that accuracy, :func:`_kcl_test`)."""
+    vs = np.abs(uu).max(axis=1) + np.abs(ss).max(axis=1, initial=0.0)
+    return np.abs(du).max(axis=1, initial=0.0) <= rtol * vs
+
+
+def _kcl_test(fac, uu, ss, mm, JJ, act, settled=None):
     """The stopping rule (module docstring) at potentials ``uu`` (b, n): returns
     ``(w, i, r, weights, ratio, ok)`` with ``r`` the free nodes' KCL residual,
     ``weights = g phi'(w)``, ``ratio = max(|r| - rho, 0) / s`` per node and ``ok`` (b,).
@@ -492,7 +515,15 @@ def _kcl_test(fac, uu, ss, mm, JJ, act):
     The scale ``s_v`` is the node's own: no floor relative to other nodes (a node carrying
     mA next to a diode carrying 1e17 A is still checked to ``rtol``); ``rho_v`` is the
     rounding level of the node's computed currents, ``64 eps sum_e |B_ve| g_e phi'(w_e)
-    (|u_a| + |u_b| + |s_e| + |u|_inf)`` (potentials are solved to ``eps |u|_inf``)."""
+    (|u_a| + |u_b| + |s_e| + |u|_inf)`` (potentials are solved to ``eps |u|_inf``).
+
+    ``settled`` (b,) bool marks samples whose last full Newton step was at the rounding
+    level (:func:`_settled`): their potentials are determined to ``rtol`` of the voltage
+    scale, and they pass with a residual ratio up to ``SETTLED_RTOL``. In stiff circuits
+    (forward diodes carrying 1e5 times the currents of the resistors beside them) the
+    rounding of the stiff elements' currents moves the potentials of a whole cluster by
+    ``eps`` times the stiffness ratio, which the per-node floor ``rho_v`` of a resistor
+    next to the cluster cannot see: Newton then makes no further progress."""
     c, g, el = fac.circuit, fac.conductances, fac.circuit.elements
     asm = _assembly(c)
     ww = np.asarray((c._BT @ uu.T).T) + ss
@@ -508,7 +539,10 @@ def _kcl_test(fac, uu, ss, mm, JJ, act):
     with np.errstate(invalid="ignore", over="ignore"):
         rel = np.maximum(np.abs(r) - rounding, 0.0) / np.maximum(scale, 1e-300)
     rel = np.where(np.isfinite(rel), rel, np.inf)
-    ok = rel.max(axis=1, initial=0.0) <= fac.rtol
+    worst = rel.max(axis=1, initial=0.0)
+    ok = worst <= fac.rtol
+    if settled is not None:
+        ok |= settled & (worst <= SETTLED_RTOL)
     if asm.nc:
         wc = ww[:, asm.ci]
         vs = np.abs(uu).max(axis=1) + np.abs(ss).max(axis=1, initial=0.0) + 1e-300
@@ -570,11 +604,24 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                 f"circuit has no equilibrium. Put a resistance in series (Rectifier()) or change "
                 f"the inputs")
     w0 = el.initial_voltages
+    wc = np.asarray((BT @ u.T).T) + s
+    limited = fac.limiting and not nc and not el.piecewise_linear
     if warm_start is None and np.any(w0 != 0):
         # cold start: one linear solve with every law linearized at its voltage for u_F = 0,
         # diodes at most at vcrit forward: i ~ g (phi(w0) + phi'(w0) (w - w0))
-        wc = np.asarray((BT @ u.T).T) + s
         w0 = np.where(w0 != 0, np.minimum(wc, w0), wc)  # diodes: at most vcrit forward
+    else:
+        w0 = wc
+    iters = np.zeros(b, dtype=np.int64)
+    settled = np.zeros(b, dtype=bool)  # the last full Newton step was at the rounding level
+    todo = np.arange(b)
+    if limited:  # the limited Newton iteration's first step is the cold-start solve
+        v0 = wc
+        if warm_start is None:  # laws of unknown state start at a typical forward voltage
+            v0 = w0 if LIMITED_START is None else \
+                np.where(el.initial_voltages != 0, LIMITED_START * el.initial_voltages, wc)
+        todo = np.flatnonzero(~_limited_newton(fac, u, s, JF, v0, iters, settled))
+    elif warm_start is None and np.any(w0 != wc):
         d0 = g * el.dphi(w0)
         i0 = d0 * wc + g * (el.phi(w0) - el.dphi(w0) * w0)
         rhs = np.zeros((b, nf + nc, 1))
@@ -584,7 +631,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                                                fac.backend).solve(rhs)[:, :nf, 0]
         except _Singular:
             pass  # keep u_F = 0
-    iters = np.zeros(b, dtype=np.int64)
+    start = iters.copy()  # iterations already spent (limited Newton) by the samples left
     cpd = float(np.mean(g))  # units of the active-set test mu + c w
     # a Newton step that is no descent direction is recomputed with tangent weights of at least
     # STEP_FLOOR g phi'(0) (diodes: 1e-2 g Is / n Vt; resistors and rectifiers unchanged): a
@@ -593,15 +640,14 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     # changes, not the residual: the equilibrium is the same
     wfloor = STEP_FLOOR * g * el.dphi(np.zeros((1, asm.m)))
     floored = np.zeros(b, dtype=bool)
-    todo = np.arange(b)
     dense = fac.dense
     seen = [dict() for _ in range(b)] if el.piecewise_linear else None  # active sets visited
-    for it in range(fac.max_iter + 1):
+    for it in range(fac.max_iter + 1 if todo.size else 0):
         uu = u[todo]
         mm = mu[todo]
         JJ = JF[todo]
-        ww, ii, r, weights, rel, ok = _kcl_test(fac, uu, s[todo], mm, JJ, active[todo])
-        iters[todo] = it
+        ww, ii, r, weights, rel, ok = _kcl_test(fac, uu, s[todo], mm, JJ, active[todo], settled[todo])
+        iters[todo] = start[todo] + it
         todo, keep = todo[~ok], ~ok
         if not todo.size:
             break
@@ -635,6 +681,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
         except _Singular:
             raise _infeasible(c, asm, todo, act) from None
         du = sol[:, :nf]
+        tiny = ~fl & _settled(du, uu, s[todo], fac.rtol)  # the Newton step is at the rounding level
         mu_new = sol[:, nf:] * act if nc else np.zeros((todo.size, 0))
         dw = np.asarray((c._BT_free @ du.T).T)
         lin = -np.einsum("bf,bf->b", JJ, du)
@@ -666,6 +713,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                     lin[bad] = -np.einsum("bf,bf->b", JJ[bad], du[bad])
             t = _line_search(el, g, ww, dw, lin, np.clip(el.max_step(ww, dw), 1e-6, MAX_STEP))
         u[todo[:, None], c.free_nodes[None, :]] = uu[:, c.free_nodes] + t[:, None] * du
+        settled[todo] = tiny
         if nc:
             mu[todo] = mu_new
             w_new = ww[:, asm.ci] + t[:, None] * dw[:, asm.ci]
@@ -690,7 +738,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                 seen[smp].clear()  # a partial step: what follows is not a function of the set
             _check_cycle(seen, todo[full], act[full], weights[full] > 0, it, asm)
     # certify the returned state itself (recomputed from its potentials, not the iterate's bookkeeping)
-    *_, r, _, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0)
+    *_, r, _, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
     if not ok.all():
         smp = int(np.flatnonzero(~ok)[0])
         v = int(np.argmax(rel[smp]))
@@ -718,6 +766,80 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                 f"with a tiny emission coefficient: use IdealDiode() or Rectifier(), or a larger N)")
     return NonlinearState(c, fac.conductances, u, None if c.source_edges.size == 0 else s,
                           multipliers=mu, ideal_edges=asm.ci, iterations=iters)
+
+
+def _limited_newton(fac, u, s, JF, v, iters, settled) -> np.ndarray:
+    """SPICE's Newton iteration with junction limiting, on every sample at once; returns
+    (b,) bool, the samples whose potentials ``u`` (b, n; updated in place) passed the
+    stopping rule. Circuits without ideal diodes or piecewise-linear laws only.
+
+    Each iteration linearizes every law at its own voltage ``v_e`` (companion model
+    ``i_e ~ g_e (phi(v_e) + phi'(v_e) (w_e - v_e))``), solves the linear network for the
+    step, and sets the next ``v = limit(v, w)`` (:meth:`kirchnet.elements.Law.limit`:
+    diodes are kept from jumping up their exponential; other laws ``v = w``, Newton's step).
+    Where no law limits, the iteration is Newton's, quadratically convergent, with no line
+    search. It carries no global convergence guarantee (SPICE's has none either): a sample
+    whose worst KCL ratio stalls for ``LIMITED_STALL`` iterations, whose step is not
+    finite, or that is still unconverged after ``max_iter`` iterations, is handed back at its
+    best iterate to the damped Newton iteration (exact line search on the convex co-content).
+    ``v`` (b, m): the linearization voltages of the first step (the cold start's, or the
+    start's own drops); ``iters`` (b,) receives the iterations spent, ``settled`` (b,)
+    whether the last step was an unlimited Newton step at the rounding level.
+    """
+    c, g, el = fac.circuit, fac.conductances, fac.circuit.elements
+    asm = _assembly(c)
+    b, nf = u.shape[0], asm.nf
+    none = np.zeros((b, 0))
+    done = np.zeros(b, dtype=bool)
+    best, best_u, since = np.full(b, np.inf), u.copy(), np.zeros(b, dtype=np.int64)
+    todo = np.arange(b)
+    factors = [None] * b  # sparse: each sample's last tangent factorization (chord steps)
+    factored = np.zeros((b, asm.m))  # ... and the tangent weights it was built from
+    for it in range(fac.max_iter + 1):
+        uu = u[todo]
+        ww, ii, r, weights, rel, ok = _kcl_test(fac, uu, s[todo], none[todo], JF[todo], none[todo],
+                                                settled[todo])
+        iters[todo] = it
+        worst = rel.max(axis=1, initial=0.0)
+        better = worst < best[todo]
+        best[todo[better]], best_u[todo[better]] = worst[better], uu[better]
+        since[todo] = np.where(better, 0, since[todo] + 1)
+        done[todo[ok]] = True
+        keep = ~ok & (since[todo] <= LIMITED_STALL)
+        todo, uu, ww, ii, weights = todo[keep], uu[keep], ww[keep], ii[keep], weights[keep]
+        if not todo.size or it == fac.max_iter:
+            break
+        vv = v[todo] if it == 0 else el.limit(v[todo], ww)
+        v[todo] = vv
+        moved = vv != ww
+        newton = ~moved.any(axis=1)  # no law limited: a plain Newton step
+        ic = ii
+        if moved.any():  # the companion model at the limited voltages
+            dv = g * el.dphi(vv)
+            weights = np.where(moved, dv, weights)
+            ic = np.where(moved, g * el.phi(vv) + dv * (ww - vv), ii)
+        rhs = -(np.asarray((asm.BF @ ic.T).T) - JF[todo])
+        ts = TangentSystem(c, weights, np.zeros((todo.size, 0), dtype=bool), fac.dense, fac.backend)
+        try:
+            if fac.dense:  # one batched LAPACK call
+                du = ts.solve(rhs[:, :, None])[:, :nf, 0]
+            else:  # a chord step (the last factorization) where no tangent weight drifted
+                du = np.empty_like(rhs)
+                drift = np.abs(weights - factored[todo]) > CHORD_DRIFT * factored[todo]
+                for k, smp in enumerate(todo):
+                    if factors[smp] is None or drift[k].any():
+                        factors[smp], factored[smp] = ts._factor_one(k), weights[k]
+                    du[k] = np.asarray(factors[smp](rhs[k])).reshape(nf)
+        except _Singular:
+            break  # every sample left goes on with the damped iteration
+        finite = np.all(np.isfinite(du), axis=1)
+        settled[todo] = newton & finite & _settled(du, uu, s[todo], fac.rtol)
+        u[todo[finite, None], c.free_nodes[None, :]] += du[finite]
+        todo = todo[finite]
+    rest = np.flatnonzero(~done)
+    u[rest] = best_u[rest]
+    settled[rest] = False
+    return done
 
 
 def _check_cycle(seen, todo, act, on, it, asm) -> None:
@@ -802,7 +924,8 @@ class NonlinearFactorization:
     low_rank_update = False
 
     def __init__(self, circuit, conductances, backend: str = "auto", rtol: float = RTOL,
-                 ctol: float = CTOL, max_iter: int = MAX_ITER, method: str = "auto", **solver_options):
+                 ctol: float = CTOL, max_iter: int = MAX_ITER, method: str = "auto",
+                 limiting: bool = True, **solver_options):
         if method not in ("auto", "general"):
             raise ValueError(f"method must be 'auto' (layered DRN circuits use the DRN's exact "
                              f"layered solver) or 'general', got {method!r}")
@@ -812,7 +935,10 @@ class NonlinearFactorization:
         self.base_backend = backend
         self.method = method
         self.solver_options = dict(rtol=rtol, ctol=ctol, max_iter=max_iter, method=method,
-                                   **solver_options)
+                                   limiting=limiting, **solver_options)
+        #: smooth laws start with SPICE's limited Newton iteration (:func:`_limited_newton`);
+        #: ``False``: the damped Newton iteration alone
+        self.limiting = bool(limiting)
         self.rtol, self.ctol, self.max_iter = float(rtol), float(ctol), int(max_iter)
         asm = _assembly(circuit)
         #: stacked dense systems (one batched LAPACK call) or one sparse factorization per sample
