@@ -1,13 +1,14 @@
 """Nonlinear benchmark: Newton equilibria of diode networks against one linear solve.
 
-Usage: python benchmarks/bench_nonlinear.py [--sizes 1e2,1e3,1e4] [--batch 1] [--repeats 3]
+Usage: python benchmarks/bench_nonlinear.py [--sizes 1e2,1e3,1e4,1e5] [--samples 8] [--repeats 3]
 
 On a lattice of ~N nodes with every third edge a Shockley diode (ngspice's default
 model, random orientation) and inputs of 1-2 V, for each size it prints (one run, same
-machine, times on the benchmark clock of ``common.py``):
+machine, times on the benchmark clock of ``common.py``), each a mean over ``--samples``
+input vectors solved one at a time (batch 1; one sample's iteration count says little):
 
   linear            factorize + solve of the same network with every edge a resistor
-  cold              Newton iterations and time of the nonlinear equilibrium from u = 0
+  cold              Newton iterations and time of the nonlinear equilibrium from a cold start
   warm              the same after a 1 % change of the inputs, warm-started from the old state
   x linear          time / linear time ("linear-solve equivalents"; goal: <= 8 cold, <= 3 warm)
   grad / forward    loss_and_grad (forward + adjoint) / forward nonlinear solve (goal <= 1.5)
@@ -48,29 +49,39 @@ def diode_lattice(n_nodes: int, seed: int = 0, batch: int = 1):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="1e2,1e3,1e4")
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--sizes", default="1e2,1e3,1e4,1e5")
+    ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     rows = []
     for size in (int(float(s)) for s in args.sizes.split(",")):
-        linear, circuit, g, x, y = diode_lattice(size, batch=args.batch)
-        t_lin = best_time(lambda: linear.factorize(g).solve(x).outputs, args.repeats)
+        linear, circuit, g, X, Y = diode_lattice(size, batch=args.samples)
         fac = circuit.factorize(g)
-        state, _ = timed(lambda: fac.solve(x))
-        t_cold = best_time(lambda: fac.solve(x).outputs, args.repeats)
-        x2 = x * 1.01
-        warm = fac.solve(x2, warm_start=state)
-        t_warm = best_time(lambda: fac.solve(x2, warm_start=state).outputs, args.repeats)
-        t_grad = best_time(lambda: circuit.loss_and_grad(g, x, y, factorization=fac), args.repeats)
+        t = {"lin": [], "cold": [], "warm": [], "grad": []}
+        it = {"cold": [], "warm": []}
+        for k in range(args.samples):
+            x, y = X[k:k + 1], Y[k:k + 1]
+            t["lin"].append(best_time(lambda: linear.factorize(g).solve(x).outputs, args.repeats))
+            state, _ = timed(lambda: fac.solve(x))
+            t["cold"].append(best_time(lambda: fac.solve(x).outputs, args.repeats))
+            x2 = x * 1.01
+            warm = fac.solve(x2, warm_start=state)
+            t["warm"].append(best_time(lambda: fac.solve(x2, warm_start=state).outputs, args.repeats))
+            t["grad"].append(best_time(lambda: circuit.loss_and_grad(g, x, y, factorization=fac), args.repeats))
+            it["cold"].append(int(state.iterations[0]))
+            it["warm"].append(int(warm.iterations[0]))
+        m = {key: float(np.mean(v)) for key, v in t.items()}
         mode = "dense batched" if fac.dense else fac.backend
-        rows.append([circuit.network.n_nodes, circuit.n_free, mode, f"{1e3 * t_lin:.2f}",
-                     int(state.iterations.max()), f"{1e3 * t_cold:.2f}", f"{t_cold / t_lin:.1f}",
-                     int(warm.iterations.max()), f"{1e3 * t_warm:.2f}", f"{t_warm / t_lin:.1f}",
-                     f"{t_grad / t_cold:.2f}"])
-    print_table(f"Diode-lattice equilibria (batch {args.batch}, every third edge a diode),",
-                ["nodes", "free", "solver", "linear ms", "cold iters", "cold ms", "cold x linear",
-                 "warm iters", "warm ms", "warm x linear", "grad / forward"], rows)
+        rows.append([circuit.network.n_nodes, circuit.n_free, mode, f"{1e3 * m['lin']:.2f}",
+                     f"{np.mean(it['cold']):.1f} ({max(it['cold'])})", f"{1e3 * m['cold']:.2f}",
+                     f"{m['cold'] / m['lin']:.1f}",
+                     f"{np.mean(it['warm']):.1f} ({max(it['warm'])})", f"{1e3 * m['warm']:.2f}",
+                     f"{m['warm'] / m['lin']:.1f}", f"{m['grad'] / m['cold']:.2f}"])
+        print(" ".join(str(v) for v in rows[-1]), flush=True)
+    print_table(f"Diode-lattice equilibria (means over {args.samples} inputs solved one at a time, "
+                f"every third edge a diode),",
+                ["nodes", "free", "solver", "linear ms", "cold iters (max)", "cold ms", "cold x linear",
+                 "warm iters (max)", "warm ms", "warm x linear", "grad / forward"], rows)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,44 @@ def test_diode_linear_continuation_above_max_voltage_is_c1():
     np.testing.assert_allclose(d.phi(w), 1e-3 * np.expm1(w / 0.05), rtol=1e-14)
 
 
+def test_diode_limit_lands_where_the_linearized_current_is_carried():
+    """Junction limiting: an upward jump above vcrit (from v > 0) and a downward step from a
+    forward v are Newton steps of the inverse (logarithmic) law: the limited voltage carries
+    exactly the current the diode linearized at v predicts at w."""
+    d = Diode()
+    nvt, vc = d.nvt, d.critical_voltage
+    v = np.array([0.50, 0.60, 0.70, 0.72, 0.68])
+    w = np.array([1.40, 0.95, 0.69, 0.70, 0.66])  # two jumps up, three stiff descents
+    lim = d.limit(v, w)
+    predicted = d.phi(v) + d.dphi(v) * (w - v)
+    np.testing.assert_allclose(d.phi(lim), predicted, rtol=1e-9)
+    assert np.all(lim[:2] < w[:2]) and np.all(lim[:2] > v[:2])  # up: between v and w
+    assert np.all(lim[2:] < w[2:])  # down: below the voltage Newton step (it undershoots)
+    # from a reverse linearization, SPICE's rule n Vt ln(w / n Vt)
+    assert d.limit(np.array([-0.3]), np.array([2.0]))[0] == pytest.approx(nvt * math.log(2.0 / nvt), rel=1e-14)
+    # a descent the linear model carries to a reverse current stops after max_descent n Vt
+    assert d.limit(np.array([0.7]), np.array([0.2]))[0] == pytest.approx(0.7 - d.max_descent * nvt, rel=1e-14)
+    # small steps, steps below vcrit and reverse diodes are plain Newton (v' = w, bit for bit)
+    small = (np.array([0.70, 0.30, -1.0, -0.5]), np.array([0.70 + 1.9 * nvt, 0.6, -0.2, -0.9]))
+    assert np.array_equal(d.limit(*small), small[1])
+    assert np.array_equal(d.limit(np.array([0.7]), np.array([0.7 - 0.005 * nvt])), [0.7 - 0.005 * nvt])
+    assert vc == pytest.approx(nvt * math.log(nvt / (math.sqrt(2) * d.saturation_current)))
+
+
+def test_only_diodes_limit_and_the_element_map_limits_per_law():
+    for law in (Resistor(), Rectifier(), IdealDiode()):
+        w = np.array([0.3, 5.0, -2.0])
+        assert not law.limits and law.limit(np.zeros(3), w) is w
+    em = ElementMap(4, {Diode(): [1, 3]})
+    assert em.limits and not ElementMap(4, {Rectifier(): [1]}).limits
+    v = np.array([[0.5, 0.5, 0.5, 0.5]])
+    w = np.array([[3.0, 3.0, 3.0, 0.51]])
+    out = em.limit(v, w)
+    assert out[0, 0] == 3.0 and out[0, 2] == 3.0  # resistors: w
+    assert out[0, 1] == Diode().limit(np.array([0.5]), np.array([3.0]))[0] < 3.0
+    assert out[0, 3] == 0.51
+
+
 def test_ideal_diode_is_a_constraint_not_a_function():
     ideal = IdealDiode()
     assert ideal.constraint and not ideal.linear

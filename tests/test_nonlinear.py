@@ -115,8 +115,10 @@ def ref_solve(p: NLProblem, G=None, u0=None):
         return i @ BF.T, di, np.abs(i) @ np.abs(BF).T + 64 * (di * wabs) @ np.abs(BF).T
 
     r, di, sc = resid(u)
-    for _ in range(200):
-        if np.all(np.abs(r) <= 1e-17 * sc + 1e-300):
+    for it in range(200):
+        # at least one Newton step: a start u0 of a nearby problem (finite differences) may
+        # already pass the rounding-level test although its potentials are off by O(h)
+        if it and np.all(np.abs(r) <= 1e-17 * sc + 1e-300):
             return u
         H = np.einsum("fm,pbm,hm->pbfh", BF, di, BF)
         du = _solve_spd_batched(H, -r[..., None])[..., 0]
@@ -205,13 +207,16 @@ def _rectifier_margin(p: NLProblem, u) -> float:
     return float(np.abs(w[:, idx]).min()) if idx else np.inf
 
 
+@pytest.mark.parametrize("limiting", [True, False], ids=["limited-newton", "damped-newton"])
 @settings(max_examples=200)
 @given(nl_problems())
-def test_equilibrium_and_gradient_match_the_long_double_reference(p):
+def test_equilibrium_and_gradient_match_the_long_double_reference(limiting, p):
+    """Both Newton iterations (SPICE-style limited, the default for smooth laws; damped with
+    an exact line search, the fallback and the path of piecewise-linear laws)."""
     c = p.circuit()
     ref = ref_solve(p)[0]
     assume(_rectifier_margin(p, ref) > 1e-6)  # finite differences across a kink are meaningless
-    state = c.solve(p.g, p.x)
+    state = c.factorize(p.g, limiting=limiting).solve(p.x)
     assert isinstance(state, NonlinearState)
     vscale = float(np.abs(ref).max()) + 1.0
     np.testing.assert_allclose(state.potentials, ref.astype(float), rtol=0, atol=1e-8 * vscale)
@@ -707,11 +712,12 @@ def test_final_check_recomputes_the_returned_state(monkeypatch):
         c.factorize(g).solve(x)
 
 
+@pytest.mark.parametrize("limiting", [True, False], ids=["limited-newton", "damped-newton"])
 @pytest.mark.parametrize("k, seed, samples, law, backend", [
     (6, 1, [40, 43], Diode(), "splu"),
     # bench_spice lattice-100 sample 61 (CHOLMOD where installed), CODATA 2018 thermal voltage
     (8, 0, [61], Diode(thermal_voltage=1.380649e-23 * 300.15 / 1.602176634e-19), "auto")])
-def test_non_descent_newton_step_does_not_diverge(k, seed, samples, law, backend):
+def test_non_descent_newton_step_does_not_diverge(k, seed, samples, law, backend, limiting):
     """Regression: deep-reverse diodes' g phi'(w) underflow, the step's factorization pivots
     on cancellation noise and the Newton step is no descent direction; the line search took
     it and the iteration diverged (residuals of 1e18..1e66 A). Now the step's tangent weights
@@ -722,7 +728,7 @@ def test_non_descent_newton_step_does_not_diverge(k, seed, samples, law, backend
 
     c, g, X = _bench_diode_circuit(k, law, seed=seed)
     x = X[samples]
-    state = c.factorize(g, backend=backend).solve(x)
+    state = c.factorize(g, backend=backend, limiting=limiting).solve(x)
     np.testing.assert_allclose(state.potentials, _reference_potentials(c, g, x), rtol=0, atol=1e-9)
 
 
@@ -787,3 +793,111 @@ def test_steep_exported_ideal_diodes_are_solved_or_refused():
     np.add.at(kcl, cn.network.tails, i), np.add.at(kcl, cn.network.heads, -i)
     np.add.at(scale, cn.network.tails, np.abs(i)), np.add.at(scale, cn.network.heads, np.abs(i))
     assert np.all(np.abs(kcl[cn.free_nodes]) <= 1e-9 * scale[cn.free_nodes] + 1e-15)
+
+
+# ----------------------------------------------------------------- limited Newton, chord steps
+@pytest.mark.parametrize("backend", ["auto", "splu"])
+def test_limited_and_damped_newton_reach_the_same_equilibrium(backend):
+    """The SPICE-style iteration (default for smooth laws) and the damped one agree with the
+    long-double reference on the resistor-diode networks of bench_spice, and the limited one
+    needs fewer iterations there (its purpose)."""
+    from _reference import _reference_potentials
+
+    c, g, X = _bench_diode_circuit(8, Diode(), seed=3, batch=12)
+    limited = c.factorize(g, backend=backend).solve(X)
+    damped = c.factorize(g, backend=backend, limiting=False).solve(X)
+    ref = _reference_potentials(c, g, X)
+    for state in (limited, damped):
+        np.testing.assert_allclose(state.potentials, ref, rtol=0, atol=1e-9)
+    assert limited.iterations.mean() < damped.iterations.mean()
+
+
+def test_limited_newton_hands_unconverged_samples_to_the_damped_iteration(monkeypatch):
+    """A sample that stalls in the limited iteration, or whose tangent is singular there, goes
+    on with the damped iteration from its best iterate: same equilibrium."""
+    import kirchnet.nonlinear as nl
+
+    c, g, x = _bench_diode_circuit(6, Diode(), seed=1, batch=5)
+    expected = c.factorize(g).solve(x).potentials
+    monkeypatch.setattr(nl, "LIMITED_STALL", -1)  # every sample leaves after its first test
+    handed = c.factorize(g).solve(x)
+    np.testing.assert_allclose(handed.potentials, expected, rtol=0, atol=1e-10)
+    monkeypatch.undo()
+
+    real = nl.TangentSystem.solve
+    calls = {"n": 0}
+
+    def singular_once(self, rhs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the limited iteration's second step
+            raise nl._Singular()
+        return real(self, rhs)
+
+    monkeypatch.setattr(nl.TangentSystem, "solve", singular_once)
+    np.testing.assert_allclose(c.factorize(g).solve(x).potentials, expected, rtol=0, atol=1e-10)
+    assert calls["n"] > 2
+
+
+def test_warm_start_takes_chord_steps_on_one_factorization(monkeypatch):
+    """Sparse backends reuse a sample's tangent factorization while no tangent weight
+    drifted more than CHORD_DRIFT: a warm start after a 1 % input change takes several
+    steps on fewer factorizations, to the same equilibrium as a cold solve."""
+    import kirchnet.nonlinear as nl
+
+    c, g, X = _bench_diode_circuit(8, Diode(), seed=0, batch=4)
+    fac = c.factorize(g, backend="splu")
+    start = fac.solve(X)
+    real = nl.TangentSystem._factor_one
+    count = {"n": 0}
+
+    def counting(self, k):
+        count["n"] += 1
+        return real(self, k)
+
+    monkeypatch.setattr(nl.TangentSystem, "_factor_one", counting)
+    warm = fac.solve(X * 1.01, warm_start=start)
+    assert count["n"] < warm.iterations.sum()
+    monkeypatch.undo()
+    cold = fac.solve(X * 1.01)
+    np.testing.assert_allclose(warm.potentials, cold.potentials, rtol=0, atol=1e-11)
+    monkeypatch.setattr(nl, "CHORD_DRIFT", -1.0)  # no chord steps: a factorization per step
+    count["n"] = 0
+    monkeypatch.setattr(nl.TangentSystem, "_factor_one", counting)
+    exact = fac.solve(X * 1.01, warm_start=start)
+    assert count["n"] == exact.iterations.sum()
+    np.testing.assert_allclose(exact.potentials, cold.potentials, rtol=0, atol=1e-11)
+
+
+def test_a_newton_step_at_the_rounding_level_settles_the_stopping_rule():
+    """_settled: a full Newton step below rtol of the voltage scale; _kcl_test then accepts a
+    residual ratio up to SETTLED_RTOL (potentials determined to rounding, residual floor of
+    stiff clusters), but never more."""
+    import kirchnet.nonlinear as nl
+
+    c, g, x = _bench_diode_circuit(6, Diode(), seed=1, batch=3)
+    fac = c.factorize(g)
+    state = fac.solve(x)
+    u = state.potentials.copy()
+    s = np.zeros((3, c.network.n_edges)) if state.sources is None else state.sources
+    s = np.broadcast_to(s, (3, c.network.n_edges))
+    none, J = np.zeros((3, 0)), np.zeros((3, c.n_free))
+    # the free node carrying the largest currents (a node between reverse diodes carries ~Is,
+    # and its ratio jumps to 1 at once)
+    v = c.free_nodes[np.argmax(np.asarray(abs(c._B_free) @ np.abs(state.currents).T).min(axis=1))]
+
+    def off_by(delta):
+        off = u.copy()
+        off[:, v] += delta  # (3,): per sample
+        return off, nl._kcl_test(fac, off, s, none, J, none)[4].max(axis=1)
+
+    _, rel = off_by(1e-12)
+    for target, settles in ((1e-8, True), (1e-4, False)):  # worst KCL ratios (linear in delta)
+        off, rel_off = off_by(1e-12 * target / rel)
+        *_, ok = nl._kcl_test(fac, off, s, none, J, none)
+        assert not ok.any() and rel_off.max() > fac.rtol
+        *_, ok_settled = nl._kcl_test(fac, off, s, none, J, none, np.ones(3, dtype=bool))
+        assert ok_settled.all() == settles
+    vs = np.abs(u).max(axis=1) + np.abs(s).max(axis=1)
+    du = np.zeros((3, c.n_free))
+    du[:, 0] = [0.5e-10 * vs[0], 2e-10 * vs[1], 0.0]
+    assert nl._settled(du, u, s, 1e-10).tolist() == [True, False, True]
