@@ -1,6 +1,6 @@
 """Nonlinear benchmark: Newton equilibria of diode networks against one linear solve.
 
-Usage: python benchmarks/bench_nonlinear.py [--sizes 1e2,1e3,1e4,1e5] [--samples 8] [--repeats 3]
+Usage: python benchmarks/bench_nonlinear.py [--sizes 1e2,1e3,1e4,1e5] [--samples 8] [--repeats 3] [--damped]
 
 On a lattice of ~N nodes with every third edge a Shockley diode (ngspice's default
 model, random orientation) and inputs of 1-2 V, for each size it prints (one run, same
@@ -52,11 +52,13 @@ def main():
     ap.add_argument("--sizes", default="1e2,1e3,1e4,1e5")
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--damped", action="store_true",
+                    help="the damped Newton iteration alone (limiting=False), for comparison")
     args = ap.parse_args()
     rows = []
     for size in (int(float(s)) for s in args.sizes.split(",")):
         linear, circuit, g, X, Y = diode_lattice(size, batch=args.samples)
-        fac = circuit.factorize(g)
+        fac = circuit.factorize(g, limiting=not args.damped)
         t = {"lin": [], "cold": [], "warm": [], "grad": []}
         it = {"cold": [], "warm": []}
         for k in range(args.samples):
@@ -78,8 +80,8 @@ def main():
                      f"{np.mean(it['warm']):.1f} ({max(it['warm'])})", f"{1e3 * m['warm']:.2f}",
                      f"{m['warm'] / m['lin']:.1f}", f"{m['grad'] / m['cold']:.2f}"])
         print(" ".join(str(v) for v in rows[-1]), flush=True)
-    print_table(f"Diode-lattice equilibria (means over {args.samples} inputs solved one at a time, "
-                f"every third edge a diode),",
+    print_table(f"Diode-lattice equilibria ({'damped' if args.damped else 'limited'} Newton, means over "
+                f"{args.samples} inputs solved one at a time, every third edge a diode),",
                 ["nodes", "free", "solver", "linear ms", "cold iters (max)", "cold ms", "cold x linear",
                  "warm iters (max)", "warm ms", "warm x linear", "grad / forward"], rows)
 

@@ -15,8 +15,13 @@ columns), with ``mu >= 0``, ``w <= 0``, ``mu w = 0``.
 (companion model ``g (phi(v) + phi'(v) (w - v))``), the linear network is solved for the
 step, and the next ``v_e = limit(v_e, w_e)`` (:meth:`kirchnet.elements.Law.limit`; diodes:
 SPICE's junction limiting upward and a logarithmic descent of stiff forward diodes, so that
-neither direction creeps along the exponential one ``n Vt`` per iteration). Cold starts
-linearize diodes at ``LIMITED_START`` (0.8) of their ``vcrit``. Where nothing is limited
+neither direction creeps along the exponential one ``n Vt`` per iteration). A cold start
+solves the network with every law linearized at its drop for ``u_F = 0`` (diodes at most
+at ``vcrit``, mostly nearly open), then linearizes each diode at ``min(w, vcrit)`` of that
+solution: diodes the open network reverse-biases start reverse-biased, the others at
+SPICE's initial junction voltage (measured: 7-14 iterations per sample on the networks of
+``bench_spice.py`` and ``bench_nonlinear.py`` where starting every diode at ``vcrit``
+takes 8-22 and the damped iteration 5-32). Where nothing is limited
 the step is Newton's, with no line search; on sparse backends a sample reuses its last
 tangent factorization (a chord step) while every tangent weight stays within
 ``CHORD_DRIFT`` (10 %) of the factorized one, which bounds the chord contraction by 0.1
@@ -25,8 +30,7 @@ guarantee (SPICE's has none either), so a sample that stalls for ``LIMITED_STALL
 iterations, meets a singular tangent or a non-finite step, or is still unconverged after
 ``max_iter`` iterations, is handed at its best iterate to the damped iteration below, which
 then has ``max_iter`` iterations of its own. ``limiting=False`` runs the damped iteration
-alone. Measured on the resistor-diode networks of ``benchmarks/bench_spice.py``: 8-10
-iterations per sample where the damped iteration alone takes 10-27.
+alone.
 
 **Damped Newton: one iteration for every law** (primal-dual active set = semismooth
 Newton on the complementarity ``min(mu_e, -c w_e) = 0``). Each step solves, per sample,
@@ -169,11 +173,6 @@ LINE_SEARCH_TOL = 0.1
 #: a sample whose worst KCL ratio has not improved for this many limited-Newton iterations
 #: goes on with the damped Newton iteration (from its best iterate)
 LIMITED_STALL = 8
-#: the limited iteration's cold start linearizes diodes at this fraction of their
-#: ``initial_voltage`` (vcrit, 0.73 V for Is = 1e-14 A: 0.58 V), a typical forward drop.
-#: Measured on the resistor-diode networks of ``bench_spice.py``: 0.8 takes 8-10 iterations,
-#: vcrit itself 9-12, starting at min(drop, vcrit) 11-16
-LIMITED_START = 0.8
 #: a limited-Newton step reuses the sample's last tangent factorization (a chord step; sparse
 #: backends) while every tangent weight is within this relative drift of the factorized one:
 #: then ``(1 - c) H_old <= H <= (1 + c) H_old`` and the chord iteration contracts the linear
@@ -639,11 +638,9 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     settled = np.zeros(b, dtype=bool)  # the last full Newton step was at the rounding level
     todo = np.arange(b)
     if limited:  # the limited Newton iteration's first step is the cold-start solve
-        v0 = wc
-        if warm_start is None:  # laws of unknown state start at a typical forward voltage
-            v0 = w0 if LIMITED_START is None else \
-                np.where(el.initial_voltages != 0, LIMITED_START * el.initial_voltages, wc)
-        todo = np.flatnonzero(~_limited_newton(fac, u, s, JF, v0, iters, settled))
+        cold = warm_start is None
+        todo = np.flatnonzero(~_limited_newton(fac, u, s, JF, w0 if cold else wc, iters, settled,
+                                               el.initial_voltages if cold else None))
     elif warm_start is None and np.any(w0 != wc):
         d0 = g * el.dphi(w0)
         i0 = d0 * wc + g * (el.phi(w0) - el.dphi(w0) * w0)
@@ -791,7 +788,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                           multipliers=mu, ideal_edges=asm.ci, iterations=iters)
 
 
-def _limited_newton(fac, u, s, JF, v, iters, settled) -> np.ndarray:
+def _limited_newton(fac, u, s, JF, v, iters, settled, first=None) -> np.ndarray:
     """SPICE's Newton iteration with junction limiting, on every sample at once; returns
     (b,) bool, the samples whose potentials ``u`` (b, n; updated in place) passed the
     stopping rule. Circuits without ideal diodes or piecewise-linear laws only.
@@ -806,8 +803,12 @@ def _limited_newton(fac, u, s, JF, v, iters, settled) -> np.ndarray:
     finite, or that is still unconverged after ``max_iter`` iterations, is handed back at its
     best iterate to the damped Newton iteration (exact line search on the convex co-content).
     ``v`` (b, m): the linearization voltages of the first step (the cold start's, or the
-    start's own drops); ``iters`` (b,) receives the iterations spent, ``settled`` (b,)
-    whether the last step was an unlimited Newton step at the rounding level.
+    start's own drops); ``first`` (m,) or ``None``: after a cold start's first solve the
+    laws with a nonzero entry (diodes: ``vcrit``, SPICE's initial junction voltage) are
+    linearized at ``min(w, first)`` instead of being limited (a diode the cold start's
+    nearly open network reverse-biases starts reverse-biased, one it forward-biases starts
+    at ``vcrit``); ``iters`` (b,) receives the iterations spent, ``settled`` (b,) whether
+    the last step was an unlimited Newton step at the rounding level.
     """
     c, g, el = fac.circuit, fac.conductances, fac.circuit.elements
     asm = _assembly(c)
@@ -832,7 +833,12 @@ def _limited_newton(fac, u, s, JF, v, iters, settled) -> np.ndarray:
         todo, uu, ww, ii, weights = todo[keep], uu[keep], ww[keep], ii[keep], weights[keep]
         if not todo.size or it == fac.max_iter:
             break
-        vv = v[todo] if it == 0 else el.limit(v[todo], ww)
+        if it == 0:
+            vv = v[todo]
+        elif it == 1 and first is not None:  # after the cold start's solve: at most vcrit forward
+            vv = np.where(first != 0, np.minimum(ww, first), ww)
+        else:
+            vv = el.limit(v[todo], ww)
         v[todo] = vv
         moved = vv != ww
         newton = ~moved.any(axis=1)  # no law limited: a plain Newton step
