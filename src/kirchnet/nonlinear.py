@@ -638,10 +638,9 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     settled = np.zeros(b, dtype=bool)  # the last full Newton step was at the rounding level
     todo = np.arange(b)
     if limited:  # the limited Newton iteration's first step is the cold-start solve
-        cold = warm_start is None
-        todo = np.flatnonzero(~_limited_newton(fac, u, s, JF, w0 if cold else wc, iters, settled,
-                                               el.initial_voltages if cold else None))
-    elif warm_start is None and np.any(w0 != wc):
+        first = el.initial_voltages if warm_start is None else None  # cold: then min(w, vcrit)
+        todo = np.flatnonzero(~_limited_newton(fac, u, s, JF, w0, iters, settled, first))
+    elif warm_start is None and np.any(el.initial_voltages != 0):
         d0 = g * el.dphi(w0)
         i0 = d0 * wc + g * (el.phi(w0) - el.dphi(w0) * w0)
         rhs = np.zeros((b, nf + nc, 1))
