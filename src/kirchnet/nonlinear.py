@@ -178,6 +178,12 @@ LIMITED_STALL = 8
 #: then ``(1 - c) H_old <= H <= (1 + c) H_old`` and the chord iteration contracts the linear
 #: part of the error by at least ``c`` per step
 CHORD_DRIFT = 0.1
+#: the potentials of circuits of resistors and diodes are certified to this fraction of the
+#: sample's voltage scale (first-order error bound, :func:`_certify`)
+CERTIFY_RTOL = 1e-8
+#: Newton steps taken after the stopping rule passed where the error estimate says the
+#: potentials are not yet determined to ``CERTIFY_RTOL`` (then IllConditionedError)
+POLISH_STEPS = 10
 #: largest KCL ratio accepted where the last full Newton step was at the rounding level
 SETTLED_RTOL = 1e-6
 
@@ -529,6 +535,13 @@ def _settled(du, uu, ss, rtol) -> np.ndarray:
     return np.abs(du).max(axis=1, initial=0.0) <= rtol * vs
 
 
+def _rounding(asm, uu, ss, weights) -> np.ndarray:
+    """``rho_v = 64 eps sum_e |B_ve| g_e phi'(w_e) (|u_a| + |u_b| + |s_e| + |u|_inf)`` (b, nf):
+    the rounding level of the free nodes' computed currents (:func:`_kcl_test`)."""
+    wabs = np.asarray((asm.absBT @ np.abs(uu).T).T) + np.abs(ss) + np.abs(uu).max(axis=1, keepdims=True)
+    return 64 * np.finfo(float).eps * np.asarray((asm.absBF @ (weights * wabs).T).T)
+
+
 def _kcl_test(fac, uu, ss, mm, JJ, act, settled=None):
     """The stopping rule (module docstring) at potentials ``uu`` (b, n): returns
     ``(w, i, r, weights, ratio, ok)`` with ``r`` the free nodes' KCL residual,
@@ -555,9 +568,8 @@ def _kcl_test(fac, uu, ss, mm, JJ, act, settled=None):
     if asm.nc:
         r += mm @ asm.C.T
         scale += np.abs(mm) @ asm.absC.T
-    wabs = np.asarray((asm.absBT @ np.abs(uu).T).T) + np.abs(ss) + np.abs(uu).max(axis=1, keepdims=True)
     weights = g * el.dphi(ww)  # tangent conductances g phi'(w)
-    rounding = 64 * np.finfo(float).eps * np.asarray((asm.absBF @ (weights * wabs).T).T)
+    rounding = _rounding(asm, uu, ss, weights)
     with np.errstate(invalid="ignore", over="ignore"):
         rel = np.maximum(np.abs(r) - rounding, 0.0) / np.maximum(scale, 1e-300)
     rel = np.where(np.isfinite(rel), rel, np.inf)
@@ -636,10 +648,11 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
         w0 = wc
     iters = np.zeros(b, dtype=np.int64)
     settled = np.zeros(b, dtype=bool)  # the last full Newton step was at the rounding level
+    cache = {}  # the limited iteration's last tangent factorizations (sparse backends)
     todo = np.arange(b)
     if limited:  # the limited Newton iteration's first step is the cold-start solve
         first = el.initial_voltages if warm_start is None else None  # cold: then min(w, vcrit)
-        todo = np.flatnonzero(~_limited_newton(fac, u, s, JF, w0, iters, settled, first))
+        todo = np.flatnonzero(~_limited_newton(fac, u, s, JF, w0, iters, settled, first, cache))
     elif warm_start is None and np.any(el.initial_voltages != 0):
         d0 = g * el.dphi(w0)
         i0 = d0 * wc + g * (el.phi(w0) - el.dphi(w0) * w0)
@@ -756,38 +769,63 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
             for smp in todo[~full]:
                 seen[smp].clear()  # a partial step: what follows is not a function of the set
             _check_cycle(seen, todo[full], act[full], weights[full] > 0, it, asm)
-    # certify the returned state itself (recomputed from its potentials, not the iterate's bookkeeping)
-    *_, r, _, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
-    if not ok.all():
-        smp = int(np.flatnonzero(~ok)[0])
-        v = int(np.argmax(rel[smp]))
-        raise ConvergenceError(
-            f"nonlinear equilibrium failed its final check: sample {smp}, worst node "
-            f"{int(c.free_nodes[v])}, KCL residual {r[smp, v]:.3e} A (relative {rel[smp, v]:.3e} > "
-            f"rtol={fac.rtol:g}) or an ideal diode off complementarity. The tangent systems are "
-            f"too ill-conditioned for the Newton steps (rescale the conductances or the inputs)")
-    if currents is None and all(law.kind in ("resistor", "diode") for law in el.laws):
-        # strictly passive laws (i w > 0 for w != 0), no injected current: maximum principle,
-        # every free potential within max |driver potential| + sum |series sources|. A state
-        # outside it is not an equilibrium even if its residual sits below a rounding floor
-        # inflated by its own huge potentials and currents (steep diodes far forward)
-        known = np.ones(n, dtype=bool)
-        known[c.free_nodes] = False
-        bound = (np.abs(u[:, known]).max(axis=1, initial=0.0) + np.abs(s).sum(axis=1)) * (1 + 1e-9)
-        out = np.abs(u[:, c.free_nodes]) > bound[:, None] + 1e-300
-        if out.any():
-            smp, v = np.argwhere(out)[0]
+    smooth = nf > 0 and all(law.kind in ("resistor", "diode") for law in el.laws)
+    for polish in range(POLISH_STEPS + 1):
+        # certify the returned state itself (recomputed from its potentials, not the iterate's bookkeeping)
+        *_, r, _, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
+        if not ok.all():
+            smp = int(np.flatnonzero(~ok)[0])
+            v = int(np.argmax(rel[smp]))
             raise ConvergenceError(
-                f"nonlinear equilibrium failed its final check: sample {int(smp)}, node "
-                f"{int(c.free_nodes[v])} has potential {u[smp, c.free_nodes[v]]:.3e} V, outside the "
-                f"bound {bound[smp]:.3e} V of a passive circuit (maximum principle): Newton did not "
-                f"converge to the equilibrium (laws too steep for double precision, e.g. a Diode "
-                f"with a tiny emission coefficient: use IdealDiode() or Rectifier(), or a larger N)")
+                f"nonlinear equilibrium failed its final check: sample {smp}, worst node "
+                f"{int(c.free_nodes[v])}, KCL residual {r[smp, v]:.3e} A (relative {rel[smp, v]:.3e} > "
+                f"rtol={fac.rtol:g}) or an ideal diode off complementarity. The tangent systems are "
+                f"too ill-conditioned for the Newton steps (rescale the conductances or the inputs)")
+        if currents is None and all(law.kind in ("resistor", "diode") for law in el.laws):
+            # strictly passive laws (i w > 0 for w != 0), no injected current: maximum principle,
+            # every free potential within max |driver potential| + sum |series sources|. A state
+            # outside it is not an equilibrium even if its residual sits below a rounding floor
+            # inflated by its own huge potentials and currents (steep diodes far forward)
+            known = np.ones(n, dtype=bool)
+            known[c.free_nodes] = False
+            bound = (np.abs(u[:, known]).max(axis=1, initial=0.0) + np.abs(s).sum(axis=1)) * (1 + 1e-9)
+            out = np.abs(u[:, c.free_nodes]) > bound[:, None] + 1e-300
+            if out.any():
+                smp, v = np.argwhere(out)[0]
+                raise ConvergenceError(
+                    f"nonlinear equilibrium failed its final check: sample {int(smp)}, node "
+                    f"{int(c.free_nodes[v])} has potential {u[smp, c.free_nodes[v]]:.3e} V, outside the "
+                    f"bound {bound[smp]:.3e} V of a passive circuit (maximum principle): Newton did not "
+                    f"converge to the equilibrium (laws too steep for double precision, e.g. a Diode "
+                    f"with a tiny emission coefficient: use IdealDiode() or Rectifier(), or a larger N)")
+        if not smooth:
+            break
+        # the Newton error estimate (_newton_estimate): samples the damped iteration finished
+        # have moved on from their cached factorization, the drift test refactorizes them
+        step, err, vs = _newton_estimate(fac, u, s, JF, cache.get("factors"))
+        far = err > CERTIFY_RTOL * vs[:, None]
+        if not far.any():
+            break
+        smp, v = np.unravel_index(int(np.argmax(err / np.maximum(vs, 1e-300)[:, None])), err.shape)
+        if polish == POLISH_STEPS or not np.all(np.isfinite(step[far.any(axis=1)])):
+            raise IllConditionedError(
+                f"the equilibrium is too ill-conditioned for double precision: sample {int(smp)}, node "
+                f"{int(c.free_nodes[v])} is determined only to +-{err[smp, v]:.1e} V (a Newton step at "
+                f"the returned state would move it that far, after {polish} extra steps), more than "
+                f"CERTIFY_RTOL={CERTIFY_RTOL:g} of the voltage scale {vs[smp]:.3g} V: the currents that "
+                f"fix its potential are below the rounding of the larger currents around it. Typically "
+                f"a cluster of nodes joined by large conductances and held only by the tiny currents of "
+                f"reverse-biased diodes: give it a path of moderate conductance to a driven node, or "
+                f"rescale the conductances")
+        redo = np.flatnonzero(far.any(axis=1))  # one more Newton step, then every check again
+        u[redo[:, None], c.free_nodes[None, :]] -= step[redo]
+        iters[redo] += 1
+        settled[redo] = False
     return NonlinearState(c, fac.conductances, u, None if c.source_edges.size == 0 else s,
                           multipliers=mu, ideal_edges=asm.ci, iterations=iters)
 
 
-def _limited_newton(fac, u, s, JF, v, iters, settled, first=None) -> np.ndarray:
+def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> np.ndarray:
     """SPICE's Newton iteration with junction limiting, on every sample at once; returns
     (b,) bool, the samples whose potentials ``u`` (b, n; updated in place) passed the
     stopping rule. Circuits without ideal diodes or piecewise-linear laws only.
@@ -802,7 +840,9 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None) -> np.ndarray:
     finite, or that is still unconverged after ``max_iter`` iterations, is handed back at its
     best iterate to the damped Newton iteration (exact line search on the convex co-content).
     ``v`` (b, m): the linearization voltages of the first step (the cold start's, or the
-    start's own drops); ``first`` (m,) or ``None``: after a cold start's first solve the
+    start's own drops); ``cache`` (a dict or ``None``) receives ``"factors"``: each sample's
+    last tangent factorization (sparse backends; ``None`` where it has none) and the weights
+    it was built from; ``first`` (m,) or ``None``: after a cold start's first solve the
     laws with a nonzero entry (diodes: ``vcrit``, SPICE's initial junction voltage) are
     linearized at ``min(w, first)`` instead of being limited (a diode the cold start's
     nearly open network reverse-biases starts reverse-biased, one it forward-biases starts
@@ -867,7 +907,56 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None) -> np.ndarray:
     rest = np.flatnonzero(~done)
     u[rest] = best_u[rest]
     settled[rest] = False
+    if cache is not None:
+        cache["factors"] = (factors, factored)
     return done
+
+
+def _newton_estimate(fac, u, s, JF, factors=None):
+    """The error estimate of an equilibrium ``u`` (b, n) of resistors and diodes: returns
+    ``(step, bound, vs)``, the Newton step ``H^{-1} r`` (b, nf; ``u_F - step`` is the next
+    Newton iterate), the bound on each free potential's error (b, nf) and the voltage scales
+    (b,). :func:`equilibrium` takes the step where ``bound > CERTIFY_RTOL vs`` (at most
+    ``POLISH_STEPS`` times), then raises :class:`~kirchnet.errors.IllConditionedError`.
+
+    The estimate is Newton's: the error of ``u_F`` is, to first order, the full Newton step
+    ``du = -H^{-1} r`` at ``u`` (``r`` the computed KCL residual, ``H`` the tangent
+    Laplacian), plus the effect of the rounding of each edge current, a dipole ``delta_e``
+    at the edge's ends whose potential response is at most ``delta_e / (g_e phi'(w_e))``
+    (maximum principle), i.e. ``64 eps sum_e (|u_a| + |u_b| + |s_e| + |u|_inf)``. The step is
+    solved *signed*: rounding noise of the large currents inside a cluster cancels in it,
+    while the imbalance of the small currents that fix the cluster's potential does not.
+    This catches what the per-node test cannot: a cluster of nodes joined by large
+    conductances and held only by the tiny currents of reverse-biased diodes, where the
+    rounding floor of the large currents hides a residual that moves the whole cluster by
+    millivolts. ``factors`` (from the limited iteration, sparse backends): each sample's last
+    tangent factorization and its weights, reused (the step inflated by ``1 / (1 -
+    CHORD_DRIFT)``) while no weight drifted more than ``CHORD_DRIFT``."""
+    c, g, el = fac.circuit, fac.conductances, fac.circuit.elements
+    asm = _assembly(c)
+    b, nf = u.shape[0], asm.nf
+    w = np.asarray((c._BT @ u.T).T) + s
+    weights = g * el.dphi(w)
+    r = np.asarray((asm.BF @ (g * el.phi(w)).T).T) - JF
+    ts = TangentSystem(c, weights, np.zeros((b, 0), dtype=bool), fac.dense, fac.backend)
+    try:
+        if fac.dense:
+            step = ts.solve(r[:, :, None])[:, :nf, 0]
+        else:
+            step = np.empty((b, nf))
+            for k in range(b):
+                f, fw = (None, None) if factors is None else (factors[0][k], factors[1][k])
+                if f is not None and np.all(np.abs(weights[k] - fw) <= CHORD_DRIFT * fw):
+                    step[k] = np.asarray(f(r[k])).reshape(nf) / (1.0 - CHORD_DRIFT)
+                else:
+                    step[k] = np.asarray(ts._factor_one(k)(r[k])).reshape(nf)
+    except _Singular:
+        step = np.full((b, nf), np.inf)
+    wabs = np.asarray((asm.absBT @ np.abs(u).T).T) + np.abs(s) + np.abs(u).max(axis=1, keepdims=True)
+    edges = 64 * np.finfo(float).eps * wabs.sum(axis=1)  # (b,): the edge-rounding dipoles
+    bound = np.where(np.isfinite(step), np.abs(step), np.inf) + edges[:, None]
+    vs = np.abs(u).max(axis=1) + np.abs(s).max(axis=1, initial=0.0)
+    return step, bound, vs
 
 
 def _check_cycle(seen, todo, act, on, it, asm) -> None:
