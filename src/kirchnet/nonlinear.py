@@ -95,7 +95,14 @@ forward diodes' currents moves a whole cluster of potentials by ``eps`` times th
 ratio, and a resistor node beside it cannot meet ``rtol`` of its own small currents (such
 samples once ran to ``max_iter``). Otherwise :class:`~kirchnet.errors.ConvergenceError`
 names the worst sample, node and residual. The rule is applied once more to the returned
-state, recomputed from its potentials; for circuits of resistors and diodes without
+state, recomputed from its potentials. Circuits of resistors and diodes then get Newton's
+error estimate (:func:`_newton_estimate`: the signed Newton step at the returned state plus
+the rounding of each edge current): the per-node rule can pass a cluster of nodes joined by
+large conductances and held only by reverse-diode leakage, whose potential is off by
+millivolts while the rounding of its internal currents hides the imbalance of the tiny
+currents that fix it; where the estimate exceeds ``CERTIFY_RTOL = 1e-8`` of the voltage
+scale the sample takes up to ``POLISH_STEPS`` more Newton steps, then
+:class:`~kirchnet.errors.IllConditionedError` names the node and the bound; for circuits of resistors and diodes without
 injected currents the returned potentials must also obey the maximum principle
 (``|u_v| <= max |driver potential| + sum |series sources|``): a state of huge potentials
 whose rounding floor ``rho_v`` hides its residual (steep diodes) raises instead.
