@@ -670,7 +670,6 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                                                fac.backend).solve(rhs)[:, :nf, 0]
         except _Singular:
             pass  # keep u_F = 0
-    start = iters.copy()  # iterations already spent (limited Newton) by the samples left
     cpd = float(np.mean(g))  # units of the active-set test mu + c w
     # a Newton step that is no descent direction is recomputed with tangent weights of at least
     # STEP_FLOOR g phi'(0) (diodes: 1e-2 g Is / n Vt; resistors and rectifiers unchanged): a
@@ -681,103 +680,107 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     floored = np.zeros(b, dtype=bool)
     dense = fac.dense
     seen = [dict() for _ in range(b)] if el.piecewise_linear else None  # active sets visited
-    for it in range(fac.max_iter + 1 if todo.size else 0):
-        uu = u[todo]
-        mm = mu[todo]
-        JJ = JF[todo]
-        ww, ii, r, weights, rel, ok = _kcl_test(fac, uu, s[todo], mm, JJ, active[todo], settled[todo])
-        iters[todo] = start[todo] + it
-        todo, keep = todo[~ok], ~ok
-        if not todo.size:
-            break
-        if it == fac.max_iter:
-            relk = rel[keep]
-            smp, v = np.unravel_index(np.argmax(relk), relk.shape)
-            node = int(c.free_nodes[v])
-            hint = ""
-            if nc:
-                hint = (f"; conducting ideal diodes of that sample: "
-                        f"{_list(asm.ci[active[todo[smp]]])}")
-            raise ConvergenceError(
-                f"nonlinear equilibrium did not converge in {fac.max_iter} Newton iterations: "
-                f"sample {int(todo[smp])}, worst node {node}, KCL residual {r[keep][smp, v]:.3e} A "
-                f"(relative {relk[smp, v]:.3e} > rtol={fac.rtol:g}){hint}. Check for unbounded "
-                f"or infeasible circuits, or raise max_iter")
-        uu, ww, ii, r, JJ, weights = uu[keep], ww[keep], ii[keep], r[keep], JJ[keep], weights[keep]
-        act = active[todo]
-        if asm.loops:  # dependent constraints (loops of conducting ideal diodes): keep a forest
-            act, dropped = _independent(c, asm, act)
-            active[todo] = act
-        rhs = np.zeros((todo.size, nf + nc, 1))
-        rhs[:, :nf, 0] = -(r - (mu[todo] @ asm.C.T if nc else 0.0))  # -(B_F i - J_F)
-        if nc:
-            rhs[:, nf:, 0] = -ww[:, asm.ci] * act
-        fl = floored[todo]
-        ts = TangentSystem(c, np.where(fl[:, None], np.maximum(weights, wfloor), weights), act, dense,
-                           fac.backend)
-        try:
-            sol = ts.solve(rhs)[:, :, 0]
-        except _Singular:
-            raise _infeasible(c, asm, todo, act) from None
-        du = sol[:, :nf]
-        tiny = ~fl & _settled(du, uu, s[todo], fac.rtol)  # the Newton step is at the rounding level
-        mu_new = sol[:, nf:] * act if nc else np.zeros((todo.size, 0))
-        dw = np.asarray((c._BT_free @ du.T).T)
-        lin = -np.einsum("bf,bf->b", JJ, du)
-        if nc:
-            lin = lin + np.einsum("bc,bc->b", mu_new, dw[:, asm.ci])
-        if el.is_linear:
-            t = np.ones(todo.size)
-        else:  # step cap of the laws (diodes: no huge forward overshoot), then exact line search
-            if not nc and not el.piecewise_linear:  # a tangent too ill-conditioned to descend:
-                bad = _no_descent(ii, dw, lin, r, du)
-                retry = bad & ~fl
-                if retry.any():  # first the floored tangent (kept for that sample), then Jacobi's step
-                    floored[todo[retry]] = True
-                    du, dw, lin = du.copy(), dw.copy(), lin.copy()
-                    try:
-                        du[retry] = TangentSystem(c, np.maximum(weights[retry], wfloor), act[retry],
-                                                  dense, fac.backend).solve(rhs[retry])[:, :nf, 0]
-                    except _Singular:
-                        du[retry] = np.nan
-                    dw[retry] = np.asarray((c._BT_free @ du[retry].T).T)
-                    lin[retry] = -np.einsum("bf,bf->b", JJ[retry], du[retry])
-                    bad = _no_descent(ii, dw, lin, r, du)
-                if bad.any():
-                    du, dw, lin = du.copy(), dw.copy(), lin.copy()
-                    diag = np.asarray((asm.absBF @ weights[bad].T).T)
-                    diag = np.maximum(diag, 1e-12 * diag.max(axis=1, keepdims=True) + 1e-300)
-                    du[bad] = -r[bad] / diag  # -grad E scaled by diag(H)^-1: always descends
-                    dw[bad] = np.asarray((c._BT_free @ du[bad].T).T)
-                    lin[bad] = -np.einsum("bf,bf->b", JJ[bad], du[bad])
-            t = _line_search(el, g, ww, dw, lin, np.clip(el.max_step(ww, dw), 1e-6, MAX_STEP))
-        u[todo[:, None], c.free_nodes[None, :]] = uu[:, c.free_nodes] + t[:, None] * du
-        settled[todo] = tiny
-        if nc:
-            mu[todo] = mu_new
-            w_new = ww[:, asm.ci] + t[:, None] * dw[:, asm.ci]
-            if asm.loops:
-                vs = np.abs(u[todo]).max(axis=1) + np.abs(s[todo]).max(axis=1, initial=0.0) + 1e-300
-                tolv = (fac.ctol * vs)[:, None]
-                forced = dropped & (w_new > tolv) & (t[:, None] == 1.0) \
-                    & (mu_new >= -tolv * cpd).all(axis=1, keepdims=True)
-                if forced.any():  # a loop of conducting ideal diodes is forward-biased
-                    smp = int(np.flatnonzero(forced.any(axis=1))[0])
-                    loop = asm.ci[forced[smp] | act[smp]]
-                    raise BoundaryConditionError(
-                        f"ideal diode edge(s) {_list(asm.ci[forced[smp]])} (with the conducting ideal "
-                        f"diodes {_list(asm.ci[act[smp]])}) form a loop through clamped nodes with no "
-                        f"resistance and are forward-biased (sample {int(todo[smp])}): the circuit has "
-                        f"no equilibrium. Put a resistance in the loop (Rectifier()) or change the "
-                        f"inputs; edges involved: {_list(loop)}")
-            active[todo] = (mu_new + cpd * w_new) > 0
-        if seen is not None:  # piecewise linear, full step: the next iterate depends on the active set only
-            full = t == 1.0
-            for smp in todo[~full]:
-                seen[smp].clear()  # a partial step: what follows is not a function of the set
-            _check_cycle(seen, todo[full], act[full], weights[full] > 0, it, asm)
+    force = np.zeros(b, dtype=bool)  # samples the error estimate sent back
     smooth = nf > 0 and all(law.kind in ("resistor", "diode") for law in el.laws)
     for polish in range(POLISH_STEPS + 1):
+        start = iters.copy()  # iterations already spent (limited Newton) by the samples left
+        for it in range(fac.max_iter + 1 if todo.size else 0):
+            uu = u[todo]
+            mm = mu[todo]
+            JJ = JF[todo]
+            ww, ii, r, weights, rel, ok = _kcl_test(fac, uu, s[todo], mm, JJ, active[todo], settled[todo])
+            ok &= ~force[todo]  # sent back by the error estimate: at least one step
+            iters[todo] = start[todo] + it
+            todo, keep = todo[~ok], ~ok
+            if not todo.size:
+                break
+            if it == fac.max_iter:
+                relk = rel[keep]
+                smp, v = np.unravel_index(np.argmax(relk), relk.shape)
+                node = int(c.free_nodes[v])
+                hint = ""
+                if nc:
+                    hint = (f"; conducting ideal diodes of that sample: "
+                            f"{_list(asm.ci[active[todo[smp]]])}")
+                raise ConvergenceError(
+                    f"nonlinear equilibrium did not converge in {fac.max_iter} Newton iterations: "
+                    f"sample {int(todo[smp])}, worst node {node}, KCL residual {r[keep][smp, v]:.3e} A "
+                    f"(relative {relk[smp, v]:.3e} > rtol={fac.rtol:g}){hint}. Check for unbounded "
+                    f"or infeasible circuits, or raise max_iter")
+            uu, ww, ii, r, JJ, weights = uu[keep], ww[keep], ii[keep], r[keep], JJ[keep], weights[keep]
+            act = active[todo]
+            if asm.loops:  # dependent constraints (loops of conducting ideal diodes): keep a forest
+                act, dropped = _independent(c, asm, act)
+                active[todo] = act
+            rhs = np.zeros((todo.size, nf + nc, 1))
+            rhs[:, :nf, 0] = -(r - (mu[todo] @ asm.C.T if nc else 0.0))  # -(B_F i - J_F)
+            if nc:
+                rhs[:, nf:, 0] = -ww[:, asm.ci] * act
+            fl = floored[todo]
+            ts = TangentSystem(c, np.where(fl[:, None], np.maximum(weights, wfloor), weights), act, dense,
+                               fac.backend)
+            try:
+                sol = ts.solve(rhs)[:, :, 0]
+            except _Singular:
+                raise _infeasible(c, asm, todo, act) from None
+            du = sol[:, :nf]
+            tiny = ~fl & _settled(du, uu, s[todo], fac.rtol)  # the Newton step is at the rounding level
+            mu_new = sol[:, nf:] * act if nc else np.zeros((todo.size, 0))
+            dw = np.asarray((c._BT_free @ du.T).T)
+            lin = -np.einsum("bf,bf->b", JJ, du)
+            if nc:
+                lin = lin + np.einsum("bc,bc->b", mu_new, dw[:, asm.ci])
+            if el.is_linear:
+                t = np.ones(todo.size)
+            else:  # step cap of the laws (diodes: no huge forward overshoot), then exact line search
+                if not nc and not el.piecewise_linear:  # a tangent too ill-conditioned to descend:
+                    bad = _no_descent(ii, dw, lin, r, du)
+                    retry = bad & ~fl
+                    if retry.any():  # first the floored tangent (kept for that sample), then Jacobi's step
+                        floored[todo[retry]] = True
+                        du, dw, lin = du.copy(), dw.copy(), lin.copy()
+                        try:
+                            du[retry] = TangentSystem(c, np.maximum(weights[retry], wfloor), act[retry],
+                                                      dense, fac.backend).solve(rhs[retry])[:, :nf, 0]
+                        except _Singular:
+                            du[retry] = np.nan
+                        dw[retry] = np.asarray((c._BT_free @ du[retry].T).T)
+                        lin[retry] = -np.einsum("bf,bf->b", JJ[retry], du[retry])
+                        bad = _no_descent(ii, dw, lin, r, du)
+                    if bad.any():
+                        du, dw, lin = du.copy(), dw.copy(), lin.copy()
+                        diag = np.asarray((asm.absBF @ weights[bad].T).T)
+                        diag = np.maximum(diag, 1e-12 * diag.max(axis=1, keepdims=True) + 1e-300)
+                        du[bad] = -r[bad] / diag  # -grad E scaled by diag(H)^-1: always descends
+                        dw[bad] = np.asarray((c._BT_free @ du[bad].T).T)
+                        lin[bad] = -np.einsum("bf,bf->b", JJ[bad], du[bad])
+                t = _line_search(el, g, ww, dw, lin, np.clip(el.max_step(ww, dw), 1e-6, MAX_STEP))
+            u[todo[:, None], c.free_nodes[None, :]] = uu[:, c.free_nodes] + t[:, None] * du
+            settled[todo] = tiny
+            force[todo] = False
+            if nc:
+                mu[todo] = mu_new
+                w_new = ww[:, asm.ci] + t[:, None] * dw[:, asm.ci]
+                if asm.loops:
+                    vs = np.abs(u[todo]).max(axis=1) + np.abs(s[todo]).max(axis=1, initial=0.0) + 1e-300
+                    tolv = (fac.ctol * vs)[:, None]
+                    forced = dropped & (w_new > tolv) & (t[:, None] == 1.0) \
+                        & (mu_new >= -tolv * cpd).all(axis=1, keepdims=True)
+                    if forced.any():  # a loop of conducting ideal diodes is forward-biased
+                        smp = int(np.flatnonzero(forced.any(axis=1))[0])
+                        loop = asm.ci[forced[smp] | act[smp]]
+                        raise BoundaryConditionError(
+                            f"ideal diode edge(s) {_list(asm.ci[forced[smp]])} (with the conducting ideal "
+                            f"diodes {_list(asm.ci[act[smp]])}) form a loop through clamped nodes with no "
+                            f"resistance and are forward-biased (sample {int(todo[smp])}): the circuit has "
+                            f"no equilibrium. Put a resistance in the loop (Rectifier()) or change the "
+                            f"inputs; edges involved: {_list(loop)}")
+                active[todo] = (mu_new + cpd * w_new) > 0
+            if seen is not None:  # piecewise linear, full step: the next iterate depends on the active set only
+                full = t == 1.0
+                for smp in todo[~full]:
+                    seen[smp].clear()  # a partial step: what follows is not a function of the set
+                _check_cycle(seen, todo[full], act[full], weights[full] > 0, it, asm)
         # certify the returned state itself (recomputed from its potentials, not the iterate's bookkeeping)
         *_, r, _, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
         if not ok.all():
@@ -807,7 +810,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                     f"with a tiny emission coefficient: use IdealDiode() or Rectifier(), or a larger N)")
         if not smooth:
             break
-        # the Newton error estimate (_newton_estimate): samples the damped iteration finished
+        # Newton's error estimate (_newton_estimate): samples the damped iteration finished
         # have moved on from their cached factorization, the drift test refactorizes them
         step, err, vs = _newton_estimate(fac, u, s, JF, cache.get("factors"))
         far = err > CERTIFY_RTOL * vs[:, None]
@@ -824,10 +827,11 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                 f"a cluster of nodes joined by large conductances and held only by the tiny currents of "
                 f"reverse-biased diodes: give it a path of moderate conductance to a driven node, or "
                 f"rescale the conductances")
-        redo = np.flatnonzero(far.any(axis=1))  # one more Newton step, then every check again
-        u[redo[:, None], c.free_nodes[None, :]] -= step[redo]
-        iters[redo] += 1
-        settled[redo] = False
+        # back to the damped iteration (exact line search on the co-content: the direction of a
+        # cluster held by leakage is nearly singular, the step's size comes from the search)
+        todo = np.flatnonzero(far.any(axis=1))
+        force[todo] = True
+        settled[todo] = False
     return NonlinearState(c, fac.conductances, u, None if c.source_edges.size == 0 else s,
                           multipliers=mu, ideal_edges=asm.ci, iterations=iters)
 
