@@ -101,7 +101,9 @@ the rounding of each edge current): the per-node rule can pass a cluster of node
 large conductances and held only by reverse-diode leakage, whose potential is off by
 millivolts while the rounding of its internal currents hides the imbalance of the tiny
 currents that fix it; where the estimate exceeds ``CERTIFY_RTOL = 1e-8`` of the voltage
-scale the sample takes up to ``POLISH_STEPS`` more Newton steps, then
+scale the sample goes back to the damped iteration (at least one exact-line-search Newton
+step per round; the direction of a leakage-held cluster is nearly singular and the step's
+size comes from the search), up to ``POLISH_STEPS`` rounds, then
 :class:`~kirchnet.errors.IllConditionedError` names the node and the bound; for circuits of resistors and diodes without
 injected currents the returned potentials must also obey the maximum principle
 (``|u_v| <= max |driver potential| + sum |series sources|``): a state of huge potentials
@@ -186,10 +188,11 @@ LIMITED_STALL = 8
 #: part of the error by at least ``c`` per step
 CHORD_DRIFT = 0.1
 #: the potentials of circuits of resistors and diodes are certified to this fraction of the
-#: sample's voltage scale (first-order error bound, :func:`_certify`)
+#: sample's voltage scale (first-order error estimate, :func:`_newton_estimate`)
 CERTIFY_RTOL = 1e-8
-#: Newton steps taken after the stopping rule passed where the error estimate says the
-#: potentials are not yet determined to ``CERTIFY_RTOL`` (then IllConditionedError)
+#: rounds of the damped iteration (each at least one exact-line-search Newton step) taken
+#: after the stopping rule passed where the error estimate says the potentials are not yet
+#: determined to ``CERTIFY_RTOL`` (then IllConditionedError)
 POLISH_STEPS = 10
 #: largest KCL ratio accepted where the last full Newton step was at the rounding level
 SETTLED_RTOL = 1e-6
@@ -821,7 +824,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
             raise IllConditionedError(
                 f"the equilibrium is too ill-conditioned for double precision: sample {int(smp)}, node "
                 f"{int(c.free_nodes[v])} is determined only to +-{err[smp, v]:.1e} V (a Newton step at "
-                f"the returned state would move it that far, after {polish} extra steps), more than "
+                f"the returned state would move it that far, after {polish} rounds of damped steps), more than "
                 f"CERTIFY_RTOL={CERTIFY_RTOL:g} of the voltage scale {vs[smp]:.3g} V: the currents that "
                 f"fix its potential are below the rounding of the larger currents around it. Typically "
                 f"a cluster of nodes joined by large conductances and held only by the tiny currents of "
@@ -927,8 +930,9 @@ def _newton_estimate(fac, u, s, JF, factors=None):
     """The error estimate of an equilibrium ``u`` (b, n) of resistors and diodes: returns
     ``(step, bound, vs)``, the Newton step ``H^{-1} r`` (b, nf; ``u_F - step`` is the next
     Newton iterate), the bound on each free potential's error (b, nf) and the voltage scales
-    (b,). :func:`equilibrium` takes the step where ``bound > CERTIFY_RTOL vs`` (at most
-    ``POLISH_STEPS`` times), then raises :class:`~kirchnet.errors.IllConditionedError`.
+    (b,). :func:`equilibrium` sends samples with ``bound > CERTIFY_RTOL vs`` back to the
+    damped iteration (at most ``POLISH_STEPS`` rounds), then raises
+    :class:`~kirchnet.errors.IllConditionedError`.
 
     The estimate is Newton's: the error of ``u_F`` is, to first order, the full Newton step
     ``du = -H^{-1} r`` at ``u`` (``r`` the computed KCL residual, ``H`` the tangent
