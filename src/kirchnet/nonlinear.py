@@ -936,9 +936,11 @@ def _newton_estimate(fac, u, s, JF, factors=None):
 
     The estimate is Newton's: the error of ``u_F`` is, to first order, the full Newton step
     ``du = -H^{-1} r`` at ``u`` (``r`` the computed KCL residual, ``H`` the tangent
-    Laplacian), plus the effect of the rounding of each edge current, a dipole ``delta_e``
-    at the edge's ends whose potential response is at most ``delta_e / (g_e phi'(w_e))``
-    (maximum principle), i.e. ``64 eps sum_e (|u_a| + |u_b| + |s_e| + |u|_inf)``. The step is
+    Laplacian), plus the effect of the rounding of an edge current, a dipole ``delta_e`` at
+    the edge's ends whose potential response is at most ``delta_e / (g_e phi'(w_e))``
+    (maximum principle), i.e. ``64 eps max_e (|u_a| + |u_b| + |s_e| + |u|_inf)`` (the largest
+    single edge; the responses of all edges together decay with distance and are not summed:
+    their sum would grow with the network and refuse every large one). The step is
     solved *signed*: rounding noise of the large currents inside a cluster cancels in it,
     while the imbalance of the small currents that fix the cluster's potential does not.
     This catches what the per-node test cannot: a cluster of nodes joined by large
@@ -968,7 +970,7 @@ def _newton_estimate(fac, u, s, JF, factors=None):
     except _Singular:
         step = np.full((b, nf), np.inf)
     wabs = np.asarray((asm.absBT @ np.abs(u).T).T) + np.abs(s) + np.abs(u).max(axis=1, keepdims=True)
-    edges = 64 * np.finfo(float).eps * wabs.sum(axis=1)  # (b,): the edge-rounding dipoles
+    edges = 64 * np.finfo(float).eps * wabs.max(axis=1, initial=0.0)  # (b,): one edge's rounding
     bound = np.where(np.isfinite(step), np.abs(step), np.inf) + edges[:, None]
     vs = np.abs(u).max(axis=1) + np.abs(s).max(axis=1, initial=0.0)
     return step, bound, vs
