@@ -784,33 +784,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                 for smp in todo[~full]:
                     seen[smp].clear()  # a partial step: what follows is not a function of the set
                 _check_cycle(seen, todo[full], act[full], weights[full] > 0, it, asm)
-        # certify the returned state itself (recomputed from its potentials, not the iterate's bookkeeping)
-        *_, r, _, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
-        if not ok.all():
-            smp = int(np.flatnonzero(~ok)[0])
-            v = int(np.argmax(rel[smp]))
-            raise ConvergenceError(
-                f"nonlinear equilibrium failed its final check: sample {smp}, worst node "
-                f"{int(c.free_nodes[v])}, KCL residual {r[smp, v]:.3e} A (relative {rel[smp, v]:.3e} > "
-                f"rtol={fac.rtol:g}) or an ideal diode off complementarity. The tangent systems are "
-                f"too ill-conditioned for the Newton steps (rescale the conductances or the inputs)")
-        if currents is None and all(law.kind in ("resistor", "diode") for law in el.laws):
-            # strictly passive laws (i w > 0 for w != 0), no injected current: maximum principle,
-            # every free potential within max |driver potential| + sum |series sources|. A state
-            # outside it is not an equilibrium even if its residual sits below a rounding floor
-            # inflated by its own huge potentials and currents (steep diodes far forward)
-            known = np.ones(n, dtype=bool)
-            known[c.free_nodes] = False
-            bound = (np.abs(u[:, known]).max(axis=1, initial=0.0) + np.abs(s).sum(axis=1)) * (1 + 1e-9)
-            out = np.abs(u[:, c.free_nodes]) > bound[:, None] + 1e-300
-            if out.any():
-                smp, v = np.argwhere(out)[0]
-                raise ConvergenceError(
-                    f"nonlinear equilibrium failed its final check: sample {int(smp)}, node "
-                    f"{int(c.free_nodes[v])} has potential {u[smp, c.free_nodes[v]]:.3e} V, outside the "
-                    f"bound {bound[smp]:.3e} V of a passive circuit (maximum principle): Newton did not "
-                    f"converge to the equilibrium (laws too steep for double precision, e.g. a Diode "
-                    f"with a tiny emission coefficient: use IdealDiode() or Rectifier(), or a larger N)")
+        _final_checks(fac, u, s, mu, JF, settled, passive=currents is None and smooth)
         if not smooth:
             break
         # Newton's error estimate (_newton_estimate): samples the damped iteration finished
@@ -924,6 +898,41 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) ->
     if cache is not None:
         cache["factors"] = (factors, factored)
     return done
+
+
+def _final_checks(fac, u, s, mu, JF, settled, passive: bool) -> None:
+    """The stopping rule applied once more to the returned state, recomputed from its
+    potentials, not from the iterate's bookkeeping (:class:`~kirchnet.errors.ConvergenceError`
+    naming the worst sample and node otherwise); for ``passive`` circuits (resistors and
+    diodes, no injected current) also the maximum principle."""
+    c = fac.circuit
+    # certify the returned state itself (recomputed from its potentials, not the iterate's bookkeeping)
+    *_, r, _, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
+    if not ok.all():
+        smp = int(np.flatnonzero(~ok)[0])
+        v = int(np.argmax(rel[smp]))
+        raise ConvergenceError(
+            f"nonlinear equilibrium failed its final check: sample {smp}, worst node "
+            f"{int(c.free_nodes[v])}, KCL residual {r[smp, v]:.3e} A (relative {rel[smp, v]:.3e} > "
+            f"rtol={fac.rtol:g}) or an ideal diode off complementarity. The tangent systems are "
+            f"too ill-conditioned for the Newton steps (rescale the conductances or the inputs)")
+    if passive:
+        # strictly passive laws (i w > 0 for w != 0), no injected current: maximum principle,
+        # every free potential within max |driver potential| + sum |series sources|. A state
+        # outside it is not an equilibrium even if its residual sits below a rounding floor
+        # inflated by its own huge potentials and currents (steep diodes far forward)
+        known = np.ones(c.network.n_nodes, dtype=bool)
+        known[c.free_nodes] = False
+        bound = (np.abs(u[:, known]).max(axis=1, initial=0.0) + np.abs(s).sum(axis=1)) * (1 + 1e-9)
+        out = np.abs(u[:, c.free_nodes]) > bound[:, None] + 1e-300
+        if out.any():
+            smp, v = np.argwhere(out)[0]
+            raise ConvergenceError(
+                f"nonlinear equilibrium failed its final check: sample {int(smp)}, node "
+                f"{int(c.free_nodes[v])} has potential {u[smp, c.free_nodes[v]]:.3e} V, outside the "
+                f"bound {bound[smp]:.3e} V of a passive circuit (maximum principle): Newton did not "
+                f"converge to the equilibrium (laws too steep for double precision, e.g. a Diode "
+                f"with a tiny emission coefficient: use IdealDiode() or Rectifier(), or a larger N)")
 
 
 def _newton_estimate(fac, u, s, JF, factors=None):
