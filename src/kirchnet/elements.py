@@ -61,7 +61,6 @@ SPICE_TNOM = 300.15
 #: (``CONSTKoverQ * T`` with its ``const.h`` CODATA 2014 constants k = 1.38064852e-23 J/K,
 #: q = 1.6021766208e-19 C), so that a default :class:`Diode` is ngspice's default diode
 #: bit for bit (its netlist card has ``N = 1`` and reads back as an equal law)
-DOWN_MIN = 0.01
 THERMAL_VOLTAGE_27C = (1.38064852e-23 / 1.6021766208e-19) * SPICE_TNOM
 
 
@@ -237,6 +236,8 @@ class Diode(Law):
     limits: ClassVar[bool] = True
     #: a stiff forward diode steps down at most this many ``n Vt`` per Newton iteration
     max_descent: ClassVar[float] = 5.0
+    #: ... and downward steps smaller than this many ``n Vt`` are plain Newton steps
+    min_descent: ClassVar[float] = 0.01
 
     def limit(self, v, w):
         """Junction limiting, SPICE's rule upward and its mirror downward.
@@ -253,12 +254,12 @@ class Diode(Law):
         the exponential from above (a stiff diode fed by the rest of the network) moves
         down by less than ``n Vt`` per iteration; the logarithmic step lands where the
         predicted current is carried, and where the linear model predicts a reverse current
-        (argument <= 0) it descends ``K n Vt``. Steps below ``0.01 n Vt`` are left as they
-        are (plain Newton near convergence)."""
+        (argument <= 0) it descends ``K n Vt``. Steps below ``min_descent n Vt`` are left as
+        they are (plain Newton near convergence)."""
         v, w = np.asarray(v, dtype=float), np.asarray(w, dtype=float)
         nvt, vcrit = self.nvt, self.critical_voltage
         jump = (w > vcrit) & (np.abs(w - v) > 2.0 * nvt)
-        down = (w < v - DOWN_MIN * nvt) & (v > 0) & ~jump
+        down = (w < v - self.min_descent * nvt) & (v > 0) & ~jump
         if not np.any(jump | down):
             return w
         arg = 1.0 + (w - v) / nvt
