@@ -194,6 +194,8 @@ CERTIFY_RTOL = 1e-8
 #: after the stopping rule passed where the error estimate says the potentials are not yet
 #: determined to ``CERTIFY_RTOL`` (then IllConditionedError)
 POLISH_STEPS = 10
+#: rounding of a computed edge voltage, in units of its scale (:func:`_edge_scale`)
+ROUNDING = 64 * np.finfo(float).eps
 #: largest KCL ratio accepted where the last full Newton step was at the rounding level
 SETTLED_RTOL = 1e-6
 
@@ -545,11 +547,16 @@ def _settled(du, uu, ss, rtol) -> np.ndarray:
     return np.abs(du).max(axis=1, initial=0.0) <= rtol * vs
 
 
+def _edge_scale(asm, uu, ss) -> np.ndarray:
+    """``|u_a| + |u_b| + |s_e| + |u|_inf`` (b, m): the scale of each computed edge voltage
+    (potentials are solved to ``eps |u|_inf``)."""
+    return np.asarray((asm.absBT @ np.abs(uu).T).T) + np.abs(ss) + np.abs(uu).max(axis=1, keepdims=True)
+
+
 def _rounding(asm, uu, ss, weights) -> np.ndarray:
     """``rho_v = 64 eps sum_e |B_ve| g_e phi'(w_e) (|u_a| + |u_b| + |s_e| + |u|_inf)`` (b, nf):
     the rounding level of the free nodes' computed currents (:func:`_kcl_test`)."""
-    wabs = np.asarray((asm.absBT @ np.abs(uu).T).T) + np.abs(ss) + np.abs(uu).max(axis=1, keepdims=True)
-    return 64 * np.finfo(float).eps * np.asarray((asm.absBF @ (weights * wabs).T).T)
+    return ROUNDING * np.asarray((asm.absBF @ (weights * _edge_scale(asm, uu, ss)).T).T)
 
 
 def _kcl_test(fac, uu, ss, mm, JJ, act, settled=None):
@@ -784,17 +791,17 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                 for smp in todo[~full]:
                     seen[smp].clear()  # a partial step: what follows is not a function of the set
                 _check_cycle(seen, todo[full], act[full], weights[full] > 0, it, asm)
-        _final_checks(fac, u, s, mu, JF, settled, passive=currents is None and smooth)
+        r, weights = _final_checks(fac, u, s, mu, JF, settled, passive=currents is None and smooth)
         if not smooth:
             break
         # Newton's error estimate (_newton_estimate): samples the damped iteration finished
         # have moved on from their cached factorization, the drift test refactorizes them
-        step, err, vs = _newton_estimate(fac, u, s, JF, cache.get("factors"))
+        err, vs = _newton_estimate(fac, u, s, r, weights, cache.get("factors"))
         far = err > CERTIFY_RTOL * vs[:, None]
         if not far.any():
             break
         smp, v = np.unravel_index(int(np.argmax(err / np.maximum(vs, 1e-300)[:, None])), err.shape)
-        if polish == POLISH_STEPS or not np.all(np.isfinite(step[far.any(axis=1)])):
+        if polish == POLISH_STEPS or not np.all(np.isfinite(err[far.any(axis=1)])):
             raise IllConditionedError(
                 f"the equilibrium is too ill-conditioned for double precision: sample {int(smp)}, node "
                 f"{int(c.free_nodes[v])} is determined only to +-{err[smp, v]:.1e} V (a Newton step at "
@@ -840,6 +847,7 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) ->
     c, g, el = fac.circuit, fac.conductances, fac.circuit.elements
     asm = _assembly(c)
     b, nf = u.shape[0], asm.nf
+    v = np.array(v, dtype=float)  # the linearization voltages, updated per iteration
     none = np.zeros((b, 0))
     done = np.zeros(b, dtype=bool)
     best, best_u, since = np.full(b, np.inf), u.copy(), np.zeros(b, dtype=np.int64)
@@ -865,7 +873,7 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) ->
         elif it == 1 and first is not None:  # after the cold start's solve: at most vcrit forward
             vv = np.where(first != 0, np.minimum(ww, first), ww)
         else:
-            vv = el.limit(v[todo], ww)
+            vv = el.limit(v[todo], ww) if el.limits else ww
         v[todo] = vv
         moved = vv != ww
         newton = ~moved.any(axis=1)  # no law limited: a plain Newton step
@@ -880,12 +888,7 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) ->
             if fac.dense:  # one batched LAPACK call
                 du = ts.solve(rhs[:, :, None])[:, :nf, 0]
             else:  # a chord step (the last factorization) where no tangent weight drifted
-                du = np.empty_like(rhs)
-                drift = np.abs(weights - factored[todo]) > CHORD_DRIFT * factored[todo]
-                for k, smp in enumerate(todo):
-                    if factors[smp] is None or drift[k].any():
-                        factors[smp], factored[smp] = ts._factor_one(k), weights[k]
-                    du[k] = np.asarray(factors[smp](rhs[k])).reshape(nf)
+                du = _chord_solve(ts, rhs, todo, factors, factored)[0]
         except _Singular:
             break  # every sample left goes on with the damped iteration
         finite = np.all(np.isfinite(du), axis=1)
@@ -900,14 +903,32 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) ->
     return done
 
 
-def _final_checks(fac, u, s, mu, JF, settled, passive: bool) -> None:
+def _chord_solve(ts, rhs, samples, factors, factored):
+    """Per-sample sparse solves ``H_k x_k = rhs_k`` (rows ``k`` of ``ts``, samples
+    ``samples[k]``) reusing ``factors[sample]`` (a solve function) while every tangent weight
+    of ``ts`` is within ``CHORD_DRIFT`` of ``factored[sample]``, the weights it was built
+    from; otherwise the row is factorized and both are replaced. Returns ``(x, reused)``,
+    ``reused`` (k,) bool: the rows solved with an older factorization (a chord step)."""
+    x = np.empty_like(rhs)
+    drift = np.abs(ts.weights - factored[samples]) > CHORD_DRIFT * factored[samples]
+    reused = np.zeros(len(samples), dtype=bool)
+    for k, smp in enumerate(samples):
+        reused[k] = factors[smp] is not None and not drift[k].any()
+        if not reused[k]:
+            factors[smp], factored[smp] = ts._factor_one(k), ts.weights[k]
+        x[k] = np.asarray(factors[smp](rhs[k])).reshape(rhs.shape[1])
+    return x, reused
+
+
+def _final_checks(fac, u, s, mu, JF, settled, passive: bool):
     """The stopping rule applied once more to the returned state, recomputed from its
     potentials, not from the iterate's bookkeeping (:class:`~kirchnet.errors.ConvergenceError`
     naming the worst sample and node otherwise); for ``passive`` circuits (resistors and
-    diodes, no injected current) also the maximum principle."""
+    diodes, no injected current) also the maximum principle. Returns the state's KCL
+    residual ``r`` (b, nf) and tangent weights ``g phi'(w)`` (b, m)."""
     c = fac.circuit
     # certify the returned state itself (recomputed from its potentials, not the iterate's bookkeeping)
-    *_, r, _, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
+    _, _, r, weights, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
     if not ok.all():
         smp = int(np.flatnonzero(~ok)[0])
         v = int(np.argmax(rel[smp]))
@@ -933,13 +954,14 @@ def _final_checks(fac, u, s, mu, JF, settled, passive: bool) -> None:
                 f"bound {bound[smp]:.3e} V of a passive circuit (maximum principle): Newton did not "
                 f"converge to the equilibrium (laws too steep for double precision, e.g. a Diode "
                 f"with a tiny emission coefficient: use IdealDiode() or Rectifier(), or a larger N)")
+    return r, weights
 
 
-def _newton_estimate(fac, u, s, JF, factors=None):
-    """The error estimate of an equilibrium ``u`` (b, n) of resistors and diodes: returns
-    ``(step, bound, vs)``, the Newton step ``H^{-1} r`` (b, nf; ``u_F - step`` is the next
-    Newton iterate), the bound on each free potential's error (b, nf) and the voltage scales
-    (b,). :func:`equilibrium` sends samples with ``bound > CERTIFY_RTOL vs`` back to the
+def _newton_estimate(fac, u, s, r, weights, factors=None):
+    """The error estimate of an equilibrium ``u`` (b, n) of resistors and diodes with KCL
+    residual ``r`` (b, nf) and tangent weights ``weights`` (b, m) (:func:`_final_checks`):
+    returns ``(bound, vs)``, the bound on each free potential's error (b, nf; ``inf`` where
+    the step is not finite) and the voltage scales (b,). :func:`equilibrium` sends samples with ``bound > CERTIFY_RTOL vs`` back to the
     damped iteration (at most ``POLISH_STEPS`` rounds), then raises
     :class:`~kirchnet.errors.IllConditionedError`.
 
@@ -958,31 +980,24 @@ def _newton_estimate(fac, u, s, JF, factors=None):
     millivolts. ``factors`` (from the limited iteration, sparse backends): each sample's last
     tangent factorization and its weights, reused (the step inflated by ``1 / (1 -
     CHORD_DRIFT)``) while no weight drifted more than ``CHORD_DRIFT``."""
-    c, g, el = fac.circuit, fac.conductances, fac.circuit.elements
+    c = fac.circuit
     asm = _assembly(c)
     b, nf = u.shape[0], asm.nf
-    w = np.asarray((c._BT @ u.T).T) + s
-    weights = g * el.dphi(w)
-    r = np.asarray((asm.BF @ (g * el.phi(w)).T).T) - JF
     ts = TangentSystem(c, weights, np.zeros((b, 0), dtype=bool), fac.dense, fac.backend)
     try:
         if fac.dense:
             step = ts.solve(r[:, :, None])[:, :nf, 0]
+        elif factors is None:
+            step = _chord_solve(ts, r, np.arange(b), [None] * b, np.zeros_like(weights))[0]
         else:
-            step = np.empty((b, nf))
-            for k in range(b):
-                f, fw = (None, None) if factors is None else (factors[0][k], factors[1][k])
-                if f is not None and np.all(np.abs(weights[k] - fw) <= CHORD_DRIFT * fw):
-                    step[k] = np.asarray(f(r[k])).reshape(nf) / (1.0 - CHORD_DRIFT)
-                else:
-                    step[k] = np.asarray(ts._factor_one(k)(r[k])).reshape(nf)
+            step, reused = _chord_solve(ts, r, np.arange(b), *factors)
+            step[reused] /= 1.0 - CHORD_DRIFT
     except _Singular:
         step = np.full((b, nf), np.inf)
-    wabs = np.asarray((asm.absBT @ np.abs(u).T).T) + np.abs(s) + np.abs(u).max(axis=1, keepdims=True)
-    edges = 64 * np.finfo(float).eps * wabs.max(axis=1, initial=0.0)  # (b,): one edge's rounding
+    edges = ROUNDING * _edge_scale(asm, u, s).max(axis=1, initial=0.0)  # (b,): one edge's rounding
     bound = np.where(np.isfinite(step), np.abs(step), np.inf) + edges[:, None]
     vs = np.abs(u).max(axis=1) + np.abs(s).max(axis=1, initial=0.0)
-    return step, bound, vs
+    return bound, vs
 
 
 def _check_cycle(seen, todo, act, on, it, asm) -> None:
