@@ -159,6 +159,7 @@ from .errors import (BoundaryConditionError, ConvergenceError, IllConditionedErr
                      ShapeError, SolverError)
 from .gradient import GradientResult
 from .losses import get_loss
+from .ports import PORT_TAU, PortReduction
 
 #: stacked dense solves up to this many unknowns (free nodes + ideal diodes)
 DENSE_MAX = solvers.DENSE_MAX
@@ -259,13 +260,16 @@ class TangentSystem:
     :meth:`solve` returns ``X`` (b, N, r) for right-hand sides (b, N, r), ``N = nf + nc``.
     """
 
-    def __init__(self, circuit, weights: np.ndarray, active: np.ndarray, dense: bool, backend: str):
+    def __init__(self, circuit, weights: np.ndarray, active: np.ndarray, dense: bool, backend: str,
+                 ports=None):
         self.circuit = circuit
         self.asm = _assembly(circuit)
         self.weights = weights
         self.active = active
         self.dense = dense
         self.backend = backend
+        #: a :class:`kirchnet.ports.PortReduction` of the circuit: Woodbury solves (no ideal diodes)
+        self.ports = ports if not self.asm.nc else None
         self._factors = None
 
     def _dense_stack(self, rows: slice, shift: np.ndarray | None = None) -> np.ndarray:
@@ -290,6 +294,11 @@ class TangentSystem:
         return 1e-12 * d.max(axis=1, initial=0.0) + 1e-300
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
+        if self.ports is not None:
+            try:
+                return self.ports.tangent_solve(self.weights[:, self.ports.edges], rhs)
+            except ValueError:  # a capacitance matrix not positive definite: the full network
+                pass
         if self.dense:
             return self._solve_dense(rhs)
         return self._solve_sparse(rhs)
@@ -669,7 +678,21 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     todo = np.arange(b)
     if limited:  # the limited Newton iteration's first step is the cold-start solve
         first = el.initial_voltages if warm_start is None else None  # cold: then min(w, vcrit)
-        todo = np.flatnonzero(~_limited_newton(fac, u, s, JF, w0, iters, settled, first, cache))
+        todo = np.arange(b)
+        if fac.ports is not None:  # resistors eliminated: Newton on the diode voltages
+            todo = _port_equilibrium(fac, u, s, JF, wc, iters, cold=warm_start is None)
+        if todo.size == b:
+            todo = np.flatnonzero(~_limited_newton(fac, u, s, JF, w0, iters, settled, first, cache))
+        elif todo.size:  # the samples the port iteration left, on the full network
+            sub = {}
+            uu, it_sub, set_sub = u[todo], iters[todo], settled[todo]
+            ok = _limited_newton(fac, uu, s[todo], JF[todo], w0[todo], it_sub, set_sub, first, sub)
+            u[todo], iters[todo], settled[todo] = uu, it_sub, set_sub
+            factors, factored = [None] * b, np.zeros((b, asm.m))
+            for k, smp in enumerate(todo):
+                factors[smp], factored[smp] = sub["factors"][0][k], sub["factors"][1][k]
+            cache["factors"] = (factors, factored)
+            todo = todo[~ok]
     elif warm_start is None and np.any(el.initial_voltages != 0):
         d0 = g * el.dphi(w0)
         i0 = d0 * wc + g * (el.phi(w0) - el.dphi(w0) * w0)
@@ -903,6 +926,50 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) ->
     return done
 
 
+def _port_equilibrium(fac, u, s, JF, wc, iters, cold: bool) -> np.ndarray:
+    """The limited Newton iteration on the port equations (:mod:`kirchnet.ports`), every
+    sample in one compiled call; writes the potentials of the samples whose state passes
+    the stopping rule into ``u`` (b, n) and their iterations into ``iters``, and returns
+    the other samples (their ``u`` untouched): stiff ones, stalled ones, failures. ``wc``
+    (b, m): the edge voltages at ``u``. A cold start linearizes each diode at
+    ``min(w0, vcrit)``, ``w0`` its open-circuit voltage (every diode open); a warm start at
+    its voltage in ``u``."""
+    c, ports = fac.circuit, fac.ports
+    b = u.shape[0]
+    u0F, w0 = ports.open_circuit(u, s, JF)
+    v0 = np.minimum(w0, ports.vcrit) if cold else wc[:, ports.edges]
+    w, its, status = ports.newton(w0, v0, fac.max_iter, LIMITED_STALL)
+    cand = np.flatnonzero(status == 0)
+    if not cand.size:
+        return np.arange(b)
+    uu = u[cand]
+    uu[:, c.free_nodes] = u0F[cand] - ports.currents(w[cand]) @ ports.P.T
+    none = np.zeros((cand.size, 0))
+    ok = np.zeros(cand.size, dtype=bool)
+    for polish in range(2):  # the state, then one Newton step on the full network (Woodbury)
+        rest = np.flatnonzero(~ok)
+        _, _, r, weights, _, passed = _kcl_test(fac, uu[rest], s[cand[rest]], none[rest], JF[cand[rest]],
+                                                none[rest].astype(bool), settled[rest] if polish else None)
+        ok[rest] = passed
+        if polish or passed.all():
+            break
+        # u = u0 - P i(w) carries the rounding of P i: one Newton step at u from its KCL residual
+        rest, r, weights = rest[~passed], r[~passed], weights[~passed]
+        try:
+            du = -ports.tangent_solve(weights[:, ports.edges], r[:, :, None])[:, :, 0]
+        except ValueError:
+            break
+        settled = np.zeros(cand.size, dtype=bool)
+        settled[rest] = _settled(du, uu[rest], s[cand[rest]], fac.rtol)
+        uu[rest[:, None], c.free_nodes[None, :]] += du
+        its[cand[rest]] += 1
+    u[cand[ok]] = uu[ok]
+    iters[cand[ok]] = its[cand[ok]]
+    done = np.zeros(b, dtype=bool)
+    done[cand[ok]] = True
+    return np.flatnonzero(~done)
+
+
 def _chord_solve(ts, rhs, samples, factors, factored):
     """Per-sample sparse solves ``H_k x_k = rhs_k`` (rows ``k`` of ``ts``, samples
     ``samples[k]``) reusing ``factors[sample]`` (a solve function) while every tangent weight
@@ -985,7 +1052,12 @@ def _newton_estimate(fac, u, s, r, weights, factors=None):
     b, nf = u.shape[0], asm.nf
     ts = TangentSystem(c, weights, np.zeros((b, 0), dtype=bool), fac.dense, fac.backend)
     try:
-        if fac.dense:
+        if fac.ports is not None:  # the conducting diodes' Woodbury term (an estimate)
+            try:
+                step = fac.ports.tangent_solve(weights[:, fac.ports.edges], r[:, :, None], PORT_TAU)[:, :, 0]
+            except ValueError:
+                step = ts.solve(r[:, :, None])[:, :nf, 0]
+        elif fac.dense:
             step = ts.solve(r[:, :, None])[:, :nf, 0]
         elif factors is None:
             step = _chord_solve(ts, r, np.arange(b), [None] * b, np.zeros_like(weights))[0]
@@ -1083,7 +1155,7 @@ class NonlinearFactorization:
 
     def __init__(self, circuit, conductances, backend: str = "auto", rtol: float = RTOL,
                  ctol: float = CTOL, max_iter: int = MAX_ITER, method: str = "auto",
-                 limiting: bool = True, **solver_options):
+                 limiting: bool = True, port_reduction: bool = True, **solver_options):
         if method not in ("auto", "general"):
             raise ValueError(f"method must be 'auto' (layered DRN circuits use the DRN's exact "
                              f"layered solver) or 'general', got {method!r}")
@@ -1093,10 +1165,14 @@ class NonlinearFactorization:
         self.base_backend = backend
         self.method = method
         self.solver_options = dict(rtol=rtol, ctol=ctol, max_iter=max_iter, method=method,
-                                   limiting=limiting, **solver_options)
+                                   limiting=limiting, port_reduction=port_reduction, **solver_options)
         #: smooth laws start with SPICE's limited Newton iteration (:func:`_limited_newton`);
         #: ``False``: the damped Newton iteration alone
         self.limiting = bool(limiting)
+        #: resistor-diode circuits whose resistors reach every free node from a driven one
+        #: iterate on the diode voltages (:mod:`kirchnet.ports`; needs numba); ``False``:
+        #: always on the full network
+        self.port_reduction = bool(port_reduction)
         self.rtol, self.ctol, self.max_iter = float(rtol), float(ctol), int(max_iter)
         asm = _assembly(circuit)
         #: stacked dense systems (one batched LAPACK call) or one sparse factorization per sample
@@ -1107,6 +1183,14 @@ class NonlinearFactorization:
         if sparse == "cholmod" and not solvers.cholmod_available():
             sparse = "splu"
         self.backend = sparse
+
+    @cached_property
+    def ports(self):
+        """The :class:`kirchnet.ports.PortReduction` the limited iteration and the tangent
+        solves use, or ``None`` (not eligible, :func:`kirchnet.ports.eligible`)."""
+        if not (self.port_reduction and self.limiting):
+            return None
+        return PortReduction.build(self.circuit, self.conductances, self.backend, self.dense)
 
     def solve(self, x, currents=None, clamp=None, warm_start=None) -> NonlinearState:
         """Exact equilibrium for a sample or a batch; ``currents`` (n,) or (b, n) injected
@@ -1156,7 +1240,7 @@ class NonlinearFactorization:
     def tangent(self, state: NonlinearState) -> TangentSystem:
         """The tangent (KKT) system at an equilibrium, the active set frozen."""
         return TangentSystem(self.circuit, state.tangent_weights, state.active, self.dense,
-                             self.backend)
+                             self.backend, self.ports)
 
     def tangent_solve(self, state: NonlinearState, rhs_free: np.ndarray,
                       tangent: TangentSystem | None = None) -> np.ndarray:
@@ -1172,6 +1256,13 @@ class NonlinearFactorization:
             if bad is not None:  # one step of iterative refinement, then refuse
                 X = X + ts.solve(rhs - ts.apply(X))
                 bad = ts.uncertified(X, rhs)
+            if bad is not None and ts.ports is not None:  # Woodbury not accurate enough: the full network
+                ts = TangentSystem(self.circuit, ts.weights, ts.active, self.dense, self.backend)
+                X = ts.solve(rhs)
+                bad = ts.uncertified(X, rhs)
+                if bad is not None:
+                    X = X + ts.solve(rhs - ts.apply(X))
+                    bad = ts.uncertified(X, rhs)
         except _Singular:
             raise SolverError("the tangent system at this equilibrium is singular") from None
         if bad is not None:

@@ -1,0 +1,202 @@
+"""Port reduction of resistor-diode circuits (kirchnet.ports, kirchnet._jit_ports): the
+resistors eliminated once, limited Newton on the diode voltages, Woodbury tangent solves.
+Checked against the long-double reference of test_nonlinear.py, against the full
+network's iteration, and the compiled law and limiting against kirchnet.elements."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kirchnet as kn
+from kirchnet import Edge, ports
+from kirchnet.elements import Diode, Rectifier
+from test_nonlinear import (D1, D2, _bench_diode_circuit, nl_problems, ref_loss, ref_solve)
+
+jit = pytest.importorskip("numba", reason="the port reduction is compiled with numba (the `jit` extra)")
+from kirchnet import _jit_ports  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not _jit_ports.enabled(), reason="KIRCHNET_JIT=0")
+
+
+def _solve_both(c, g, x, **kw):
+    on = c.factorize(g, **kw)
+    off = c.factorize(g, port_reduction=False, **kw)
+    return on, on.solve(x), off.solve(x)
+
+
+@settings(max_examples=200)
+@given(nl_problems(laws=("R", "D1", "D2"), tree_diodes=0.0))
+def test_port_equilibria_and_gradients_match_the_long_double_reference(p):
+    """Resistor spanning tree, diodes on random extra edges, conductances over 4 decades:
+    every such circuit is port-reduced; potentials to 1e-8 of the voltage scale, gradient
+    (Woodbury adjoint) against central differences of the reference."""
+    c = p.circuit()
+    fac = c.factorize(p.g)
+    assert fac.ports is not None, ports.eligible(c)
+    ref = ref_solve(p)[0]
+    state = fac.solve(p.x)
+    vscale = float(np.abs(ref).max()) + 1.0
+    np.testing.assert_allclose(state.potentials, ref.astype(float), rtol=0, atol=1e-8 * vscale)
+    loss, grad = c.loss_and_grad(p.g, p.x, p.y, factorization=fac)
+    assert loss == pytest.approx(float(ref_loss(p, ref[None])[0]), rel=1e-7, abs=1e-14)
+    rng = np.random.default_rng(len(p.kinds))
+    edges = rng.choice(p.g.size, size=min(3, p.g.size), replace=False)
+    h = 1e-5 * p.g[edges]
+    G = np.tile(p.g, (2 * edges.size, 1)).astype(np.longdouble)
+    G[np.arange(edges.size), edges] += h
+    G[edges.size + np.arange(edges.size), edges] -= h
+    L = ref_loss(p, ref_solve(p, G, u0=ref))
+    fd = ((L[:edges.size] - L[edges.size:]) / np.longdouble(2 * h)).astype(float)
+    floor = 1e-12 * np.sqrt(2 * loss) * vscale / p.g[edges]
+    np.testing.assert_allclose(grad[edges], fd, rtol=1e-5, atol=1e-6 * np.abs(grad).max() + floor.max())
+
+
+@settings(max_examples=300)
+@given(st.floats(-5, 5), st.floats(-5, 5), st.sampled_from([Diode(), D1, D2, Diode(1e-9, 1.8, max_exponent=30.0)]))
+def test_compiled_law_and_limiting_equal_the_diode(v, w, law):
+    i, d = _jit_ports._diode(v, 2.0, law.saturation_current, law.nvt, law.max_exponent)
+    assert i == pytest.approx(2.0 * float(law.phi(v)), rel=1e-14, abs=1e-300)
+    assert d == pytest.approx(2.0 * float(law.dphi(v)), rel=1e-14, abs=1e-300)
+    lim = _jit_ports._limit(v, w, law.nvt, law.critical_voltage, law.max_descent, law.min_descent)
+    assert lim == pytest.approx(float(law.limit(v, w)), rel=1e-14, abs=1e-15)
+
+
+def _eligible_circuit(seed=0, n=30, batch=8):
+    """A random graph: resistor spanning tree, diodes on a third of the other edges."""
+    rng = np.random.default_rng(seed)
+    parents = (rng.random(n - 1) * np.arange(1, n)).astype(np.int64)
+    edges = [(int(a), int(b)) for a, b in zip(parents, range(1, n))]
+    extra = rng.choice(n, size=(2 * n, 2))
+    extra = [(int(a), int(b)) for a, b in extra if a != b]
+    net = kn.Network(n, np.asarray(edges + extra))
+    diodes = np.arange(n - 1, net.n_edges)[::2]
+    c = kn.Circuit(net, ground=0, inputs=[3, 7, Edge(int(diodes[0]))], outputs=[5, 9],
+                   elements={Diode(): diodes})
+    g = rng.uniform(0.5e-3, 2e-3, net.n_edges)
+    g[diodes] = rng.uniform(0.5, 2.0, diodes.size)
+    return c, g, rng.uniform(-2.0, 2.0, (batch, 3))
+
+
+@pytest.mark.parametrize("backend", ["auto", "splu"])
+def test_port_path_equals_the_full_network_and_warm_starts(backend):
+    c, g, X = _eligible_circuit(batch=16)
+    on, a, b = _solve_both(c, g, X, backend=backend)
+    assert on.ports is not None
+    vs = np.abs(b.potentials).max()
+    np.testing.assert_allclose(a.potentials, b.potentials, rtol=0, atol=1e-9 * vs)
+    warm = on.solve(X * 1.01, warm_start=a)
+    cold = on.solve(X * 1.01)
+    np.testing.assert_allclose(warm.potentials, cold.potentials, rtol=0, atol=1e-9 * vs)
+    assert warm.iterations.mean() < cold.iterations.mean()
+    # adjoint and compliance through Woodbury equal the full network's
+    y = np.zeros((X.shape[0], 2))
+    la, ga = c.loss_and_grad(g, X, y, factorization=on)
+    lb, gb = c.loss_and_grad(g, X, y, factorization=c.factorize(g, port_reduction=False))
+    assert la == pytest.approx(lb, rel=1e-10)
+    np.testing.assert_allclose(ga, gb, rtol=1e-8, atol=1e-10 * np.abs(gb).max())
+    np.testing.assert_allclose(on.compliance(a), c.factorize(g, port_reduction=False).compliance(a),
+                               rtol=1e-9)
+
+
+def test_woodbury_tangent_solve_equals_the_dense_solve():
+    """Incremental conductances over 30 decades (deep reverse to stiff forward): the solve
+    with the conducting diodes only equals the dense solve of the full tangent."""
+    c, g, _ = _eligible_circuit(seed=3)
+    red = c.factorize(g).ports
+    rng = np.random.default_rng(1)
+    b, nf = 4, c.n_free
+    weights = np.tile(red.g_resistors, (b, 1))
+    D = 10.0 ** rng.uniform(-20, 3, (b, red.n_ports))
+    weights[:, red.edges] = D
+    R = rng.normal(size=(b, nf, 2))
+    X = red.tangent_solve(D, R)
+    for s in range(b):
+        H = c._pattern.laplacian(weights[s]).toarray()
+        np.testing.assert_allclose(H @ X[s], R[s], rtol=0, atol=1e-9 * np.abs(R[s]).max())
+
+
+def _stiff_loop(source):
+    """Three diodes in a loop with a series source on one, each node grounded by 1 kOhm:
+    at 5 V each diode sits at 1.67 V (1e13 A around the loop, which the resistors do not
+    see); at 1.5 V a moderate loop."""
+    net = kn.Network(4, [(1, 0), (2, 0), (3, 0), (1, 2), (2, 3), (3, 1)])
+    c = kn.Circuit(net, ground=0, inputs=[Edge(5)], outputs=[1], elements={Diode(): [3, 4, 5]})
+    g = np.array([1e-3, 1e-3, 1e-3, 1.0, 1.0, 1.0])
+    return c, g, np.array([[source]])
+
+
+@pytest.mark.parametrize("source, stiff", [(1.5, False), (5.0, True)])
+def test_stiff_diode_loops_are_solved_on_the_full_network(monkeypatch, source, stiff):
+    """A loop of diodes and a source carrying a huge current cancels catastrophically in
+    ``w = w0 - Z i``: the port iteration stops (status 3) and the sample is solved on the
+    full network, to the same state as without the reduction."""
+    import kirchnet.nonlinear as nl
+
+    c, g, x = _stiff_loop(source)
+    seen = {}
+    real = nl.PortReduction.newton
+
+    def spy(self, *a):
+        out = real(self, *a)
+        seen["status"] = out[2].copy()
+        return out
+
+    monkeypatch.setattr(nl.PortReduction, "newton", spy)
+    on, a, b = _solve_both(c, g, x)
+    assert on.ports is not None
+    assert (seen["status"][0] == 3) == stiff
+    np.testing.assert_allclose(a.potentials, b.potentials, rtol=1e-12, atol=1e-14)
+    w = a.potentials[0, 1] - a.potentials[0, 2]
+    assert (w > 1.5) == stiff
+
+
+def test_eligibility_and_the_switches(monkeypatch):
+    c, g, X = _eligible_circuit()
+    assert ports.eligible(c) is None
+    # a node reached only through a diode
+    net = kn.Network(3, [(1, 0), (1, 2)])
+    lone = kn.Circuit(net, ground=0, inputs=[1], elements={Diode(): [1]})
+    assert "no driven node through resistors" in ports.eligible(lone)
+    assert lone.factorize(np.ones(2)).ports is None
+    rect = kn.Circuit(c.network, ground=0, inputs=[3, 7], elements={Rectifier(): [40]})
+    assert "laws other than" in ports.eligible(rect)
+    assert c.factorize(g, limiting=False).ports is None  # the damped iteration alone
+    assert c.factorize(g, port_reduction=False).ports is None
+    monkeypatch.setenv("KIRCHNET_JIT", "0")
+    assert "numba" in ports.eligible(c)
+    assert c.factorize(g).ports is None
+    state = c.factorize(g).solve(X)  # the full network's iteration, same equilibrium
+    monkeypatch.delenv("KIRCHNET_JIT")
+    np.testing.assert_allclose(c.factorize(g).solve(X).potentials, state.potentials, rtol=0,
+                               atol=1e-9 * np.abs(state.potentials).max())
+
+
+def test_sparse_factorizations_cheaper_than_ports_keep_the_full_network():
+    """The cost rule: a 24 x 24 lattice with a third of its edges diodes (about 370 ports,
+    a sparse tangent factorization of a few 10^4 flops) stays on the full network; the
+    same on an 8 x 8 lattice (dense) is port-reduced."""
+    big, gb, _ = _bench_diode_circuit(24, Diode(), batch=1)
+    small, gs, _ = _bench_diode_circuit(8, Diode(), batch=1)
+    assert ports.eligible(big) is None and ports.eligible(small) is None
+    assert big.factorize(gb).ports is None
+    assert small.factorize(gs).ports is not None
+    red = ports.PortReduction(big, gb, "splu")
+    assert not red.cheaper()
+    assert math.isfinite(float(np.abs(red.Z).max()))
+
+
+@settings(max_examples=40)
+@given(nl_problems(max_nodes=40, laws=("R", "D1", "D2"), tree_diodes=0.0))
+def test_larger_port_reduced_graphs_match_the_reference(p):
+    c = p.circuit()
+    fac = c.factorize(p.g)
+    assert fac.ports is not None
+    ref = ref_solve(p)[0]
+    state = fac.solve(p.x)
+    np.testing.assert_allclose(state.potentials, ref.astype(float), rtol=0,
+                               atol=1e-8 * (float(np.abs(ref).max()) + 1.0))
