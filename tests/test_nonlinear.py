@@ -699,6 +699,7 @@ def test_final_check_recomputes_the_returned_state(monkeypatch):
     import kirchnet.nonlinear as nl
 
     c, g, x = _giant_current_circuit()
+    monkeypatch.setenv("KIRCHNET_JIT", "0")  # the Python iteration (the compiled ones test inside)
     real = nl._kcl_test
     calls = {"n": 0}
 
@@ -814,17 +815,25 @@ def test_limited_and_damped_newton_reach_the_same_equilibrium(backend):
     assert limited.iterations.mean() < damped.iterations.mean()
 
 
-def test_limited_newton_hands_unconverged_samples_to_the_damped_iteration(monkeypatch):
-    """A sample that stalls in the limited iteration, or whose tangent is singular there, goes
-    on with the damped iteration from its best iterate: same equilibrium."""
+@pytest.mark.parametrize("jit", ["1", "0"], ids=["compiled", "python"])
+def test_limited_newton_hands_unconverged_samples_to_the_damped_iteration(monkeypatch, jit):
+    """A sample that stalls in the limited iteration (compiled or Python; port-reduced or on
+    the full network), or whose tangent is singular there, goes on with the damped iteration
+    from its best iterate: same equilibrium."""
     import kirchnet.nonlinear as nl
 
+    monkeypatch.setenv("KIRCHNET_JIT", jit)
     c, g, x = _bench_diode_circuit(6, Diode(), seed=1, batch=5)
     expected = c.factorize(g).solve(x).potentials
     monkeypatch.setattr(nl, "LIMITED_STALL", -1)  # every sample leaves after its first test
-    handed = c.factorize(g).solve(x)
-    np.testing.assert_allclose(handed.potentials, expected, rtol=0, atol=1e-10)
+    for ports in (True, False):
+        handed = c.factorize(g, port_reduction=ports).solve(x)
+        np.testing.assert_allclose(handed.potentials, expected, rtol=0, atol=1e-10)
+        assert np.all(handed.iterations > 1)  # the damped iteration's steps
     monkeypatch.undo()
+    if jit == "1":
+        return
+    monkeypatch.setenv("KIRCHNET_JIT", "0")  # the Python iteration: a singular tangent
 
     real = nl.TangentSystem.solve
     calls = {"n": 0}

@@ -1,4 +1,4 @@
-"""Port reduction of resistor-diode circuits (kirchnet.ports, kirchnet._jit_ports): the
+"""Port reduction of resistor-diode circuits (kirchnet.ports, kirchnet._jit_nonlinear): the
 resistors eliminated once, limited Newton on the diode voltages, Woodbury tangent solves.
 Checked against the long-double reference of test_nonlinear.py, against the full
 network's iteration, and the compiled law and limiting against kirchnet.elements."""
@@ -18,9 +18,9 @@ from kirchnet.elements import Diode, Rectifier
 from test_nonlinear import (D1, D2, _bench_diode_circuit, nl_problems, ref_loss, ref_solve)
 
 jit = pytest.importorskip("numba", reason="the port reduction is compiled with numba (the `jit` extra)")
-from kirchnet import _jit_ports  # noqa: E402
+from kirchnet import _jit_nonlinear  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not _jit_ports.enabled(), reason="KIRCHNET_JIT=0")
+pytestmark = pytest.mark.skipif(not _jit_nonlinear.enabled(), reason="KIRCHNET_JIT=0")
 
 
 def _solve_both(c, g, x, **kw):
@@ -59,10 +59,10 @@ def test_port_equilibria_and_gradients_match_the_long_double_reference(p):
 @settings(max_examples=300)
 @given(st.floats(-5, 5), st.floats(-5, 5), st.sampled_from([Diode(), D1, D2, Diode(1e-9, 1.8, max_exponent=30.0)]))
 def test_compiled_law_and_limiting_equal_the_diode(v, w, law):
-    i, d = _jit_ports._diode(v, 2.0, law.saturation_current, law.nvt, law.max_exponent)
+    i, d = _jit_nonlinear._diode(v, 2.0, law.saturation_current, law.nvt, law.max_exponent)
     assert i == pytest.approx(2.0 * float(law.phi(v)), rel=1e-14, abs=1e-300)
     assert d == pytest.approx(2.0 * float(law.dphi(v)), rel=1e-14, abs=1e-300)
-    lim = _jit_ports._limit(v, w, law.nvt, law.critical_voltage, law.max_descent, law.min_descent)
+    lim = _jit_nonlinear._limit(v, w, law.nvt, law.critical_voltage, law.max_descent, law.min_descent)
     assert lim == pytest.approx(float(law.limit(v, w)), rel=1e-14, abs=1e-15)
 
 
@@ -200,3 +200,36 @@ def test_larger_port_reduced_graphs_match_the_reference(p):
     state = fac.solve(p.x)
     np.testing.assert_allclose(state.potentials, ref.astype(float), rtol=0,
                                atol=1e-8 * (float(np.abs(ref).max()) + 1.0))
+
+
+@pytest.mark.parametrize("make", [lambda: _bench_diode_circuit(7, Diode(), seed=2, batch=12),
+                                  lambda: _bench_diode_circuit(5, D2, seed=5, batch=12),
+                                  lambda: _eligible_circuit(seed=4, batch=12)], ids=["lattice", "lattice-D2", "random"])
+def test_compiled_limited_newton_takes_the_python_iterations_steps(monkeypatch, make):
+    """kirchnet._jit_nonlinear.nodal_newton is _limited_newton compiled: on the full network
+    (no port reduction) the same iteration counts and the same equilibria, cold and warm."""
+    import kirchnet.nonlinear as nl
+
+    c, g, X = make()
+    calls = {"n": 0}
+    real = nl._compiled_newton
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(nl, "_compiled_newton", counting)
+    fac = c.factorize(g, port_reduction=False)
+    assert fac.dense
+    cold = fac.solve(X)
+    warm = fac.solve(X * 1.01, warm_start=cold)
+    assert calls["n"] == 2
+    monkeypatch.setenv("KIRCHNET_JIT", "0")
+    py_cold = fac.solve(X)
+    py_warm = fac.solve(X * 1.01, warm_start=py_cold)
+    assert calls["n"] == 2
+    np.testing.assert_array_equal(cold.iterations, py_cold.iterations)
+    np.testing.assert_array_equal(warm.iterations, py_warm.iterations)
+    vs = np.abs(cold.potentials).max()
+    np.testing.assert_allclose(cold.potentials, py_cold.potentials, rtol=0, atol=1e-10 * vs)
+    np.testing.assert_allclose(warm.potentials, py_warm.potentials, rtol=0, atol=1e-10 * vs)

@@ -151,8 +151,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from . import _jit_nonlinear, solvers
 from . import parametrization as _param
-from . import solvers
 from ._validation import _list, as_batch
 from .factorization import State
 from .errors import (BoundaryConditionError, ConvergenceError, IllConditionedError, ParameterError,
@@ -224,6 +224,10 @@ class _Assembly:
         self.loops = bool(self.nc) and bool(_dependent_ideal(c, self.ci))
         # no reference to the circuit itself (it is the weak key of the cache)
         self._scatter = (c._scatter_sign, c._dense_slot, c._scatter_edge)
+        #: the edge arrays of the compiled limited Newton iteration (resistors and diodes
+        #: only, numba importable), else None
+        self.kernel = _KernelEdges(c) if _jit_nonlinear.AVAILABLE and {law.kind for law in c.elements.laws} \
+            <= {"resistor", "diode"} else None
 
     @cached_property
     def dense_map(self) -> sp.csr_array:
@@ -231,6 +235,25 @@ class _Assembly:
         c_nf = max(self.nf, 1)
         sign, slot, edge = self._scatter
         return sp.csr_array((sign, (slot, edge)), shape=(c_nf * c_nf, self.m))
+
+
+class _KernelEdges(tuple):
+    """``(fa, fb, ta, hb, code)`` of :func:`kirchnet._jit_nonlinear.nodal_newton` (the
+    edges' free positions, node ids, law codes) and ``params``: the diodes' ``(Is, nVt,
+    vcrit, max_exponent, max_descent, min_descent)`` per edge (0 on resistors)."""
+
+    def __new__(cls, c):
+        el, net = c.elements, c.network
+        pos = np.full(net.n_nodes, -1, dtype=np.int64)
+        pos[c.free_nodes] = np.arange(c.n_free)
+        laws = [el.laws[j] for j in el.law_index]
+        code = np.array([law.kind == "diode" for law in laws], dtype=np.int64)
+        self = super().__new__(cls, (pos[net.tails], pos[net.heads], np.ascontiguousarray(net.tails),
+                                     np.ascontiguousarray(net.heads), code))
+        self.params = tuple(np.array([getattr(law, name) if law.kind == "diode" else 0.0 for law in laws])
+                            for name in ("saturation_current", "nvt", "critical_voltage", "max_exponent",
+                                         "max_descent", "min_descent"))
+        return self
 
 
 _ASSEMBLY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -681,12 +704,14 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
         todo = np.arange(b)
         if fac.ports is not None:  # resistors eliminated: Newton on the diode voltages
             todo = _port_equilibrium(fac, u, s, JF, wc, iters, cold=warm_start is None)
+        compiled = fac.dense and asm.kernel is not None and _jit_nonlinear.enabled()
+        limited_newton = _compiled_newton if compiled else _limited_newton
         if todo.size == b:
-            todo = np.flatnonzero(~_limited_newton(fac, u, s, JF, w0, iters, settled, first, cache))
+            todo = np.flatnonzero(~limited_newton(fac, u, s, JF, w0, iters, settled, first, cache))
         elif todo.size:  # the samples the port iteration left, on the full network
             sub = {}
             uu, it_sub, set_sub = u[todo], iters[todo], settled[todo]
-            ok = _limited_newton(fac, uu, s[todo], JF[todo], w0[todo], it_sub, set_sub, first, sub)
+            ok = limited_newton(fac, uu, s[todo], JF[todo], w0[todo], it_sub, set_sub, first, sub)
             u[todo], iters[todo], settled[todo] = uu, it_sub, set_sub
             factors, factored = [None] * b, np.zeros((b, asm.m))
             for k, smp in enumerate(todo):
@@ -923,6 +948,25 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) ->
     settled[rest] = False
     if cache is not None:
         cache["factors"] = (factors, factored)
+    return done
+
+
+def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> np.ndarray:
+    """:func:`_limited_newton` compiled (:func:`kirchnet._jit_nonlinear.nodal_newton`: the
+    same iterates, stopping rule and stall test, a sample at a time with a dense Cholesky
+    factorization per step, no Python per iteration) for dense resistor-diode circuits;
+    same arguments and result (``cache`` receives no factorizations: dense)."""
+    c, k = fac.circuit, _assembly(fac.circuit).kernel
+    cold = first is not None
+    its, done, sett = _jit_nonlinear.nodal_newton(
+        u, np.ascontiguousarray(s, dtype=float), np.ascontiguousarray(JF, dtype=float),
+        np.ascontiguousarray(v, dtype=float), cold, first if cold else np.zeros(c.network.n_edges),
+        c.free_nodes, *k, np.ascontiguousarray(fac.conductances), *k.params, fac.rtol, SETTLED_RTOL,
+        ROUNDING, fac.max_iter, LIMITED_STALL)
+    iters[:] = its
+    settled[:] = sett
+    if cache is not None:
+        cache["factors"] = ([None] * u.shape[0], np.zeros((u.shape[0], c.network.n_edges)))
     return done
 
 

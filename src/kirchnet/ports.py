@@ -11,7 +11,7 @@ resistors) the potentials are affine in the diode currents,
 
 ``u0`` the potentials with every diode open and ``w0`` the diodes' open-circuit voltages.
 The equilibrium is the solution of the K port equations ``w = w0 - Z g phi(w)``
-(:func:`kirchnet._jit_ports.port_newton`); the tangent Laplacian
+(:func:`kirchnet._jit_nonlinear.port_newton`); the tangent Laplacian
 ``H = L_R + B_D diag(D) B_D^T`` (``D = g phi'(w)``) is solved by Woodbury's identity,
 ``H^-1 R = L_R^-1 R - P S (I + S Z S)^-1 S P^T R`` with ``S = D^(1/2)``, restricted to the
 diodes with ``D_k Z_kk > PORT_TAU`` (:meth:`PortReduction.tangent_solve`).
@@ -32,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from . import _jit_ports, solvers
+from . import _jit_nonlinear, solvers
 from .errors import KirchnetError
 
 #: diodes with ``g phi'(w) Z_kk`` at most this are left out of the Newton matrix (their
@@ -62,7 +62,7 @@ _ELIGIBLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def eligible(circuit) -> str | None:
     """``None`` when the circuit can be port-reduced, else why not (a short phrase)."""
-    if not _jit_ports.enabled():
+    if not _jit_nonlinear.enabled():
         return "numba not available or KIRCHNET_JIT=0"
     if circuit not in _ELIGIBLE:
         _ELIGIBLE[circuit] = _topology(circuit)
@@ -186,8 +186,8 @@ class PortReduction:
         return np.ascontiguousarray(u0F), np.ascontiguousarray(w0)
 
     def newton(self, w0: np.ndarray, v0: np.ndarray, max_iter: int, stall: int):
-        """:func:`kirchnet._jit_ports.port_newton`: ``(w, iterations, status)`` per sample."""
-        return _jit_ports.port_newton(self.Z, w0, np.ascontiguousarray(v0, dtype=float), self.g, self.Is,
+        """:func:`kirchnet._jit_nonlinear.port_newton`: ``(w, iterations, status)`` per sample."""
+        return _jit_nonlinear.port_newton(self.Z, w0, np.ascontiguousarray(v0, dtype=float), self.g, self.Is,
                                       self.nvt, self.vcrit, self.xmax, self.dmax, self.dmin, PORT_TAU,
                                       PORT_VTOL, PORT_SETTLE, PORT_STIFF, int(max_iter), int(stall))
 
@@ -201,7 +201,7 @@ class PortReduction:
         R2 = np.ascontiguousarray(np.moveaxis(R, 0, 1).reshape(nf, b * r))
         X0 = np.moveaxis(self.factor._solve_block(R2).reshape(nf, b, r), 1, 0)  # (b, nf, r)
         Y = np.einsum("fk,bfr->bkr", self.P, R)
-        C, ok = _jit_ports.port_correction(self.Z, np.ascontiguousarray(D, dtype=float), tau,
+        C, ok = _jit_nonlinear.port_correction(self.Z, np.ascontiguousarray(D, dtype=float), tau,
                                            np.ascontiguousarray(Y))
         X = X0 - np.einsum("fk,bkr->bfr", self.P, C)
         if not ok.all() or not np.all(np.isfinite(X)):
