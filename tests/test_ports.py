@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not _jit_nonlinear.enabled(), reason="KIRCHNET_J
 
 
 def _solve_both(c, g, x, **kw):
-    on = c.factorize(g, **kw)
+    on = c.factorize(g, port_reduction=True, **kw)
     off = c.factorize(g, port_reduction=False, **kw)
     return on, on.solve(x), off.solve(x)
 
@@ -36,7 +36,7 @@ def test_port_equilibria_and_gradients_match_the_long_double_reference(p):
     every such circuit is port-reduced; potentials to 1e-8 of the voltage scale, gradient
     (Woodbury adjoint) against central differences of the reference."""
     c = p.circuit()
-    fac = c.factorize(p.g)
+    fac = c.factorize(p.g, port_reduction=True)  # wherever possible, not only where cheaper
     assert fac.ports is not None, ports.eligible(c)
     ref = ref_solve(p)[0]
     state = fac.solve(p.x)
@@ -130,29 +130,17 @@ def _stiff_loop(source):
     return c, g, np.array([[source]])
 
 
-@pytest.mark.parametrize("source, stiff", [(1.5, False), (5.0, True)])
-def test_stiff_diode_loops_are_solved_on_the_full_network(monkeypatch, source, stiff):
-    """A loop of diodes and a source carrying a huge current cancels catastrophically in
-    ``w = w0 - Z i``: the port iteration stops (status 3) and the sample is solved on the
-    full network, to the same state as without the reduction."""
-    import kirchnet.nonlinear as nl
-
+@pytest.mark.parametrize("source", [1.5, 5.0])
+def test_stiff_diode_loops_are_solved_like_the_full_network(source):
+    """A loop of diodes and a source: at 5 V a current of 1e13 A circulates that the
+    resistors do not see (the port equations ``w = w0 - Z i`` would cancel it away); the
+    Woodbury steps work in the full network's increment form and reach its state."""
     c, g, x = _stiff_loop(source)
-    seen = {}
-    real = nl.PortReduction.newton
-
-    def spy(self, *a):
-        out = real(self, *a)
-        seen["status"] = out[2].copy()
-        return out
-
-    monkeypatch.setattr(nl.PortReduction, "newton", spy)
     on, a, b = _solve_both(c, g, x)
     assert on.ports is not None
-    assert (seen["status"][0] == 3) == stiff
-    np.testing.assert_allclose(a.potentials, b.potentials, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(a.potentials, b.potentials, rtol=0, atol=1e-9 * source)
     w = a.potentials[0, 1] - a.potentials[0, 2]
-    assert (w > 1.5) == stiff
+    assert (w > 1.5) == (source == 5.0)
 
 
 def test_eligibility_and_the_switches(monkeypatch):
@@ -179,14 +167,15 @@ def test_eligibility_and_the_switches(monkeypatch):
 def test_sparse_factorizations_cheaper_than_ports_keep_the_full_network():
     """The cost rule: a 24 x 24 lattice with a third of its edges diodes (about 370 ports,
     a sparse tangent factorization of a few 10^4 flops) stays on the full network; the
-    same on an 8 x 8 lattice (dense) is port-reduced."""
+    same on an 8 x 8 lattice (where the full tangent would be factorized dense) is
+    port-reduced."""
     big, gb, _ = _bench_diode_circuit(24, Diode(), batch=1)
     small, gs, _ = _bench_diode_circuit(8, Diode(), batch=1)
     assert ports.eligible(big) is None and ports.eligible(small) is None
     assert big.factorize(gb).ports is None
     assert small.factorize(gs).ports is not None
     red = ports.PortReduction(big, gb, "splu")
-    assert not red.cheaper()
+    assert not red.cheaper(dense=False)
     assert math.isfinite(float(np.abs(red.Z).max()))
 
 
@@ -194,7 +183,7 @@ def test_sparse_factorizations_cheaper_than_ports_keep_the_full_network():
 @given(nl_problems(max_nodes=40, laws=("R", "D1", "D2"), tree_diodes=0.0))
 def test_larger_port_reduced_graphs_match_the_reference(p):
     c = p.circuit()
-    fac = c.factorize(p.g)
+    fac = c.factorize(p.g, port_reduction=True)
     assert fac.ports is not None
     ref = ref_solve(p)[0]
     state = fac.solve(p.x)

@@ -5,34 +5,24 @@ Optional like :mod:`kirchnet._jit` (same switch: numba importable and ``KIRCHNET
 not ``0``); without them :mod:`kirchnet.nonlinear` runs its numpy iteration, which stays
 the reference (the tests compare both step for step).
 
-* :func:`nodal_newton`: :func:`kirchnet.nonlinear._limited_newton` on the full network for
-  circuits of resistors and diodes small enough for dense systems, one sample at a time:
-  the same linearization voltages, limiting, stopping rule (KCL residual per node against
-  its own current scale and rounding floor, the settled rule) and stall test, the
-  tangent Laplacian assembled dense and factorized by Cholesky (a shift of ``1e-12 max
-  diag`` where singular), no Python per iteration (``bench_nonlinear.py``'s 96-node
-  lattice at batch 1: 1.5 ms for 12 iterations where the numpy path takes 4.8 ms);
-* :func:`port_newton`: per sample, SPICE's limited Newton iteration on the diode voltages
-  ``w`` (K,) of ``w = w0 - Z i(w)``, ``i_k = g_k phi_k(w_k)``, the resistors eliminated
-  (``Z`` the port impedance, ``w0`` the open-circuit voltages). Each iteration linearizes
-  diode ``k`` at ``v_k`` (``i ~ ic + D w``, ``D = g phi'(v)``) and solves
-  ``(I + Z D) w = w0 - Z ic`` as ``(I + S Z_AA S) y = S h_A``, ``S = D_A^(1/2)``,
-  ``w = h - Z_:A S y`` (``h = w0 - Z ic``) on the diodes ``A`` with ``D_k Z_kk > tau``
-  (the others, reverse-biased, keep their current ``g phi(v)`` for the step: their
-  neglected coupling ``D_k Z_kk <= tau`` slows the quadratic convergence by at most that
-  factor). ``I + S Z S`` is SPD with eigenvalues >= 1 (``Z`` is positive semidefinite).
-  The next ``v = limit(v, w)`` (:meth:`kirchnet.elements.Diode.limit`, the same rule).
+* :func:`nodal_newton`: :func:`kirchnet.nonlinear._limited_newton` for circuits of
+  resistors and diodes, one sample at a time: the same linearization voltages, limiting,
+  stopping rule (KCL residual per node against its own current scale and rounding floor,
+  the settled rule) and stall test, no Python per iteration. Each step solves the tangent
+  system either by Woodbury's identity on the port reduction (:mod:`kirchnet.ports`:
+  ``H = L_R + B_D D B_D^T``, a dense Cholesky factor of the resistors' ``L_R`` computed
+  once, and per step a Cholesky factorization of ``I + S Z_AA S`` over the conducting
+  diodes ``A``, ``S = D_A^(1/2)``) or, for dense-size circuits without one, by assembling
+  the tangent Laplacian dense and factorizing it (a shift of ``1e-12 max diag`` where
+  singular). ``bench_nonlinear.py``'s 96-node lattice at batch 1: 1.5 ms for 12
+  iterations where the numpy path takes 4.8 ms;
 * :func:`port_correction`: ``S (I + S Z_AA S)^-1 S Y_A`` per sample, the Woodbury term of
   a tangent solve ``H^-1 R = L_R^-1 R - P S (I + S Z S)^-1 S P^T R``.
 
-Status codes of :func:`port_newton`: 0 converged (the last step moved no diode voltage by
-more than ``vtol n Vt``, or by at most ``settle n Vt`` and more than half the step before:
-Newton no longer contracts, the voltages are at their rounding level), 1 stalled
-(``stall`` iterations without a smaller step) or ``max_iter`` reached, 2 non-finite step,
-3 a diode linearized with ``D_k Z_kk > stiff``: a forward diode that stiff (typically in a
-loop of diodes and sources carrying a huge current that the resistors do not see) makes
-``w = w0 - Z i`` cancel catastrophically (``eps |Z| |i|`` exceeds the voltages).
-Every state is then checked on the full network by the caller.
+The diodes left out of ``A`` (``D_k Z_kk <= tau``: reverse-biased) are left out of the
+step's matrix, not of the residual: their neglected coupling slows Newton's quadratic
+convergence by at most a factor ``tau`` per step. ``I + S Z S`` is SPD with eigenvalues
+>= 1 (``Z = B_D^T L_R^-1 B_D`` is positive semidefinite).
 """
 
 from __future__ import annotations
@@ -43,7 +33,7 @@ import numpy as np
 
 from ._jit import AVAILABLE, enabled
 
-__all__ = ["AVAILABLE", "enabled", "port_newton", "port_correction", "nodal_newton"]
+__all__ = ["AVAILABLE", "enabled", "port_correction", "nodal_newton"]
 
 if AVAILABLE:
     import numba as _nb
@@ -125,91 +115,6 @@ if AVAILABLE:
         return na
 
     @_njit
-    def port_newton(Z, w0, v0, g, Is, nvt, vcrit, xmax, dmax, dmin, tau, vtol, settle, stiff, max_iter, stall):
-        """Limited Newton on the port equations, every sample (module docstring). ``v0`` (b, K):
-        the first linearization voltages. Returns ``(w (b, K), iterations (b,), status (b,))``."""
-        b, K = w0.shape
-        W = np.empty((b, K))
-        iters = np.zeros(b, dtype=np.int64)
-        status = np.ones(b, dtype=np.int64)
-        zd = np.empty(K)
-        for k in range(K):
-            zd[k] = Z[k, k]
-        D = np.empty(K)
-        ic = np.empty(K)
-        h = np.empty(K)
-        idx = np.empty(K, dtype=np.int64)
-        sq = np.empty(K)
-        M = np.empty((K, K))
-        y = np.empty(K)
-        v = np.empty(K)
-        w = np.empty(K)
-        for s in range(b):
-            for k in range(K):
-                v[k] = v0[s, k]
-                w[k] = v0[s, k]
-            best = np.inf
-            last = np.inf
-            since = 0
-            for it in range(max_iter):
-                stiffest = 0.0
-                for k in range(K):
-                    i, d = _diode(v[k], g[k], Is[k], nvt[k], xmax[k])
-                    D[k] = d
-                    ic[k] = i - d * v[k] if d * zd[k] > tau else i  # passive diodes: i = g phi(v)
-                    stiffest = max(stiffest, d * zd[k])
-                if not stiffest <= stiff:
-                    status[s] = 3
-                    break
-                for k in range(K):
-                    h[k] = w0[s, k]
-                for j in range(K):  # h = w0 - Z ic (Z symmetric: rows as columns)
-                    cj = ic[j]
-                    zj = Z[j]
-                    for k in range(K):
-                        h[k] -= zj[k] * cj
-                na = _capacitance(Z, D, zd, tau, idx, sq, M)
-                iters[s] = it + 1
-                if na < 0:
-                    status[s] = 2
-                    break
-                for a in range(na):
-                    y[a] = sq[a] * h[idx[a]]
-                _cholesky_solve(M, na, y)
-                for k in range(K):
-                    w[k] = h[k]
-                for a in range(na):  # w = h - Z_:A S y
-                    ya = sq[a] * y[a]
-                    za = Z[idx[a]]
-                    for k in range(K):
-                        w[k] -= za[k] * ya
-                step = 0.0
-                finite = True
-                for k in range(K):
-                    if not math.isfinite(w[k]):
-                        finite = False
-                    step = max(step, abs(w[k] - v[k]) / nvt[k])
-                if not finite:
-                    status[s] = 2
-                    break
-                if step <= vtol or (step <= settle and step > 0.5 * last):
-                    status[s] = 0  # converged, or no longer contracting at the rounding level
-                    break
-                last = step
-                if step < best:
-                    best = step
-                    since = 0
-                else:
-                    since += 1
-                    if since > stall:
-                        break
-                for k in range(K):
-                    v[k] = _limit(v[k], w[k], nvt[k], vcrit[k], dmax[k], dmin[k])
-            for k in range(K):
-                W[s, k] = w[k]
-        return W, iters, status
-
-    @_njit
     def port_correction(Z, D, tau, Y):
         """``X_s = S (I + S Z_AA S)^-1 S Y_s`` (zero off ``A``) per sample: ``D`` (b, K),
         ``Y`` (b, K, r). Returns ``(X, ok)``, ``ok`` (b,) False where the matrix is not PD."""
@@ -238,6 +143,46 @@ if AVAILABLE:
         return X, ok
 
     @_njit
+    def _dense_step(H, diag, du, J, ic, D, fa, fb):
+        """``du <- H^-1 (J - B_F ic)``, ``H = B_F diag(D) B_F^T`` assembled dense and factorized
+        (with a shift ``1e-12 max diag`` where singular); False if even that fails."""
+        nf = du.shape[0]
+        m = D.shape[0]
+        for f in range(nf):
+            du[f] = J[f]
+            for h in range(nf):
+                H[f, h] = 0.0
+        for e in range(m):
+            d = D[e]
+            a = fa[e]
+            c = fb[e]
+            if a >= 0:
+                du[a] -= ic[e]
+                H[a, a] += d
+            if c >= 0:
+                du[c] += ic[e]
+                H[c, c] += d
+            if a >= 0 and c >= 0:
+                H[max(a, c), min(a, c)] -= d
+        shift = 0.0
+        for f in range(nf):
+            shift = max(shift, H[f, f])
+            diag[f] = H[f, f]
+        shift = 1e-12 * shift + 1e-300
+        for f in range(nf):  # the upper triangle keeps H for a retry with a shift
+            for h in range(f):
+                H[h, f] = H[f, h]
+        if not _cholesky(H, nf):
+            for f in range(nf):  # a singular tangent: the shifted matrix
+                for h in range(f):
+                    H[f, h] = H[h, f]
+                H[f, f] = diag[f] + shift
+            if not _cholesky(H, nf):
+                return False
+        _cholesky_solve(H, nf, du)
+        return True
+
+    @_njit
     def _law(code, w, g, Is, nvt, xmax):
         """``(g phi(w), g phi'(w))``: code 0 a resistor, 1 a diode."""
         if code == 0:
@@ -246,7 +191,7 @@ if AVAILABLE:
 
     @_njit
     def nodal_newton(u, s, JF, v0, cold, first, free, fa, fb, ta, hb, code, g, Is, nvt, vcrit, xmax,
-                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall):
+                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, C, CT, PT, Z, dk, tau):
         """:func:`kirchnet.nonlinear._limited_newton` for resistors (code 0) and diodes (code 1)
         on the full network, one sample at a time, dense Cholesky per step (module docstring
         of :mod:`kirchnet.nonlinear`: the same linearization voltages, limiting, stopping rule
@@ -254,7 +199,13 @@ if AVAILABLE:
         iterate where not converged); ``v0`` (b, m) the first linearization voltages;
         ``cold``: after the first solve linearize at ``min(w, first)`` where ``first != 0``;
         ``fa``/``fb`` (m,) the edge ends' free positions (-1 driven), ``ta``/``hb`` their node
-        ids. Returns ``(iterations, done, settled)`` per sample."""
+        ids. ``C`` (0, 0): each step assembles the tangent dense and factorizes it; else ``C``
+        (nf, nf) the lower Cholesky factor of the resistors' ``L_R`` and ``CT`` its transpose
+        (C-contiguous), with ``PT = P^T`` (K, nf) and ``Z`` of the port reduction and ``dk`` (K,) the diode edges: each step is solved by Woodbury's
+        identity ``H^-1 r = L_R^-1 r - P S (I + S Z_AA S)^-1 S B_D^T L_R^-1 r`` on the diodes
+        with ``D_k Z_kk > tau`` (the increment form, whose rounding is the full network's:
+        a stiff diode loop that the port equations cannot resolve is solved here). Returns
+        ``(iterations, done, settled)`` per sample."""
         b, n = u.shape
         m = g.shape[0]
         nf = free.shape[0]
@@ -269,10 +220,20 @@ if AVAILABLE:
         r = np.empty(nf)
         sc = np.empty(nf)
         rho = np.empty(nf)
-        H = np.empty((nf, nf))
+        H = np.empty((0, 0)) if C.shape[0] > 0 else np.empty((nf, nf))
         du = np.empty(nf)
         diag = np.empty(nf)
         best_u = np.empty(n)
+        woodbury = C.shape[0] > 0
+        K = dk.shape[0]
+        zd = np.empty(K)
+        for k in range(K):
+            zd[k] = Z[k, k]
+        DK = np.empty(K)
+        idx = np.empty(K, dtype=np.int64)
+        sq = np.empty(K)
+        M = np.empty((K, K))
+        y = np.empty(K)
         for smp in range(b):
             uu = u[smp]
             ss = s[smp]
@@ -345,38 +306,47 @@ if AVAILABLE:
                     else:
                         ic[e] = cur[e]
                 # H du = -(B_F ic - J_F)
-                for f in range(nf):
-                    du[f] = JF[smp, f]
-                    for h in range(nf):
-                        H[f, h] = 0.0
-                for e in range(m):
-                    d = D[e]
-                    a = fa[e]
-                    c = fb[e]
-                    if a >= 0:
-                        du[a] -= ic[e]
-                        H[a, a] += d
-                    if c >= 0:
-                        du[c] += ic[e]
-                        H[c, c] += d
-                    if a >= 0 and c >= 0:
-                        H[max(a, c), min(a, c)] -= d
-                shift = 0.0
-                for f in range(nf):
-                    shift = max(shift, H[f, f])
-                    diag[f] = H[f, f]
-                shift = 1e-12 * shift + 1e-300
-                for f in range(nf):  # the upper triangle keeps H for a retry with a shift
-                    for h in range(f):
-                        H[h, f] = H[f, h]
-                if not _cholesky(H, nf):
-                    for f in range(nf):  # a singular tangent: the shifted matrix
-                        for h in range(f):
-                            H[f, h] = H[h, f]
-                        H[f, f] = diag[f] + shift
-                    if not _cholesky(H, nf):
+                if woodbury:
+                    for f in range(nf):
+                        du[f] = JF[smp, f]
+                    for e in range(m):
+                        if fa[e] >= 0:
+                            du[fa[e]] -= ic[e]
+                        if fb[e] >= 0:
+                            du[fb[e]] += ic[e]
+                    for i in range(nf):  # L_R^-1 r: C (lower) forward, C^T (its rows) backward
+                        t = du[i]
+                        ci = C[i]
+                        for q in range(i):
+                            t -= ci[q] * du[q]
+                        du[i] = t / ci[i]
+                    for i in range(nf - 1, -1, -1):
+                        t = du[i]
+                        ct = CT[i]
+                        for q in range(i + 1, nf):
+                            t -= ct[q] * du[q]
+                        du[i] = t / ct[i]
+                    for k in range(K):
+                        DK[k] = D[dk[k]]
+                    na = _capacitance(Z, DK, zd, tau, idx, sq, M)
+                    if na < 0:
                         break
-                _cholesky_solve(H, nf, du)
+                    for a in range(na):  # S B_D^T L_R^-1 r
+                        e = dk[idx[a]]
+                        t = 0.0
+                        if fa[e] >= 0:
+                            t += du[fa[e]]
+                        if fb[e] >= 0:
+                            t -= du[fb[e]]
+                        y[a] = sq[a] * t
+                    _cholesky_solve(M, na, y)
+                    for a in range(na):  # - P S y
+                        ya = sq[a] * y[a]
+                        pk = PT[idx[a]]
+                        for f in range(nf):
+                            du[f] -= pk[f] * ya
+                elif not _dense_step(H, diag, du, JF[smp], ic, D, fa, fb):
+                    break
                 step = 0.0
                 finite = True
                 for f in range(nf):

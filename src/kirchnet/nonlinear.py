@@ -32,6 +32,17 @@ iterations, meets a singular tangent or a non-finite step, or is still unconverg
 then has ``max_iter`` iterations of its own. ``limiting=False`` runs the damped iteration
 alone.
 
+**Compiled iteration** (numba; :func:`_compiled_newton`). For circuits of resistors and
+diodes the limited iteration runs compiled (:func:`kirchnet._jit_nonlinear.nodal_newton`,
+the same steps as :func:`_limited_newton`, tested step for step), with each step solved
+by Woodbury's identity on the port reduction (:mod:`kirchnet.ports`: the resistors
+factorized once, per step a Cholesky factorization over the conducting diodes) where the
+resistors alone reach every free node from a driven node and that is predicted cheaper
+than factorizing the tangent, else (dense sizes) on the dense tangent; sparse circuits
+without a port reduction run the numpy iteration. Tangent solves (adjoint, compliance,
+error estimate) of a port-reduced circuit use Woodbury's identity and fall back to the
+full tangent where their residual certificate fails.
+
 **Damped Newton: one iteration for every law** (primal-dual active set = semismooth
 Newton on the complementarity ``min(mu_e, -c w_e) = 0``). Each step solves, per sample,
 
@@ -701,23 +712,9 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     todo = np.arange(b)
     if limited:  # the limited Newton iteration's first step is the cold-start solve
         first = el.initial_voltages if warm_start is None else None  # cold: then min(w, vcrit)
-        todo = np.arange(b)
-        if fac.ports is not None:  # resistors eliminated: Newton on the diode voltages
-            todo = _port_equilibrium(fac, u, s, JF, wc, iters, cold=warm_start is None)
-        compiled = fac.dense and asm.kernel is not None and _jit_nonlinear.enabled()
+        compiled = asm.kernel is not None and _jit_nonlinear.enabled() and (fac.dense or fac.ports is not None)
         limited_newton = _compiled_newton if compiled else _limited_newton
-        if todo.size == b:
-            todo = np.flatnonzero(~limited_newton(fac, u, s, JF, w0, iters, settled, first, cache))
-        elif todo.size:  # the samples the port iteration left, on the full network
-            sub = {}
-            uu, it_sub, set_sub = u[todo], iters[todo], settled[todo]
-            ok = limited_newton(fac, uu, s[todo], JF[todo], w0[todo], it_sub, set_sub, first, sub)
-            u[todo], iters[todo], settled[todo] = uu, it_sub, set_sub
-            factors, factored = [None] * b, np.zeros((b, asm.m))
-            for k, smp in enumerate(todo):
-                factors[smp], factored[smp] = sub["factors"][0][k], sub["factors"][1][k]
-            cache["factors"] = (factors, factored)
-            todo = todo[~ok]
+        todo = np.flatnonzero(~limited_newton(fac, u, s, JF, w0, iters, settled, first, cache))
     elif warm_start is None and np.any(el.initial_voltages != 0):
         d0 = g * el.dphi(w0)
         i0 = d0 * wc + g * (el.phi(w0) - el.dphi(w0) * w0)
@@ -953,65 +950,27 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) ->
 
 def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> np.ndarray:
     """:func:`_limited_newton` compiled (:func:`kirchnet._jit_nonlinear.nodal_newton`: the
-    same iterates, stopping rule and stall test, a sample at a time with a dense Cholesky
-    factorization per step, no Python per iteration) for dense resistor-diode circuits;
-    same arguments and result (``cache`` receives no factorizations: dense)."""
-    c, k = fac.circuit, _assembly(fac.circuit).kernel
+    same iterates, stopping rule and stall test, a sample at a time, no Python per
+    iteration) for resistor-diode circuits: each step by Woodbury's identity on the port
+    reduction where it exists with a dense factor of ``L_R``, else (dense sizes) a dense
+    Cholesky factorization of the tangent. Same arguments and result (``cache`` receives no
+    factorizations)."""
+    c, k, red = fac.circuit, _assembly(fac.circuit).kernel, fac.ports
     cold = first is not None
+    if red is not None:  # steps by Woodbury on the port reduction
+        wood = (*red.cholesky, red.PT, red.Z, red.edges, PORT_TAU)
+    else:
+        wood = (*(np.zeros((0, 0)),) * 4, np.zeros(0, dtype=np.int64), 0.0)
     its, done, sett = _jit_nonlinear.nodal_newton(
         u, np.ascontiguousarray(s, dtype=float), np.ascontiguousarray(JF, dtype=float),
         np.ascontiguousarray(v, dtype=float), cold, first if cold else np.zeros(c.network.n_edges),
         c.free_nodes, *k, np.ascontiguousarray(fac.conductances), *k.params, fac.rtol, SETTLED_RTOL,
-        ROUNDING, fac.max_iter, LIMITED_STALL)
+        ROUNDING, fac.max_iter, LIMITED_STALL, *wood)
     iters[:] = its
     settled[:] = sett
     if cache is not None:
         cache["factors"] = ([None] * u.shape[0], np.zeros((u.shape[0], c.network.n_edges)))
     return done
-
-
-def _port_equilibrium(fac, u, s, JF, wc, iters, cold: bool) -> np.ndarray:
-    """The limited Newton iteration on the port equations (:mod:`kirchnet.ports`), every
-    sample in one compiled call; writes the potentials of the samples whose state passes
-    the stopping rule into ``u`` (b, n) and their iterations into ``iters``, and returns
-    the other samples (their ``u`` untouched): stiff ones, stalled ones, failures. ``wc``
-    (b, m): the edge voltages at ``u``. A cold start linearizes each diode at
-    ``min(w0, vcrit)``, ``w0`` its open-circuit voltage (every diode open); a warm start at
-    its voltage in ``u``."""
-    c, ports = fac.circuit, fac.ports
-    b = u.shape[0]
-    u0F, w0 = ports.open_circuit(u, s, JF)
-    v0 = np.minimum(w0, ports.vcrit) if cold else wc[:, ports.edges]
-    w, its, status = ports.newton(w0, v0, fac.max_iter, LIMITED_STALL)
-    cand = np.flatnonzero(status == 0)
-    if not cand.size:
-        return np.arange(b)
-    uu = u[cand]
-    uu[:, c.free_nodes] = u0F[cand] - ports.currents(w[cand]) @ ports.P.T
-    none = np.zeros((cand.size, 0))
-    ok = np.zeros(cand.size, dtype=bool)
-    for polish in range(2):  # the state, then one Newton step on the full network (Woodbury)
-        rest = np.flatnonzero(~ok)
-        _, _, r, weights, _, passed = _kcl_test(fac, uu[rest], s[cand[rest]], none[rest], JF[cand[rest]],
-                                                none[rest].astype(bool), settled[rest] if polish else None)
-        ok[rest] = passed
-        if polish or passed.all():
-            break
-        # u = u0 - P i(w) carries the rounding of P i: one Newton step at u from its KCL residual
-        rest, r, weights = rest[~passed], r[~passed], weights[~passed]
-        try:
-            du = -ports.tangent_solve(weights[:, ports.edges], r[:, :, None])[:, :, 0]
-        except ValueError:
-            break
-        settled = np.zeros(cand.size, dtype=bool)
-        settled[rest] = _settled(du, uu[rest], s[cand[rest]], fac.rtol)
-        uu[rest[:, None], c.free_nodes[None, :]] += du
-        its[cand[rest]] += 1
-    u[cand[ok]] = uu[ok]
-    iters[cand[ok]] = its[cand[ok]]
-    done = np.zeros(b, dtype=bool)
-    done[cand[ok]] = True
-    return np.flatnonzero(~done)
 
 
 def _chord_solve(ts, rhs, samples, factors, factored):
@@ -1199,7 +1158,7 @@ class NonlinearFactorization:
 
     def __init__(self, circuit, conductances, backend: str = "auto", rtol: float = RTOL,
                  ctol: float = CTOL, max_iter: int = MAX_ITER, method: str = "auto",
-                 limiting: bool = True, port_reduction: bool = True, **solver_options):
+                 limiting: bool = True, port_reduction="auto", **solver_options):
         if method not in ("auto", "general"):
             raise ValueError(f"method must be 'auto' (layered DRN circuits use the DRN's exact "
                              f"layered solver) or 'general', got {method!r}")
@@ -1214,9 +1173,12 @@ class NonlinearFactorization:
         #: ``False``: the damped Newton iteration alone
         self.limiting = bool(limiting)
         #: resistor-diode circuits whose resistors reach every free node from a driven one
-        #: iterate on the diode voltages (:mod:`kirchnet.ports`; needs numba); ``False``:
-        #: always on the full network
-        self.port_reduction = bool(port_reduction)
+        #: solve their Newton steps and tangent solves over the conducting diodes
+        #: (:mod:`kirchnet.ports`; needs numba): ``"auto"`` where predicted cheaper,
+        #: ``True`` wherever possible, ``False`` never
+        if port_reduction not in ("auto", True, False):
+            raise ValueError(f"port_reduction must be 'auto', True or False, got {port_reduction!r}")
+        self.port_reduction = port_reduction
         self.rtol, self.ctol, self.max_iter = float(rtol), float(ctol), int(max_iter)
         asm = _assembly(circuit)
         #: stacked dense systems (one batched LAPACK call) or one sparse factorization per sample
@@ -1232,9 +1194,10 @@ class NonlinearFactorization:
     def ports(self):
         """The :class:`kirchnet.ports.PortReduction` the limited iteration and the tangent
         solves use, or ``None`` (not eligible, :func:`kirchnet.ports.eligible`)."""
-        if not (self.port_reduction and self.limiting):
+        if self.port_reduction is False or not self.limiting:
             return None
-        return PortReduction.build(self.circuit, self.conductances, self.backend, self.dense)
+        return PortReduction.build(self.circuit, self.conductances, self.backend,
+                                   self.dense if self.port_reduction == "auto" else None)
 
     def solve(self, x, currents=None, clamp=None, warm_start=None) -> NonlinearState:
         """Exact equilibrium for a sample or a batch; ``currents`` (n,) or (b, n) injected
