@@ -47,7 +47,8 @@ if AVAILABLE:
         if x > xmax:
             e = math.exp(xmax)
             return g * Is * (math.expm1(xmax) + e * (x - xmax)), g * Is / nvt * e
-        return g * Is * math.expm1(x), g * Is / nvt * math.exp(x)
+        e = math.exp(x)  # one exponential: e - 1 is exact to an ulp of e where |x| >= 1/2
+        return g * Is * (e - 1.0 if abs(x) >= 0.5 else math.expm1(x)), g * Is / nvt * e
 
     @_njit
     def _limit(v, w, nvt, vcrit, dmax, dmin):

@@ -101,17 +101,22 @@ class PortReduction:
         nf = c.n_free
         name = "dense" if nf <= solvers.DENSE_MAX else backend
         sym = c._symbolic if name == "cholmod" else None
-        self.factor = solvers.factorize(L, name, symbolic=sym)
+        self.factor = f = solvers.factorize(L, name, symbolic=sym)
         BD = c._B_free[:, self.edges].toarray()
-        self.P = np.ascontiguousarray(self.factor.solve(BD))
+        # unchecked: P and Z only enter Newton steps (checked by the stopping rule) and tangent
+        # solves (certified by their residual), never a result directly
+        self.P = np.ascontiguousarray(f._solve_block(BD))
         self.PT = np.ascontiguousarray(self.P.T)
         Z = BD.T @ self.P
         self.Z = np.ascontiguousarray(0.5 * (Z + Z.T))
-        try:
-            C = np.linalg.cholesky(L.toarray())
-        except np.linalg.LinAlgError as exc:
-            raise IllConditionedError(f"L_R: {exc}") from None
-        self.cholesky = (C, np.ascontiguousarray(C.T))
+        if name == "dense":  # LAPACK's factor (its upper triangle is workspace)
+            C = np.tril(f._chol)
+        else:
+            try:
+                C = np.linalg.cholesky(L.toarray())
+            except np.linalg.LinAlgError as exc:
+                raise IllConditionedError(f"L_R: {exc}") from None
+        self.cholesky = (np.ascontiguousarray(C), np.ascontiguousarray(C.T))
 
     @classmethod
     def build(cls, circuit, g, backend: str, dense: bool | None) -> "PortReduction | None":
