@@ -12,10 +12,11 @@ the reference (the tests compare both step for step).
   system either by Woodbury's identity on the port reduction (:mod:`kirchnet.ports`:
   ``H = L_R + B_D D B_D^T``, a dense Cholesky factor of the resistors' ``L_R`` computed
   once, and per step a Cholesky factorization of ``I + S Z_AA S`` over the conducting
-  diodes ``A``, ``S = D_A^(1/2)``) or, for dense-size circuits without one, by assembling
-  the tangent Laplacian dense and factorizing it (a shift of ``1e-12 max diag`` where
-  singular). ``bench_nonlinear.py``'s 96-node lattice at batch 1: 1.5 ms for 12
-  iterations where the numpy path takes 4.8 ms;
+  diodes ``A``, ``S = D_A^(1/2)``) or by stamping the tangent Laplacian into its envelope
+  in reverse Cuthill-McKee order and factorizing it there (:func:`_envelope_step`; a
+  lattice of ``n`` nodes has rows of about ``sqrt(n)`` entries; a shift of ``1e-12 max
+  diag`` where singular). ``bench_nonlinear.py``'s 96-node lattice at batch 1: about 1 ms
+  for 12 iterations where the numpy path takes 4.8 ms;
 * :func:`port_correction`: ``S (I + S Z_AA S)^-1 S Y_A`` per sample, the Woodbury term of
   a tangent solve ``H^-1 R = L_R^-1 R - P S (I + S Z S)^-1 S P^T R``.
 
@@ -144,44 +145,81 @@ if AVAILABLE:
         return X, ok
 
     @_njit
-    def _dense_step(H, diag, du, J, ic, D, fa, fb):
-        """``du <- H^-1 (J - B_F ic)``, ``H = B_F diag(D) B_F^T`` assembled dense and factorized
-        (with a shift ``1e-12 max diag`` where singular); False if even that fails."""
+    def _envelope_step(A, Lf, first, rowptr, du, J, ic, D, fa, fb):
+        """``du <- H^-1 (J - B_F ic)``, ``H = B_F diag(D) B_F^T`` stamped into its envelope
+        (row ``i`` stored from column ``first[i]`` to ``i`` at ``rowptr[i]``; the unknowns in
+        reverse Cuthill-McKee order, so the envelope is narrow on lattices) and factorized in
+        place by Cholesky (with a shift ``1e-12 max diag`` where singular); False if even
+        that fails."""
         nf = du.shape[0]
         m = D.shape[0]
         for f in range(nf):
             du[f] = J[f]
-            for h in range(nf):
-                H[f, h] = 0.0
+        for q in range(A.shape[0]):
+            A[q] = 0.0
         for e in range(m):
             d = D[e]
             a = fa[e]
             c = fb[e]
             if a >= 0:
                 du[a] -= ic[e]
-                H[a, a] += d
+                A[rowptr[a + 1] - 1] += d
             if c >= 0:
                 du[c] += ic[e]
-                H[c, c] += d
+                A[rowptr[c + 1] - 1] += d
             if a >= 0 and c >= 0:
-                H[max(a, c), min(a, c)] -= d
+                i, j = max(a, c), min(a, c)
+                A[rowptr[i] + j - first[i]] -= d
         shift = 0.0
         for f in range(nf):
-            shift = max(shift, H[f, f])
-            diag[f] = H[f, f]
-        shift = 1e-12 * shift + 1e-300
-        for f in range(nf):  # the upper triangle keeps H for a retry with a shift
-            for h in range(f):
-                H[h, f] = H[f, h]
-        if not _cholesky(H, nf):
-            for f in range(nf):  # a singular tangent: the shifted matrix
-                for h in range(f):
-                    H[f, h] = H[h, f]
-                H[f, f] = diag[f] + shift
-            if not _cholesky(H, nf):
-                return False
-        _cholesky_solve(H, nf, du)
+            shift = max(shift, A[rowptr[f + 1] - 1])
+        for attempt in range(2):
+            for q in range(A.shape[0]):
+                Lf[q] = A[q]
+            if attempt:  # a singular tangent: the shifted matrix
+                for f in range(nf):
+                    Lf[rowptr[f + 1] - 1] += 1e-12 * shift + 1e-300
+            if _envelope_cholesky(Lf, first, rowptr):
+                _envelope_solve(Lf, first, rowptr, du)
+                return True
+        return False
+
+    @_njit
+    def _envelope_cholesky(Lf, first, rowptr):
+        """In-place Cholesky of an envelope-stored SPD matrix (:func:`_envelope_step`)."""
+        n = first.shape[0]
+        for i in range(n):
+            fi, ri = first[i], rowptr[i]
+            for j in range(fi, i + 1):
+                fj, rj = first[j], rowptr[j]
+                lo = max(fi, fj)
+                t = Lf[ri + j - fi]
+                for k in range(lo, j):
+                    t -= Lf[ri + k - fi] * Lf[rj + k - fj]
+                if j < i:
+                    Lf[ri + j - fi] = t / Lf[rj + j - fj]
+                elif t > 0.0:
+                    Lf[ri + i - fi] = math.sqrt(t)
+                else:
+                    return False
         return True
+
+    @_njit
+    def _envelope_solve(Lf, first, rowptr, x):
+        """``x <- (C C^T)^-1 x`` with the envelope factor ``C`` of :func:`_envelope_cholesky`."""
+        n = first.shape[0]
+        for i in range(n):
+            fi, ri = first[i], rowptr[i]
+            t = x[i]
+            for k in range(fi, i):
+                t -= Lf[ri + k - fi] * x[k]
+            x[i] = t / Lf[ri + i - fi]
+        for i in range(n - 1, -1, -1):
+            fi, ri = first[i], rowptr[i]
+            xi = x[i] / Lf[ri + i - fi]
+            x[i] = xi
+            for k in range(fi, i):
+                x[k] -= Lf[ri + k - fi] * xi
 
     @_njit
     def _law(code, w, g, Is, nvt, xmax):
@@ -192,7 +230,7 @@ if AVAILABLE:
 
     @_njit
     def nodal_newton(u, s, JF, v0, cold, first, free, fa, fb, ta, hb, code, g, Is, nvt, vcrit, xmax,
-                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, C, CT, PT, Z, dk, tau):
+                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, first_env, rowptr, C, CT, PT, Z, dk, tau):
         """:func:`kirchnet.nonlinear._limited_newton` for resistors (code 0) and diodes (code 1)
         on the full network, one sample at a time, dense Cholesky per step (module docstring
         of :mod:`kirchnet.nonlinear`: the same linearization voltages, limiting, stopping rule
@@ -200,7 +238,9 @@ if AVAILABLE:
         iterate where not converged); ``v0`` (b, m) the first linearization voltages;
         ``cold``: after the first solve linearize at ``min(w, first)`` where ``first != 0``;
         ``fa``/``fb`` (m,) the edge ends' free positions (-1 driven), ``ta``/``hb`` their node
-        ids. ``C`` (0, 0): each step assembles the tangent dense and factorizes it; else ``C``
+        ids. ``C`` (0, 0): each step stamps the tangent into its envelope (``first_env``,
+        ``rowptr``: :func:`_envelope_step`; the free positions in ``fa``/``fb``/``free``/``JF``
+        in that order) and factorizes it; else ``C``
         (nf, nf) the lower Cholesky factor of the resistors' ``L_R`` and ``CT`` its transpose
         (C-contiguous), with ``PT = P^T`` (K, nf) and ``Z`` of the port reduction and ``dk`` (K,) the diode edges: each step is solved by Woodbury's
         identity ``H^-1 r = L_R^-1 r - P S (I + S Z_AA S)^-1 S B_D^T L_R^-1 r`` on the diodes
@@ -221,9 +261,9 @@ if AVAILABLE:
         r = np.empty(nf)
         sc = np.empty(nf)
         rho = np.empty(nf)
-        H = np.empty((0, 0)) if C.shape[0] > 0 else np.empty((nf, nf))
+        A = np.empty(rowptr[-1])
+        Lf = np.empty(rowptr[-1])
         du = np.empty(nf)
-        diag = np.empty(nf)
         best_u = np.empty(n)
         woodbury = C.shape[0] > 0
         K = dk.shape[0]
@@ -346,7 +386,7 @@ if AVAILABLE:
                         pk = PT[idx[a]]
                         for f in range(nf):
                             du[f] -= pk[f] * ya
-                elif not _dense_step(H, diag, du, JF[smp], ic, D, fa, fb):
+                elif not _envelope_step(A, Lf, first_env, rowptr, du, JF[smp], ic, D, fa, fb):
                     break
                 step = 0.0
                 finite = True

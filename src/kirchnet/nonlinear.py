@@ -34,14 +34,15 @@ alone.
 
 **Compiled iteration** (numba; :func:`_compiled_newton`). For circuits of resistors and
 diodes the limited iteration runs compiled (:func:`kirchnet._jit_nonlinear.nodal_newton`,
-the same steps as :func:`_limited_newton`, tested step for step), with each step solved
+the same steps as :func:`_limited_newton`, tested step for step), each step solved either
 by Woodbury's identity on the port reduction (:mod:`kirchnet.ports`: the resistors
-factorized once, per step a Cholesky factorization over the conducting diodes) where the
-resistors alone reach every free node from a driven node and that is predicted cheaper
-than factorizing the tangent, else (dense sizes) on the dense tangent; sparse circuits
-without a port reduction run the numpy iteration. Tangent solves (adjoint, compliance,
-error estimate) of a port-reduced circuit use Woodbury's identity and fall back to the
-full tangent where their residual certificate fails.
+factorized once, per step a Cholesky factorization over the conducting diodes; only where
+the resistors alone reach every free node from a driven node) or by an envelope Cholesky
+factorization of the tangent in reverse Cuthill-McKee order, whichever is predicted
+cheaper, and the numpy iteration where a sparse factorization is
+(:attr:`NonlinearFactorization.plan`). Tangent solves (adjoint, compliance, error
+estimate) of a port-reduced circuit use Woodbury's identity and fall back to the full
+tangent where their residual certificate fails.
 
 **Damped Newton: one iteration for every law** (primal-dual active set = semismooth
 Newton on the complementarity ``min(mu_e, -c w_e) = 0``). Each step solves, per sample,
@@ -161,6 +162,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.sparse import csgraph
 
 from . import _jit_nonlinear, solvers
 from . import parametrization as _param
@@ -170,6 +172,7 @@ from .errors import (BoundaryConditionError, ConvergenceError, IllConditionedErr
                      ShapeError, SolverError)
 from .gradient import GradientResult
 from .losses import get_loss
+from . import ports as _ports
 from .ports import PORT_TAU, PortReduction
 
 #: stacked dense solves up to this many unknowns (free nodes + ideal diodes)
@@ -210,6 +213,13 @@ POLISH_STEPS = 10
 ROUNDING = 64 * np.finfo(float).eps
 #: largest KCL ratio accepted where the last full Newton step was at the rounding level
 SETTLED_RTOL = 1e-6
+#: an envelope Cholesky step costs about this many times its flop count in time relative
+#: to a Woodbury step on the port reduction (short envelope rows, the stamping; measured
+#: on 10^2-10^3-edge lattices, random and Delaunay graphs)
+ENVELOPE_WEIGHT = 4.0
+#: the Python overhead of a sparse numpy Newton step per sample, in flops of a compiled
+#: step (about 100 us; :attr:`NonlinearFactorization.plan`)
+SPARSE_STEP_OVERHEAD = 5e5
 
 
 # --------------------------------------------------------------------------- assembly
@@ -250,24 +260,65 @@ class _Assembly:
 
 class _KernelEdges(tuple):
     """``(fa, fb, ta, hb, code)`` of :func:`kirchnet._jit_nonlinear.nodal_newton` (the
-    edges' free positions, node ids, law codes) and ``params``: the diodes' ``(Is, nVt,
-    vcrit, max_exponent, max_descent, min_descent)`` per edge (0 on resistors)."""
+    edges' free positions, node ids, law codes), ``params``: the diodes' ``(Is, nVt, vcrit,
+    max_exponent, max_descent, min_descent)`` per edge (0 on resistors), and the envelope
+    of the tangent Laplacian in reverse Cuthill-McKee order: ``perm`` (the free positions in
+    that order), ``fa_env``/``fb_env`` (the edges' ends there), ``first``, ``rowptr`` (row
+    ``i`` stored from column ``first[i]``), ``flops`` (of its Cholesky factorization and two
+    triangular solves)."""
 
     def __new__(cls, c):
         el, net = c.elements, c.network
+        nf = c.n_free
         pos = np.full(net.n_nodes, -1, dtype=np.int64)
-        pos[c.free_nodes] = np.arange(c.n_free)
+        pos[c.free_nodes] = np.arange(nf)
         laws = [el.laws[j] for j in el.law_index]
         code = np.array([law.kind == "diode" for law in laws], dtype=np.int64)
-        self = super().__new__(cls, (pos[net.tails], pos[net.heads], np.ascontiguousarray(net.tails),
-                                     np.ascontiguousarray(net.heads), code))
+        fa, fb = pos[net.tails], pos[net.heads]
+        self = super().__new__(cls, (fa, fb, np.ascontiguousarray(net.tails), np.ascontiguousarray(net.heads), code))
         self.params = tuple(np.array([getattr(law, name) if law.kind == "diode" else 0.0 for law in laws])
                             for name in ("saturation_current", "nvt", "critical_voltage", "max_exponent",
                                          "max_descent", "min_descent"))
+        pattern = sp.csr_array(c._pattern.laplacian(np.ones(net.n_edges)))
+        perm = csgraph.reverse_cuthill_mckee(sp.csr_matrix(pattern), symmetric_mode=True).astype(np.int64)
+        inv = np.empty(nf, dtype=np.int64)
+        inv[perm] = np.arange(nf)
+        self.perm = perm
+        self.fa_env = np.where(fa >= 0, inv[np.maximum(fa, 0)], -1)
+        self.fb_env = np.where(fb >= 0, inv[np.maximum(fb, 0)], -1)
+        lo = np.arange(nf)  # first column of each permuted row's envelope
+        both = (self.fa_env >= 0) & (self.fb_env >= 0)
+        i = np.maximum(self.fa_env[both], self.fb_env[both])
+        j = np.minimum(self.fa_env[both], self.fb_env[both])
+        np.minimum.at(lo, i, j)
+        self.first = lo
+        widths = np.arange(nf) - lo + 1
+        self.rowptr = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+        self.flops = float(np.sum(widths.astype(float) ** 2) / 2 + 4 * self.rowptr[-1])
         return self
 
 
 _ASSEMBLY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_SPARSE_FLOPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _sparse_step_flops(circuit, backend: str) -> float:
+    """Predicted cost of a numpy Newton step on a sparse backend, in flops of a compiled
+    step: twice the flops of the numeric factorization (``sum_j c_j^2``, ``c_j`` the
+    column counts of the factor of the circuit's pattern) plus :data:`SPARSE_STEP_OVERHEAD`
+    for the Python around it (cached per circuit and backend)."""
+    cache = _SPARSE_FLOPS.setdefault(circuit, {})
+    if backend not in cache:
+        L = circuit._pattern.laplacian(np.ones(circuit.network.n_edges))
+        try:
+            f = solvers.factorize(L, backend, symbolic=circuit._symbolic if backend == "cholmod" else None,
+                                  **_UNCHECKED)
+            F = f._factor.L() if hasattr(f, "_factor") else f._lu.L
+            cc = np.diff(sp.csc_matrix(F).indptr).astype(float)
+            cache[backend] = 2.0 * float(cc @ cc) + SPARSE_STEP_OVERHEAD
+        except (SolverError, AttributeError):  # no factor to count: assume the compiled step pays
+            cache[backend] = np.inf
+    return cache[backend]
 
 
 def _assembly(circuit) -> _Assembly:
@@ -712,7 +763,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     todo = np.arange(b)
     if limited:  # the limited Newton iteration's first step is the cold-start solve
         first = el.initial_voltages if warm_start is None else None  # cold: then min(w, vcrit)
-        compiled = asm.kernel is not None and _jit_nonlinear.enabled() and (fac.dense or fac.ports is not None)
+        compiled = fac.plan[0] != "numpy" and _jit_nonlinear.enabled()
         limited_newton = _compiled_newton if compiled else _limited_newton
         todo = np.flatnonzero(~limited_newton(fac, u, s, JF, w0, iters, settled, first, cache))
     elif warm_start is None and np.any(el.initial_voltages != 0):
@@ -957,15 +1008,18 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
     factorizations)."""
     c, k, red = fac.circuit, _assembly(fac.circuit).kernel, fac.ports
     cold = first is not None
+    JF = np.ascontiguousarray(JF, dtype=float)
     if red is not None:  # steps by Woodbury on the port reduction
+        ends, free = k[:2], c.free_nodes
         wood = (*red.cholesky, red.PT, red.Z, red.edges, PORT_TAU)
-    else:
+    else:  # steps on the tangent's envelope: the free positions in its order
+        ends, free, JF = (k.fa_env, k.fb_env), c.free_nodes[k.perm], JF[:, k.perm]
         wood = (*(np.zeros((0, 0)),) * 4, np.zeros(0, dtype=np.int64), 0.0)
     its, done, sett = _jit_nonlinear.nodal_newton(
-        u, np.ascontiguousarray(s, dtype=float), np.ascontiguousarray(JF, dtype=float),
-        np.ascontiguousarray(v, dtype=float), cold, first if cold else np.zeros(c.network.n_edges),
-        c.free_nodes, *k, np.ascontiguousarray(fac.conductances), *k.params, fac.rtol, SETTLED_RTOL,
-        ROUNDING, fac.max_iter, LIMITED_STALL, *wood)
+        u, np.ascontiguousarray(s, dtype=float), JF, np.ascontiguousarray(v, dtype=float), cold,
+        first if cold else np.zeros(c.network.n_edges), free, *ends, *k[2:],
+        np.ascontiguousarray(fac.conductances), *k.params, fac.rtol, SETTLED_RTOL, ROUNDING, fac.max_iter,
+        LIMITED_STALL, k.first, k.rowptr, *wood)
     iters[:] = its
     settled[:] = sett
     if cache is not None:
@@ -1191,13 +1245,38 @@ class NonlinearFactorization:
         self.backend = sparse
 
     @cached_property
+    def plan(self) -> tuple:
+        """``(mode, ports)``: how the limited iteration takes its steps. ``"woodbury"``:
+        compiled, by Woodbury's identity on the port reduction ``ports``
+        (:class:`kirchnet.ports.PortReduction`, also used by the tangent solves);
+        ``"envelope"``: compiled, the tangent Laplacian factorized in its envelope (reverse
+        Cuthill-McKee order); ``"numpy"``: :func:`_limited_newton` (batched LAPACK or sparse
+        factorizations). The cheapest by flop count (:func:`kirchnet.ports.step_flops`;
+        the envelope's, weighted by :data:`ENVELOPE_WEIGHT` against the reduction; for
+        sparse backends a sparse factorization of the pattern twice over plus
+        :data:`SPARSE_STEP_OVERHEAD`); ``port_reduction=True`` takes the
+        reduction wherever it exists, ``False`` never. Compiled modes need numba
+        (``KIRCHNET_JIT=0`` is read at each solve)."""
+        c = self.circuit
+        k = _assembly(c).kernel
+        if not self.limiting or k is None:
+            return "numpy", None
+        wood = np.inf
+        if self.port_reduction is not False and _ports.eligible(c) is None:
+            wood = 0.0 if self.port_reduction is True else _ports.step_flops(c)
+        budget = np.inf if self.dense else _sparse_step_flops(c, self.backend)
+        red = None
+        if wood <= min(ENVELOPE_WEIGHT * k.flops, budget):
+            red = PortReduction.build(c, self.conductances, self.backend)
+            if red is not None:
+                return "woodbury", red
+        return ("envelope" if k.flops <= budget else "numpy"), None
+
+    @property
     def ports(self):
-        """The :class:`kirchnet.ports.PortReduction` the limited iteration and the tangent
-        solves use, or ``None`` (not eligible, :func:`kirchnet.ports.eligible`)."""
-        if self.port_reduction is False or not self.limiting:
-            return None
-        return PortReduction.build(self.circuit, self.conductances, self.backend,
-                                   self.dense if self.port_reduction == "auto" else None)
+        """The :class:`kirchnet.ports.PortReduction` of the steps and tangent solves, or
+        ``None`` (:attr:`plan`)."""
+        return self.plan[1]
 
     def solve(self, x, currents=None, clamp=None, warm_start=None) -> NonlinearState:
         """Exact equilibrium for a sample or a batch; ``currents`` (n,) or (b, n) injected

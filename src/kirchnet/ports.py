@@ -38,13 +38,20 @@ from .errors import IllConditionedError, KirchnetError
 PORT_TAU = 1e-9
 #: the same for the tangent solves (adjoint, compliance: certified to 1e-10 componentwise)
 PORT_SOLVE_TAU = 1e-13
-#: the Python overhead of a sparse Newton step on the full network per sample, in flops of
-#: the compiled step (about 100 us; :meth:`PortReduction.cheaper`)
-PORT_OVERHEAD = 5e5
 #: most diodes a port reduction is built for (Z is K x K, dense)
 PORT_MAX = 1000
 #: memory of P, Z and the dense factor of L_R with its transpose (bytes)
 PORT_BYTES = 64 * 2 ** 20
+
+
+def step_flops(circuit) -> float:
+    """Flops of a compiled Newton step with the reduction, about ``2 nf^2 + nf K / 2 +
+    (K/2)^3 / 6``: the triangular solves with ``L_R``'s dense factor, half the diodes
+    conducting (:mod:`kirchnet.nonlinear` compares it with the other ways to take a step)."""
+    el = circuit.elements
+    K = float(np.sum(np.array([law.kind == "diode" for law in el.laws])[el.law_index]))
+    nf = float(circuit.n_free)
+    return 2.0 * nf * nf + nf * K / 2 + (K / 2) ** 3 / 6
 
 
 _ELIGIBLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -119,42 +126,19 @@ class PortReduction:
         self.cholesky = (np.ascontiguousarray(C), np.ascontiguousarray(C.T))
 
     @classmethod
-    def build(cls, circuit, g, backend: str, dense: bool | None) -> "PortReduction | None":
-        """The reduction, or ``None`` where the circuit is not eligible, ``L_R`` is too
-        ill-conditioned for a certified solve, or a Newton step with it is predicted to cost
-        more than one on the full tangent (:meth:`cheaper`; ``dense``: the full network's
-        steps would be dense; ``None``: no cost test)."""
+    def build(cls, circuit, g, backend: str) -> "PortReduction | None":
+        """The reduction, or ``None`` where the circuit is not eligible or ``L_R`` is not
+        numerically positive definite."""
         if eligible(circuit) is not None:
             return None
         try:
-            red = cls(circuit, np.asarray(g, dtype=float), backend)
+            return cls(circuit, np.asarray(g, dtype=float), backend)
         except KirchnetError:
             return None
-        return red if dense is None or red.cheaper(dense) else None
 
     @property
     def n_ports(self) -> int:
         return int(self.edges.size)
-
-    def cheaper(self, dense: bool) -> bool:
-        """Whether a compiled Newton step with the reduction, about ``2 nf^2 + nf K / 2 +
-        (K/2)^3 / 6`` flops (the triangular solves with ``L_R``'s factor, half the diodes
-        conducting), is predicted to cost less than one on the full tangent: dense, its
-        Cholesky factorization ``nf^3 / 6 + nf^2``; sparse, a factorization of ``L_R``'s
-        pattern (``sum_j c_j^2`` flops, ``c_j`` the factor's column counts), twice for its
-        lower efficiency, plus :data:`PORT_OVERHEAD` for the Python around it. Measured
-        (``bench_spice.py``): random graphs of 10^3 edges (heavy fill) gain 3x, lattices of
-        10^3 edges do not."""
-        K, nf = self.n_ports, self.circuit.n_free
-        step = 2.0 * nf * nf + nf * K / 2 + (K / 2) ** 3 / 6
-        if dense:
-            return step <= nf ** 3 / 6 + nf * nf
-        f = self.factor
-        if hasattr(f, "_factor") or hasattr(f, "_lu"):  # CHOLMOD, SuperLU
-            L = f._factor.L() if hasattr(f, "_factor") else f._lu.L
-            cc = np.diff(sp.csc_matrix(L).indptr).astype(float)
-            return step <= 2 * float(cc @ cc) + PORT_OVERHEAD
-        return step <= nf ** 3 / 6 + PORT_OVERHEAD  # a small network on a sparse backend
 
     def tangent_solve(self, D: np.ndarray, R: np.ndarray, tau: float = PORT_SOLVE_TAU) -> np.ndarray:
         """``H^-1 R`` per sample (Woodbury, module docstring): ``D`` (b, K) the diodes'
