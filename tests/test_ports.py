@@ -263,3 +263,54 @@ def test_mid_size_lattices_take_the_compiled_envelope_steps(monkeypatch):
     ref = c.factorize(g).solve(X)
     np.testing.assert_allclose(state.potentials, ref.potentials, rtol=0,
                                atol=1e-9 * np.abs(ref.potentials).max())
+
+
+@pytest.mark.parametrize("k", [7, 24], ids=["dense", "sparse-chord"])
+def test_compiled_error_estimate_is_handed_to_the_final_check(monkeypatch, k):
+    """The compiled iteration hands Newton's error estimate |H^-1 r| at each converged
+    state to the final check; at a converged state r is rounding noise, so both estimates
+    are noise of the same size (each summed in its own order)."""
+    import kirchnet.nonlinear as nl
+
+    c, g, X = _bench_diode_circuit(k, Diode(), seed=3, batch=4)
+    seen = []
+    real = nl._newton_estimate
+
+    def spy(fac, u, s, r, weights, factors=None, step=None):
+        rounding = real(fac, u, s, r, weights, step=np.zeros_like(r))[0]  # the edges' term alone
+        seen.append((step, real(fac, u, s, r, weights)[0] - rounding, np.abs(u).max()))
+        return real(fac, u, s, r, weights, factors, step)
+
+    monkeypatch.setattr(nl, "_newton_estimate", spy)
+    fac = c.factorize(g, port_reduction=False)
+    assert fac.plan[0] == "envelope"
+    fac.solve(X)
+    step, exact, vs = seen[0]
+    assert step is not None and np.all(np.isfinite(step))
+    assert step.max() <= 10 * exact.max() + 1e-14 * vs and exact.max() <= 10 * step.max() + 1e-14 * vs
+
+
+def test_envelope_estimate_solves_with_the_tangent_or_the_reused_factorization():
+    import kirchnet.nonlinear as nl
+
+    c, g, _ = _bench_diode_circuit(9, Diode(), batch=1)
+    k = nl._assembly(c).kernel
+    rng = np.random.default_rng(2)
+    nf, m = c.n_free, c.network.n_edges
+    D = 10.0 ** rng.uniform(-3, 1, m)
+    r = rng.normal(size=nf)
+    H = c._pattern.laplacian(D).toarray()
+    A, Lf, out, zero = np.empty(k.rowptr[-1]), np.empty(k.rowptr[-1]), np.empty(nf), np.zeros(m)
+    _jit_nonlinear._envelope_estimate(A, Lf, k.first, k.rowptr, r[k.perm], zero, D, D, False, 0.1,
+                                      k.fa_env, k.fb_env, out)
+    x = np.empty(nf)
+    x[k.perm] = out
+    np.testing.assert_allclose(x, np.abs(np.linalg.solve(H, r)), rtol=1e-9)
+    # a factorization from weights 5 % off is reused, the step inflated by 1 / (1 - 0.1)
+    Dold = D * 1.05
+    _jit_nonlinear._envelope_step(A, Lf, k.first, k.rowptr, out, np.zeros(nf), zero, Dold, k.fa_env, k.fb_env)
+    _jit_nonlinear._envelope_estimate(A, Lf, k.first, k.rowptr, r[k.perm], zero, D, Dold, True, 0.1,
+                                      k.fa_env, k.fb_env, out)
+    x[k.perm] = out
+    Hold = c._pattern.laplacian(Dold).toarray()
+    np.testing.assert_allclose(x, np.abs(np.linalg.solve(Hold, r)) / 0.9, rtol=1e-9)

@@ -185,6 +185,31 @@ if AVAILABLE:
         return False
 
     @_njit
+    def _envelope_estimate(A, Lf, first, rowptr, r, zero, D, Dfac, factored, chord, fa, fb, out):
+        """``out <- |H^-1 r|`` at tangent weights ``D``: with the last factorization (built
+        from ``Dfac``) inflated by ``1 / (1 - chord)`` while no weight drifted more than
+        ``chord`` (as :func:`kirchnet.nonlinear._newton_estimate`), else a new one; NaN where
+        the tangent cannot be factorized."""
+        reuse = factored
+        if reuse:
+            for e in range(D.shape[0]):
+                if abs(D[e] - Dfac[e]) > chord * Dfac[e]:
+                    reuse = False
+                    break
+        for f in range(out.shape[0]):
+            out[f] = r[f]
+        if reuse:
+            _envelope_solve(Lf, first, rowptr, out)
+            for f in range(out.shape[0]):
+                out[f] = abs(out[f]) / (1.0 - chord)
+        elif _envelope_step(A, Lf, first, rowptr, out, r, zero, D, fa, fb):
+            for f in range(out.shape[0]):
+                out[f] = abs(out[f])
+        else:
+            for f in range(out.shape[0]):
+                out[f] = np.nan
+
+    @_njit
     def _envelope_cholesky(Lf, first, rowptr):
         """In-place Cholesky of an envelope-stored SPD matrix (:func:`_envelope_step`)."""
         n = first.shape[0]
@@ -230,7 +255,7 @@ if AVAILABLE:
 
     @_njit
     def nodal_newton(u, s, JF, v0, cold, first, free, fa, fb, ta, hb, code, g, Is, nvt, vcrit, xmax,
-                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, first_env, rowptr, C, CT, PT, Z, dk, tau):
+                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, first_env, rowptr, chord, C, CT, PT, Z, dk, tau):
         """:func:`kirchnet.nonlinear._limited_newton` for resistors (code 0) and diodes (code 1)
         on the full network, one sample at a time, dense Cholesky per step (module docstring
         of :mod:`kirchnet.nonlinear`: the same linearization voltages, limiting, stopping rule
@@ -240,13 +265,16 @@ if AVAILABLE:
         ``fa``/``fb`` (m,) the edge ends' free positions (-1 driven), ``ta``/``hb`` their node
         ids. ``C`` (0, 0): each step stamps the tangent into its envelope (``first_env``,
         ``rowptr``: :func:`_envelope_step`; the free positions in ``fa``/``fb``/``free``/``JF``
-        in that order) and factorizes it; else ``C``
+        in that order) and factorizes it, or, with ``chord > 0``, reuses the sample's last
+        factorization while every tangent weight is within ``chord`` of the one it was built
+        from (a chord step, as the numpy iteration on sparse backends); else ``C``
         (nf, nf) the lower Cholesky factor of the resistors' ``L_R`` and ``CT`` its transpose
         (C-contiguous), with ``PT = P^T`` (K, nf) and ``Z`` of the port reduction and ``dk`` (K,) the diode edges: each step is solved by Woodbury's
         identity ``H^-1 r = L_R^-1 r - P S (I + S Z_AA S)^-1 S B_D^T L_R^-1 r`` on the diodes
         with ``D_k Z_kk > tau`` (the increment form, whose rounding is the full network's:
         a stiff diode loop that the port equations cannot resolve is solved here). Returns
-        ``(iterations, done, settled)`` per sample."""
+        ``(iterations, done, settled, estimate)`` per sample (``estimate`` (b, nf) NaN where
+        not computed: Woodbury steps, unconverged samples)."""
         b, n = u.shape
         m = g.shape[0]
         nf = free.shape[0]
@@ -275,6 +303,9 @@ if AVAILABLE:
         sq = np.empty(K)
         M = np.empty((K, K))
         y = np.empty(K)
+        Dfac = np.empty(m)
+        zero = np.zeros(m)
+        est = np.full((b, nf), np.nan)
         for smp in range(b):
             uu = u[smp]
             ss = s[smp]
@@ -283,6 +314,7 @@ if AVAILABLE:
             best = np.inf
             since = 0
             sett = False
+            factored = False
             for it in range(max_iter + 1):
                 # the stopping rule at uu (kirchnet.nonlinear._kcl_test)
                 uinf = 0.0
@@ -324,6 +356,9 @@ if AVAILABLE:
                 if worst <= rtol or (sett and worst <= settled_rtol):
                     done[smp] = True
                     settled[smp] = sett
+                    if not woodbury:  # Newton's error estimate at the state: |H^-1 r|
+                        _envelope_estimate(A, Lf, first_env, rowptr, r, zero, D, Dfac, factored, chord,
+                                           fa, fb, est[smp])
                     break
                 if since > stall or it == max_iter:
                     break
@@ -386,8 +421,28 @@ if AVAILABLE:
                         pk = PT[idx[a]]
                         for f in range(nf):
                             du[f] -= pk[f] * ya
-                elif not _envelope_step(A, Lf, first_env, rowptr, du, JF[smp], ic, D, fa, fb):
-                    break
+                else:
+                    reuse = factored  # a chord step on the last factorization while no weight drifted
+                    if reuse:
+                        for e in range(m):
+                            if abs(D[e] - Dfac[e]) > chord * Dfac[e]:
+                                reuse = False
+                                break
+                    if reuse:
+                        for f in range(nf):
+                            du[f] = JF[smp, f]
+                        for e in range(m):
+                            if fa[e] >= 0:
+                                du[fa[e]] -= ic[e]
+                            if fb[e] >= 0:
+                                du[fb[e]] += ic[e]
+                        _envelope_solve(Lf, first_env, rowptr, du)
+                    else:
+                        if not _envelope_step(A, Lf, first_env, rowptr, du, JF[smp], ic, D, fa, fb):
+                            break
+                        factored = chord > 0.0
+                        for e in range(m):
+                            Dfac[e] = D[e]
                 step = 0.0
                 finite = True
                 for f in range(nf):
@@ -405,4 +460,4 @@ if AVAILABLE:
             if not done[smp]:
                 for k in range(n):
                     uu[k] = best_u[k]
-        return iters, done, settled
+        return iters, done, settled, est

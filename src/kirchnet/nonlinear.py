@@ -304,9 +304,12 @@ _SPARSE_FLOPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def _sparse_step_flops(circuit, backend: str) -> float:
     """Predicted cost of a numpy Newton step on a sparse backend, in flops of a compiled
-    step: twice the flops of the numeric factorization (``sum_j c_j^2``, ``c_j`` the
-    column counts of the factor of the circuit's pattern) plus :data:`SPARSE_STEP_OVERHEAD`
-    for the Python around it (cached per circuit and backend)."""
+    step: the flops of the numeric factorization (``sum_j c_j^2``, ``c_j`` the column
+    counts of the factor of the circuit's pattern), counted twice up to 1e6 (small
+    factorizations run far below the BLAS rate of large supernodes), plus
+    :data:`SPARSE_STEP_OVERHEAD` for the Python around it (cached per circuit and backend).
+    Measured crossovers: envelope steps win on lattices to a few 10^3 nodes and lose at
+    10^4 (1.6x slower), the port reduction wins on random graphs of 10^3 edges."""
     cache = _SPARSE_FLOPS.setdefault(circuit, {})
     if backend not in cache:
         L = circuit._pattern.laplacian(np.ones(circuit.network.n_edges))
@@ -314,8 +317,9 @@ def _sparse_step_flops(circuit, backend: str) -> float:
             f = solvers.factorize(L, backend, symbolic=circuit._symbolic if backend == "cholmod" else None,
                                   **_UNCHECKED)
             F = f._factor.L() if hasattr(f, "_factor") else f._lu.L
-            cc = np.diff(sp.csc_matrix(F).indptr).astype(float)
-            cache[backend] = 2.0 * float(cc @ cc) + SPARSE_STEP_OVERHEAD
+            flops = float(np.sum(np.diff(sp.csc_matrix(F).indptr).astype(float) ** 2))
+            # small factorizations run at a fraction of the supernodal BLAS rate of large ones
+            cache[backend] = flops + min(flops, 1e6) + SPARSE_STEP_OVERHEAD
         except (SolverError, AttributeError):  # no factor to count: assume the compiled step pays
             cache[backend] = np.inf
     return cache[backend]
@@ -892,7 +896,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
             break
         # Newton's error estimate (_newton_estimate): samples the damped iteration finished
         # have moved on from their cached factorization, the drift test refactorizes them
-        err, vs = _newton_estimate(fac, u, s, r, weights, cache.get("factors"))
+        err, vs = _newton_estimate(fac, u, s, r, weights, cache.get("factors"), cache.pop("estimate", None))
         far = err > CERTIFY_RTOL * vs[:, None]
         if not far.any():
             break
@@ -1003,8 +1007,9 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
     """:func:`_limited_newton` compiled (:func:`kirchnet._jit_nonlinear.nodal_newton`: the
     same iterates, stopping rule and stall test, a sample at a time, no Python per
     iteration) for resistor-diode circuits: each step by Woodbury's identity on the port
-    reduction where it exists with a dense factor of ``L_R``, else (dense sizes) a dense
-    Cholesky factorization of the tangent. Same arguments and result (``cache`` receives no
+    reduction where :attr:`NonlinearFactorization.plan` has one, else by an envelope
+    Cholesky factorization of the tangent (with chord steps on sparse backends, as the
+    numpy iteration there). Same arguments and result (``cache`` receives no
     factorizations)."""
     c, k, red = fac.circuit, _assembly(fac.circuit).kernel, fac.ports
     cold = first is not None
@@ -1015,15 +1020,19 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
     else:  # steps on the tangent's envelope: the free positions in its order
         ends, free, JF = (k.fa_env, k.fb_env), c.free_nodes[k.perm], JF[:, k.perm]
         wood = (*(np.zeros((0, 0)),) * 4, np.zeros(0, dtype=np.int64), 0.0)
-    its, done, sett = _jit_nonlinear.nodal_newton(
+    its, done, sett, est = _jit_nonlinear.nodal_newton(
         u, np.ascontiguousarray(s, dtype=float), JF, np.ascontiguousarray(v, dtype=float), cold,
         first if cold else np.zeros(c.network.n_edges), free, *ends, *k[2:],
         np.ascontiguousarray(fac.conductances), *k.params, fac.rtol, SETTLED_RTOL, ROUNDING, fac.max_iter,
-        LIMITED_STALL, k.first, k.rowptr, *wood)
+        LIMITED_STALL, k.first, k.rowptr, 0.0 if fac.dense else CHORD_DRIFT, *wood)
     iters[:] = its
     settled[:] = sett
     if cache is not None:
         cache["factors"] = ([None] * u.shape[0], np.zeros((u.shape[0], c.network.n_edges)))
+        if red is None:  # the error estimate's step at each converged state (NaN elsewhere)
+            step = np.empty_like(est)
+            step[:, k.perm] = est
+            cache["estimate"] = step
     return done
 
 
@@ -1081,7 +1090,7 @@ def _final_checks(fac, u, s, mu, JF, settled, passive: bool):
     return r, weights
 
 
-def _newton_estimate(fac, u, s, r, weights, factors=None):
+def _newton_estimate(fac, u, s, r, weights, factors=None, step=None):
     """The error estimate of an equilibrium ``u`` (b, n) of resistors and diodes with KCL
     residual ``r`` (b, nf) and tangent weights ``weights`` (b, m) (:func:`_final_checks`):
     returns ``(bound, vs)``, the bound on each free potential's error (b, nf; ``inf`` where
@@ -1103,13 +1112,17 @@ def _newton_estimate(fac, u, s, r, weights, factors=None):
     rounding floor of the large currents hides a residual that moves the whole cluster by
     millivolts. ``factors`` (from the limited iteration, sparse backends): each sample's last
     tangent factorization and its weights, reused (the step inflated by ``1 / (1 -
-    CHORD_DRIFT)``) while no weight drifted more than ``CHORD_DRIFT``."""
+    CHORD_DRIFT)``) while no weight drifted more than ``CHORD_DRIFT``; ``step`` (b, nf):
+    ``|H^-1 r|`` already computed at these states (the compiled iteration's, from the same
+    potentials), used where every entry is finite."""
     c = fac.circuit
     asm = _assembly(c)
     b, nf = u.shape[0], asm.nf
     ts = TangentSystem(c, weights, np.zeros((b, 0), dtype=bool), fac.dense, fac.backend)
     try:
-        if fac.ports is not None:  # the conducting diodes' Woodbury term (an estimate)
+        if step is not None and step.shape == (b, nf) and np.all(np.isfinite(step)):
+            pass
+        elif fac.ports is not None:  # the conducting diodes' Woodbury term (an estimate)
             try:
                 step = fac.ports.tangent_solve(weights[:, fac.ports.edges], r[:, :, None], PORT_TAU)[:, :, 0]
             except ValueError:
@@ -1253,8 +1266,7 @@ class NonlinearFactorization:
         Cuthill-McKee order); ``"numpy"``: :func:`_limited_newton` (batched LAPACK or sparse
         factorizations). The cheapest by flop count (:func:`kirchnet.ports.step_flops`;
         the envelope's, weighted by :data:`ENVELOPE_WEIGHT` against the reduction; for
-        sparse backends a sparse factorization of the pattern twice over plus
-        :data:`SPARSE_STEP_OVERHEAD`); ``port_reduction=True`` takes the
+        sparse backends :func:`_sparse_step_flops`); ``port_reduction=True`` takes the
         reduction wherever it exists, ``False`` never. Compiled modes need numba
         (``KIRCHNET_JIT=0`` is read at each solve)."""
         c = self.circuit
