@@ -314,3 +314,17 @@ def test_envelope_estimate_solves_with_the_tangent_or_the_reused_factorization()
     x[k.perm] = out
     Hold = c._pattern.laplacian(Dold).toarray()
     np.testing.assert_allclose(x, np.abs(np.linalg.solve(Hold, r)) / 0.9, rtol=1e-9)
+
+
+def test_port_reduced_factorizations_pickle():
+    """The plan (a CHOLMOD factorization of L_R where the backend is CHOLMOD) is dropped
+    from the pickle and rebuilt on use."""
+    import pickle
+
+    c, g, X = _eligible_circuit(n=300, batch=3)
+    fac = c.factorize(g, backend="splu", port_reduction=True)
+    state = fac.solve(X)
+    assert fac.ports is not None
+    again = pickle.loads(pickle.dumps(fac))
+    np.testing.assert_array_equal(again.solve(X).potentials, state.potentials)
+    assert again.ports is not None

@@ -185,6 +185,46 @@ if AVAILABLE:
         return False
 
     @_njit
+    def _woodbury_solve(C, CT, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, x):
+        """``x <- H^-1 x``, ``H = L_R + B_D diag(D_dk) B_D^T``, by Woodbury's identity over the
+        diodes with ``D_k Z_kk > tau`` (``C``, ``CT``: ``L_R``'s dense Cholesky factor and its
+        transpose; ``PT = (L_R^-1 B_D)^T``; the rest workspace); False if the capacitance
+        matrix is not positive definite."""
+        nf = x.shape[0]
+        for i in range(nf):  # L_R^-1 x: C (lower) forward, C^T (its rows) backward
+            t = x[i]
+            ci = C[i]
+            for q in range(i):
+                t -= ci[q] * x[q]
+            x[i] = t / ci[i]
+        for i in range(nf - 1, -1, -1):
+            t = x[i]
+            ct = CT[i]
+            for q in range(i + 1, nf):
+                t -= ct[q] * x[q]
+            x[i] = t / ct[i]
+        for k in range(dk.shape[0]):
+            DK[k] = D[dk[k]]
+        na = _capacitance(Z, DK, zd, tau, idx, sq, M)
+        if na < 0:
+            return False
+        for a in range(na):  # S B_D^T L_R^-1 x
+            e = dk[idx[a]]
+            t = 0.0
+            if fa[e] >= 0:
+                t += x[fa[e]]
+            if fb[e] >= 0:
+                t -= x[fb[e]]
+            y[a] = sq[a] * t
+        _cholesky_solve(M, na, y)
+        for a in range(na):  # - P S y
+            ya = sq[a] * y[a]
+            pk = PT[idx[a]]
+            for f in range(nf):
+                x[f] -= pk[f] * ya
+        return True
+
+    @_njit
     def _envelope_estimate(A, Lf, first, rowptr, r, zero, D, Dfac, factored, chord, fa, fb, out):
         """``out <- |H^-1 r|`` at tangent weights ``D``: with the last factorization (built
         from ``Dfac``) inflated by ``1 / (1 - chord)`` while no weight drifted more than
@@ -273,8 +313,8 @@ if AVAILABLE:
         identity ``H^-1 r = L_R^-1 r - P S (I + S Z_AA S)^-1 S B_D^T L_R^-1 r`` on the diodes
         with ``D_k Z_kk > tau`` (the increment form, whose rounding is the full network's:
         a stiff diode loop that the port equations cannot resolve is solved here). Returns
-        ``(iterations, done, settled, estimate)`` per sample (``estimate`` (b, nf) NaN where
-        not computed: Woodbury steps, unconverged samples)."""
+        ``(iterations, done, settled, estimate)`` per sample (``estimate`` (b, nf): Newton's
+        error estimate ``|H^-1 r|`` at each converged state, NaN elsewhere)."""
         b, n = u.shape
         m = g.shape[0]
         nf = free.shape[0]
@@ -356,9 +396,19 @@ if AVAILABLE:
                 if worst <= rtol or (sett and worst <= settled_rtol):
                     done[smp] = True
                     settled[smp] = sett
-                    if not woodbury:  # Newton's error estimate at the state: |H^-1 r|
+                    out = est[smp]  # Newton's error estimate at the state: |H^-1 r|
+                    if not woodbury:
                         _envelope_estimate(A, Lf, first_env, rowptr, r, zero, D, Dfac, factored, chord,
-                                           fa, fb, est[smp])
+                                           fa, fb, out)
+                    else:
+                        for f in range(nf):
+                            out[f] = r[f]
+                        if _woodbury_solve(C, CT, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, out):
+                            for f in range(nf):
+                                out[f] = abs(out[f])
+                        else:
+                            for f in range(nf):
+                                out[f] = np.nan
                     break
                 if since > stall or it == max_iter:
                     break
@@ -390,37 +440,8 @@ if AVAILABLE:
                             du[fa[e]] -= ic[e]
                         if fb[e] >= 0:
                             du[fb[e]] += ic[e]
-                    for i in range(nf):  # L_R^-1 r: C (lower) forward, C^T (its rows) backward
-                        t = du[i]
-                        ci = C[i]
-                        for q in range(i):
-                            t -= ci[q] * du[q]
-                        du[i] = t / ci[i]
-                    for i in range(nf - 1, -1, -1):
-                        t = du[i]
-                        ct = CT[i]
-                        for q in range(i + 1, nf):
-                            t -= ct[q] * du[q]
-                        du[i] = t / ct[i]
-                    for k in range(K):
-                        DK[k] = D[dk[k]]
-                    na = _capacitance(Z, DK, zd, tau, idx, sq, M)
-                    if na < 0:
+                    if not _woodbury_solve(C, CT, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, du):
                         break
-                    for a in range(na):  # S B_D^T L_R^-1 r
-                        e = dk[idx[a]]
-                        t = 0.0
-                        if fa[e] >= 0:
-                            t += du[fa[e]]
-                        if fb[e] >= 0:
-                            t -= du[fb[e]]
-                        y[a] = sq[a] * t
-                    _cholesky_solve(M, na, y)
-                    for a in range(na):  # - P S y
-                        ya = sq[a] * y[a]
-                        pk = PT[idx[a]]
-                        for f in range(nf):
-                            du[f] -= pk[f] * ya
                 else:
                     reuse = factored  # a chord step on the last factorization while no weight drifted
                     if reuse:

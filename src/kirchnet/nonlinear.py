@@ -1029,10 +1029,11 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
     settled[:] = sett
     if cache is not None:
         cache["factors"] = ([None] * u.shape[0], np.zeros((u.shape[0], c.network.n_edges)))
-        if red is None:  # the error estimate's step at each converged state (NaN elsewhere)
+        step = est  # the error estimate's step at each converged state (NaN elsewhere)
+        if red is None:  # envelope order
             step = np.empty_like(est)
             step[:, k.perm] = est
-            cache["estimate"] = step
+        cache["estimate"] = step
     return done
 
 
@@ -1283,6 +1284,12 @@ class NonlinearFactorization:
             if red is not None:
                 return "woodbury", red
         return ("envelope" if k.flops <= budget else "numpy"), None
+
+    def __getstate__(self):
+        """Pickles without :attr:`plan` (it may hold a CHOLMOD factorization; recomputed on use)."""
+        state = self.__dict__.copy()
+        state.pop("plan", None)
+        return state
 
     @property
     def ports(self):
