@@ -185,29 +185,21 @@ if AVAILABLE:
         return False
 
     @_njit
-    def _woodbury_solve(C, CT, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, x):
+    def _woodbury_solve(LR, firstR, rowptrR, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, x, na):
         """``x <- H^-1 x``, ``H = L_R + B_D diag(D_dk) B_D^T``, by Woodbury's identity over the
-        diodes with ``D_k Z_kk > tau`` (``C``, ``CT``: ``L_R``'s dense Cholesky factor and its
-        transpose; ``PT = (L_R^-1 B_D)^T``; the rest workspace); False if the capacitance
+        diodes with ``D_k Z_kk > tau`` (``LR``: ``L_R``'s envelope Cholesky factor,
+        :func:`_envelope_cholesky`; ``PT = (L_R^-1 B_D)^T``; the rest workspace). ``na >= 0``: reuse the
+        capacitance factorization in ``M`` over the ``na`` diodes ``idx`` (a chord step);
+        ``-1``: factorize it at ``D``. Returns the ``na`` used, ``-2`` if the capacitance
         matrix is not positive definite."""
         nf = x.shape[0]
-        for i in range(nf):  # L_R^-1 x: C (lower) forward, C^T (its rows) backward
-            t = x[i]
-            ci = C[i]
-            for q in range(i):
-                t -= ci[q] * x[q]
-            x[i] = t / ci[i]
-        for i in range(nf - 1, -1, -1):
-            t = x[i]
-            ct = CT[i]
-            for q in range(i + 1, nf):
-                t -= ct[q] * x[q]
-            x[i] = t / ct[i]
-        for k in range(dk.shape[0]):
-            DK[k] = D[dk[k]]
-        na = _capacitance(Z, DK, zd, tau, idx, sq, M)
+        _envelope_solve(LR, firstR, rowptrR, x)  # L_R^-1 x
         if na < 0:
-            return False
+            for k in range(dk.shape[0]):
+                DK[k] = D[dk[k]]
+            na = _capacitance(Z, DK, zd, tau, idx, sq, M)
+            if na < 0:
+                return -2
         for a in range(na):  # S B_D^T L_R^-1 x
             e = dk[idx[a]]
             t = 0.0
@@ -222,7 +214,7 @@ if AVAILABLE:
             pk = PT[idx[a]]
             for f in range(nf):
                 x[f] -= pk[f] * ya
-        return True
+        return na
 
     @_njit
     def _envelope_estimate(A, Lf, first, rowptr, r, zero, D, Dfac, factored, chord, fa, fb, out):
@@ -295,7 +287,7 @@ if AVAILABLE:
 
     @_njit
     def nodal_newton(u, s, JF, v0, cold, first, free, fa, fb, ta, hb, code, g, Is, nvt, vcrit, xmax,
-                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, first_env, rowptr, chord, C, CT, PT, Z, dk, tau):
+                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, first_env, rowptr, chord, LR, firstR, rowptrR, PT, Z, dk, tau):
         """:func:`kirchnet.nonlinear._limited_newton` for resistors (code 0) and diodes (code 1)
         on the full network, one sample at a time, dense Cholesky per step (module docstring
         of :mod:`kirchnet.nonlinear`: the same linearization voltages, limiting, stopping rule
@@ -303,18 +295,22 @@ if AVAILABLE:
         iterate where not converged); ``v0`` (b, m) the first linearization voltages;
         ``cold``: after the first solve linearize at ``min(w, first)`` where ``first != 0``;
         ``fa``/``fb`` (m,) the edge ends' free positions (-1 driven), ``ta``/``hb`` their node
-        ids. ``C`` (0, 0): each step stamps the tangent into its envelope (``first_env``,
+        ids. ``LR`` empty: each step stamps the tangent into its envelope (``first_env``,
         ``rowptr``: :func:`_envelope_step`; the free positions in ``fa``/``fb``/``free``/``JF``
-        in that order) and factorizes it, or, with ``chord > 0``, reuses the sample's last
-        factorization while every tangent weight is within ``chord`` of the one it was built
-        from (a chord step, as the numpy iteration on sparse backends); else ``C``
-        (nf, nf) the lower Cholesky factor of the resistors' ``L_R`` and ``CT`` its transpose
-        (C-contiguous), with ``PT = P^T`` (K, nf) and ``Z`` of the port reduction and ``dk`` (K,) the diode edges: each step is solved by Woodbury's
-        identity ``H^-1 r = L_R^-1 r - P S (I + S Z_AA S)^-1 S B_D^T L_R^-1 r`` on the diodes
-        with ``D_k Z_kk > tau`` (the increment form, whose rounding is the full network's:
-        a stiff diode loop that the port equations cannot resolve is solved here). Returns
-        ``(iterations, done, settled, estimate)`` per sample (``estimate`` (b, nf): Newton's
-        error estimate ``|H^-1 r|`` at each converged state, NaN elsewhere)."""
+        in that order) and factorizes it; ``LR`` not empty: it is the envelope Cholesky
+        factor of the resistors' ``L_R`` (``firstR``, ``rowptrR``; the free positions in its
+        order), with ``PT = P^T``
+        (K, nf), ``Z`` of the port reduction and ``dk`` (K,) the diode edges, and each step
+        is solved by Woodbury's identity ``H^-1 r = L_R^-1 r - P S (I + S Z_AA S)^-1 S B_D^T
+        L_R^-1 r`` over the diodes with ``D_k Z_kk > tau`` (:func:`_woodbury_solve`; the
+        increment form, whose rounding is the full network's: a stiff diode loop, which the
+        port equations ``w = w0 - Z i`` cannot resolve, is solved here). ``chord > 0``: a
+        sample reuses its last factorization (envelope or capacitance) while every tangent
+        weight is within ``chord`` of the one it was built from (a chord step, as the numpy
+        iteration on sparse backends). Returns ``(iterations, done, settled, estimate)`` per
+        sample (``estimate`` (b, nf): Newton's error estimate ``|H^-1 r|`` at each converged
+        state, NaN elsewhere).
+        """
         b, n = u.shape
         m = g.shape[0]
         nf = free.shape[0]
@@ -333,7 +329,7 @@ if AVAILABLE:
         Lf = np.empty(rowptr[-1])
         du = np.empty(nf)
         best_u = np.empty(n)
-        woodbury = C.shape[0] > 0
+        woodbury = LR.shape[0] > 0
         K = dk.shape[0]
         zd = np.empty(K)
         for k in range(K):
@@ -355,6 +351,7 @@ if AVAILABLE:
             since = 0
             sett = False
             factored = False
+            na = -1
             for it in range(max_iter + 1):
                 # the stopping rule at uu (kirchnet.nonlinear._kcl_test)
                 uinf = 0.0
@@ -403,7 +400,7 @@ if AVAILABLE:
                     else:
                         for f in range(nf):
                             out[f] = r[f]
-                        if _woodbury_solve(C, CT, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, out):
+                        if _woodbury_solve(LR, firstR, rowptrR, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, out, -1) >= 0:
                             for f in range(nf):
                                 out[f] = abs(out[f])
                         else:
@@ -440,8 +437,20 @@ if AVAILABLE:
                             du[fa[e]] -= ic[e]
                         if fb[e] >= 0:
                             du[fb[e]] += ic[e]
-                    if not _woodbury_solve(C, CT, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, du):
+                    reuse = factored  # a chord step on the last capacitance factorization
+                    if reuse:
+                        for k in range(K):
+                            if abs(D[dk[k]] - Dfac[k]) > chord * Dfac[k]:
+                                reuse = False
+                                break
+                    na = _woodbury_solve(LR, firstR, rowptrR, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, du,
+                                         na if reuse else -1)
+                    if na < 0:
                         break
+                    if not reuse:
+                        factored = chord > 0.0
+                        for k in range(K):
+                            Dfac[k] = D[dk[k]]
                 else:
                     reuse = factored  # a chord step on the last factorization while no weight drifted
                     if reuse:

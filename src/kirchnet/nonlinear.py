@@ -1008,18 +1008,22 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
     same iterates, stopping rule and stall test, a sample at a time, no Python per
     iteration) for resistor-diode circuits: each step by Woodbury's identity on the port
     reduction where :attr:`NonlinearFactorization.plan` has one, else by an envelope
-    Cholesky factorization of the tangent (with chord steps on sparse backends, as the
-    numpy iteration there). Same arguments and result (``cache`` receives no
+    Cholesky factorization of the tangent; on sparse backends with chord steps, as the
+    numpy iteration there (the last envelope or capacitance factorization reused while no
+    tangent weight drifted more than ``CHORD_DRIFT``). Same arguments and result (``cache`` receives no
     factorizations)."""
     c, k, red = fac.circuit, _assembly(fac.circuit).kernel, fac.ports
     cold = first is not None
     JF = np.ascontiguousarray(JF, dtype=float)
-    if red is not None:  # steps by Woodbury on the port reduction
-        ends, free = k[:2], c.free_nodes
-        wood = (*red.cholesky, red.PT, red.Z, red.edges, PORT_TAU)
+    if red is not None:  # steps by Woodbury on the port reduction: the free positions in L_R's envelope order
+        env = red.envelope
+        perm, ends = env.perm, (env.fa, env.fb)
+        wood = (red.env_factor, env.first, env.rowptr, red.PT_env, red.Z, red.edges, PORT_TAU)
     else:  # steps on the tangent's envelope: the free positions in its order
-        ends, free, JF = (k.fa_env, k.fb_env), c.free_nodes[k.perm], JF[:, k.perm]
-        wood = (*(np.zeros((0, 0)),) * 4, np.zeros(0, dtype=np.int64), 0.0)
+        perm, ends = k.perm, (k.fa_env, k.fb_env)
+        empty = np.zeros(0, dtype=np.int64)
+        wood = (np.zeros(0), empty, empty, np.zeros((0, 0)), np.zeros((0, 0)), empty, 0.0)
+    free, JF = c.free_nodes[perm], np.ascontiguousarray(JF[:, perm])
     its, done, sett, est = _jit_nonlinear.nodal_newton(
         u, np.ascontiguousarray(s, dtype=float), JF, np.ascontiguousarray(v, dtype=float), cold,
         first if cold else np.zeros(c.network.n_edges), free, *ends, *k[2:],
@@ -1029,10 +1033,8 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
     settled[:] = sett
     if cache is not None:
         cache["factors"] = ([None] * u.shape[0], np.zeros((u.shape[0], c.network.n_edges)))
-        step = est  # the error estimate's step at each converged state (NaN elsewhere)
-        if red is None:  # envelope order
-            step = np.empty_like(est)
-            step[:, k.perm] = est
+        step = np.empty_like(est)  # the error estimate's step at each converged state (NaN elsewhere)
+        step[:, perm] = est
         cache["estimate"] = step
     return done
 

@@ -40,18 +40,51 @@ PORT_TAU = 1e-9
 PORT_SOLVE_TAU = 1e-13
 #: most diodes a port reduction is built for (Z is K x K, dense)
 PORT_MAX = 1000
-#: memory of P, Z and the dense factor of L_R with its transpose (bytes)
+#: memory of P, its transpose and Z (bytes)
 PORT_BYTES = 64 * 2 ** 20
 
 
 def step_flops(circuit) -> float:
-    """Flops of a compiled Newton step with the reduction, about ``2 nf^2 + nf K / 2 +
-    (K/2)^3 / 6``: the triangular solves with ``L_R``'s dense factor, half the diodes
+    """Flops of a compiled Newton step with the reduction, about ``4 |env(L_R)| + nf K / 2
+    + (K/2)^3 / 6``: the triangular solves with ``L_R``'s envelope factor, half the diodes
     conducting (:mod:`kirchnet.nonlinear` compares it with the other ways to take a step)."""
     el = circuit.elements
     K = float(np.sum(np.array([law.kind == "diode" for law in el.laws])[el.law_index]))
     nf = float(circuit.n_free)
-    return 2.0 * nf * nf + nf * K / 2 + (K / 2) ** 3 / 6
+    return 4.0 * float(resistor_envelope(circuit).rowptr[-1]) + nf * K / 2 + (K / 2) ** 3 / 6
+
+
+_ENVELOPE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+class _Envelope:
+    """The envelope of ``L_R`` in reverse Cuthill-McKee order: ``perm`` (free positions in
+    that order), ``fa``/``fb`` (m,) each edge's ends there (-1 driven), ``first``,
+    ``rowptr`` (row ``i`` stored from column ``first[i]``, :func:`kirchnet._jit_nonlinear._envelope_step`)."""
+
+    def __init__(self, circuit):
+        el, net, nf = circuit.elements, circuit.network, circuit.n_free
+        resistor = (np.array([law.kind for law in el.laws])[el.law_index] == "resistor").astype(float)
+        pattern = sp.csr_matrix(circuit._pattern.laplacian(resistor))
+        pattern.eliminate_zeros()
+        self.perm = csgraph.reverse_cuthill_mckee(pattern, symmetric_mode=True).astype(np.int64)
+        inv = np.empty(nf, dtype=np.int64)
+        inv[self.perm] = np.arange(nf)
+        pos = np.full(net.n_nodes, -1, dtype=np.int64)
+        pos[circuit.free_nodes] = inv
+        self.fa, self.fb = pos[net.tails], pos[net.heads]
+        first = np.arange(nf)
+        both = (self.fa >= 0) & (self.fb >= 0) & (resistor > 0)
+        np.minimum.at(first, np.maximum(self.fa[both], self.fb[both]), np.minimum(self.fa[both], self.fb[both]))
+        self.first = first
+        self.rowptr = np.concatenate([[0], np.cumsum(np.arange(nf) - first + 1)]).astype(np.int64)
+
+
+def resistor_envelope(circuit) -> _Envelope:
+    """:class:`_Envelope` of the circuit (cached per circuit)."""
+    if circuit not in _ENVELOPE:
+        _ENVELOPE[circuit] = _Envelope(circuit)
+    return _ENVELOPE[circuit]
 
 
 _ELIGIBLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -74,7 +107,7 @@ def _topology(circuit) -> str | None:
     kind = np.array([law.kind for law in el.laws])[el.law_index]
     K = int(np.sum(kind == "diode"))
     nf = circuit.n_free
-    if nf == 0 or K > PORT_MAX or 8 * (nf * K + K * K + 2 * nf * nf) > PORT_BYTES:
+    if nf == 0 or K > PORT_MAX or 8 * (2 * nf * K + K * K) > PORT_BYTES:
         return f"{K} diodes, {nf} free nodes: too many for dense port matrices"
     net = circuit.network
     res = kind == "resistor"
@@ -94,8 +127,10 @@ class PortReduction:
     """The resistors of a circuit factorized at conductances ``g`` (module docstring).
 
     ``edges`` (K,) the diode edges; ``P`` (nf, K) and ``PT`` its transpose; ``Z`` (K, K);
-    ``factor`` the factorization of ``L_R`` (checked solves), ``cholesky`` its dense lower
-    Cholesky factor and transpose. Build with :meth:`build` (``None`` where not applicable).
+    ``factor`` the factorization of ``L_R`` (checked solves); ``env_factor`` its envelope
+    Cholesky factor in the order of ``envelope`` (:func:`resistor_envelope`) and
+    ``PT_env`` the columns of ``PT`` in that order, for the compiled steps. Build with
+    :meth:`build` (``None`` where not applicable).
     """
 
     def __init__(self, circuit, g, backend: str):
@@ -116,14 +151,16 @@ class PortReduction:
         self.PT = np.ascontiguousarray(self.P.T)
         Z = BD.T @ self.P
         self.Z = np.ascontiguousarray(0.5 * (Z + Z.T))
-        if name == "dense":  # LAPACK's factor (its upper triangle is workspace)
-            C = np.tril(f._chol)
-        else:
-            try:
-                C = np.linalg.cholesky(L.toarray())
-            except np.linalg.LinAlgError as exc:
-                raise IllConditionedError(f"L_R: {exc}") from None
-        self.cholesky = (np.ascontiguousarray(C), np.ascontiguousarray(C.T))
+        # L_R's envelope factor in reverse Cuthill-McKee order, for the compiled steps
+        env = self.envelope = resistor_envelope(c)
+        self.env_factor = np.empty(env.rowptr[-1])
+        work, x = np.empty(env.rowptr[-1]), np.zeros(nf)
+        m = c.network.n_edges
+        if not _jit_nonlinear._envelope_step(work, self.env_factor, env.first, env.rowptr, x, x.copy(),
+                                             np.zeros(m), gR, env.fa, env.fb) \
+                or not np.all(self.env_factor[env.rowptr[1:] - 1] > 0):
+            raise IllConditionedError("L_R is not numerically positive definite")
+        self.PT_env = np.ascontiguousarray(self.PT[:, env.perm])
 
     @classmethod
     def build(cls, circuit, g, backend: str) -> "PortReduction | None":
