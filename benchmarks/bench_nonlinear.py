@@ -12,6 +12,9 @@ input vectors solved one at a time (batch 1; one sample's iteration count says l
   warm              the same after a 1 % change of the inputs, warm-started from the old state
   x linear          time / linear time ("linear-solve equivalents"; goal: <= 8 cold, <= 3 warm)
   grad / forward    loss_and_grad (forward + adjoint) / forward nonlinear solve (goal <= 1.5)
+
+"solver": how the Newton steps are taken (NonlinearFactorization.plan): "envelope" or
+"woodbury" (compiled, numba), else the numpy iteration's "dense batched" or sparse backend.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def main():
             it["cold"].append(int(state.iterations[0]))
             it["warm"].append(int(warm.iterations[0]))
         m = {key: float(np.mean(v)) for key, v in t.items()}
-        mode = "dense batched" if fac.dense else fac.backend
+        mode = fac.plan[0] if fac.plan[0] != "numpy" else ("dense batched" if fac.dense else fac.backend)
         rows.append([circuit.network.n_nodes, circuit.n_free, mode, f"{1e3 * m['lin']:.2f}",
                      f"{np.mean(it['cold']):.1f} ({max(it['cold'])})", f"{1e3 * m['cold']:.2f}",
                      f"{m['cold'] / m['lin']:.1f}",

@@ -217,6 +217,15 @@ if AVAILABLE:
         return na
 
     @_njit
+    def _stiffness(D, dk, zd):
+        """``max_k D_dk Z_kk``: ``I + S Z S`` has about this condition number, and a Woodbury
+        solve loses about ``log10`` of it digits."""
+        out = 0.0
+        for k in range(dk.shape[0]):
+            out = max(out, D[dk[k]] * zd[k])
+        return out
+
+    @_njit
     def _envelope_estimate(A, Lf, first, rowptr, r, zero, D, Dfac, factored, chord, fa, fb, out):
         """``out <- |H^-1 r|`` at tangent weights ``D``: with the last factorization (built
         from ``Dfac``) inflated by ``1 / (1 - chord)`` while no weight drifted more than
@@ -287,7 +296,7 @@ if AVAILABLE:
 
     @_njit
     def nodal_newton(u, s, JF, v0, cold, first, free, fa, fb, ta, hb, code, g, Is, nvt, vcrit, xmax,
-                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, first_env, rowptr, chord, LR, firstR, rowptrR, PT, Z, dk, tau):
+                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, first_env, rowptr, chord, LR, firstR, rowptrR, PT, Z, dk, tau, stiff_max):
         """:func:`kirchnet.nonlinear._limited_newton` for resistors (code 0) and diodes (code 1)
         on the full network, one sample at a time, dense Cholesky per step (module docstring
         of :mod:`kirchnet.nonlinear`: the same linearization voltages, limiting, stopping rule
@@ -307,7 +316,9 @@ if AVAILABLE:
         port equations ``w = w0 - Z i`` cannot resolve, is solved here). ``chord > 0``: a
         sample reuses its last factorization (envelope or capacitance) while every tangent
         weight is within ``chord`` of the one it was built from (a chord step, as the numpy
-        iteration on sparse backends). Returns ``(iterations, done, settled, estimate)`` per
+        iteration on sparse backends). A Woodbury step whose diodes reach ``D_k Z_kk >
+        stiff_max`` (a stiff loop of forward diodes) is not accurate to rounding: it never
+        settles the stopping rule, and no estimate is returned for its state. Returns ``(iterations, done, settled, estimate)`` per
         sample (``estimate`` (b, nf): Newton's error estimate ``|H^-1 r|`` at each converged
         state, NaN elsewhere).
         """
@@ -400,7 +411,9 @@ if AVAILABLE:
                     else:
                         for f in range(nf):
                             out[f] = r[f]
-                        if _woodbury_solve(LR, firstR, rowptrR, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, out, -1) >= 0:
+                        if _stiffness(D, dk, zd) <= stiff_max and \
+                                _woodbury_solve(LR, firstR, rowptrR, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb,
+                                                out, -1) >= 0:
                             for f in range(nf):
                                 out[f] = abs(out[f])
                         else:
@@ -447,6 +460,8 @@ if AVAILABLE:
                                          na if reuse else -1)
                     if na < 0:
                         break
+                    if _stiffness(D, dk, zd) > stiff_max:  # not accurate enough to settle the rule
+                        newton = False
                     if not reuse:
                         factored = chord > 0.0
                         for k in range(K):

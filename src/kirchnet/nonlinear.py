@@ -173,7 +173,7 @@ from .errors import (BoundaryConditionError, ConvergenceError, IllConditionedErr
 from .gradient import GradientResult
 from .losses import get_loss
 from . import ports as _ports
-from .ports import PORT_TAU, PortReduction
+from .ports import PORT_STIFF, PORT_TAU, PortReduction
 
 #: stacked dense solves up to this many unknowns (free nodes + ideal diodes)
 DENSE_MAX = solvers.DENSE_MAX
@@ -1018,11 +1018,11 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
     if red is not None:  # steps by Woodbury on the port reduction: the free positions in L_R's envelope order
         env = red.envelope
         perm, ends = env.perm, (env.fa, env.fb)
-        wood = (red.env_factor, env.first, env.rowptr, red.PT_env, red.Z, red.edges, PORT_TAU)
+        wood = (red.env_factor, env.first, env.rowptr, red.PT_env, red.Z, red.edges, PORT_TAU, PORT_STIFF)
     else:  # steps on the tangent's envelope: the free positions in its order
         perm, ends = k.perm, (k.fa_env, k.fb_env)
         empty = np.zeros(0, dtype=np.int64)
-        wood = (np.zeros(0), empty, empty, np.zeros((0, 0)), np.zeros((0, 0)), empty, 0.0)
+        wood = (np.zeros(0), empty, empty, np.zeros((0, 0)), np.zeros((0, 0)), empty, 0.0, 0.0)
     free, JF = c.free_nodes[perm], np.ascontiguousarray(JF[:, perm])
     its, done, sett, est = _jit_nonlinear.nodal_newton(
         u, np.ascontiguousarray(s, dtype=float), JF, np.ascontiguousarray(v, dtype=float), cold,
@@ -1125,11 +1125,6 @@ def _newton_estimate(fac, u, s, r, weights, factors=None, step=None):
     try:
         if step is not None and step.shape == (b, nf) and np.all(np.isfinite(step)):
             pass
-        elif fac.ports is not None:  # the conducting diodes' Woodbury term (an estimate)
-            try:
-                step = fac.ports.tangent_solve(weights[:, fac.ports.edges], r[:, :, None], PORT_TAU)[:, :, 0]
-            except ValueError:
-                step = ts.solve(r[:, :, None])[:, :nf, 0]
         elif fac.dense:
             step = ts.solve(r[:, :, None])[:, :nf, 0]
         elif factors is None:

@@ -36,6 +36,10 @@ from .errors import IllConditionedError, KirchnetError
 #: (not of its residual: their coupling slows the quadratic convergence by at most this
 #: factor per step)
 PORT_TAU = 1e-9
+#: a Woodbury solve whose diodes reach ``g phi'(w) Z_kk`` above this (a stiff loop of forward
+#: diodes) loses about ``log10`` of it digits: its step does not settle the stopping rule and
+#: the error estimate is solved on the full tangent instead
+PORT_STIFF = 1e8
 #: the same for the tangent solves (adjoint, compliance: certified to 1e-10 componentwise)
 PORT_SOLVE_TAU = 1e-13
 #: most diodes a port reduction is built for (Z is K x K, dense)
