@@ -40,8 +40,9 @@ factorized once, per step a Cholesky factorization over the conducting diodes; o
 the resistors alone reach every free node from a driven node) or by an envelope Cholesky
 factorization of the tangent in reverse Cuthill-McKee order, whichever is predicted
 cheaper, and the numpy iteration where a sparse factorization is
-(:attr:`NonlinearFactorization.plan`). Tangent solves (adjoint, compliance, error
-estimate) of a port-reduced circuit use Woodbury's identity and fall back to the full
+(:attr:`NonlinearFactorization.plan`); the kernel also returns Newton's error estimate
+at each state it converged (from its last factorization). Tangent solves (adjoint,
+compliance) of a port-reduced circuit use Woodbury's identity and fall back to the full
 tangent where their residual certificate fails.
 
 **Damped Newton: one iteration for every law** (primal-dual active set = semismooth

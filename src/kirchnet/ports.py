@@ -14,11 +14,14 @@ the diodes with ``D_k Z_kk > tau``: a reverse-biased diode's ``D`` is tens of de
 below the others, so a step costs a factorization of the conducting diodes' system, not of
 the ``nf x nf`` tangent. The compiled limited Newton iteration
 (:func:`kirchnet._jit_nonlinear.nodal_newton`) solves its steps so (with ``P^T R =
-B_D^T L_R^-1 R``), in the increment form of the full network: its rounding is the full
-network's (the port equations ``w = w0 - Z g phi(w)`` themselves lose every digit in a
-loop of forward diodes and a source, whose current the resistors do not see). Tangent
-solves of the adjoint, the compliance and the error estimate use
-:meth:`PortReduction.tangent_solve`.
+B_D^T L_R^-1 R`` and ``L_R``'s envelope factor in reverse Cuthill-McKee order), in the
+increment form of the full network (the port equations ``w = w0 - Z g phi(w)`` themselves
+lose every digit in a loop of forward diodes and a source, whose current the resistors do
+not see). Where ``max_k D_k Z_kk`` exceeds :data:`PORT_STIFF` such a loop makes ``I + S Z
+S`` too ill-conditioned for the step to settle the stopping rule (the iteration goes on,
+or hands the sample to the numpy iteration). Tangent solves of the adjoint and the
+compliance use :meth:`PortReduction.tangent_solve`, certified by their residual with the
+full tangent as the fallback.
 """
 
 from __future__ import annotations
@@ -184,10 +187,10 @@ class PortReduction:
     def tangent_solve(self, D: np.ndarray, R: np.ndarray, tau: float = PORT_SOLVE_TAU) -> np.ndarray:
         """``H^-1 R`` per sample (Woodbury, module docstring): ``D`` (b, K) the diodes'
         ``g phi'(w)``, ``R`` (b, nf, r); ``tau``: the diodes with ``D_k Z_kk <= tau`` are
-        left out (:data:`PORT_SOLVE_TAU`; the error estimate passes :data:`PORT_TAU`).
-        Raises ``ValueError`` where a capacitance matrix is not positive definite or the
-        result not finite. Not certified here: the callers certify (the tangent solves'
-        residual test, the error estimate's own bound)."""
+        left out (:data:`PORT_SOLVE_TAU`). Raises ``ValueError`` where a capacitance matrix
+        is not positive definite or the result not finite. Not certified here: the caller
+        (:meth:`kirchnet.nonlinear.NonlinearFactorization.tangent_solve`) tests the residual
+        and falls back to the full tangent."""
         b, nf, r = R.shape
         R2 = np.ascontiguousarray(np.moveaxis(R, 0, 1).reshape(nf, b * r))
         X0 = np.moveaxis(self.factor._solve_block(R2).reshape(nf, b, r), 1, 0)  # (b, nf, r)
