@@ -251,36 +251,49 @@ if AVAILABLE:
         return est, loss / b
 
     @_njit
+    def _cholesky(M, n):
+        """In-place lower Cholesky of ``M[:n, :n]`` (the lower triangle is read and written,
+        the upper one untouched); False if not positive definite."""
+        for j in range(n):
+            s = M[j, j]
+            for p in range(j):
+                s -= M[j, p] * M[j, p]
+            if not s > 0.0:
+                return False
+            d = np.sqrt(s)
+            M[j, j] = d
+            for i in range(j + 1, n):
+                t = M[i, j]
+                for p in range(j):
+                    t -= M[i, p] * M[j, p]
+                M[i, j] = t / d
+        return True
+
+    @_njit
+    def _cholesky_solve(M, n, x):
+        """``x <- (C C^T)^-1 x`` with the lower factor ``C`` of :func:`_cholesky` in ``M[:n, :n]``."""
+        for i in range(n):
+            t = x[i]
+            for p in range(i):
+                t -= M[i, p] * x[p]
+            x[i] = t / M[i, i]
+        for i in range(n - 1, -1, -1):
+            t = x[i]
+            for p in range(i + 1, n):
+                t -= M[p, i] * x[p]
+            x[i] = t / M[i, i]
+
+    @_njit
     def spd_solve(Kc, R):
         """``R K^{-1}`` for the rows of ``R`` (b, k) (Cholesky of the k x k ``K``); ``ok`` False
         when ``K`` is not positive definite."""
         k = Kc.shape[0]
-        Lk = np.zeros((k, k))
-        for j in range(k):
-            s = Kc[j, j]
-            for p in range(j):
-                s -= Lk[j, p] * Lk[j, p]
-            if not s > 0.0:
-                return False, R.copy()
-            Lk[j, j] = np.sqrt(s)
-            for i in range(j + 1, k):
-                t = Kc[i, j]
-                for p in range(j):
-                    t -= Lk[i, p] * Lk[j, p]
-                Lk[i, j] = t / Lk[j, j]
+        Lk = Kc.copy()
+        if not _cholesky(Lk, k):
+            return False, R.copy()
         out = R.copy()
         for s in range(R.shape[0]):
-            x = out[s]
-            for i in range(k):
-                t = x[i]
-                for p in range(i):
-                    t -= Lk[i, p] * x[p]
-                x[i] = t / Lk[i, i]
-            for i in range(k - 1, -1, -1):
-                t = x[i]
-                for p in range(i + 1, k):
-                    t -= Lk[p, i] * x[p]
-                x[i] = t / Lk[i, i]
+            _cholesky_solve(Lk, k, out[s])
         return True, out
 
     @_njit

@@ -39,6 +39,8 @@ __all__ = ["AVAILABLE", "enabled", "port_correction", "nodal_newton"]
 if AVAILABLE:
     import numba as _nb
 
+    from ._jit import _cholesky, _cholesky_solve
+
     _njit = _nb.njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
 
     @_njit
@@ -63,38 +65,6 @@ if AVAILABLE:
             arg = 1.0 + (w - v) / nvt
             return v + nvt * math.log(max(arg, math.exp(-dmax)))
         return w
-
-    @_njit
-    def _cholesky(M, n):
-        """In-place lower Cholesky of ``M[:n, :n]`` (lower triangle read); False if not PD."""
-        for j in range(n):
-            s = M[j, j]
-            for p in range(j):
-                s -= M[j, p] * M[j, p]
-            if not s > 0.0:
-                return False
-            d = math.sqrt(s)
-            M[j, j] = d
-            for i in range(j + 1, n):
-                t = M[i, j]
-                for p in range(j):
-                    t -= M[i, p] * M[j, p]
-                M[i, j] = t / d
-        return True
-
-    @_njit
-    def _cholesky_solve(M, n, x):
-        """``x <- (C C^T)^-1 x`` with ``C`` the factor in ``M[:n, :n]``."""
-        for i in range(n):
-            t = x[i]
-            for p in range(i):
-                t -= M[i, p] * x[p]
-            x[i] = t / M[i, i]
-        for i in range(n - 1, -1, -1):
-            t = x[i]
-            for p in range(i + 1, n):
-                t -= M[p, i] * x[p]
-            x[i] = t / M[i, i]
 
     @_njit
     def _capacitance(Z, D, zd, tau, idx, sq, M):
