@@ -34,7 +34,7 @@ import numpy as np
 
 from ._jit import AVAILABLE, enabled
 
-__all__ = ["AVAILABLE", "enabled", "port_correction", "nodal_newton"]
+__all__ = ["AVAILABLE", "enabled", "port_correction", "nodal_newton", "envelope_factor", "envelope_solve_rows"]
 
 if AVAILABLE:
     import numba as _nb
@@ -115,31 +115,46 @@ if AVAILABLE:
         return X, ok
 
     @_njit
-    def _envelope_step(A, Lf, first, rowptr, du, J, ic, D, fa, fb):
-        """``du <- H^-1 (J - B_F ic)``, ``H = B_F diag(D) B_F^T`` stamped into its envelope
-        (row ``i`` stored from column ``first[i]`` to ``i`` at ``rowptr[i]``; the unknowns in
-        reverse Cuthill-McKee order, so the envelope is narrow on lattices) and factorized in
-        place by Cholesky (with a shift ``1e-12 max diag`` where singular); False if even
-        that fails."""
-        nf = du.shape[0]
-        m = D.shape[0]
-        for f in range(nf):
-            du[f] = J[f]
+    def _stamp(A, first, rowptr, D, fa, fb):
+        """``A <- B_F diag(D) B_F^T`` in envelope storage (row ``i`` from column ``first[i]``
+        to ``i`` at ``rowptr[i]``; ``fa``/``fb`` the edges' ends in the envelope's order)."""
         for q in range(A.shape[0]):
             A[q] = 0.0
-        for e in range(m):
+        for e in range(D.shape[0]):
             d = D[e]
             a = fa[e]
             c = fb[e]
             if a >= 0:
-                du[a] -= ic[e]
                 A[rowptr[a + 1] - 1] += d
             if c >= 0:
-                du[c] += ic[e]
                 A[rowptr[c + 1] - 1] += d
             if a >= 0 and c >= 0:
                 i, j = max(a, c), min(a, c)
                 A[rowptr[i] + j - first[i]] -= d
+
+    @_njit
+    def envelope_factor(D, fa, fb, first, rowptr):
+        """``(ok, C)``: the envelope Cholesky factor of ``B_F diag(D) B_F^T``
+        (:func:`_stamp`), ``ok`` False where it is not positive definite (no shift)."""
+        Lf = np.empty(rowptr[-1])
+        _stamp(Lf, first, rowptr, D, fa, fb)
+        return _envelope_cholesky(Lf, first, rowptr), Lf
+
+    @_njit
+    def envelope_solve_rows(Lf, first, rowptr, X):
+        """Every row ``x`` of ``X`` (q, n) <- ``(C C^T)^-1 x`` (:func:`_envelope_solve`)."""
+        for q in range(X.shape[0]):
+            _envelope_solve(Lf, first, rowptr, X[q])
+
+    @_njit
+    def _envelope_step(A, Lf, first, rowptr, du, J, ic, D, fa, fb):
+        """``du <- H^-1 (J - B_F ic)``, ``H = B_F diag(D) B_F^T`` stamped into its envelope
+        (:func:`_stamp`; the unknowns in reverse Cuthill-McKee order, so the envelope is
+        narrow on lattices) and factorized in place by Cholesky (with a shift ``1e-12 max
+        diag`` where singular); False if even that fails."""
+        nf = du.shape[0]
+        _rhs(du, J, ic, fa, fb)
+        _stamp(A, first, rowptr, D, fa, fb)
         shift = 0.0
         for f in range(nf):
             shift = max(shift, A[rowptr[f + 1] - 1])
@@ -153,6 +168,17 @@ if AVAILABLE:
                 _envelope_solve(Lf, first, rowptr, du)
                 return True
         return False
+
+    @_njit
+    def _rhs(du, J, ic, fa, fb):
+        """``du <- J - B_F ic`` (the companion currents' KCL residual, negated)."""
+        for f in range(du.shape[0]):
+            du[f] = J[f]
+        for e in range(ic.shape[0]):
+            if fa[e] >= 0:
+                du[fa[e]] -= ic[e]
+            if fb[e] >= 0:
+                du[fb[e]] += ic[e]
 
     @_njit
     def _woodbury_solve(LR, firstR, rowptrR, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, x, na):
@@ -413,13 +439,7 @@ if AVAILABLE:
                         ic[e] = cur[e]
                 # H du = -(B_F ic - J_F)
                 if woodbury:
-                    for f in range(nf):
-                        du[f] = JF[smp, f]
-                    for e in range(m):
-                        if fa[e] >= 0:
-                            du[fa[e]] -= ic[e]
-                        if fb[e] >= 0:
-                            du[fb[e]] += ic[e]
+                    _rhs(du, JF[smp], ic, fa, fb)
                     reuse = factored  # a chord step on the last capacitance factorization
                     if reuse:
                         for k in range(K):
@@ -444,13 +464,7 @@ if AVAILABLE:
                                 reuse = False
                                 break
                     if reuse:
-                        for f in range(nf):
-                            du[f] = JF[smp, f]
-                        for e in range(m):
-                            if fa[e] >= 0:
-                                du[fa[e]] -= ic[e]
-                            if fb[e] >= 0:
-                                du[fb[e]] += ic[e]
+                        _rhs(du, JF[smp], ic, fa, fb)
                         _envelope_solve(Lf, first_env, rowptr, du)
                     else:
                         if not _envelope_step(A, Lf, first_env, rowptr, du, JF[smp], ic, D, fa, fb):

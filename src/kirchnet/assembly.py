@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse import csgraph
 
 
 class Pattern:
@@ -51,6 +52,8 @@ class Pattern:
         self.L_indptr = np.searchsorted(ucols, np.arange(nf + 1)).astype(np.int32)
         self.L_nnz = uniq.size
         self.dense_slot = rows * max(nf, 1) + cols  # row-major slot of each contribution
+        #: each edge's ends among the free nodes (-1 where driven)
+        self.free_tails, self.free_heads = fa, fb
 
         # Driver columns: R_drv[f, j] = sum over contributions of sign * d[edge].
         D_nodes = np.concatenate([input_nodes, np.full(np.asarray(source_edges).size, -1),
@@ -83,6 +86,11 @@ class Pattern:
         nf = self.n_free
         return sp.csc_array((data, self.L_indices, self.L_indptr), shape=(nf, nf))
 
+    def envelope(self, edges=None) -> "Envelope":
+        """:class:`Envelope` of ``L_FF`` over the edges ``edges`` (a bool mask; all edges
+        by default)."""
+        return Envelope(self, np.ones(self.n_edges, dtype=bool) if edges is None else np.asarray(edges, bool))
+
     def laplacian_dense(self, weights) -> np.ndarray:
         """Dense ``L_FF(d)`` (small networks)."""
         nf = self.n_free
@@ -94,3 +102,40 @@ class Pattern:
         nf, D = self.n_free, self.n_drivers
         return np.bincount(self.drv_slot, weights=self.drv_sign * weights[self.drv_edge],
                            minlength=nf * D).reshape(nf, D)
+
+
+class Envelope:
+    """The envelope (profile) of ``L_FF`` over some of the edges, in reverse Cuthill-McKee
+    order: ``perm`` (the free positions in that order), ``fa``/``fb`` (m,) each edge's ends
+    in it (-1 where driven), ``first`` (nf,) the first column of each row's envelope and
+    ``rowptr`` (nf + 1,) where row ``i`` (columns ``first[i]..i``) starts in the flat
+    storage of :func:`kirchnet._jit_nonlinear._envelope_cholesky`. A Cholesky factor keeps
+    its fill inside the envelope; on a lattice of ``n`` nodes a row holds about
+    ``sqrt(n)`` entries."""
+
+    def __init__(self, pattern: Pattern, mask: np.ndarray):
+        nf = pattern.n_free
+        L = sp.csr_matrix(pattern.laplacian(mask.astype(float)))
+        L.eliminate_zeros()
+        self.perm = csgraph.reverse_cuthill_mckee(L, symmetric_mode=True).astype(np.int64)
+        inv = np.empty(nf, dtype=np.int64)
+        inv[self.perm] = np.arange(nf)
+        fa, fb = pattern.free_tails, pattern.free_heads
+        self.fa = np.where(fa >= 0, inv[np.maximum(fa, 0)], -1)
+        self.fb = np.where(fb >= 0, inv[np.maximum(fb, 0)], -1)
+        first = np.arange(nf)
+        both = mask & (self.fa >= 0) & (self.fb >= 0)
+        np.minimum.at(first, np.maximum(self.fa[both], self.fb[both]), np.minimum(self.fa[both], self.fb[both]))
+        self.first = first
+        self.rowptr = np.concatenate([[0], np.cumsum(np.arange(nf) - first + 1)]).astype(np.int64)
+
+    @property
+    def nnz(self) -> int:
+        """Entries stored (the factor's, fill included)."""
+        return int(self.rowptr[-1])
+
+    @property
+    def factor_flops(self) -> float:
+        """About the flops of a Cholesky factorization in the envelope (``sum_i w_i^2 / 2``,
+        ``w_i`` the row widths)."""
+        return float(np.sum(np.diff(self.rowptr).astype(float) ** 2) / 2)

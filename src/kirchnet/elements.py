@@ -429,6 +429,11 @@ class ElementMap:
     def law_of(self, edge: int) -> Law:
         return self.laws[int(self.law_index[edge])]
 
+    @property
+    def kinds(self) -> np.ndarray:
+        """(m,) each edge's :attr:`Law.kind` (``"resistor"``, ``"diode"``, ...)."""
+        return np.array([law.kind for law in self.laws], dtype=object)[self.law_index]
+
     # ------------------------------------------------------------- evaluation
     def _apply(self, method: str, w: np.ndarray) -> np.ndarray:
         w = np.asarray(w, dtype=float)

@@ -163,7 +163,6 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-from scipy.sparse import csgraph
 
 from . import _jit_nonlinear, solvers
 from . import parametrization as _param
@@ -246,10 +245,16 @@ class _Assembly:
         self.loops = bool(self.nc) and bool(_dependent_ideal(c, self.ci))
         # no reference to the circuit itself (it is the weak key of the cache)
         self._scatter = (c._scatter_sign, c._dense_slot, c._scatter_edge)
-        #: the edge arrays of the compiled limited Newton iteration (resistors and diodes
-        #: only, numba importable), else None
-        self.kernel = _KernelEdges(c) if _jit_nonlinear.AVAILABLE and {law.kind for law in c.elements.laws} \
-            <= {"resistor", "diode"} else None
+        self._laws = {law.kind for law in c.elements.laws}
+        self._circuit = weakref.ref(c)
+
+    @cached_property
+    def kernel(self) -> "_KernelEdges | None":
+        """The edge arrays of the compiled limited Newton iteration (resistors and diodes
+        only, numba importable), else ``None``."""
+        if not _jit_nonlinear.AVAILABLE or not self._laws <= {"resistor", "diode"}:
+            return None
+        return _KernelEdges(self._circuit())
 
     @cached_property
     def dense_map(self) -> sp.csr_array:
@@ -262,40 +267,21 @@ class _Assembly:
 class _KernelEdges(tuple):
     """``(fa, fb, ta, hb, code)`` of :func:`kirchnet._jit_nonlinear.nodal_newton` (the
     edges' free positions, node ids, law codes), ``params``: the diodes' ``(Is, nVt, vcrit,
-    max_exponent, max_descent, min_descent)`` per edge (0 on resistors), and the envelope
-    of the tangent Laplacian in reverse Cuthill-McKee order: ``perm`` (the free positions in
-    that order), ``fa_env``/``fb_env`` (the edges' ends there), ``first``, ``rowptr`` (row
-    ``i`` stored from column ``first[i]``), ``flops`` (of its Cholesky factorization and two
-    triangular solves)."""
+    max_exponent, max_descent, min_descent)`` per edge (0 on resistors), ``envelope``: the
+    tangent Laplacian's :class:`kirchnet.assembly.Envelope`, and ``flops``: of a step there
+    (its Cholesky factorization and two triangular solves)."""
 
     def __new__(cls, c):
-        el, net = c.elements, c.network
-        nf = c.n_free
-        pos = np.full(net.n_nodes, -1, dtype=np.int64)
-        pos[c.free_nodes] = np.arange(nf)
+        el, net, p = c.elements, c.network, c._pattern
         laws = [el.laws[j] for j in el.law_index]
-        code = np.array([law.kind == "diode" for law in laws], dtype=np.int64)
-        fa, fb = pos[net.tails], pos[net.heads]
-        self = super().__new__(cls, (fa, fb, np.ascontiguousarray(net.tails), np.ascontiguousarray(net.heads), code))
+        code = (el.kinds == "diode").astype(np.int64)
+        self = super().__new__(cls, (p.free_tails, p.free_heads, np.ascontiguousarray(net.tails),
+                                     np.ascontiguousarray(net.heads), code))
         self.params = tuple(np.array([getattr(law, name) if law.kind == "diode" else 0.0 for law in laws])
                             for name in ("saturation_current", "nvt", "critical_voltage", "max_exponent",
                                          "max_descent", "min_descent"))
-        pattern = sp.csr_array(c._pattern.laplacian(np.ones(net.n_edges)))
-        perm = csgraph.reverse_cuthill_mckee(sp.csr_matrix(pattern), symmetric_mode=True).astype(np.int64)
-        inv = np.empty(nf, dtype=np.int64)
-        inv[perm] = np.arange(nf)
-        self.perm = perm
-        self.fa_env = np.where(fa >= 0, inv[np.maximum(fa, 0)], -1)
-        self.fb_env = np.where(fb >= 0, inv[np.maximum(fb, 0)], -1)
-        lo = np.arange(nf)  # first column of each permuted row's envelope
-        both = (self.fa_env >= 0) & (self.fb_env >= 0)
-        i = np.maximum(self.fa_env[both], self.fb_env[both])
-        j = np.minimum(self.fa_env[both], self.fb_env[both])
-        np.minimum.at(lo, i, j)
-        self.first = lo
-        widths = np.arange(nf) - lo + 1
-        self.rowptr = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
-        self.flops = float(np.sum(widths.astype(float) ** 2) / 2 + 4 * self.rowptr[-1])
+        self.envelope = p.envelope()
+        self.flops = self.envelope.factor_flops + 4.0 * self.envelope.nnz
         return self
 
 
@@ -1021,7 +1007,8 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
         perm, ends = env.perm, (env.fa, env.fb)
         wood = (red.env_factor, env.first, env.rowptr, red.PT_env, red.Z, red.edges, PORT_TAU, PORT_STIFF)
     else:  # steps on the tangent's envelope: the free positions in its order
-        perm, ends = k.perm, (k.fa_env, k.fb_env)
+        env = k.envelope
+        perm, ends = env.perm, (env.fa, env.fb)
         empty = np.zeros(0, dtype=np.int64)
         wood = (np.zeros(0), empty, empty, np.zeros((0, 0)), np.zeros((0, 0)), empty, 0.0, 0.0)
     free, JF = c.free_nodes[perm], np.ascontiguousarray(JF[:, perm])
@@ -1029,7 +1016,7 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
         u, np.ascontiguousarray(s, dtype=float), JF, np.ascontiguousarray(v, dtype=float), cold,
         first if cold else np.zeros(c.network.n_edges), free, *ends, *k[2:],
         np.ascontiguousarray(fac.conductances), *k.params, fac.rtol, SETTLED_RTOL, ROUNDING, fac.max_iter,
-        LIMITED_STALL, k.first, k.rowptr, 0.0 if fac.dense else CHORD_DRIFT, *wood)
+        LIMITED_STALL, k.envelope.first, k.envelope.rowptr, 0.0 if fac.dense else CHORD_DRIFT, *wood)
     iters[:] = its
     settled[:] = sett
     if cache is not None:
@@ -1276,9 +1263,8 @@ class NonlinearFactorization:
         if self.port_reduction is not False and _ports.eligible(c) is None:
             wood = 0.0 if self.port_reduction is True else _ports.step_flops(c)
         budget = np.inf if self.dense else _sparse_step_flops(c, self.backend)
-        red = None
         if wood <= min(ENVELOPE_WEIGHT * k.flops, budget):
-            red = PortReduction.build(c, self.conductances, self.backend)
+            red = PortReduction.build(c, self.conductances)
             if red is not None:
                 return "woodbury", red
         return ("envelope" if k.flops <= budget else "numpy"), None

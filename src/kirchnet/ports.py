@@ -32,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from . import _jit_nonlinear, solvers
+from . import _jit_nonlinear
 from .errors import IllConditionedError, KirchnetError
 
 #: diodes with ``g phi'(w) Z_kk`` at most this are left out of a Newton step's matrix
@@ -55,42 +55,19 @@ def step_flops(circuit) -> float:
     """Flops of a compiled Newton step with the reduction, about ``4 |env(L_R)| + nf K / 2
     + (K/2)^3 / 6``: the triangular solves with ``L_R``'s envelope factor, half the diodes
     conducting (:mod:`kirchnet.nonlinear` compares it with the other ways to take a step)."""
-    el = circuit.elements
-    K = float(np.sum(np.array([law.kind == "diode" for law in el.laws])[el.law_index]))
+    K = float(np.sum(circuit.elements.kinds == "diode"))
     nf = float(circuit.n_free)
-    return 4.0 * float(resistor_envelope(circuit).rowptr[-1]) + nf * K / 2 + (K / 2) ** 3 / 6
+    return 4.0 * resistor_envelope(circuit).nnz + nf * K / 2 + (K / 2) ** 3 / 6
 
 
 _ENVELOPE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-class _Envelope:
-    """The envelope of ``L_R`` in reverse Cuthill-McKee order: ``perm`` (free positions in
-    that order), ``fa``/``fb`` (m,) each edge's ends there (-1 driven), ``first``,
-    ``rowptr`` (row ``i`` stored from column ``first[i]``, :func:`kirchnet._jit_nonlinear._envelope_step`)."""
-
-    def __init__(self, circuit):
-        el, net, nf = circuit.elements, circuit.network, circuit.n_free
-        resistor = (np.array([law.kind for law in el.laws])[el.law_index] == "resistor").astype(float)
-        pattern = sp.csr_matrix(circuit._pattern.laplacian(resistor))
-        pattern.eliminate_zeros()
-        self.perm = csgraph.reverse_cuthill_mckee(pattern, symmetric_mode=True).astype(np.int64)
-        inv = np.empty(nf, dtype=np.int64)
-        inv[self.perm] = np.arange(nf)
-        pos = np.full(net.n_nodes, -1, dtype=np.int64)
-        pos[circuit.free_nodes] = inv
-        self.fa, self.fb = pos[net.tails], pos[net.heads]
-        first = np.arange(nf)
-        both = (self.fa >= 0) & (self.fb >= 0) & (resistor > 0)
-        np.minimum.at(first, np.maximum(self.fa[both], self.fb[both]), np.minimum(self.fa[both], self.fb[both]))
-        self.first = first
-        self.rowptr = np.concatenate([[0], np.cumsum(np.arange(nf) - first + 1)]).astype(np.int64)
-
-
-def resistor_envelope(circuit) -> _Envelope:
-    """:class:`_Envelope` of the circuit (cached per circuit)."""
+def resistor_envelope(circuit):
+    """The :class:`kirchnet.assembly.Envelope` of ``L_R`` (the resistors' edges; cached per
+    circuit)."""
     if circuit not in _ENVELOPE:
-        _ENVELOPE[circuit] = _Envelope(circuit)
+        _ENVELOPE[circuit] = circuit._pattern.envelope(circuit.elements.kinds == "resistor")
     return _ENVELOPE[circuit]
 
 
@@ -111,7 +88,7 @@ def _topology(circuit) -> str | None:
     kinds = {law.kind for law in el.laws}
     if not kinds <= {"resistor", "diode"} or "diode" not in kinds:
         return "laws other than resistors and diodes, or no diode"
-    kind = np.array([law.kind for law in el.laws])[el.law_index]
+    kind = el.kinds
     K = int(np.sum(kind == "diode"))
     nf = circuit.n_free
     if nf == 0 or K > PORT_MAX or 8 * (2 * nf * K + K * K) > PORT_BYTES:
@@ -133,56 +110,58 @@ def _topology(circuit) -> str | None:
 class PortReduction:
     """The resistors of a circuit factorized at conductances ``g`` (module docstring).
 
-    ``edges`` (K,) the diode edges; ``P`` (nf, K) and ``PT`` its transpose; ``Z`` (K, K);
-    ``factor`` the factorization of ``L_R`` (checked solves); ``env_factor`` its envelope
-    Cholesky factor in the order of ``envelope`` (:func:`resistor_envelope`) and
-    ``PT_env`` the columns of ``PT`` in that order, for the compiled steps. Build with
-    :meth:`build` (``None`` where not applicable).
+    ``edges`` (K,) the diode edges; ``envelope`` (:func:`resistor_envelope`) and
+    ``env_factor``: the envelope Cholesky factor of ``L_R``, the one factorization of the
+    resistors, in that envelope's order; ``P`` (nf, K); ``PT_env`` ``P^T`` with its columns
+    in the envelope's order (the compiled steps); ``Z`` (K, K). Build with :meth:`build`
+    (``None`` where not applicable).
     """
 
-    def __init__(self, circuit, g, backend: str):
-        c, el = circuit, circuit.elements
-        kind = np.array([law.kind for law in el.laws])[el.law_index]
+    def __init__(self, circuit, g):
+        c = circuit
+        kind = c.elements.kinds
         self.circuit = c
         self.edges = np.flatnonzero(kind == "diode")
         self.g_resistors = gR = np.where(kind == "resistor", g, 0.0)
-        L = c._pattern.laplacian(gR)
-        nf = c.n_free
-        name = "dense" if nf <= solvers.DENSE_MAX else backend
-        sym = c._symbolic if name == "cholmod" else None
-        self.factor = f = solvers.factorize(L, name, symbolic=sym)
-        BD = c._B_free[:, self.edges].toarray()
-        # unchecked: P and Z only enter Newton steps (checked by the stopping rule) and tangent
-        # solves (certified by their residual), never a result directly
-        self.P = np.ascontiguousarray(f._solve_block(BD))
-        self.PT = np.ascontiguousarray(self.P.T)
-        Z = BD.T @ self.P
-        self.Z = np.ascontiguousarray(0.5 * (Z + Z.T))
-        # L_R's envelope factor in reverse Cuthill-McKee order, for the compiled steps
         env = self.envelope = resistor_envelope(c)
-        self.env_factor = np.empty(env.rowptr[-1])
-        work, x = np.empty(env.rowptr[-1]), np.zeros(nf)
-        m = c.network.n_edges
-        if not _jit_nonlinear._envelope_step(work, self.env_factor, env.first, env.rowptr, x, x.copy(),
-                                             np.zeros(m), gR, env.fa, env.fb) \
-                or not np.all(self.env_factor[env.rowptr[1:] - 1] > 0):
-            raise IllConditionedError("L_R is not numerically positive definite")
-        self.PT_env = np.ascontiguousarray(self.PT[:, env.perm])
+        ok, self.env_factor = _jit_nonlinear.envelope_factor(gR, env.fa, env.fb, env.first, env.rowptr)
+        if not ok:
+            raise IllConditionedError("the resistors' Laplacian L_R is not numerically positive definite")
+        # P and Z enter only Newton steps (checked by the stopping rule) and tangent solves
+        # (certified by their residual), never a result directly
+        PT = np.ascontiguousarray(c._B_free[:, self.edges].toarray()[env.perm].T)  # B_D^T, envelope order
+        _jit_nonlinear.envelope_solve_rows(self.env_factor, env.first, env.rowptr, PT)
+        self.PT_env = PT
+        self.P = np.empty((c.n_free, self.edges.size))
+        self.P[env.perm] = PT.T
+        Z = c._B_free[:, self.edges].T @ self.P
+        self.Z = np.ascontiguousarray(0.5 * (Z + Z.T))
+        if not (np.all(np.isfinite(self.P)) and np.all(np.isfinite(self.Z))):
+            raise IllConditionedError("the port matrices P, Z are not finite")
 
     @classmethod
-    def build(cls, circuit, g, backend: str) -> "PortReduction | None":
+    def build(cls, circuit, g) -> "PortReduction | None":
         """The reduction, or ``None`` where the circuit is not eligible or ``L_R`` is not
         numerically positive definite."""
         if eligible(circuit) is not None:
             return None
         try:
-            return cls(circuit, np.asarray(g, dtype=float), backend)
+            return cls(circuit, np.asarray(g, dtype=float))
         except KirchnetError:
             return None
 
     @property
     def n_ports(self) -> int:
         return int(self.edges.size)
+
+    def resistor_solve(self, X: np.ndarray) -> np.ndarray:
+        """``L_R^-1 X`` for ``X`` (nf, q), with the envelope factor."""
+        env = self.envelope
+        rows = np.ascontiguousarray(X[env.perm].T)
+        _jit_nonlinear.envelope_solve_rows(self.env_factor, env.first, env.rowptr, rows)
+        out = np.empty_like(X, dtype=float)
+        out[env.perm] = rows.T
+        return out
 
     def tangent_solve(self, D: np.ndarray, R: np.ndarray, tau: float = PORT_SOLVE_TAU) -> np.ndarray:
         """``H^-1 R`` per sample (Woodbury, module docstring): ``D`` (b, K) the diodes'
@@ -192,8 +171,7 @@ class PortReduction:
         (:meth:`kirchnet.nonlinear.NonlinearFactorization.tangent_solve`) tests the residual
         and falls back to the full tangent."""
         b, nf, r = R.shape
-        R2 = np.ascontiguousarray(np.moveaxis(R, 0, 1).reshape(nf, b * r))
-        X0 = np.moveaxis(self.factor._solve_block(R2).reshape(nf, b, r), 1, 0)  # (b, nf, r)
+        X0 = np.moveaxis(self.resistor_solve(np.moveaxis(R, 0, 1).reshape(nf, b * r)).reshape(nf, b, r), 1, 0)
         Y = np.einsum("fk,bfr->bkr", self.P, R)
         C, ok = _jit_nonlinear.port_correction(self.Z, np.ascontiguousarray(D, dtype=float), tau,
                                                np.ascontiguousarray(Y))
