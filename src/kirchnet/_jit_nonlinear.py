@@ -10,8 +10,8 @@ the reference (the tests compare both step for step).
   stopping rule (KCL residual per node against its own current scale and rounding floor,
   the settled rule) and stall test, no Python per iteration. Each step solves the tangent
   system either by Woodbury's identity on the port reduction (:mod:`kirchnet.ports`:
-  ``H = L_R + B_D D B_D^T``, a dense Cholesky factor of the resistors' ``L_R`` computed
-  once, and per step a Cholesky factorization of ``I + S Z_AA S`` over the conducting
+  ``H = L_R + B_D D B_D^T``, the envelope Cholesky factor of the resistors' ``L_R``
+  computed once, and per step a Cholesky factorization of ``I + S Z_AA S`` over the conducting
   diodes ``A``, ``S = D_A^(1/2)``) or by stamping the tangent Laplacian into its envelope
   in reverse Cuthill-McKee order and factorizing it there (:func:`_envelope_step`; a
   lattice of ``n`` nodes has rows of about ``sqrt(n)`` entries; a shift of ``1e-12 max
@@ -213,6 +213,14 @@ if AVAILABLE:
         return na
 
     @_njit
+    def _drifted(D, Dfac, chord):
+        """Some weight moved more than ``chord`` (relative) from the factorized ``Dfac``."""
+        for e in range(D.shape[0]):
+            if abs(D[e] - Dfac[e]) > chord * Dfac[e]:
+                return True
+        return False
+
+    @_njit
     def _stiffness(D, dk, zd):
         """``max_k D_dk Z_kk``: ``I + S Z S`` has about this condition number, and a Woodbury
         solve loses about ``log10`` of it digits."""
@@ -227,12 +235,7 @@ if AVAILABLE:
         from ``Dfac``) inflated by ``1 / (1 - chord)`` while no weight drifted more than
         ``chord`` (as :func:`kirchnet.nonlinear._newton_estimate`), else a new one; NaN where
         the tangent cannot be factorized."""
-        reuse = factored
-        if reuse:
-            for e in range(D.shape[0]):
-                if abs(D[e] - Dfac[e]) > chord * Dfac[e]:
-                    reuse = False
-                    break
+        reuse = factored and not _drifted(D, Dfac, chord)
         for f in range(out.shape[0]):
             out[f] = r[f]
         if reuse:
@@ -294,8 +297,8 @@ if AVAILABLE:
     def nodal_newton(u, s, JF, v0, cold, first, free, fa, fb, ta, hb, code, g, Is, nvt, vcrit, xmax,
                      dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, first_env, rowptr, chord, LR, firstR, rowptrR, PT, Z, dk, tau, stiff_max):
         """:func:`kirchnet.nonlinear._limited_newton` for resistors (code 0) and diodes (code 1)
-        on the full network, one sample at a time, dense Cholesky per step (module docstring
-        of :mod:`kirchnet.nonlinear`: the same linearization voltages, limiting, stopping rule
+        on the full network, one sample at a time (module docstring of
+        :mod:`kirchnet.nonlinear`: the same linearization voltages, limiting, stopping rule
         and stall test). ``u`` (b, n): the start, overwritten by the state reached (the best
         iterate where not converged); ``v0`` (b, m) the first linearization voltages;
         ``cold``: after the first solve linearize at ``min(w, first)`` where ``first != 0``;
@@ -352,8 +355,10 @@ if AVAILABLE:
         for smp in range(b):
             uu = u[smp]
             ss = s[smp]
+            smax = 0.0  # the sample's largest series source (its voltage scale with max |u|)
             for e in range(m):
                 v[e] = v0[smp, e]
+                smax = max(smax, abs(ss[e]))
             best = np.inf
             since = 0
             sett = False
@@ -400,21 +405,17 @@ if AVAILABLE:
                 if worst <= rtol or (sett and worst <= settled_rtol):
                     done[smp] = True
                     settled[smp] = sett
-                    out = est[smp]  # Newton's error estimate at the state: |H^-1 r|
+                    # Newton's error estimate at the state, |H^-1 r| (NaN: not computed)
                     if not woodbury:
                         _envelope_estimate(A, Lf, first_env, rowptr, r, zero, D, Dfac, factored, chord,
-                                           fa, fb, out)
-                    else:
-                        for f in range(nf):
-                            out[f] = r[f]
-                        if _stiffness(D, dk, zd) <= stiff_max and \
-                                _woodbury_solve(LR, firstR, rowptrR, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb,
-                                                out, -1) >= 0:
-                            for f in range(nf):
-                                out[f] = abs(out[f])
+                                           fa, fb, est[smp])
+                    elif _stiffness(D, dk, zd) <= stiff_max:
+                        est[smp] = r
+                        if _woodbury_solve(LR, firstR, rowptrR, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb,
+                                           est[smp], -1) >= 0:
+                            est[smp] = np.abs(est[smp])
                         else:
-                            for f in range(nf):
-                                out[f] = np.nan
+                            est[smp] = np.nan
                     break
                 if since > stall or it == max_iter:
                     break
@@ -440,12 +441,10 @@ if AVAILABLE:
                 # H du = -(B_F ic - J_F)
                 if woodbury:
                     _rhs(du, JF[smp], ic, fa, fb)
-                    reuse = factored  # a chord step on the last capacitance factorization
-                    if reuse:
-                        for k in range(K):
-                            if abs(D[dk[k]] - Dfac[k]) > chord * Dfac[k]:
-                                reuse = False
-                                break
+                    for k in range(K):
+                        DK[k] = D[dk[k]]
+                    # a chord step on the last capacitance factorization while no weight drifted
+                    reuse = factored and not _drifted(DK, Dfac[:K], chord)
                     na = _woodbury_solve(LR, firstR, rowptrR, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, du,
                                          na if reuse else -1)
                     if na < 0:
@@ -454,24 +453,17 @@ if AVAILABLE:
                         newton = False
                     if not reuse:
                         factored = chord > 0.0
-                        for k in range(K):
-                            Dfac[k] = D[dk[k]]
+                        Dfac[:K] = DK
                 else:
-                    reuse = factored  # a chord step on the last factorization while no weight drifted
-                    if reuse:
-                        for e in range(m):
-                            if abs(D[e] - Dfac[e]) > chord * Dfac[e]:
-                                reuse = False
-                                break
-                    if reuse:
+                    # a chord step on the last factorization while no weight drifted
+                    if factored and not _drifted(D, Dfac, chord):
                         _rhs(du, JF[smp], ic, fa, fb)
                         _envelope_solve(Lf, first_env, rowptr, du)
                     else:
                         if not _envelope_step(A, Lf, first_env, rowptr, du, JF[smp], ic, D, fa, fb):
                             break
                         factored = chord > 0.0
-                        for e in range(m):
-                            Dfac[e] = D[e]
+                        Dfac[:] = D
                 step = 0.0
                 finite = True
                 for f in range(nf):
@@ -480,9 +472,6 @@ if AVAILABLE:
                     step = max(step, abs(du[f]))
                 if not finite:
                     break
-                smax = 0.0
-                for e in range(m):
-                    smax = max(smax, abs(ss[e]))
                 sett = newton and step <= rtol * (uinf + smax)
                 for f in range(nf):
                     uu[free[f]] += du[f]
