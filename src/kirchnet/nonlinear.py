@@ -997,8 +997,9 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
     reduction where :attr:`NonlinearFactorization.plan` has one, else by an envelope
     Cholesky factorization of the tangent; on sparse backends with chord steps, as the
     numpy iteration there (the last envelope or capacitance factorization reused while no
-    tangent weight drifted more than ``CHORD_DRIFT``). Same arguments and result (``cache`` receives no
-    factorizations)."""
+    tangent weight drifted more than ``CHORD_DRIFT``). Same arguments and result; ``cache``
+    receives ``"estimate"`` (b, nf): Newton's error estimate ``|H^-1 r|`` at each converged
+    state (NaN elsewhere), from the kernel's last factorization."""
     c, k, red = fac.circuit, _assembly(fac.circuit).kernel, fac.ports
     cold = first is not None
     JF = np.ascontiguousarray(JF, dtype=float)
@@ -1020,7 +1021,6 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
     iters[:] = its
     settled[:] = sett
     if cache is not None:
-        cache["factors"] = ([None] * u.shape[0], np.zeros((u.shape[0], c.network.n_edges)))
         step = np.empty_like(est)  # the error estimate's step at each converged state (NaN elsewhere)
         step[:, perm] = est
         cache["estimate"] = step
@@ -1109,19 +1109,18 @@ def _newton_estimate(fac, u, s, r, weights, factors=None, step=None):
     c = fac.circuit
     asm = _assembly(c)
     b, nf = u.shape[0], asm.nf
-    ts = TangentSystem(c, weights, np.zeros((b, 0), dtype=bool), fac.dense, fac.backend)
-    try:
-        if step is not None and step.shape == (b, nf) and np.all(np.isfinite(step)):
-            pass
-        elif fac.dense:
-            step = ts.solve(r[:, :, None])[:, :nf, 0]
-        elif factors is None:
-            step = _chord_solve(ts, r, np.arange(b), [None] * b, np.zeros_like(weights))[0]
-        else:
-            step, reused = _chord_solve(ts, r, np.arange(b), *factors)
-            step[reused] /= 1.0 - CHORD_DRIFT
-    except _Singular:
-        step = np.full((b, nf), np.inf)
+    if step is None or step.shape != (b, nf) or not np.all(np.isfinite(step)):  # not given: solve it
+        ts = TangentSystem(c, weights, np.zeros((b, 0), dtype=bool), fac.dense, fac.backend)
+        try:
+            if fac.dense:
+                step = ts.solve(r[:, :, None])[:, :nf, 0]
+            elif factors is None:
+                step = _chord_solve(ts, r, np.arange(b), [None] * b, np.zeros_like(weights))[0]
+            else:
+                step, reused = _chord_solve(ts, r, np.arange(b), *factors)
+                step[reused] /= 1.0 - CHORD_DRIFT
+        except _Singular:
+            step = np.full((b, nf), np.inf)
     edges = ROUNDING * _edge_scale(asm, u, s).max(axis=1, initial=0.0)  # (b,): one edge's rounding
     bound = np.where(np.isfinite(step), np.abs(step), np.inf) + edges[:, None]
     vs = np.abs(u).max(axis=1) + np.abs(s).max(axis=1, initial=0.0)
@@ -1339,19 +1338,19 @@ class NonlinearFactorization:
         rhs = np.zeros((b, nf + asm.nc, r))
         rhs[:, :nf] = rhs_free
         ts = tangent or self.tangent(state)
-        try:
+
+        def certified(ts):  # a solve, one step of iterative refinement where needed, its residual test
             X = ts.solve(rhs)
             bad = ts.uncertified(X, rhs)
-            if bad is not None:  # one step of iterative refinement, then refuse
+            if bad is not None:
                 X = X + ts.solve(rhs - ts.apply(X))
                 bad = ts.uncertified(X, rhs)
-            if bad is not None and ts.ports is not None:  # Woodbury not accurate enough: the full network
-                ts = TangentSystem(self.circuit, ts.weights, ts.active, self.dense, self.backend)
-                X = ts.solve(rhs)
-                bad = ts.uncertified(X, rhs)
-                if bad is not None:
-                    X = X + ts.solve(rhs - ts.apply(X))
-                    bad = ts.uncertified(X, rhs)
+            return X, bad
+
+        try:
+            X, bad = certified(ts)
+            if bad is not None and ts.ports is not None:  # Woodbury not accurate enough: the full tangent
+                X, bad = certified(TangentSystem(self.circuit, ts.weights, ts.active, self.dense, self.backend))
         except _Singular:
             raise SolverError("the tangent system at this equilibrium is singular") from None
         if bad is not None:
