@@ -330,3 +330,23 @@ def test_port_reduced_factorizations_pickle():
     again = pickle.loads(pickle.dumps(fac))
     np.testing.assert_array_equal(again.solve(X).potentials, state.potentials)
     assert again.ports is not None
+
+
+@pytest.mark.parametrize("backend", ["splu", "pcg"])
+def test_plans_on_the_backends_of_a_machine_without_cholmod(monkeypatch, backend):
+    """Without CHOLMOD the sparse backend is SuperLU (or PCG): the cost of its steps is read
+    off SuperLU's factor, and the 24 x 24 lattice still takes envelope steps; PCG has no
+    factor to count, so the compiled steps are always taken (the cheaper of the two
+    compiled ones). Both reach the numpy iteration's equilibrium."""
+    import kirchnet.nonlinear as nl
+
+    c, g, X = _bench_diode_circuit(24, Diode(), batch=3)
+    cost = nl._sparse_step_flops(c, backend)
+    assert cost > 0 and (np.isfinite(cost) if backend == "splu" else cost == np.inf)
+    fac = c.factorize(g, backend=backend)
+    assert fac.plan[0] == ("envelope" if backend == "splu" else "woodbury")
+    state = fac.solve(X)
+    monkeypatch.setenv("KIRCHNET_JIT", "0")
+    ref = c.factorize(g, backend="splu").solve(X)
+    np.testing.assert_allclose(state.potentials, ref.potentials, rtol=0,
+                               atol=1e-9 * np.abs(ref.potentials).max())
