@@ -273,13 +273,15 @@ class _KernelEdges(tuple):
 
     def __new__(cls, c):
         el, net, p = c.elements, c.network, c._pattern
-        laws = [el.laws[j] for j in el.law_index]
         code = (el.kinds == "diode").astype(np.int64)
         self = super().__new__(cls, (p.free_tails, p.free_heads, np.ascontiguousarray(net.tails),
                                      np.ascontiguousarray(net.heads), code))
-        self.params = tuple(np.array([getattr(law, name) if law.kind == "diode" else 0.0 for law in laws])
-                            for name in ("saturation_current", "nvt", "critical_voltage", "max_exponent",
-                                         "max_descent", "min_descent"))
+        names = ("saturation_current", "nvt", "critical_voltage", "max_exponent", "max_descent", "min_descent")
+        params = np.zeros((len(names), net.n_edges))
+        for law in el.laws:  # per law, not per edge
+            if law.kind == "diode":
+                params[:, el.edges_of(law)] = np.array([getattr(law, name) for name in names])[:, None]
+        self.params = tuple(np.ascontiguousarray(row) for row in params)
         self.envelope = p.envelope()
         self.flops = self.envelope.factor_flops + 4.0 * self.envelope.nnz
         return self
