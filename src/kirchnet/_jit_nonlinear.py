@@ -181,22 +181,23 @@ if AVAILABLE:
                 du[fb[e]] += ic[e]
 
     @_njit
-    def _woodbury_solve(LR, firstR, rowptrR, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, x, na):
-        """``x <- H^-1 x``, ``H = L_R + B_D diag(D_dk) B_D^T``, by Woodbury's identity over the
-        diodes with ``D_k Z_kk > tau`` (``LR``: ``L_R``'s envelope Cholesky factor,
-        :func:`_envelope_cholesky`; ``PT = (L_R^-1 B_D)^T``; the rest workspace). ``na >= 0``: reuse the
-        capacitance factorization in ``M`` over the ``na`` diodes ``idx`` (a chord step);
-        ``-1``: factorize it at ``D``. Returns the ``na`` used, ``-2`` if the capacitance
-        matrix is not positive definite."""
+    def _woodbury_factor(Z, D, dk, zd, tau, DK, idx, sq, M):
+        """The capacitance factorization of a Woodbury step at tangent weights ``D`` (m,):
+        ``DK <- D[dk]``, then :func:`_capacitance` (``na``, -1 if not positive definite)."""
+        for k in range(dk.shape[0]):
+            DK[k] = D[dk[k]]
+        return _capacitance(Z, DK, zd, tau, idx, sq, M)
+
+    @_njit
+    def _woodbury_solve(LR, firstR, rowptrR, PT, dk, idx, sq, M, na, y, fa, fb, x):
+        """``x <- H^-1 x``, ``H = L_R + B_A S^2 B_A^T`` over the ``na`` diodes ``A =
+        dk[idx[:na]]`` of the capacitance factorization in ``M`` (:func:`_woodbury_factor`;
+        ``LR``: ``L_R``'s envelope Cholesky factor, :func:`_envelope_cholesky`; ``PT =
+        (L_R^-1 B_D)^T``; ``y`` workspace): ``x <- L_R^-1 x - P_A S (I + S Z_AA S)^-1 S
+        B_A^T L_R^-1 x``."""
         nf = x.shape[0]
         _envelope_solve(LR, firstR, rowptrR, x)  # L_R^-1 x
-        if na < 0:
-            for k in range(dk.shape[0]):
-                DK[k] = D[dk[k]]
-            na = _capacitance(Z, DK, zd, tau, idx, sq, M)
-            if na < 0:
-                return -2
-        for a in range(na):  # S B_D^T L_R^-1 x
+        for a in range(na):  # S B_A^T L_R^-1 x
             e = dk[idx[a]]
             t = 0.0
             if fa[e] >= 0:
@@ -210,7 +211,6 @@ if AVAILABLE:
             pk = PT[idx[a]]
             for f in range(nf):
                 x[f] -= pk[f] * ya
-        return na
 
     @_njit
     def _drifted(D, Dfac, chord):
@@ -295,7 +295,7 @@ if AVAILABLE:
 
     @_njit
     def nodal_newton(u, s, JF, v0, cold, first, free, fa, fb, ta, hb, code, g, Is, nvt, vcrit, xmax,
-                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, first_env, rowptr, chord, LR, firstR, rowptrR, PT, Z, dk, tau, stiff_max):
+                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, first_env, rowptr, chord, LR, firstR, rowptrR, PT, Z, dk, tau, stiff_max, stiff_full, faT, fbT, pmap):
         """:func:`kirchnet.nonlinear._limited_newton` for resistors (code 0) and diodes (code 1)
         on the full network, one sample at a time (module docstring of
         :mod:`kirchnet.nonlinear`: the same linearization voltages, limiting, stopping rule
@@ -316,8 +316,14 @@ if AVAILABLE:
         sample reuses its last factorization (envelope or capacitance) while every tangent
         weight is within ``chord`` of the one it was built from (a chord step, as the numpy
         iteration on sparse backends). A Woodbury step whose diodes reach ``D_k Z_kk >
-        stiff_max`` (a stiff loop of forward diodes) is not accurate to rounding: it never
-        settles the stopping rule, and no estimate is returned for its state. Returns ``(iterations, done, settled, estimate)`` per
+        stiff_max`` (a stiff loop of forward diodes; ``I + S Z S`` then has about that
+        condition number) is not accurate to rounding: it never settles the stopping rule,
+        and the error estimate at such a state is solved on the full tangent's envelope
+        (``first_env``, ``rowptr``; ``faT``/``fbT`` the edge ends in its order, ``pmap`` (nf,)
+        the position in ``free``'s order of each of its positions), as is every step whose
+        diodes reach ``stiff_full`` (a diode volts forward, e.g. a warm start from another
+        sample's state: Woodbury's correction would cancel ``L_R^-1 r`` to nothing).
+        Returns ``(iterations, done, settled, estimate)`` per
         sample (``estimate`` (b, nf): Newton's error estimate ``|H^-1 r|`` at each converged
         state, NaN elsewhere).
         """
@@ -351,6 +357,8 @@ if AVAILABLE:
         y = np.empty(K)
         Dfac = np.empty(m)
         zero = np.zeros(m)
+        JT = np.empty(nf)  # the tangent envelope's order (stiff Woodbury steps)
+        duT = np.empty(nf)
         est = np.full((b, nf), np.nan)
         for smp in range(b):
             uu = u[smp]
@@ -409,13 +417,19 @@ if AVAILABLE:
                     if not woodbury:
                         _envelope_estimate(A, Lf, first_env, rowptr, r, zero, D, Dfac, factored, chord,
                                            fa, fb, est[smp])
-                    elif _stiffness(D, dk, zd) <= stiff_max:
-                        est[smp] = r
-                        if _woodbury_solve(LR, firstR, rowptrR, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb,
-                                           est[smp], -1) >= 0:
+                    elif _stiffness(D, dk, zd) > stiff_max:  # on the full tangent (a new factorization)
+                        for q in range(nf):
+                            JT[q] = r[pmap[q]]
+                        _envelope_estimate(A, Lf, first_env, rowptr, JT, zero, D, Dfac, False, chord,
+                                           faT, fbT, duT)
+                        for q in range(nf):
+                            est[smp, pmap[q]] = duT[q]
+                    else:
+                        na = _woodbury_factor(Z, D, dk, zd, tau, DK, idx, sq, M)
+                        if na >= 0:
+                            est[smp] = r
+                            _woodbury_solve(LR, firstR, rowptrR, PT, dk, idx, sq, M, na, y, fa, fb, est[smp])
                             est[smp] = np.abs(est[smp])
-                        else:
-                            est[smp] = np.nan
                     break
                 if since > stall or it == max_iter:
                     break
@@ -439,16 +453,25 @@ if AVAILABLE:
                     else:
                         ic[e] = cur[e]
                 # H du = -(B_F ic - J_F)
-                if woodbury:
-                    _rhs(du, JF[smp], ic, fa, fb)
+                if woodbury and _stiffness(D, dk, zd) > stiff_full:  # the full tangent's envelope step
+                    for q in range(nf):
+                        JT[q] = JF[smp, pmap[q]]
+                    if not _envelope_step(A, Lf, first_env, rowptr, duT, JT, ic, D, faT, fbT):
+                        break
+                    for q in range(nf):
+                        du[pmap[q]] = duT[q]
+                    factored = False  # the next Woodbury step factorizes its capacitance matrix
+                elif woodbury:
                     for k in range(K):
                         DK[k] = D[dk[k]]
                     # a chord step on the last capacitance factorization while no weight drifted
                     reuse = factored and not _drifted(DK, Dfac[:K], chord)
-                    na = _woodbury_solve(LR, firstR, rowptrR, PT, Z, dk, tau, D, zd, DK, idx, sq, M, y, fa, fb, du,
-                                         na if reuse else -1)
-                    if na < 0:
-                        break
+                    if not reuse:
+                        na = _woodbury_factor(Z, D, dk, zd, tau, DK, idx, sq, M)
+                        if na < 0:
+                            break
+                    _rhs(du, JF[smp], ic, fa, fb)
+                    _woodbury_solve(LR, firstR, rowptrR, PT, dk, idx, sq, M, na, y, fa, fb, du)
                     if _stiffness(D, dk, zd) > stiff_max:  # not accurate enough to settle the rule
                         newton = False
                     if not reuse:

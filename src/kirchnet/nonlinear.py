@@ -173,7 +173,7 @@ from .errors import (BoundaryConditionError, ConvergenceError, IllConditionedErr
 from .gradient import GradientResult
 from .losses import get_loss
 from . import ports as _ports
-from .ports import PORT_STIFF, PORT_TAU, PortReduction
+from .ports import PORT_FULL, PORT_STIFF, PORT_TAU, PortReduction
 
 #: stacked dense solves up to this many unknowns (free nodes + ideal diodes)
 DENSE_MAX = solvers.DENSE_MAX
@@ -1005,21 +1005,25 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
     c, k, red = fac.circuit, _assembly(fac.circuit).kernel, fac.ports
     cold = first is not None
     JF = np.ascontiguousarray(JF, dtype=float)
+    tangent = k.envelope
     if red is not None:  # steps by Woodbury on the port reduction: the free positions in L_R's envelope order
         env = red.envelope
         perm, ends = env.perm, (env.fa, env.fb)
-        wood = (red.env_factor, env.first, env.rowptr, red.PT_env, red.Z, red.edges, PORT_TAU, PORT_STIFF)
+        inv = np.empty_like(perm)
+        inv[perm] = np.arange(perm.size)
+        wood = (red.env_factor, env.first, env.rowptr, red.PT_env, red.Z, red.edges, PORT_TAU, PORT_STIFF, PORT_FULL,
+                tangent.fa, tangent.fb, inv[tangent.perm])  # stiff steps: on the tangent's envelope
     else:  # steps on the tangent's envelope: the free positions in its order
-        env = k.envelope
+        env = tangent
         perm, ends = env.perm, (env.fa, env.fb)
         empty = np.zeros(0, dtype=np.int64)
-        wood = (np.zeros(0), empty, empty, np.zeros((0, 0)), np.zeros((0, 0)), empty, 0.0, 0.0)
+        wood = (np.zeros(0), empty, empty, np.zeros((0, 0)), np.zeros((0, 0)), empty, 0.0, 0.0, 0.0, empty, empty, empty)
     free, JF = c.free_nodes[perm], np.ascontiguousarray(JF[:, perm])
     its, done, sett, est = _jit_nonlinear.nodal_newton(
         u, np.ascontiguousarray(s, dtype=float), JF, np.ascontiguousarray(v, dtype=float), cold,
         first if cold else np.zeros(c.network.n_edges), free, *ends, *k[2:],
         np.ascontiguousarray(fac.conductances), *k.params, fac.rtol, SETTLED_RTOL, ROUNDING, fac.max_iter,
-        LIMITED_STALL, k.envelope.first, k.envelope.rowptr, 0.0 if fac.dense else CHORD_DRIFT, *wood)
+        LIMITED_STALL, tangent.first, tangent.rowptr, 0.0 if fac.dense else CHORD_DRIFT, *wood)
     iters[:] = its
     settled[:] = sett
     if cache is not None:

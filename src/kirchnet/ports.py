@@ -19,7 +19,8 @@ increment form of the full network (the port equations ``w = w0 - Z g phi(w)`` t
 lose every digit in a loop of forward diodes and a source, whose current the resistors do
 not see). Where ``max_k D_k Z_kk`` exceeds :data:`PORT_STIFF` such a loop makes ``I + S Z
 S`` too ill-conditioned for the step to settle the stopping rule (the iteration goes on,
-or hands the sample to the numpy iteration). Tangent solves of the adjoint and the
+or hands the sample to the numpy iteration); above :data:`PORT_FULL` (a diode volts
+forward) the step is solved on the full tangent's envelope. Tangent solves of the adjoint and the
 compliance use :meth:`PortReduction.tangent_solve`, certified by their residual with the
 full tangent as the fallback.
 """
@@ -43,6 +44,12 @@ PORT_TAU = 1e-9
 #: diodes) loses about ``log10`` of it digits: its step does not settle the stopping rule and
 #: the error estimate is solved on the full tangent instead
 PORT_STIFF = 1e8
+#: ... and above this (the correction keeps about 4 digits) the Newton step itself is solved
+#: on the full tangent (a diode volts forward, e.g. a warm start from another operating
+#: point; on bench_spice's random graphs 1e12 .. 1e20 cost the same from a cold start, warm
+#: starts from another sample took 13.5 iterations at 1e12, within one of the numpy
+#: iteration's, 13.8 at 1e16 (up to 5 more), 25 at 1e20, and failed at 1e30)
+PORT_FULL = 1e12
 #: the same for the tangent solves (adjoint, compliance: certified to 1e-10 componentwise)
 PORT_SOLVE_TAU = 1e-13
 #: most diodes a port reduction is built for (Z is K x K, dense)
