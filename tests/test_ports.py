@@ -253,6 +253,47 @@ def test_warm_start_from_another_sample_far_forward(monkeypatch, make, port_redu
     assert np.abs(warm.iterations - py_warm.iterations).max() <= 1, (warm.iterations, py_warm.iterations)
 
 
+def _fuzz_circuit(seed):
+    """A random graph of 8-200 nodes (random tree plus extra edges), diodes (one random law)
+    on 10-90 % of the edges or of the extra edges, 1-5 input nodes and sometimes a series
+    source on a diode, conductances over 5 decades, inputs in +-5 V (the robustness sweep
+    of the closing notes)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(8, 200))
+    parents = (rng.random(n - 1) * np.arange(1, n)).astype(np.int64)
+    edges = [(int(a), int(b)) for a, b in zip(parents, range(1, n))]
+    extra = rng.choice(n, size=(int(rng.integers(n // 2, 3 * n)), 2))
+    edges += [(int(a), int(b)) for a, b in extra if a != b]
+    net = kn.Network(n, np.asarray(edges))
+    frac = rng.uniform(0.1, 0.9)
+    pool = np.arange(net.n_edges) if rng.random() < 0.5 else np.arange(n - 1, net.n_edges)
+    diodes = np.sort(rng.choice(pool, max(1, int(frac * pool.size)), replace=False))
+    law = Diode(10 ** rng.uniform(-16, -8), rng.uniform(1, 2))
+    ins = [int(v) for v in rng.choice(np.arange(1, n), size=min(n - 1, int(rng.integers(1, 6))), replace=False)]
+    inputs = ins + ([Edge(int(diodes[0]))] if rng.random() < 0.5 else [])
+    c = kn.Circuit(net, ground=0, inputs=inputs, elements={law: diodes})
+    g = 10 ** rng.uniform(-4, 1, net.n_edges)
+    return c, g, rng.uniform(-5, 5, (8, len(inputs)))
+
+
+@pytest.mark.parametrize("seed", [72, 75, 82, 115])
+@pytest.mark.parametrize("jit", ["1", "0"])
+def test_warm_start_from_another_operating_point(monkeypatch, seed, jit):
+    """Warm starts from another sample's equilibrium on random resistor-diode graphs (the
+    four of 120 in a sweep that failed compiled): diodes start up to 7 V forward, where the
+    tangent's weights span 40 decades and no Cholesky gives a usable step, so the first
+    step linearizes them at most ``vcrit + 20 n Vt`` (Diode.max_start_voltage). Same
+    equilibrium as the cold start, compiled and numpy."""
+    monkeypatch.setenv("KIRCHNET_JIT", jit)
+    c, g, X = _fuzz_circuit(seed)
+    fac = c.factorize(g)
+    cold = fac.solve(X)
+    start = np.roll(cold.potentials, 1, axis=0)
+    warm = fac.solve(X, warm_start=start)
+    vs = np.abs(cold.potentials).max()
+    np.testing.assert_allclose(warm.potentials, cold.potentials, rtol=0, atol=1e-8 * vs)
+
+
 def test_envelope_step_solves_the_tangent_and_shifts_a_singular_one():
     """The envelope Cholesky of the compiled iteration (reverse Cuthill-McKee order) solves
     the tangent Laplacian like a dense solve; a node whose every weight is 0 gets the

@@ -108,6 +108,10 @@ class Law:
 
     #: voltage at which a cold start linearizes the law (SPICE's initial junction voltage)
     initial_voltage: float = 0.0
+    #: highest voltage at which a warm start linearizes the law in its first Newton step
+    #: (solver heuristic: a start far up an exponential has a tangent too ill-conditioned
+    #: for a step in double precision)
+    max_start_voltage: float = math.inf
 
     def max_step(self, w: np.ndarray, dw: np.ndarray) -> np.ndarray | None:
         """Largest fraction ``t`` of a Newton change ``dw`` the solver should take at ``w``
@@ -218,6 +222,18 @@ class Diode(Law):
     def initial_voltage(self) -> float:
         """Cold starts linearize the diode at :attr:`critical_voltage` (as SPICE does)."""
         return self.critical_voltage
+
+    #: a warm start linearizes the diode at most this many ``n Vt`` above ``vcrit``
+    start_headroom: ClassVar[float] = 20.0
+
+    @property
+    def max_start_voltage(self) -> float:
+        """``vcrit + 20 n Vt``: the diode then carries ``e^20`` (5e8) times its current at
+        ``vcrit``, far above any operating point of a sensible circuit; a warm start from
+        another operating point (new inputs) can put a diode volts forward, where the
+        tangent's weights span 40 decades and neither LAPACK's nor the envelope's Cholesky
+        gives a step with a correct digit (the two then wander apart)."""
+        return self.critical_voltage + self.start_headroom * self.nvt
 
     @property
     def critical_voltage(self) -> float:
@@ -454,6 +470,15 @@ class ElementMap:
         for law, e in self._groups:
             if not law.constraint:
                 out[e] = law.initial_voltage
+        return out
+
+    @property
+    def max_start_voltages(self) -> np.ndarray:
+        """(m,) :attr:`Law.max_start_voltage` per edge (inf except diodes)."""
+        out = np.full(self.n_edges, np.inf)
+        for law, e in self._groups:
+            if not law.constraint:
+                out[e] = law.max_start_voltage
         return out
 
     def max_step(self, w, dw) -> np.ndarray:

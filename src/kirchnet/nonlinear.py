@@ -748,8 +748,8 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
         # cold start: one linear solve with every law linearized at its voltage for u_F = 0,
         # diodes at most at vcrit forward: i ~ g (phi(w0) + phi'(w0) (w - w0))
         w0 = np.where(w0 != 0, np.minimum(wc, w0), wc)  # diodes: at most vcrit forward
-    else:
-        w0 = wc
+    else:  # a warm start: linearized at its own voltages, diodes at most vcrit + 20 n Vt forward
+        w0 = np.minimum(wc, el.max_start_voltages)
     iters = np.zeros(b, dtype=np.int64)
     settled = np.zeros(b, dtype=bool)  # the last full Newton step was at the rounding level
     cache = {}  # the limited iteration's last tangent factorizations (sparse backends)
