@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import kirchnet as kn
 from kirchnet import Edge, ports
 from kirchnet.elements import Diode, Rectifier
-from test_nonlinear import (D1, D2, _bench_diode_circuit, nl_problems, ref_loss, ref_solve)
+from test_nonlinear import (D1, D2, _bench_diode_circuit, _fuzz_circuit, nl_problems, ref_loss, ref_solve)
 
 jit = pytest.importorskip("numba", reason="the port reduction is compiled with numba (the `jit` extra)")
 from kirchnet import _jit_nonlinear  # noqa: E402
@@ -251,29 +251,6 @@ def test_warm_start_from_another_sample_far_forward(monkeypatch, make, port_redu
     # the same steps; the last one's test at the rounding floor may differ by an iteration
     # (the compiled sums are reassociated)
     assert np.abs(warm.iterations - py_warm.iterations).max() <= 1, (warm.iterations, py_warm.iterations)
-
-
-def _fuzz_circuit(seed):
-    """A random graph of 8-200 nodes (random tree plus extra edges), diodes (one random law)
-    on 10-90 % of the edges or of the extra edges, 1-5 input nodes and sometimes a series
-    source on a diode, conductances over 5 decades, inputs in +-5 V (the robustness sweep
-    of the closing notes)."""
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(8, 200))
-    parents = (rng.random(n - 1) * np.arange(1, n)).astype(np.int64)
-    edges = [(int(a), int(b)) for a, b in zip(parents, range(1, n))]
-    extra = rng.choice(n, size=(int(rng.integers(n // 2, 3 * n)), 2))
-    edges += [(int(a), int(b)) for a, b in extra if a != b]
-    net = kn.Network(n, np.asarray(edges))
-    frac = rng.uniform(0.1, 0.9)
-    pool = np.arange(net.n_edges) if rng.random() < 0.5 else np.arange(n - 1, net.n_edges)
-    diodes = np.sort(rng.choice(pool, max(1, int(frac * pool.size)), replace=False))
-    law = Diode(10 ** rng.uniform(-16, -8), rng.uniform(1, 2))
-    ins = [int(v) for v in rng.choice(np.arange(1, n), size=min(n - 1, int(rng.integers(1, 6))), replace=False)]
-    inputs = ins + ([Edge(int(diodes[0]))] if rng.random() < 0.5 else [])
-    c = kn.Circuit(net, ground=0, inputs=inputs, elements={law: diodes})
-    g = 10 ** rng.uniform(-4, 1, net.n_edges)
-    return c, g, rng.uniform(-5, 5, (8, len(inputs)))
 
 
 @pytest.mark.parametrize("seed", [72, 75, 82, 115])

@@ -209,6 +209,8 @@ CERTIFY_RTOL = 1e-8
 #: after the stopping rule passed where the error estimate says the potentials are not yet
 #: determined to ``CERTIFY_RTOL`` (then IllConditionedError)
 POLISH_STEPS = 10
+#: source stepping (:func:`_source_stepping`) gives up when its step in lambda falls below this
+SOURCE_STEP_MIN = 1e-3
 #: rounding of a computed edge voltage, in units of its scale (:func:`_edge_scale`)
 ROUNDING = 64 * np.finfo(float).eps
 #: largest KCL ratio accepted where the last full Newton step was at the rounding level
@@ -1202,6 +1204,64 @@ def _infeasible(c, asm, todo, act):
         "only through non-conducting elements and carries an injected current?)")
 
 
+def _source_stepping(fac, x, currents, clamp, warm_start, error: ConvergenceError) -> NonlinearState:
+    """The batch of :meth:`NonlinearFactorization.solve` after ``error`` (a sample did not
+    converge): every sample solved on its own, and each one that fails again by *source
+    stepping* (SPICE's fallback): the equilibria of the drives scaled by ``lambda`` (inputs,
+    series sources, clamps, injected currents; ``lambda = 0`` is the zero state) from 0 to
+    1, each warm-started from the last, the step in ``lambda`` doubled (at most
+    ``1 / 2``) after a success and divided by 4 after a failure. Raises ``error``, with the
+    ``lambda`` reached, when a step would fall below :data:`SOURCE_STEP_MIN`. A circuit's
+    equilibrium is unique (convex co-content), so the result is the equilibrium the direct
+    iteration missed; ``iterations`` counts every continuation step's."""
+    c = fac.circuit
+    X, _ = as_batch(x, c.n_inputs, "x")
+    b = X.shape[0]
+
+    def row(a, k):  # sample k of a per-sample (b, ...) argument, else the argument itself
+        if a is None or isinstance(a, State):
+            return a if a is None else a.potentials[k:k + 1] if a.potentials.shape[0] == b else a.potentials
+        a = np.asarray(a, dtype=float)
+        return a[k:k + 1] if a.ndim == 2 and a.shape[0] == b else a
+
+    def scaled(a, lam):
+        return None if a is None else lam * np.asarray(a, dtype=float)
+
+    states = []
+    for k in range(b):
+        xk, jk, ck = X[k:k + 1], row(currents, k), row(clamp, k)
+        try:
+            states.append(equilibrium(fac, xk, currents=jk, clamp=ck, warm_start=row(warm_start, k)))
+            continue
+        except ConvergenceError:
+            pass
+        lam, step, state, spent = 0.0, 0.25, None, 0
+        while lam < 1.0:
+            nxt = min(1.0, lam + step)
+            try:
+                state = equilibrium(fac, nxt * xk, currents=scaled(jk, nxt), clamp=scaled(ck, nxt),
+                                    warm_start=state)
+            except ConvergenceError:
+                step /= 4.0
+                if step < SOURCE_STEP_MIN:
+                    raise ConvergenceError(
+                        f"{error} Source stepping (sample {k}'s drives scaled by lambda from 0 to 1, "
+                        f"each equilibrium warm-started from the last) also failed: stuck at lambda = "
+                        f"{lam:.4g}") from error
+                continue
+            spent += int(state.iterations[0])
+            lam, step = nxt, min(2.0 * step, 0.5)
+        states.append(NonlinearState(c, fac.conductances, state.potentials, state.sources,
+                                     multipliers=state.multipliers, ideal_edges=state.ideal_edges,
+                                     iterations=np.array([spent])))
+    first = states[0]
+    return NonlinearState(c, fac.conductances, np.concatenate([st.potentials for st in states]),
+                          None if first.sources is None else np.concatenate([st.sources for st in states]),
+                          multipliers=np.concatenate([st.multipliers for st in states]),
+                          ideal_edges=first.ideal_edges,
+                          iterations=np.concatenate([st.iterations for st in states]))
+
+
 # --------------------------------------------------------------------------- factorization
 class NonlinearFactorization:
     """The solve object of a nonlinear circuit at fixed conductances.
@@ -1293,7 +1353,10 @@ class NonlinearFactorization:
             layered = self._layered(x)
             if layered is not None:
                 return equilibrium(self, x, warm_start=layered, warm_multipliers=True)
-        return equilibrium(self, x, currents=currents, clamp=clamp, warm_start=warm_start)
+        try:
+            return equilibrium(self, x, currents=currents, clamp=clamp, warm_start=warm_start)
+        except ConvergenceError as exc:  # SPICE's fallback: source stepping, sample by sample
+            return _source_stepping(self, x, currents, clamp, warm_start, exc)
 
     def _layered(self, x) -> "NonlinearState | None":
         """The exact layered (block coordinate descent) solution of a DRN circuit
