@@ -713,8 +713,9 @@ def test_stopping_rule_is_per_node_next_to_a_giant_current():
 def _fuzz_circuit(seed):
     """A random graph of 8-200 nodes (random tree plus extra edges), diodes (one random law)
     on 10-90 % of the edges or of the extra edges, 1-5 input nodes and sometimes a series
-    source on a diode, conductances over 5 decades, inputs in +-5 V (the robustness sweep
-    of the closing notes)."""
+    source on a diode, conductances over 5 decades, inputs in +-5 V, and in 30 % of them a
+    current of up to 1 mA injected at one node (the robustness sweep of the closing
+    notes). Returns ``(circuit, g, X, J or None)``."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(8, 200))
     parents = (rng.random(n - 1) * np.arange(1, n)).astype(np.int64)
@@ -730,7 +731,12 @@ def _fuzz_circuit(seed):
     inputs = ins + ([Edge(int(diodes[0]))] if rng.random() < 0.5 else [])
     c = kn.Circuit(net, ground=0, inputs=inputs, elements={law: diodes})
     g = 10 ** rng.uniform(-4, 1, net.n_edges)
-    return c, g, rng.uniform(-5, 5, (8, len(inputs)))
+    X = rng.uniform(-5, 5, (8, len(inputs)))
+    J = None
+    if rng.random() < 0.3:  # sometimes a current injected at one node
+        J = np.zeros((1, n))
+        J[0, rng.integers(1, n)] = rng.uniform(-1e-3, 1e-3)
+    return c, g, X, J
 
 
 def _kcl_ratio(state):
@@ -757,7 +763,7 @@ def test_source_stepping_solves_what_the_direct_iteration_misses(monkeypatch, ji
     import kirchnet.nonlinear as nl
 
     monkeypatch.setenv("KIRCHNET_JIT", jit)
-    c, g, X = _fuzz_circuit(71)
+    c, g, X, _ = _fuzz_circuit(71)
     fac = c.factorize(g)
     with pytest.raises(ConvergenceError, match="did not converge"):
         nl.equilibrium(fac, X)

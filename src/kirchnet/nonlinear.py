@@ -882,7 +882,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                 for smp in todo[~full]:
                     seen[smp].clear()  # a partial step: what follows is not a function of the set
                 _check_cycle(seen, todo[full], act[full], weights[full] > 0, it, asm)
-        r, weights = _final_checks(fac, u, s, mu, JF, settled, passive=currents is None and smooth)
+        r, weights = _final_checks(fac, u, s, mu, JF, settled, passive=smooth)
         if not smooth:
             break
         # Newton's error estimate (_newton_estimate): samples the damped iteration finished
@@ -1056,8 +1056,9 @@ def _final_checks(fac, u, s, mu, JF, settled, passive: bool):
     """The stopping rule applied once more to the returned state, recomputed from its
     potentials, not from the iterate's bookkeeping (:class:`~kirchnet.errors.ConvergenceError`
     naming the worst sample and node otherwise); for ``passive`` circuits (resistors and
-    diodes, no injected current) also the maximum principle. Returns the state's KCL
-    residual ``r`` (b, nf) and tangent weights ``g phi'(w)`` (b, m)."""
+    diodes) also the maximum principle, the nodes fed by injected currents counted as
+    driven. Returns the state's KCL residual ``r`` (b, nf) and tangent weights ``g phi'(w)``
+    (b, m)."""
     c = fac.circuit
     # certify the returned state itself (recomputed from its potentials, not the iterate's bookkeeping)
     _, _, r, weights, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
@@ -1070,20 +1071,28 @@ def _final_checks(fac, u, s, mu, JF, settled, passive: bool):
             f"rtol={fac.rtol:g}) or an ideal diode off complementarity. The tangent systems are "
             f"too ill-conditioned for the Newton steps (rescale the conductances or the inputs)")
     if passive:
-        # strictly passive laws (i w > 0 for w != 0), no injected current: maximum principle,
-        # every free potential within max |driver potential| + sum |series sources|. A state
-        # outside it is not an equilibrium even if its residual sits below a rounding floor
-        # inflated by its own huge potentials and currents (steep diodes far forward)
+        # strictly passive laws (i w > 0 for w != 0): maximum principle, every free potential
+        # without an injected current within max |potential| over the driven nodes and the
+        # nodes fed by injected currents (the principle holds for the others with those held
+        # at their potentials) + sum |series sources|. A state outside it is not an
+        # equilibrium even if its residual sits below a rounding floor inflated by its own
+        # huge potentials and currents (steep diodes far forward; a warm start once reached
+        # 1e14 V next to a node fed by 0.8 mA and passed every other test)
         known = np.ones(c.network.n_nodes, dtype=bool)
         known[c.free_nodes] = False
-        bound = (np.abs(u[:, known]).max(axis=1, initial=0.0) + np.abs(s).sum(axis=1)) * (1 + 1e-9)
-        out = np.abs(u[:, c.free_nodes]) > bound[:, None] + 1e-300
+        uf = np.abs(u[:, c.free_nodes])
+        fed = JF != 0
+        held = np.maximum(np.abs(u[:, known]).max(axis=1, initial=0.0),
+                          np.where(fed, uf, 0.0).max(axis=1, initial=0.0))
+        bound = (held + np.abs(s).sum(axis=1)) * (1 + 1e-9)
+        out = (uf > bound[:, None] + 1e-300) & ~fed
         if out.any():
             smp, v = np.argwhere(out)[0]
             raise ConvergenceError(
                 f"nonlinear equilibrium failed its final check: sample {int(smp)}, node "
                 f"{int(c.free_nodes[v])} has potential {u[smp, c.free_nodes[v]]:.3e} V, outside the "
-                f"bound {bound[smp]:.3e} V of a passive circuit (maximum principle): Newton did not "
+                f"bound {bound[smp]:.3e} V of a passive circuit (maximum principle; nodes fed by "
+                f"injected currents count as driven): Newton did not "
                 f"converge to the equilibrium (laws too steep for double precision, e.g. a Diode "
                 f"with a tiny emission coefficient: use IdealDiode() or Rectifier(), or a larger N)")
     return r, weights
