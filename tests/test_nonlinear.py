@@ -783,16 +783,44 @@ def test_source_stepping_solves_what_the_direct_iteration_misses(monkeypatch, ji
     np.testing.assert_allclose(again.potentials, state.potentials, rtol=0, atol=1e-9 * vs)
 
 
-def test_source_stepping_gives_up_on_an_infeasible_circuit():
-    """1 mA injected into a node whose only way out is a reverse-biased diode (at most
-    g Is = 1e-14 A): no equilibrium at any drive scale; the error says the direct iteration
-    and the source stepping failed and where it stopped."""
-    net = kn.Network(3, [[0, 1], [1, 2]])
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["injected", "drawn"])
+def test_current_with_no_way_out_is_refused_naming_nodes_and_edges(sign):
+    """1 mA injected into (drawn from) nodes 2-3 whose only way out (in) is diode 1 against
+    its direction (at most g Is = 1e-14 A): no equilibrium at any drive. After the direct
+    iteration fails, solve() names the nodes, the edge and both currents instead of trying
+    source stepping. The sweep's seed 29 is such a circuit (0.95 mA, 1.7e-13 A)."""
+    net = kn.Network(4, [[0, 1], [1, 2], [2, 3]])
     c = kn.Circuit(net, ground=0, inputs=[1], elements={Diode(): [1]})
-    J = np.zeros(3)
-    J[2] = 1e-3
-    with pytest.raises(ConvergenceError, match=r"Source stepping .* also failed: stuck at lambda = 0\b"):
-        c.factorize(np.ones(2)).solve(np.array([0.5]), currents=J)
+    g = np.ones(3)
+    if sign < 0:  # drawn from node 3: the diode must point out of {2, 3}
+        c = kn.Circuit(kn.Network(4, [[0, 1], [2, 1], [2, 3]]), ground=0, inputs=[1], elements={Diode(): [1]})
+    J = np.zeros(4)
+    J[3] = sign * 1e-3
+    with pytest.raises(BoundaryConditionError, match=r"node\(s\) 2, 3, which reach no driven node.*edge\(s\) 1 "
+                                                     r"\(reverse-biased diodes, at most 1\.000e-14 A"):
+        c.factorize(g).solve(np.array([0.5]), currents=J)
+    J[3] = sign * 0.5e-14  # below the saturation current: an equilibrium exists
+    state = c.factorize(g).solve(np.array([0.5]), currents=J)
+    assert np.isfinite(state.potentials).all()
+
+
+def test_source_stepping_gives_up_where_no_drive_scale_converges(monkeypatch):
+    """Source stepping's last resort: every continuation step fails (the iteration is
+    made to fail for lambda > 0): the step shrinks to SOURCE_STEP_MIN and the error says
+    where it stopped, with the direct iteration's message first."""
+    import kirchnet.nonlinear as nl
+
+    c, g, x = _giant_current_circuit()
+    real = nl.equilibrium
+
+    def failing(fac, xx, *a, **k):
+        if np.any(np.asarray(xx) != 0):
+            raise ConvergenceError("nonlinear equilibrium did not converge (forced)")
+        return real(fac, xx, *a, **k)
+
+    monkeypatch.setattr(nl, "equilibrium", failing)
+    with pytest.raises(ConvergenceError, match=r"\(forced\) Source stepping .* stuck at lambda = 0\b"):
+        c.factorize(g).solve(x)
 
 
 def test_final_check_recomputes_the_returned_state(monkeypatch):

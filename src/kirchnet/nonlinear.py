@@ -163,6 +163,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.sparse import csgraph
 
 from . import _jit_nonlinear, solvers
 from . import parametrization as _param
@@ -1213,6 +1214,59 @@ def _infeasible(c, asm, todo, act):
         "only through non-conducting elements and carries an injected current?)")
 
 
+def _refuse_undrainable(fac, currents, error: ConvergenceError) -> None:
+    """Raises :class:`~kirchnet.errors.BoundaryConditionError` (from ``error``) where an
+    injected current has no equilibrium: the nodes a current can flow on to from a node
+    fed by ``J_v > 0`` (through resistors either way, through diodes, rectifiers and ideal
+    diodes from anode to cathode) reach no driven node, and the net current injected into
+    that set exceeds what can leave it backwards through its diodes, at most their reverse
+    saturation ``g Is`` each (rectifiers and ideal diodes: none); the same for drawn
+    currents with the directions reversed. Only resistors and these diodes are known here
+    (another law: no verdict)."""
+    c = fac.circuit
+    kinds = c.elements.kinds
+    if not set(kinds) <= {"resistor", "diode", "rectifier", "ideal_diode"}:
+        return
+    net = c.network
+    n = net.n_nodes
+    J, _ = as_batch(currents, n, "currents")
+    Is = np.zeros(net.n_edges)
+    for law, e in c.elements._groups:
+        if law.kind == "diode":
+            Is[e] = law.saturation_current
+    cap_rev = fac.conductances * Is  # what a diode passes backwards at most
+    two_way = kinds == "resistor"
+    driven = np.ones(n, dtype=bool)
+    driven[c.free_nodes] = False
+    for sign in (1.0, -1.0):  # fed nodes: current flows tail -> head; drawn: head -> tail
+        a, b = (net.tails, net.heads) if sign > 0 else (net.heads, net.tails)
+        src = np.concatenate([a, b[two_way]])
+        dst = np.concatenate([b, a[two_way]])
+        G = sp.csr_array((np.ones(src.size), (src, dst)), shape=(n, n))
+        for row in np.unique(J, axis=0):
+            for v in np.flatnonzero(sign * row > 0):
+                if driven[v]:
+                    continue
+                reach = csgraph.breadth_first_order(G, int(v), directed=True, return_predecessors=False)
+                inside = np.zeros(n, dtype=bool)
+                inside[reach] = True
+                if driven[inside].any():
+                    continue
+                net_in = float(sign * row[inside].sum())
+                back = (~inside[a]) & inside[b]  # edges into the set: they can only pass backwards
+                cap = float(cap_rev[back].sum())
+                if net_in > cap * (1 + 1e-9):
+                    nodes = np.flatnonzero(inside)
+                    raise BoundaryConditionError(
+                        f"the current {'injected into' if sign > 0 else 'drawn from'} node(s) "
+                        f"{_list(nodes[sign * row[nodes] > 0])} has no equilibrium: from there it can "
+                        f"flow only to node(s) {_list(nodes)}, which reach no driven node; it can "
+                        f"leave them only backwards through edge(s) {_list(np.flatnonzero(back))} "
+                        f"(reverse-biased diodes, at most {cap:.3e} A together) but {net_in:.3e} A "
+                        f"{'enters' if sign > 0 else 'leaves'}. Give those nodes a resistive path to a "
+                        f"driven node or reduce the current") from error
+
+
 def _source_stepping(fac, x, currents, clamp, warm_start, error: ConvergenceError) -> NonlinearState:
     """The batch of :meth:`NonlinearFactorization.solve` after ``error`` (a sample did not
     converge): every sample solved on its own, and each one that fails again by *source
@@ -1365,6 +1419,8 @@ class NonlinearFactorization:
         try:
             return equilibrium(self, x, currents=currents, clamp=clamp, warm_start=warm_start)
         except ConvergenceError as exc:  # SPICE's fallback: source stepping, sample by sample
+            if currents is not None:
+                _refuse_undrainable(self, currents, exc)
             return _source_stepping(self, x, currents, clamp, warm_start, exc)
 
     def _layered(self, x) -> "NonlinearState | None":
