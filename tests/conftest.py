@@ -57,3 +57,21 @@ def backend(request) -> str:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def count_calls(monkeypatch):
+    """``count_calls(owner, name)`` wraps ``owner.name`` (for the test's duration) so that its
+    calls are counted; returns a dict whose ``"n"`` is the count so far."""
+    def wrap(owner, name):
+        calls = {"n": 0}
+        real = getattr(owner, name)
+
+        def counting(*a, **k):
+            calls["n"] += 1
+            return real(*a, **k)
+
+        monkeypatch.setattr(owner, name, counting)
+        return calls
+
+    return wrap

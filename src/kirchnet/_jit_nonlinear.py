@@ -456,7 +456,8 @@ if AVAILABLE:
                     else:
                         ic[e] = cur[e]
                 # H du = -(B_F ic - J_F)
-                if woodbury and _stiffness(D, dk, zd) > stiff_full:  # the full tangent's envelope step
+                stiff = _stiffness(D, dk, zd) if woodbury else 0.0
+                if woodbury and stiff > stiff_full:  # the full tangent's envelope step
                     for q in range(nf):
                         JT[q] = JF[smp, pmap[q]]
                     if not _envelope_step(A, Lf, first_env, rowptr, duT, JT, ic, D, faT, fbT):
@@ -470,12 +471,12 @@ if AVAILABLE:
                     # a chord step on the last capacitance factorization while no weight drifted
                     reuse = factored and not _drifted(DK, Dfac[:K], chord)
                     if not reuse:
-                        na = _woodbury_factor(Z, D, dk, zd, tau, DK, idx, sq, M)
+                        na = _capacitance(Z, DK, zd, tau, idx, sq, M)
                         if na < 0:
                             break
                     _rhs(du, JF[smp], ic, fa, fb)
                     _woodbury_solve(LR, firstR, rowptrR, PT, dk, idx, sq, M, na, y, fa, fb, du)
-                    if _stiffness(D, dk, zd) > stiff_max:  # not accurate enough to settle the rule
+                    if stiff > stiff_max:  # not accurate enough to settle the rule
                         newton = False
                     if not reuse:
                         factored = chord > 0.0

@@ -463,23 +463,24 @@ class ElementMap:
                 out[..., e] = getattr(law, method)(w[..., e])
         return out
 
+    def per_edge(self, name: str, default: float = 0.0) -> np.ndarray:
+        """(m,) the law attribute ``name`` on each edge (``default`` where the law has none
+        and on constraint edges)."""
+        out = np.full(self.n_edges, float(default))
+        for law, e in self._groups:
+            if not law.constraint:
+                out[e] = getattr(law, name, default)
+        return out
+
     @property
     def initial_voltages(self) -> np.ndarray:
         """(m,) the voltage each law is linearized at by a cold start (0 except diodes)."""
-        out = np.zeros(self.n_edges)
-        for law, e in self._groups:
-            if not law.constraint:
-                out[e] = law.initial_voltage
-        return out
+        return self.per_edge("initial_voltage")
 
     @property
     def max_start_voltages(self) -> np.ndarray:
         """(m,) :attr:`Law.max_start_voltage` per edge (inf except diodes)."""
-        out = np.full(self.n_edges, np.inf)
-        for law, e in self._groups:
-            if not law.constraint:
-                out[e] = law.max_start_voltage
-        return out
+        return self.per_edge("max_start_voltage", np.inf)
 
     def max_step(self, w, dw) -> np.ndarray:
         """Per sample (leading axes) the smallest :meth:`Law.max_step` over all edges (inf: none)."""

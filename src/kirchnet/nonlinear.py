@@ -280,11 +280,7 @@ class _KernelEdges(tuple):
         self = super().__new__(cls, (p.free_tails, p.free_heads, np.ascontiguousarray(net.tails),
                                      np.ascontiguousarray(net.heads), code))
         names = ("saturation_current", "nvt", "critical_voltage", "max_exponent", "max_descent", "min_descent")
-        params = np.zeros((len(names), net.n_edges))
-        for law in el.laws:  # per law, not per edge
-            if law.kind == "diode":
-                params[:, el.edges_of(law)] = np.array([getattr(law, name) for name in names])[:, None]
-        self.params = tuple(np.ascontiguousarray(row) for row in params)
+        self.params = tuple(np.where(code == 1, el.per_edge(name), 0.0) for name in names)
         self.envelope = p.envelope()
         self.flops = self.envelope.factor_flops + 4.0 * self.envelope.nnz
         return self
@@ -1230,11 +1226,7 @@ def _refuse_undrainable(fac, currents, error: ConvergenceError) -> None:
     net = c.network
     n = net.n_nodes
     J, _ = as_batch(currents, n, "currents")
-    Is = np.zeros(net.n_edges)
-    for law, e in c.elements._groups:
-        if law.kind == "diode":
-            Is[e] = law.saturation_current
-    cap_rev = fac.conductances * Is  # what a diode passes backwards at most
+    cap_rev = fac.conductances * c.elements.per_edge("saturation_current")  # a diode's reverse current at most
     two_way = kinds == "resistor"
     driven = np.ones(n, dtype=bool)
     driven[c.free_nodes] = False
@@ -1282,9 +1274,9 @@ def _source_stepping(fac, x, currents, clamp, warm_start, error: ConvergenceErro
     b = X.shape[0]
 
     def row(a, k):  # sample k of a per-sample (b, ...) argument, else the argument itself
-        if a is None or isinstance(a, State):
-            return a if a is None else a.potentials[k:k + 1] if a.potentials.shape[0] == b else a.potentials
-        a = np.asarray(a, dtype=float)
+        if a is None:
+            return None
+        a = np.asarray(a.potentials if isinstance(a, State) else a, dtype=float)
         return a[k:k + 1] if a.ndim == 2 and a.shape[0] == b else a
 
     def scaled(a, lam):

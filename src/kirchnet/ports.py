@@ -136,12 +136,13 @@ class PortReduction:
             raise IllConditionedError("the resistors' Laplacian L_R is not numerically positive definite")
         # P and Z enter only Newton steps (checked by the stopping rule) and tangent solves
         # (certified by their residual), never a result directly
-        PT = np.ascontiguousarray(c._B_free[:, self.edges].toarray()[env.perm].T)  # B_D^T, envelope order
+        BD = c._B_free[:, self.edges]
+        PT = np.ascontiguousarray(BD.toarray()[env.perm].T)  # B_D^T, envelope order
         _jit_nonlinear.envelope_solve_rows(self.env_factor, env.first, env.rowptr, PT)
         self.PT_env = PT
         self.P = np.empty((c.n_free, self.edges.size))
         self.P[env.perm] = PT.T
-        Z = c._B_free[:, self.edges].T @ self.P
+        Z = BD.T @ self.P
         self.Z = np.ascontiguousarray(0.5 * (Z + Z.T))
         if not (np.all(np.isfinite(self.P)) and np.all(np.isfinite(self.Z))):
             raise IllConditionedError("the port matrices P, Z are not finite")
