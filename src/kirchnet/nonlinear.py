@@ -175,6 +175,7 @@ from .gradient import GradientResult
 from .losses import get_loss
 from . import ports as _ports
 from .ports import PORT_FULL, PORT_STIFF, PORT_TAU, PortReduction
+from .solvers.deflated import DeflatedLaplacian, floating_clusters, node_scales
 
 #: stacked dense solves up to this many unknowns (free nodes + ideal diodes)
 DENSE_MAX = solvers.DENSE_MAX
@@ -258,6 +259,13 @@ class _Assembly:
         if not _jit_nonlinear.AVAILABLE or not self._laws <= {"resistor", "diode"}:
             return None
         return _KernelEdges(self._circuit())
+
+    @cached_property
+    def diagonal_slots(self) -> np.ndarray:
+        """``(nf,)``: where each diagonal entry of ``L_FF`` sits in the pattern's CSC data."""
+        pat = self._circuit()._pattern
+        cols = np.repeat(np.arange(self.nf), np.diff(pat.L_indptr))
+        return np.flatnonzero(pat.L_indices == cols)
 
     @cached_property
     def dense_map(self) -> sp.csr_array:
@@ -451,17 +459,40 @@ class TangentSystem:
             L = sp.csc_array(L + shift * sp.eye_array(asm.nf, format="csc"))
         return L
 
+    def _factor_fine(self, s: int, shift: np.ndarray):
+        """A solve function of sample ``s``'s tangent Laplacian plus ``diag(shift)`` (the
+        circuit's pattern and symbolic analysis; :class:`~kirchnet.errors.SolverError` if
+        not positive definite)."""
+        L = self._sparse_matrix(s)
+        L.data[self.asm.diagonal_slots] += shift
+        sym = self.circuit._symbolic if self.backend == "cholmod" else None
+        return solvers.factorize(L, self.backend, symbolic=sym, **_UNCHECKED).solve
+
     def _factor_one(self, s: int):
         asm = self.asm
         if not asm.nc:
-            for regularize in (False, True):  # the shift only when the plain matrix fails
-                L = self._sparse_matrix(s, float(self._regularization(slice(s, s + 1))[0]) if regularize else 0.0)
+            try:
+                return self._factor_fine(s, 0.0)
+            except SolverError:  # a pivot lost to cancellation (CHOLMOD detects it; SuperLU pivots)
+                pass
+            # clusters of nodes held only through weak edges (reverse-biased diodes): solved by
+            # the two-level scheme (kirchnet.solvers.deflated), exact in the weak directions where
+            # a diagonal shift would bury them (the Newton steps then creep: 66 iterations where
+            # 11 do on bench_nonlinear's 10^4-node lattice)
+            pat, d = self.circuit._pattern, self.weights[s]
+            scales = node_scales(asm.BF, d)
+            labels, k = floating_clusters(asm.nf, pat.free_tails, pat.free_heads, d, s=scales)
+            if k:
                 try:
-                    sym = self.circuit._symbolic if self.backend == "cholmod" else None
-                    f = solvers.factorize(L, self.backend, symbolic=sym, **_UNCHECKED)
-                    return f.solve
+                    return DeflatedLaplacian(asm.nf, pat.free_tails, pat.free_heads, d,
+                                             lambda shift: self._factor_fine(s, shift), labels, k,
+                                             B=asm.BF, s=scales).solve
                 except SolverError:
-                    continue
+                    pass
+            try:  # the last resort: a shift of 1e-12 max diag (TangentSystem._regularization)
+                return self._factor_fine(s, np.full(asm.nf, self._regularization(slice(s, s + 1))[0]))
+            except SolverError:
+                pass
             raise _Singular()
         act = self.active[s]
         Ca = sp.csc_array(asm.C * act[None, :])
