@@ -159,3 +159,45 @@ def test_diode_lattice_newton_does_not_creep_where_cholesky_fails(count_calls):
     state = fac.solve(X[2:3])
     assert state.iterations[0] <= 20  # Newton at its pace ...
     assert calls["n"] >= 1  # ... although the plain factorization failed
+
+
+def test_flush_subnormals_is_scoped():
+    """Inside the block subnormal results are zero; the caller's mode comes back after it,
+    also when the block raises."""
+    from kirchnet.solvers import _fpmode
+
+    if not _fpmode.AVAILABLE:
+        pytest.skip("flush-to-zero is set through glibc's x86-64 fenv_t only")
+    tiny = np.array([1e-300])
+    assert (tiny * 1e-10)[0] > 0  # subnormal, not zero
+    with _fpmode.flush_subnormals():
+        assert (tiny * 1e-10)[0] == 0.0
+    assert (tiny * 1e-10)[0] > 0
+    with pytest.raises(RuntimeError):
+        with _fpmode.flush_subnormals():
+            raise RuntimeError("inside")
+    assert (tiny * 1e-10)[0] > 0
+
+
+def test_factorizations_with_subnormal_fill_solve_the_same():
+    """A lattice whose weights span 1 .. 1e-150 (long chains of tiny weights fill the factor
+    with subnormal numbers): CHOLMOD and SuperLU, which factorize with subnormals flushed,
+    agree with the subtraction-free reference to 1e-10 on the well-held nodes."""
+    import kirchnet as kn
+    from kirchnet import solvers
+
+    rng = np.random.default_rng(5)
+    net = kn.topologies.lattice(12, 12)
+    ea, eb = net.edges[:, 0].copy(), net.edges[:, 1].copy()
+    d = np.where(rng.random(ea.size) < 0.5, 10 ** rng.uniform(-150, -100, ea.size), rng.uniform(0.5, 2.0, ea.size))
+    # node 0 grounded strongly, every node weakly (the system is nonsingular in any precision)
+    n = net.n_nodes
+    ea, eb = np.r_[ea, np.arange(n)], np.r_[eb, np.full(n, -1)]
+    d = np.r_[d, np.r_[1.0, np.full(n - 1, 1e-3)]]
+    b = rng.uniform(0.0, 1.0, n)  # b >= 0: the reference is componentwise accurate
+    ref = gth_solve(n, ea, eb, d, b)
+    H = grounded_laplacian(n, ea, eb, d)
+    backends = ["splu"] + (["cholmod"] if solvers.cholmod_available() else [])
+    for backend in backends:
+        x = solvers.factorize(H, backend, check=False).solve(b)
+        np.testing.assert_allclose(x, ref, rtol=1e-10, err_msg=backend)

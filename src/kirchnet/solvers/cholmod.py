@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import SolverError
+from ._fpmode import flush_subnormals
 from .base import Factorization, not_positive_definite
 
 try:  # pragma: no cover - exercised when the extra is installed
@@ -83,10 +84,11 @@ class CholmodCholesky(Factorization):
             return
         A = _csc(matrix)
         try:
-            if symbolic is not None:
-                self._factor = symbolic._symbolic.cholesky(A)
-            else:
-                self._factor = _cholmod.cholesky(A)
+            with flush_subnormals():  # fill below 1e-308 (weights over many decades) is slow, not useful
+                if symbolic is not None:
+                    self._factor = symbolic._symbolic.cholesky(A)
+                else:
+                    self._factor = _cholmod.cholesky(A)
         except _not_pd_error() as exc:
             raise not_positive_definite(f"CHOLMOD: {exc}", matrix) from exc
         except _cholmod_errors() as exc:

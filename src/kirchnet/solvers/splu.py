@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
+from ._fpmode import flush_subnormals
 from .base import Factorization, not_positive_definite
 
 
@@ -20,8 +21,9 @@ class SuperLU(Factorization):
         super().__init__(matrix)
         self.permc_spec = permc_spec
         try:
-            self._lu = splu(sp.csc_matrix(matrix), permc_spec=permc_spec,
-                            options={"SymmetricMode": True})
+            with flush_subnormals():  # kirchnet.solvers._fpmode
+                self._lu = splu(sp.csc_matrix(matrix), permc_spec=permc_spec,
+                                options={"SymmetricMode": True})
         except RuntimeError as exc:
             raise not_positive_definite(f"sparse LU failed, matrix singular? SuperLU: {exc}", matrix) from exc
 
