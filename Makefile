@@ -68,8 +68,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m kirchnet reproduce --quick
 
+# two xdist workers on two cores: one BLAS thread each (OpenBLAS's own threads in both
+# workers oversubscribe the cores; small LAPACK calls then ran 10-30x slower)
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --timeout=1800 tests
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --timeout=1800 tests
 
 bench: $(STAMP)
 	cd benchmarks && for b in bench_core bench_rules bench_baselines bench_scaling bench_spice bench_nonlinear bench_drn bench_devices; do \

@@ -49,7 +49,9 @@ CYCLE_FLOOR = 1e-14
 #: ... at most this many (conjugate gradients on these cycles diverge: the inner products
 #: are lost to the potentials' dynamic range)
 MAX_CYCLES = 40
-#: coarse levels up to this many clusters are factorized dense
+#: coarse levels up to this many clusters are solved by :class:`SubtractionFreeElimination`
+EXACT_COARSE = 400
+#: larger ones without floating clusters of their own are factorized dense up to this size
 DENSE_COARSE = 2000
 #: at most this many levels
 MAX_LEVELS = 12
@@ -108,6 +110,45 @@ def grounded_laplacian(n: int, ea: np.ndarray, eb: np.ndarray, d: np.ndarray) ->
     return sp.csc_array(sp.coo_array((vals, (rows, cols)), shape=(n, n)))
 
 
+class SubtractionFreeElimination:
+    """``H x = b`` for a small grounded Laplacian by Gaussian elimination without
+    subtractions (Grassmann, Taksar and Heyman's form): each pivot is recomputed as the
+    node's remaining conductance to the ground plus its remaining off-diagonal weights, and
+    the Schur complement only adds positive terms (``|a_ij| += |a_ik| |a_kj| / p_k``,
+    ``g_i += |a_ik| g_k / p_k``), so every entry of the factorization is accurate to a few
+    ulps whatever the range of the weights (O(n^3), dense: coarse levels and fallbacks
+    only). ``H = (I - F) diag-free form``: solves are two triangular solves,
+    ``(I - F) y = b`` and ``(diag(p) - U) x = y``."""
+
+    def __init__(self, n: int, ea: np.ndarray, eb: np.ndarray, d: np.ndarray):
+        A = np.zeros((n, n))
+        g0 = np.zeros(n)
+        both = (ea >= 0) & (eb >= 0) & (ea != eb)
+        np.add.at(A, (ea[both], eb[both]), d[both])
+        np.add.at(A, (eb[both], ea[both]), d[both])
+        for end, other in ((ea, eb), (eb, ea)):
+            on = (end >= 0) & (other < 0)
+            np.add.at(g0, end[on], d[on])
+        piv = np.zeros(n)
+        for k in range(n):
+            piv[k] = g0[k] + A[k, k + 1:].sum()
+            if not piv[k] > 0:
+                raise SolverError(f"the Laplacian is singular: node {k} has no weight left to the ground")
+            f = A[k + 1:, k] / piv[k]
+            A[k + 1:, k] = f
+            A[k + 1:, k + 1:] += np.outer(f, A[k, k + 1:])
+            g0[k + 1:] += f * g0[k]
+        np.fill_diagonal(A, 0.0)
+        self.lower = np.eye(n) - np.tril(A, -1)
+        self.upper = np.diag(piv) - np.triu(A, 1)
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        y = sla.solve_triangular(self.lower, b, lower=True, unit_diagonal=True, check_finite=False)
+        return sla.solve_triangular(self.upper, y, lower=False, check_finite=False)
+
+    __call__ = solve
+
+
 class DeflatedLaplacian:
     """``H x = b`` for the grounded Laplacian of the edges ``(ea, eb)`` with weights ``d``
     (module docstring). ``factorize_fine(shift)`` (optional) returns a solve function of
@@ -153,8 +194,12 @@ class DeflatedLaplacian:
         self._B = B
         self._Bc = incidence(self.k, self._ka, self._kb)  # the cut edges between clusters
         self._Bc_x = incidence(n, ea[self._cut], eb[self._cut])  # ... and between nodes
-        self._coarse = DeflatedLaplacian(self.k, self._ka, self._kb, d[self._cut], tau=tau, level=level + 1)
-        self.levels = 1 + self._coarse.levels
+        if self.k <= EXACT_COARSE:  # exact to a few ulps whatever the weights: no recursion
+            self._coarse = SubtractionFreeElimination(self.k, self._ka, self._kb, d[self._cut])
+            self.levels = 2
+        else:
+            self._coarse = DeflatedLaplacian(self.k, self._ka, self._kb, d[self._cut], tau=tau, level=level + 1)
+            self.levels = 1 + self._coarse.levels
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         """``H x`` in edge form (x (n, r))."""
