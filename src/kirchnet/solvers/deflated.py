@@ -19,7 +19,9 @@ creeps for tens of iterations).
   which is as well conditioned as the strong edges alone;
 * the coarse level ``A = P^T H P`` (``P`` (n, k): each node's floating cluster, ``P^T H P``
   the grounded Laplacian of the cut edges only, assembled from their weights, so no
-  cancellation enters it), itself solved by this scheme (recursively);
+  cancellation enters it), solved by :class:`SubtractionFreeElimination` (accurate to
+  ulps whatever its weights) up to :data:`EXACT_COARSE` clusters, else by this scheme
+  again;
 * cycles ``x += H'^-1 (b - H x)``, ``x += P A^-1 P^T (b - H x)``: ``H'^-1 H`` is the
   identity up to a rank-k term in range ``P``, which the exact coarse correction removes,
   so the error contracts by about the weak/strong weight ratio per cycle. ``P^T H x`` is
@@ -117,8 +119,9 @@ class SubtractionFreeElimination:
     the Schur complement only adds positive terms (``|a_ij| += |a_ik| |a_kj| / p_k``,
     ``g_i += |a_ik| g_k / p_k``), so every entry of the factorization is accurate to a few
     ulps whatever the range of the weights (O(n^3), dense: coarse levels and fallbacks
-    only). ``H = (I - F) diag-free form``: solves are two triangular solves,
-    ``(I - F) y = b`` and ``(diag(p) - U) x = y``."""
+    only). The factorization is ``(I - F) y = b`` (``F`` the strictly lower multipliers)
+    and ``(diag(p) - U) x = y`` (``U`` the eliminated off-diagonal magnitudes): two
+    triangular solves per right-hand side."""
 
     def __init__(self, n: int, ea: np.ndarray, eb: np.ndarray, d: np.ndarray):
         A = np.zeros((n, n))
@@ -208,13 +211,6 @@ class DeflatedLaplacian:
     def _coarse_residual(self, Pb: np.ndarray, x: np.ndarray) -> np.ndarray:
         """``P^T (b - H x)`` from the cut edges' currents (``Pb = P^T b``)."""
         return Pb - self._Bc @ (self.d[self._cut, None] * (self._Bc_x.T @ x))
-
-    def _cycle(self, R: np.ndarray) -> np.ndarray:
-        """One symmetric two-level cycle ``M^-1 R``: coarse, fine, coarse."""
-        PR = self._P.T @ R
-        z = self._P @ self._coarse.solve(PR)
-        z = z + np.asarray(self._fine(R - self.matvec(z))).reshape(z.shape)
-        return z + self._P @ self._coarse.solve(self._coarse_residual(PR, z))
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         """``H^-1 b`` for ``b`` (n,) or (n, r): the coarse solution, then fine/coarse cycles
