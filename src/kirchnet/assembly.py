@@ -51,6 +51,7 @@ class Pattern:
         ucols = uniq // max(nf, 1)
         self.L_indptr = np.searchsorted(ucols, np.arange(nf + 1)).astype(np.int32)
         self.L_nnz = uniq.size
+        self._diagonal_slots = None
         self.dense_slot = rows * max(nf, 1) + cols  # row-major slot of each contribution
         #: each edge's ends among the free nodes (-1 where driven)
         self.free_tails, self.free_heads = fa, fb
@@ -85,6 +86,15 @@ class Pattern:
                            minlength=self.L_nnz)
         nf = self.n_free
         return sp.csc_array((data, self.L_indices, self.L_indptr), shape=(nf, nf))
+
+    @property
+    def diagonal_slots(self) -> np.ndarray:
+        """``(n_free,)``: where each diagonal entry of ``L_FF`` sits in :meth:`laplacian`'s data
+        (a diagonal shift written in place keeps the pattern, and CHOLMOD's analysis)."""
+        if self._diagonal_slots is None:
+            cols = np.repeat(np.arange(self.n_free), np.diff(self.L_indptr))
+            self._diagonal_slots = np.flatnonzero(self.L_indices == cols)
+        return self._diagonal_slots
 
     def envelope(self, edges=None) -> "Envelope":
         """:class:`Envelope` of ``L_FF`` over the edges ``edges`` (a bool mask; all edges

@@ -261,13 +261,6 @@ class _Assembly:
         return _KernelEdges(self._circuit())
 
     @cached_property
-    def diagonal_slots(self) -> np.ndarray:
-        """``(nf,)``: where each diagonal entry of ``L_FF`` sits in the pattern's CSC data."""
-        pat = self._circuit()._pattern
-        cols = np.repeat(np.arange(self.nf), np.diff(pat.L_indptr))
-        return np.flatnonzero(pat.L_indices == cols)
-
-    @cached_property
     def dense_map(self) -> sp.csr_array:
         """``(nf*nf, m)``: row-major dense ``H`` from edge weights, ``vec(H) = M d``."""
         c_nf = max(self.nf, 1)
@@ -452,19 +445,19 @@ class TangentSystem:
                 raise _Singular() from None
         return out
 
-    def _sparse_matrix(self, s: int, shift: float = 0.0):
-        c, asm = self.circuit, self.asm
-        L = c._pattern.laplacian(self.weights[s])  # the one stamping of weights (kirchnet.assembly)
-        if shift:
-            L = sp.csc_array(L + shift * sp.eye_array(asm.nf, format="csc"))
+    def _sparse_matrix(self, s: int, shift=0.0):
+        """Sample ``s``'s tangent Laplacian plus ``diag(shift)`` (a scalar or (nf,)), in the
+        circuit's fixed pattern (kirchnet.assembly: the one stamping of weights)."""
+        pat = self.circuit._pattern
+        L = pat.laplacian(self.weights[s])
+        L.data[pat.diagonal_slots] += shift
         return L
 
-    def _factor_fine(self, s: int, shift: np.ndarray):
+    def _factor_fine(self, s: int, shift=0.0):
         """A solve function of sample ``s``'s tangent Laplacian plus ``diag(shift)`` (the
         circuit's pattern and symbolic analysis; :class:`~kirchnet.errors.SolverError` if
         not positive definite)."""
-        L = self._sparse_matrix(s)
-        L.data[self.asm.diagonal_slots] += shift
+        L = self._sparse_matrix(s, shift)
         sym = self.circuit._symbolic if self.backend == "cholmod" else None
         return solvers.factorize(L, self.backend, symbolic=sym, **_UNCHECKED).solve
 
@@ -472,7 +465,7 @@ class TangentSystem:
         asm = self.asm
         if not asm.nc:
             try:
-                return self._factor_fine(s, 0.0)
+                return self._factor_fine(s)
             except SolverError:  # a pivot lost to cancellation (CHOLMOD detects it; SuperLU pivots)
                 pass
             # clusters of nodes held only through weak edges (reverse-biased diodes): solved by
@@ -490,7 +483,7 @@ class TangentSystem:
                 except SolverError:
                     pass
             try:  # the last resort: a shift of 1e-12 max diag (TangentSystem._regularization)
-                return self._factor_fine(s, np.full(asm.nf, self._regularization(slice(s, s + 1))[0]))
+                return self._factor_fine(s, float(self._regularization(slice(s, s + 1))[0]))
             except SolverError:
                 pass
             raise _Singular()

@@ -53,7 +53,7 @@ CYCLE_FLOOR = 1e-14
 MAX_CYCLES = 40
 #: coarse levels up to this many clusters are solved by :class:`SubtractionFreeElimination`
 EXACT_COARSE = 400
-#: larger ones without floating clusters of their own are factorized dense up to this size
+#: a level's own factorization (no caller's given) is dense up to this size, sparse above
 DENSE_COARSE = 2000
 #: at most this many levels
 MAX_LEVELS = 12
@@ -81,14 +81,13 @@ def node_scales(B: sp.csr_array, d: np.ndarray) -> np.ndarray:
 
 
 def floating_clusters(n: int, ea: np.ndarray, eb: np.ndarray, d: np.ndarray, tau: float = WEAK_RTOL,
-                      B: sp.csr_array | None = None, s: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+                      s: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """``(labels, k)``: each node's floating cluster ``0..k-1``, or ``-1`` where strong
     edges tie it to the ground (a driven node). Edge ``e`` joins nodes ``ea[e]``,
     ``eb[e]`` (``-1``: the ground) with weight ``d[e] >= 0``; strong edges are those with
-    ``d_e >= tau max(s_a, s_b) > 0`` (:func:`node_scales`; ``B``, ``s``: the incidence
-    matrix and the scales where already known)."""
+    ``d_e >= tau max(s_a, s_b) > 0`` (:func:`node_scales`; ``s`` where already known)."""
     if s is None:
-        s = node_scales(incidence(n, ea, eb) if B is None else B, d)
+        s = node_scales(incidence(n, ea, eb), d)
     scale = np.maximum(np.where(ea >= 0, s[np.maximum(ea, 0)], 0.0), np.where(eb >= 0, s[np.maximum(eb, 0)], 0.0))
     strong = (d > 0) & (d >= tau * scale)
     if strong.all():
@@ -104,12 +103,10 @@ def floating_clusters(n: int, ea: np.ndarray, eb: np.ndarray, d: np.ndarray, tau
 
 
 def grounded_laplacian(n: int, ea: np.ndarray, eb: np.ndarray, d: np.ndarray) -> sp.csc_array:
-    """``sum_e d_e (e_a - e_b)(e_a - e_b)^T`` over the nodes ``0..n-1`` (ends ``-1`` dropped)."""
-    both = (ea >= 0) & (eb >= 0)
-    rows = np.concatenate([ea[ea >= 0], eb[eb >= 0], ea[both], eb[both]])
-    cols = np.concatenate([ea[ea >= 0], eb[eb >= 0], eb[both], ea[both]])
-    vals = np.concatenate([d[ea >= 0], d[eb >= 0], -d[both], -d[both]])
-    return sp.csc_array(sp.coo_array((vals, (rows, cols)), shape=(n, n)))
+    """``B diag(d) B^T = sum_e d_e (e_a - e_b)(e_a - e_b)^T`` over the nodes ``0..n-1``
+    (:func:`incidence`: ends ``-1`` dropped)."""
+    B = incidence(n, np.asarray(ea), np.asarray(eb))
+    return sp.csc_array(B @ sp.diags_array(np.asarray(d, dtype=float)) @ B.T)
 
 
 class SubtractionFreeElimination:
@@ -124,14 +121,11 @@ class SubtractionFreeElimination:
     triangular solves per right-hand side."""
 
     def __init__(self, n: int, ea: np.ndarray, eb: np.ndarray, d: np.ndarray):
-        A = np.zeros((n, n))
-        g0 = np.zeros(n)
         both = (ea >= 0) & (eb >= 0) & (ea != eb)
-        np.add.at(A, (ea[both], eb[both]), d[both])
-        np.add.at(A, (eb[both], ea[both]), d[both])
-        for end, other in ((ea, eb), (eb, ea)):
-            on = (end >= 0) & (other < 0)
-            np.add.at(g0, end[on], d[on])
+        A = sp.coo_array((d[both], (ea[both], eb[both])), shape=(n, n)).toarray()  # duplicates summed
+        A += A.T  # |off-diagonal| weights
+        grounded = (ea >= 0) != (eb >= 0)
+        g0 = np.bincount(np.maximum(ea, eb)[grounded], weights=d[grounded], minlength=n)  # to the ground
         piv = np.zeros(n)
         for k in range(n):
             piv[k] = g0[k] + A[k, k + 1:].sum()
@@ -144,6 +138,8 @@ class SubtractionFreeElimination:
         np.fill_diagonal(A, 0.0)
         self.lower = np.eye(n) - np.tril(A, -1)
         self.upper = np.diag(piv) - np.triu(A, 1)
+        if not (np.all(np.isfinite(self.lower)) and np.all(np.isfinite(self.upper))):
+            raise SolverError("the subtraction-free elimination overflowed (weights beyond double range)")
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         y = sla.solve_triangular(self.lower, b, lower=True, unit_diagonal=True, check_finite=False)
@@ -171,9 +167,9 @@ class DeflatedLaplacian:
         s = node_scales(B, d) if s is None else s
         if labels is None:
             labels, k = floating_clusters(n, ea, eb, d, tau, s=s)
-        self.n, self.k, self.levels = n, int(k), 1
+        self.n, self.k = n, int(k)
         self.ea, self.eb, self.d = ea, eb, d
-        factorize_fine = factorize_fine or (lambda shift: _factorize(grounded_laplacian(n, ea, eb, d), shift))
+        factorize_fine = factorize_fine or (lambda shift: _factorize(B @ sp.diags_array(d) @ B.T, shift))
         if self.k == 0:  # nothing floats: one factorization
             self._fine = factorize_fine(np.zeros(n))
             return
@@ -188,7 +184,10 @@ class DeflatedLaplacian:
         shift = np.zeros(n)
         shift[anchor] = s[anchor]
         self._fine = factorize_fine(shift)
-        self._group = labels + 1  # 0: the grounded part
+        group = labels + 1  # 0: the grounded part
+        self._order = np.argsort(group, kind="stable")  # nodes by group, for the per-group maxima
+        self._starts = np.searchsorted(group[self._order], np.arange(self.k + 1))
+        self._group = group
         self._P = sp.csr_array((np.ones(member.size), (member, labels[member])), shape=(n, self.k))
         ka = np.where(ea >= 0, labels[np.maximum(ea, 0)], -1)
         kb = np.where(eb >= 0, labels[np.maximum(eb, 0)], -1)
@@ -199,10 +198,8 @@ class DeflatedLaplacian:
         self._Bc_x = incidence(n, ea[self._cut], eb[self._cut])  # ... and between nodes
         if self.k <= EXACT_COARSE:  # exact to a few ulps whatever the weights: no recursion
             self._coarse = SubtractionFreeElimination(self.k, self._ka, self._kb, d[self._cut])
-            self.levels = 2
         else:
             self._coarse = DeflatedLaplacian(self.k, self._ka, self._kb, d[self._cut], tau=tau, level=level + 1)
-            self.levels = 1 + self._coarse.levels
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         """``H x`` in edge form (x (n, r))."""
@@ -231,28 +228,26 @@ class DeflatedLaplacian:
             x = x + dx
             dc = self._P @ self._coarse.solve(self._coarse_residual(Pb, x))
             x = x + dc
+            if not np.all(np.isfinite(x)):  # the caller's finiteness check refuses it
+                break
             # each entry to CYCLE_RTOL of itself or CYCLE_FLOOR of its cluster's (or the grounded
             # part's) largest: entries far below their neighbours sit at those's rounding level
-            group = np.zeros((self.k + 1, x.shape[1]))
-            np.maximum.at(group, self._group, np.abs(x))
-            if np.all(np.abs(dx) + np.abs(dc) <= CYCLE_RTOL * np.abs(x) + CYCLE_FLOOR * group[self._group]):
+            ax = np.abs(x)
+            # (an empty grounded part gets its neighbour's maximum: read by no node)
+            largest = np.maximum.reduceat(ax[self._order], self._starts, axis=0)
+            if np.all(np.abs(dx) + np.abs(dc) <= CYCLE_RTOL * ax + CYCLE_FLOOR * largest[self._group]):
                 break
         return x.reshape(b.shape)
 
     __call__ = solve
 
 
-def _factorize(L: sp.csc_array, shift: np.ndarray) -> Callable:
-    """A solve function of ``L + diag(shift)`` (dense Cholesky up to :data:`DENSE_COARSE`
-    nodes, else a sparse one); :class:`~kirchnet.errors.SolverError` if not positive definite."""
-    A = L + sp.diags_array(shift, format="csc")
-    if A.shape[0] <= DENSE_COARSE:
-        try:
-            cf = sla.cho_factor(A.toarray(), lower=True, check_finite=False)
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            raise SolverError(f"coarse level not positive definite: {exc}") from None
-        if not np.all(np.diag(cf[0]) > 0):
-            raise SolverError("coarse level not positive definite")
-        return lambda r: sla.cho_solve(cf, r, check_finite=False)
+def _factorize(L: sp.sparray, shift: np.ndarray) -> Callable:
+    """A solve function of ``L + diag(shift)``: :func:`kirchnet.solvers.factorize`, dense
+    Cholesky up to :data:`DENSE_COARSE` nodes, else CHOLMOD (SuperLU without it);
+    :class:`~kirchnet.errors.SolverError` if not positive definite."""
     from . import cholmod_available, factorize  # noqa: PLC0415 - the package imports this module
-    return factorize(sp.csc_array(A), "cholmod" if cholmod_available() else "splu", check=False).solve
+
+    A = sp.csc_array(L + sp.diags_array(shift))
+    backend = "dense" if A.shape[0] <= DENSE_COARSE else ("cholmod" if cholmod_available() else "splu")
+    return factorize(A, backend, check=False).solve
