@@ -599,3 +599,62 @@ def test_ill_conditioned_error_is_exported():
     import kirchnet
     from kirchnet.errors import IllConditionedError, SolverError
     assert kirchnet.IllConditionedError is IllConditionedError and issubclass(IllConditionedError, SolverError)
+
+
+# ---------------------------------------------------------------- factorization mode
+from kirchnet.solvers import symbolic as symbolic_mod  # noqa: E402
+
+
+def _elimination_counts(A, perm) -> np.ndarray:
+    """Column counts of the Cholesky factor by the elimination game on the dense pattern
+    (eliminating a vertex joins its later neighbours pairwise): the reference."""
+    P = sp.csr_matrix(A)[perm][:, perm].toarray() != 0
+    n = P.shape[0]
+    counts = np.ones(n, dtype=np.int64)
+    for k in range(n):
+        later = np.flatnonzero(P[k + 1:, k]) + k + 1
+        counts[k] += later.size
+        P[np.ix_(later, later)] = True
+    return counts
+
+
+@pytest.mark.skipif(not symbolic_mod.AVAILABLE, reason="column counts are compiled (numba, the jit extra)")
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 40), p=st.floats(0.02, 0.5), seed=st.integers(0, 2**31 - 1))
+def test_column_counts_equal_the_elimination_game(n, p, seed):
+    """Factor column counts of random symmetric patterns (any permutation) equal the dense
+    elimination game's; the count can fail: a wrong elimination tree undercounts fill."""
+    rng = np.random.default_rng(seed)
+    U = sp.random(n, n, density=p, random_state=rng, format="csr")
+    A = (U + U.T + sp.eye(n)).tocsc()
+    perm = rng.permutation(n)
+    np.testing.assert_array_equal(symbolic_mod.column_counts(A, perm), _elimination_counts(A, perm))
+
+
+@needs_cholmod
+@pytest.mark.skipif(not symbolic_mod.AVAILABLE, reason="the mode choice needs numba's column counts")
+def test_cholmod_mode_follows_the_factor_work():
+    """A lattice's factor (little work per entry) is factorized simplicial, a random
+    graph's (dense fronts) supernodal; both solve to rounding. The counts are CHOLMOD's."""
+    for net, mode in ((topologies.lattice(40, 40), "simplicial"),
+                      (topologies.random_connected(1500, mean_degree=6, seed=2), "supernodal")):
+        c = Circuit(net, ground=0, inputs=[1, 2], outputs=[3])
+        g = np.random.default_rng(0).uniform(0.5, 2.0, net.n_edges)
+        L = sp.csc_matrix(c.reduced_laplacian(g))
+        sym = cholmod_mod.CholmodSymbolic(L)
+        assert sym.mode == mode
+        counts = symbolic_mod.column_counts(L, sym._symbolic.P())
+        F = sym.factorize(L)
+        if mode == "simplicial":  # the factor's own column counts
+            np.testing.assert_array_equal(np.diff(F._factor.L().indptr), counts)
+        b = np.random.default_rng(1).normal(size=L.shape[0])
+        assert np.linalg.norm(L @ F.solve(b) - b) <= 1e-12 * np.linalg.norm(b) * np.abs(L).max()
+
+
+@needs_cholmod
+def test_cholmod_mode_without_numba_is_cholmods_own(monkeypatch):
+    monkeypatch.setattr(cholmod_mod, "column_counts", lambda A, perm=None: None)
+    L = topologies.lattice(10, 10)
+    c = Circuit(L, ground=0, inputs=[1], outputs=[2])
+    sym = cholmod_mod.CholmodSymbolic(c.reduced_laplacian(np.ones(L.n_edges)))
+    assert sym.mode == "auto"
