@@ -23,6 +23,8 @@ from kirchnet import Edge, Pair
 from kirchnet.elements import Diode, IdealDiode, Rectifier, Resistor
 from kirchnet.errors import BoundaryConditionError, ConvergenceError
 from kirchnet.nonlinear import NonlinearFactorization, NonlinearState
+from kirchnet import _jit_nonlinear as _jit_nl
+from conftest import backend_params
 
 from strategies import _solve_spd_batched
 
@@ -1134,3 +1136,41 @@ def test_diode_lattice_clusters_are_solved_to_the_reference(monkeypatch, limitin
     monkeypatch.setattr(nl, "CERTIFY_RTOL", np.inf)  # the per-node rule alone
     unchecked = c.factorize(g, limiting=limiting).solve(x)
     assert np.abs(unchecked.potentials - ref).max() > 1e-4
+
+
+@pytest.mark.skipif(not _jit_nl.AVAILABLE, reason="the compiled sparse iteration needs numba")
+@pytest.mark.parametrize("backend", backend_params(["cholmod", "splu"]))
+@pytest.mark.parametrize("case", ["lattice", 3, 17, 40, 22])
+def test_sparse_compiled_iteration_takes_the_numpy_iterations_steps(monkeypatch, count_calls, backend, case):
+    """On sparse backends the limited iteration's edge work is compiled (_sparse_newton): the
+    same iterations, chord steps and equilibrium as the numpy iteration (_limited_newton), on
+    the spice benchmark's lattice and on random graphs of the robustness sweep (mixed laws,
+    series sources, injected currents). The plan is forced to the sparse steps (small
+    networks otherwise take the envelope or Woodbury kernels)."""
+    import kirchnet.nonlinear as nl
+
+    monkeypatch.setattr(nl, "_sparse_step_flops", lambda circuit, backend: 0.0)
+    if case == "lattice":
+        c, g, X = _bench_diode_circuit(7, Diode(), seed=3, batch=6)
+        J = None
+    else:
+        c, g, X, J = _fuzz_circuit(case)
+        X = X[:6]
+        J = None if J is None else J[:6] if J.ndim == 2 and J.shape[0] > 1 else J
+    if nl._assembly(c).kernel is None:
+        pytest.skip("a law the compiled kernels do not take")
+    fac = c.factorize(g, backend=backend, port_reduction=False)
+    assert fac.plan[0] == "numpy" and not fac.dense
+    states, factorized = {}, {}
+    for jit in ("0", "1"):
+        monkeypatch.setenv("KIRCHNET_JIT", jit)
+        calls = count_calls(nl, "_sparse_newton")
+        factored = count_calls(nl.TangentSystem, "_factor_one")
+        states[jit] = fac.solve(X, currents=J)
+        assert calls["n"] == (1 if jit == "1" else 0)
+        factorized[jit] = factored["n"]
+    if case != 22:  # seed 22 (1e14 V once, see above) runs 58-65 iterations: rounding changes the path
+        np.testing.assert_array_equal(states["1"].iterations, states["0"].iterations)
+        assert factorized["1"] == factorized["0"]
+    vs = np.abs(states["0"].potentials).max()
+    np.testing.assert_allclose(states["1"].potentials, states["0"].potentials, rtol=0, atol=1e-11 * vs)

@@ -34,7 +34,8 @@ import numpy as np
 
 from ._jit import AVAILABLE, enabled
 
-__all__ = ["AVAILABLE", "enabled", "port_correction", "nodal_newton", "envelope_factor", "envelope_solve_rows"]
+__all__ = ["AVAILABLE", "enabled", "port_correction", "nodal_newton", "envelope_factor", "envelope_solve_rows",
+           "evaluate", "companion_rhs"]
 
 if AVAILABLE:
     import numba as _nb
@@ -297,6 +298,82 @@ if AVAILABLE:
         return _diode(w, g, Is, nvt, xmax)
 
     @_njit
+    def evaluate(uu, ss, JF, ta, hb, fa, fb, code, g, Is, nvt, xmax, rounding, w, cur, D, r, sc, rho):
+        """The stopping rule's quantities at potentials ``uu`` (n,) with series sources ``ss``
+        (m,) and injected currents ``JF`` (nf,) (:func:`kirchnet.nonlinear._kcl_test`): fills
+        the edge voltages ``w``, currents ``cur = g phi(w)``, tangent weights ``D = g phi'(w)``
+        and the KCL residual ``r = B_F cur - J_F`` (``sc``, ``rho`` workspace: the nodes'
+        current scales and rounding levels); returns the worst ratio ``max(|r| - rounding
+        rho, 0) / sc`` (inf where not finite) and ``max |uu|``."""
+        n, m, nf = uu.shape[0], w.shape[0], r.shape[0]
+        uinf = 0.0
+        for k in range(n):
+            uinf = max(uinf, abs(uu[k]))
+        for f in range(nf):
+            r[f] = -JF[f]
+            sc[f] = abs(JF[f])
+            rho[f] = 0.0
+        for e in range(m):
+            we = uu[ta[e]] - uu[hb[e]] + ss[e]
+            i, d = _law(code[e], we, g[e], Is[e], nvt[e], xmax[e])
+            w[e] = we
+            cur[e] = i
+            D[e] = d
+            es = d * (abs(uu[ta[e]]) + abs(uu[hb[e]]) + abs(ss[e]) + uinf)
+            if fa[e] >= 0:
+                r[fa[e]] += i
+                sc[fa[e]] += abs(i)
+                rho[fa[e]] += es
+            if fb[e] >= 0:
+                r[fb[e]] -= i
+                sc[fb[e]] += abs(i)
+                rho[fb[e]] += es
+        worst = 0.0
+        for f in range(nf):
+            ratio = max(abs(r[f]) - rounding * rho[f], 0.0) / max(sc[f], 1e-300)
+            if not math.isfinite(ratio):
+                ratio = np.inf
+            worst = max(worst, ratio)
+        return worst, uinf
+
+    @_njit
+    def companion(it, cold, first, v, w, cur, D, ic, code, g, Is, nvt, vcrit, xmax, dmax, dmin):
+        """Iteration ``it``'s linearization voltages ``v`` (m,; in place: ``v`` itself at the
+        first, ``min(w, first)`` where ``first != 0`` after a cold start's first solve, then
+        :func:`_limit` on diodes, ``w`` elsewhere) and the companion model there: ``D`` (the
+        tangent weights at ``w`` from :func:`evaluate`) and ``ic`` become ``g phi'(v)`` and
+        ``g phi(v) + g phi'(v) (w - v)`` where ``v != w``. Returns True where no voltage
+        moved (a plain Newton step)."""
+        newton = True
+        for e in range(w.shape[0]):
+            if it == 0:
+                ve = v[e]
+            elif it == 1 and cold:
+                ve = min(w[e], first[e]) if first[e] != 0.0 else w[e]
+            elif code[e] == 1:
+                ve = _limit(v[e], w[e], nvt[e], vcrit[e], dmax[e], dmin[e])
+            else:
+                ve = w[e]
+            v[e] = ve
+            if ve != w[e]:
+                newton = False
+                i, d = _law(code[e], ve, g[e], Is[e], nvt[e], xmax[e])
+                D[e] = d
+                ic[e] = i + d * (w[e] - ve)
+            else:
+                ic[e] = cur[e]
+        return newton
+
+    @_njit
+    def companion_rhs(it, cold, first, v, w, cur, D, ic, code, g, Is, nvt, vcrit, xmax, dmax, dmin, JF,
+                      fa, fb, rhs):
+        """:func:`companion`, then ``rhs <- J_F - B_F ic`` (a Newton step solves ``H du = rhs``
+        with ``H = B_F diag(D) B_F^T``); returns :func:`companion`'s flag."""
+        newton = companion(it, cold, first, v, w, cur, D, ic, code, g, Is, nvt, vcrit, xmax, dmax, dmin)
+        _rhs(rhs, JF, ic, fa, fb)
+        return newton
+
+    @_njit
     def nodal_newton(u, s, JF, v0, cold, first, free, fa, fb, ta, hb, code, g, Is, nvt, vcrit, xmax,
                      dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, first_env, rowptr, chord, LR, firstR, rowptrR, PT, Z, dk, tau, stiff_max, stiff_full, faT, fbT, pmap):
         """:func:`kirchnet.nonlinear._limited_newton` for resistors (code 0) and diodes (code 1)
@@ -376,35 +453,8 @@ if AVAILABLE:
             factored = False
             na = -1
             for it in range(max_iter + 1):
-                # the stopping rule at uu (kirchnet.nonlinear._kcl_test)
-                uinf = 0.0
-                for k in range(n):
-                    uinf = max(uinf, abs(uu[k]))
-                for f in range(nf):
-                    r[f] = -JF[smp, f]
-                    sc[f] = abs(JF[smp, f])
-                    rho[f] = 0.0
-                for e in range(m):
-                    we = uu[ta[e]] - uu[hb[e]] + ss[e]
-                    i, d = _law(code[e], we, g[e], Is[e], nvt[e], xmax[e])
-                    w[e] = we
-                    cur[e] = i
-                    D[e] = d
-                    es = d * (abs(uu[ta[e]]) + abs(uu[hb[e]]) + abs(ss[e]) + uinf)
-                    if fa[e] >= 0:
-                        r[fa[e]] += i
-                        sc[fa[e]] += abs(i)
-                        rho[fa[e]] += es
-                    if fb[e] >= 0:
-                        r[fb[e]] -= i
-                        sc[fb[e]] += abs(i)
-                        rho[fb[e]] += es
-                worst = 0.0
-                for f in range(nf):
-                    ratio = max(abs(r[f]) - rounding * rho[f], 0.0) / max(sc[f], 1e-300)
-                    if not math.isfinite(ratio):
-                        ratio = np.inf
-                    worst = max(worst, ratio)
+                worst, uinf = evaluate(uu, ss, JF[smp], ta, hb, fa, fb, code, g, Is, nvt, xmax, rounding,
+                                       w, cur, D, r, sc, rho)
                 iters[smp] = it
                 if worst < best:
                     best = worst
@@ -436,25 +486,7 @@ if AVAILABLE:
                     break
                 if since > stall or it == max_iter:
                     break
-                # linearization voltages and companion currents
-                newton = True
-                for e in range(m):
-                    if it == 0:
-                        ve = v[e]
-                    elif it == 1 and cold:
-                        ve = min(w[e], first[e]) if first[e] != 0.0 else w[e]
-                    elif code[e] == 1:
-                        ve = _limit(v[e], w[e], nvt[e], vcrit[e], dmax[e], dmin[e])
-                    else:
-                        ve = w[e]
-                    v[e] = ve
-                    if ve != w[e]:
-                        newton = False
-                        i, d = _law(code[e], ve, g[e], Is[e], nvt[e], xmax[e])
-                        D[e] = d
-                        ic[e] = i + d * (w[e] - ve)
-                    else:
-                        ic[e] = cur[e]
+                newton = companion(it, cold, first, v, w, cur, D, ic, code, g, Is, nvt, vcrit, xmax, dmax, dmin)
                 # H du = -(B_F ic - J_F)
                 stiff = _stiffness(D, dk, zd) if woodbury else 0.0
                 if woodbury and stiff > stiff_full:  # the full tangent's envelope step

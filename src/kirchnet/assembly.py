@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
+from . import _jit
+
 
 class Pattern:
     """The scatter pattern of ``L_FF`` and of the driver columns of one circuit.
@@ -82,8 +84,13 @@ class Pattern:
 
     def laplacian(self, weights) -> sp.csc_array:
         """``L_FF(d) = B_F diag(d) B_F^T`` (CSC, the fixed pattern)."""
-        data = np.bincount(self.scatter_slot, weights=self.scatter_sign * weights[self.scatter_edge],
-                           minlength=self.L_nnz)
+        weights = np.asarray(weights, dtype=float)
+        if _jit.enabled() and weights.shape == (self.n_edges,):
+            data = np.empty(self.L_nnz)
+            _jit.stamp(weights, self.scatter_slot, self.scatter_edge, self.scatter_sign, data)
+        else:
+            data = np.bincount(self.scatter_slot, weights=self.scatter_sign * weights[self.scatter_edge],
+                               minlength=self.L_nnz)
         nf = self.n_free
         return sp.csc_array((data, self.L_indices, self.L_indptr), shape=(nf, nf))
 
