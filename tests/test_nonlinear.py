@@ -24,7 +24,7 @@ from kirchnet.elements import Diode, IdealDiode, Rectifier, Resistor
 from kirchnet.errors import BoundaryConditionError, ConvergenceError
 from kirchnet.nonlinear import NonlinearFactorization, NonlinearState
 from kirchnet import _jit_nonlinear as _jit_nl
-from conftest import backend_params
+from conftest import backend_params, needs_cholmod
 
 from strategies import _solve_spd_batched
 
@@ -1174,3 +1174,66 @@ def test_sparse_compiled_iteration_takes_the_numpy_iterations_steps(monkeypatch,
         assert factorized["1"] == factorized["0"]
     vs = np.abs(states["0"].potentials).max()
     np.testing.assert_allclose(states["1"].potentials, states["0"].potentials, rtol=0, atol=1e-11 * vs)
+
+
+@pytest.mark.skipif(not _jit_nl.AVAILABLE, reason="the sparse iteration's kernels need numba")
+def test_certification_takes_newton_steps_before_the_damped_iteration(monkeypatch, count_calls):
+    """Where the stopping rule passed but Newton's error estimate is not yet within
+    CERTIFY_RTOL (clusters held by reverse diodes on the 40 x 40 diode lattice), the
+    estimate's own Newton step is taken (NEWTON_POLISH rounds) before the damped iteration:
+    the same equilibrium with fewer tangent factorizations than the damped iteration's."""
+    import kirchnet.nonlinear as nl
+
+    monkeypatch.setattr(nl, "_sparse_step_flops", lambda circuit, backend: 0.0)  # the sparse steps
+    c, g, X = _diode_lattice_every_third(40, seed=3, batch=8)
+    fac = c.factorize(g, backend="splu", port_reduction=False)
+    out = {}
+    for rounds in (0, 2):
+        monkeypatch.setattr(nl, "NEWTON_POLISH", rounds)
+        checks = count_calls(nl, "_final_checks")
+        factored = count_calls(nl.TangentSystem, "_factor_one")
+        states = [fac.solve(X[k:k + 1]) for k in range(X.shape[0])]
+        out[rounds] = (np.concatenate([st.potentials for st in states]), checks["n"], factored["n"])
+    assert out[0][1] > X.shape[0]  # some samples needed certification rounds
+    assert out[2][2] < out[0][2]
+    vs = np.abs(out[0][0]).max()
+    np.testing.assert_allclose(out[2][0], out[0][0], rtol=0, atol=1e-8 * vs)
+
+
+@needs_cholmod
+def test_refreshed_factorization_is_a_chord_a_low_rank_update_or_new(monkeypatch):
+    """_refreshed keeps the factorization while no weight drifted beyond CHORD_DRIFT, updates
+    it (CHOLMOD up/downdate) over a few drifted weights, which then solves like a fresh
+    factorization of those weights, and factorizes anew where many drifted or a weight moved
+    by more than LOWRANK_RANGE (or the downdate fails)."""
+    import kirchnet.nonlinear as nl
+    from kirchnet.errors import SolverError
+
+    c, g, _ = _diode_lattice_every_third(12, seed=0)
+    rng = np.random.default_rng(0)
+    d0 = rng.uniform(0.5, 2.0, g.size)
+
+    def system(d):
+        return nl.TangentSystem(c, d[None], np.zeros((1, 0), dtype=bool), False, "cholmod")
+
+    f0 = system(d0)._factor_one(0)
+    b = rng.normal(size=c.n_free)
+    small = d0 * (1 + 0.05 * rng.uniform(-1, 1, g.size))  # every weight within CHORD_DRIFT
+    f, w, chord = nl._refreshed(system(small), 0, f0, d0)
+    assert f is f0 and w is d0 and chord
+
+    few = d0.copy()
+    few[[3, 40, 77]] *= [3.0, 0.2, 50.0]  # three weights beyond CHORD_DRIFT
+    f, w, chord = nl._refreshed(system(few), 0, f0, d0)
+    assert f is not f0 and chord and np.array_equal(w, few)
+    exact = system(few)._factor_one(0).solve(b)
+    np.testing.assert_allclose(f.solve(b), exact, rtol=1e-9, atol=1e-12 * np.abs(exact).max())
+
+    for d in (d0 * rng.uniform(1.5, 2.0, g.size),  # all drifted
+              np.where(np.arange(g.size) == 5, d0 * 1e4, d0)):  # one by more than LOWRANK_RANGE
+        f, w, chord = nl._refreshed(system(d), 0, f0, d0)
+        assert not chord and np.array_equal(w, d)
+
+    monkeypatch.setattr(type(f0), "updated", lambda self, *a: (_ for _ in ()).throw(SolverError("lost")))
+    f, w, chord = nl._refreshed(system(few), 0, f0, d0)
+    assert not chord and np.array_equal(w, few)

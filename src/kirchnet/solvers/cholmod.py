@@ -83,7 +83,7 @@ class CholmodSymbolic:
     """Reusable symbolic analysis of one sparsity pattern: the fill-reducing ordering and
     the factorization mode, simplicial or supernodal by the factor's column counts
     (:data:`SUPERNODAL_SWITCH`, :func:`kirchnet.solvers.symbolic.column_counts`; without
-    numba CHOLMOD's own choice). :attr:`mode` says which."""
+    numba CHOLMOD's own choice). :attr:`mode` says which, :attr:`lnz` the factor's size."""
 
     def __init__(self, matrix):
         if not AVAILABLE:
@@ -92,6 +92,8 @@ class CholmodSymbolic:
         guess = "supernodal" if A.shape[0] > _SUPERNODAL_GUESS else "simplicial"
         self._symbolic = _analyze(A, guess)
         counts = column_counts(A, self._symbolic.P())
+        #: entries of the Cholesky factor (``None`` without numba)
+        self.lnz = None if counts is None else int(counts.sum())
         if counts is None:  # no numba: CHOLMOD's own rule
             self._symbolic, self.mode = _analyze(A, "auto"), "auto"
             return
