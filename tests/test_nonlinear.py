@@ -1237,3 +1237,38 @@ def test_refreshed_factorization_is_a_chord_a_low_rank_update_or_new(monkeypatch
     monkeypatch.setattr(type(f0), "updated", lambda self, *a: (_ for _ in ()).throw(SolverError("lost")))
     f, w, chord = nl._refreshed(system(few), 0, f0, d0)
     assert not chord and np.array_equal(w, few)
+
+
+@needs_cholmod
+def test_warm_start_from_a_state_reuses_its_tangent_factorizations(monkeypatch, count_calls):
+    """A state keeps its last CHOLMOD tangent factorizations (while it lives, within
+    WARM_FACTOR_BYTES): a warm start from it begins with chord steps or low-rank updates on
+    them, so it factorizes less than a warm start from the same potentials, and reaches the
+    same equilibrium. Pickled factorizations drop them; a collected state frees them."""
+    import gc
+    import pickle
+
+    import kirchnet.nonlinear as nl
+
+    monkeypatch.setattr(nl, "_sparse_step_flops", lambda circuit, backend: 0.0)  # the sparse steps
+    c, g, X = _diode_lattice_every_third(30, seed=2, batch=4)
+    fac = c.factorize(g, backend="cholmod", port_reduction=False)
+    state = fac.solve(X)
+    assert fac._tangents.get(state) is not None
+    counts = {}
+    for start in ("state", "potentials"):
+        factored = count_calls(nl.TangentSystem, "_factor_one")
+        warm = fac.solve(X * 1.01, warm_start=state if start == "state" else state.potentials)
+        counts[start] = (factored["n"], warm.potentials)
+    assert counts["state"][0] < counts["potentials"][0]
+    vs = np.abs(counts["potentials"][1]).max()
+    np.testing.assert_allclose(counts["state"][1], counts["potentials"][1], rtol=0, atol=1e-9 * vs)
+    again = pickle.loads(pickle.dumps(fac))
+    assert len(again._tangents) == 0
+    np.testing.assert_allclose(again.solve(X).potentials, state.potentials, rtol=0, atol=1e-9 * vs)
+    monkeypatch.setattr(nl, "WARM_FACTOR_BYTES", 0)  # over the memory bound: nothing kept
+    assert fac._tangents.get(fac.solve(X)) is None
+    n = len(fac._tangents)
+    del state, warm
+    gc.collect()
+    assert len(fac._tangents) < n

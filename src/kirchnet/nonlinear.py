@@ -211,6 +211,9 @@ LOWRANK_MAX = 32
 #: tiny one to cancellation)
 LOWRANK_RANGE = 1e3
 LOWRANK_EXACT = 1e-3
+#: the tangent factorizations a returned state keeps for warm starts from it, at most
+#: (:meth:`NonlinearFactorization._keep_tangents`)
+WARM_FACTOR_BYTES = 256 * 2 ** 20
 #: the potentials of circuits of resistors and diodes are certified to this fraction of the
 #: sample's voltage scale (first-order error estimate, :func:`_newton_estimate`)
 CERTIFY_RTOL = 1e-8
@@ -794,6 +797,9 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     iters = np.zeros(b, dtype=np.int64)
     settled = np.zeros(b, dtype=bool)  # the last full Newton step was at the rounding level
     cache = {}  # the limited iteration's last tangent factorizations (sparse backends)
+    prior = fac._tangents.get(warm_start) if isinstance(warm_start, NonlinearState) else None
+    if prior is not None and len(prior[0]) == b:  # the start's own last factorizations (chord steps)
+        cache["factors"] = (list(prior[0]), prior[1].copy())
     todo = np.arange(b)
     if limited:  # the limited Newton iteration's first step is the cold-start solve
         first = el.initial_voltages if warm_start is None else None  # cold: then min(w, vcrit)
@@ -958,8 +964,10 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
         todo = np.flatnonzero(far.any(axis=1))
         force[todo] = True
         settled[todo] = False
-    return NonlinearState(c, fac.conductances, u, None if c.source_edges.size == 0 else s,
-                          multipliers=mu, ideal_edges=asm.ci, iterations=iters)
+    state = NonlinearState(c, fac.conductances, u, None if c.source_edges.size == 0 else s,
+                           multipliers=mu, ideal_edges=asm.ci, iterations=iters)
+    fac._keep_tangents(state, cache.get("factors"))
+    return state
 
 
 def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> np.ndarray:
@@ -994,8 +1002,9 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) ->
     done = np.zeros(b, dtype=bool)
     best, best_u, since = np.full(b, np.inf), u.copy(), np.zeros(b, dtype=np.int64)
     todo = np.arange(b)
-    factors = [None] * b  # sparse: each sample's last tangent factorization (chord steps)
-    factored = np.zeros((b, asm.m))  # ... and the tangent weights it was built from
+    # sparse: each sample's last tangent factorization (chord steps; a warm start's own, if
+    # kept) and the tangent weights it was built from
+    factors, factored = cache["factors"] if cache and "factors" in cache else ([None] * b, np.zeros((b, asm.m)))
     for it in range(fac.max_iter + 1):
         uu = u[todo]
         ww, ii, r, weights, rel, ok = _kcl_test(fac, uu, s[todo], none[todo], JF[todo], none[todo],
@@ -1111,7 +1120,7 @@ def _sparse_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> 
     w, cur, D, ic = (np.empty(m) for _ in range(4))
     r, sc, rho, rhs = (np.empty(nf) for _ in range(4))
     done = np.zeros(b, dtype=bool)
-    factors, factored = [None] * b, np.zeros((b, m))
+    factors, factored = cache["factors"] if cache and "factors" in cache else ([None] * b, np.zeros((b, m)))
     for smp in range(b):
         uu, ss, jf = u[smp], s[smp], JF[smp]
         vv = np.array(v[smp], dtype=float)  # the linearization voltages
@@ -1517,6 +1526,19 @@ class NonlinearFactorization:
         if sparse == "cholmod" and not solvers.cholmod_available():
             sparse = "splu"
         self.backend = sparse
+        #: each returned state's last tangent factorizations (sparse backends), while the
+        #: state lives: a warm start from it begins with chord steps on them
+        self._tangents = weakref.WeakKeyDictionary()
+
+    def _keep_tangents(self, state, factors) -> None:
+        """Keep ``factors`` (the limited iteration's ``(factorizations, weights)``) for warm
+        starts from ``state``, where CHOLMOD's factors of the batch take at most
+        ``WARM_FACTOR_BYTES`` (16 bytes per factor entry)."""
+        if factors is None or self.backend != "cholmod" or any(f is None for f in factors[0]):
+            return
+        lnz = getattr(self.circuit._symbolic, "lnz", None)
+        if lnz is not None and 16.0 * lnz * len(factors[0]) <= WARM_FACTOR_BYTES:
+            self._tangents[state] = factors
 
     @cached_property
     def plan(self) -> tuple:
@@ -1545,10 +1567,16 @@ class NonlinearFactorization:
         return ("envelope" if k.flops <= budget else "numpy"), None
 
     def __getstate__(self):
-        """Pickles without :attr:`plan` (it may hold a CHOLMOD factorization; recomputed on use)."""
+        """Pickles without :attr:`plan` (it may hold a CHOLMOD factorization; recomputed on
+        use) and without the kept tangent factorizations."""
         state = self.__dict__.copy()
         state.pop("plan", None)
+        state["_tangents"] = None
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._tangents = weakref.WeakKeyDictionary()
 
     @property
     def ports(self):
