@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from kirchnet import Circuit, ConvergenceError, Edge, Network, Pair, SolverError, solvers, topologies
 from kirchnet.errors import BoundaryConditionError
 from kirchnet.solvers import cholmod as cholmod_mod
+from kirchnet.solvers import symbolic as symbolic_mod
 from conftest import backend_params, needs_cholmod, needs_pyamg
 from strategies import rel_err
 
@@ -169,6 +170,23 @@ def test_cholmod_symbolic_reuse_and_native_update():
     g2 = _changed(g, [3, 4, 5], [0.5, 2.0, 0.25])
     up = fac.update(g2)
     assert up.backend == "cholmod"  # native up/downdate, not a Woodbury wrapper
+    R = np.random.default_rng(1).normal(size=(c.n_free, 2))
+    assert rel_err(c.reduced_laplacian(g2) @ up.solve_free(R), R) < 1e-11
+
+
+@needs_cholmod
+@pytest.mark.skipif(not symbolic_mod.AVAILABLE, reason="the mode choice needs numba's column counts")
+def test_cholmod_native_update_of_a_supernodal_factor():
+    """A random graph's factor is supernodal (the mode choice); CHOLMOD's up/downdate
+    converts it and the updated factorization solves like a fresh one."""
+    net = topologies.random_connected(1500, mean_degree=6, seed=2)
+    c = Circuit(net, ground=0, inputs=[1, 2], outputs=[3])
+    g = np.random.default_rng(0).uniform(0.5, 2.0, net.n_edges)
+    fac = c.factorize(g, backend="cholmod")
+    assert c._symbolic.mode == "supernodal"
+    g2 = _changed(g, [3, 40, 500], [0.5, 2.0, 0.25])
+    up = fac.update(g2)
+    assert up.backend == "cholmod"
     R = np.random.default_rng(1).normal(size=(c.n_free, 2))
     assert rel_err(c.reduced_laplacian(g2) @ up.solve_free(R), R) < 1e-11
 
@@ -602,7 +620,6 @@ def test_ill_conditioned_error_is_exported():
 
 
 # ---------------------------------------------------------------- factorization mode
-from kirchnet.solvers import symbolic as symbolic_mod  # noqa: E402
 
 
 def _elimination_counts(A, perm) -> np.ndarray:
