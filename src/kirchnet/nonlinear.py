@@ -987,7 +987,8 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) ->
     ``v`` (b, m): the linearization voltages of the first step (the cold start's, or the
     start's own drops); ``cache`` (a dict or ``None``) receives ``"factors"``: each sample's
     last tangent factorization (sparse backends; ``None`` where it has none) and the weights
-    it was built from; ``first`` (m,) or ``None``: after a cold start's first solve the
+    it was built from (and starts from those it already holds: a warm start's state's);
+    ``first`` (m,) or ``None``: after a cold start's first solve the
     laws with a nonzero entry (diodes: ``vcrit``, SPICE's initial junction voltage) are
     linearized at ``min(w, first)`` instead of being limited (a diode the cold start's
     nearly open network reverse-biases starts reverse-biased, one it forward-biases starts
@@ -1102,7 +1103,8 @@ def _sparse_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> 
     rounding levels; :func:`kirchnet._jit_nonlinear.companion_rhs`: the limited
     linearization voltages, the companion model and the step's right-hand side): the same
     iterates, stopping rule, stall test and chord steps (a sample's last factorization
-    reused while no tangent weight drifted more than ``CHORD_DRIFT``), with numpy's ~20
+    reused while no tangent weight drifted more than ``CHORD_DRIFT``, else a low-rank update
+    or a new one: :func:`_refreshed`; a warm start's own, where its state kept them), with numpy's ~20
     passes over the edges per iteration replaced by two (3 ms -> 0.3 ms per iteration on
     a 10^4-node diode lattice, where a numeric factorization takes ~8 ms). The
     factorizations are :meth:`TangentSystem._factor_one`'s (the two-level solve where the
