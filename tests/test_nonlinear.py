@@ -1272,3 +1272,32 @@ def test_warm_start_from_a_state_reuses_its_tangent_factorizations(monkeypatch, 
     del state, warm
     gc.collect()
     assert len(fac._tangents) < n
+
+
+@pytest.mark.skipif(not _jit_nl.AVAILABLE, reason="the compiled final check needs numba")
+def test_compiled_final_check_agrees_with_the_numpy_test(monkeypatch):
+    """_final_checks recomputes the returned state compiled where it can (resistors and
+    diodes): the same residuals and tangent weights as the numpy _kcl_test at an
+    equilibrium, and the same refusal, naming the same sample and node, at a state one free
+    node of which is off by a millivolt."""
+    import kirchnet.nonlinear as nl
+
+    c, g, X = _bench_diode_circuit(7, Diode(), seed=3, batch=6)
+    fac = c.factorize(g)
+    state = fac.solve(X)
+    b, m = X.shape[0], c.network.n_edges
+    s = np.broadcast_to(state.sources if state.sources is not None else np.zeros(m), (b, m))
+    args = (np.zeros((b, 0)), np.zeros((b, c.n_free)), np.zeros(b, dtype=bool))
+    out, errors = {}, {}
+    off = state.potentials.copy()
+    off[4, c.free_nodes[17]] += 1e-3
+    for jit in ("0", "1"):
+        monkeypatch.setenv("KIRCHNET_JIT", jit)
+        out[jit] = nl._final_checks(fac, state.potentials, s, *args, passive=True)
+        with pytest.raises(ConvergenceError, match=r"final check: sample 4, worst node") as info:
+            nl._final_checks(fac, off, s, *args, passive=True)
+        errors[jit] = str(info.value)
+    # residuals at an equilibrium are rounding noise: equal to the rounding of the currents
+    np.testing.assert_allclose(out["1"][0], out["0"][0], rtol=0, atol=nl.ROUNDING * np.abs(state.currents).max())
+    np.testing.assert_allclose(out["1"][1], out["0"][1], rtol=1e-12)  # tangent weights
+    assert errors["1"] == errors["0"]

@@ -35,7 +35,7 @@ import numpy as np
 from ._jit import AVAILABLE, enabled
 
 __all__ = ["AVAILABLE", "enabled", "port_correction", "nodal_newton", "envelope_factor", "envelope_solve_rows",
-           "evaluate", "companion_rhs"]
+           "evaluate", "evaluate_batch", "companion_rhs"]
 
 if AVAILABLE:
     import numba as _nb
@@ -335,6 +335,22 @@ if AVAILABLE:
                 ratio = np.inf
             worst = max(worst, ratio)
         return worst, uinf
+
+    @_njit
+    def evaluate_batch(U, S, JF, ta, hb, fa, fb, code, g, Is, nvt, xmax, rounding, R, D):
+        """:func:`evaluate` for every sample: ``U`` (b, n), ``S`` (b, m), ``JF`` (b, nf);
+        fills the residuals ``R`` (b, nf) and tangent weights ``D`` (b, m), returns the
+        worst ratio per sample (b,)."""
+        b, m, nf = U.shape[0], g.shape[0], JF.shape[1]
+        w = np.empty(m)
+        cur = np.empty(m)
+        sc = np.empty(nf)
+        rho = np.empty(nf)
+        worst = np.empty(b)
+        for smp in range(b):
+            worst[smp] = evaluate(U[smp], S[smp], JF[smp], ta, hb, fa, fb, code, g, Is, nvt, xmax, rounding,
+                                  w, cur, D[smp], R[smp], sc, rho)[0]
+        return worst
 
     @_njit
     def companion(it, cold, first, v, w, cur, D, ic, code, g, Is, nvt, vcrit, xmax, dmax, dmin):

@@ -1221,8 +1221,21 @@ def _final_checks(fac, u, s, mu, JF, settled, passive: bool):
     driven. Returns the state's KCL residual ``r`` (b, nf) and tangent weights ``g phi'(w)``
     (b, m)."""
     c = fac.circuit
-    # certify the returned state itself (recomputed from its potentials, not the iterate's bookkeeping)
-    _, _, r, weights, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
+    # certify the returned state itself (recomputed from its potentials, not the iterate's
+    # bookkeeping): compiled for resistors and diodes (the iteration's own evaluate), the
+    # numpy test where that is not there or something fails (it names the worst node)
+    k, ok = _assembly(c).kernel, None
+    if k is not None and mu.shape[1] == 0 and _jit_nonlinear.enabled():
+        b, nf = JF.shape
+        r, weights = np.empty((b, nf)), np.empty((b, c.network.n_edges))
+        worst = _jit_nonlinear.evaluate_batch(
+            np.ascontiguousarray(u, dtype=float), np.ascontiguousarray(np.broadcast_to(s, (b, weights.shape[1]))),
+            np.ascontiguousarray(JF, dtype=float), k[2], k[3], k[0], k[1], k[4],
+            np.ascontiguousarray(fac.conductances, dtype=float), k.params[0], k.params[1], k.params[3],
+            ROUNDING, r, weights)
+        ok = (worst <= fac.rtol) | (settled & (worst <= SETTLED_RTOL))
+    if ok is None or not ok.all():
+        _, _, r, weights, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
     if not ok.all():
         smp = int(np.flatnonzero(~ok)[0])
         v = int(np.argmax(rel[smp]))

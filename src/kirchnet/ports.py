@@ -78,6 +78,22 @@ def resistor_envelope(circuit):
     return _ENVELOPE[circuit]
 
 
+_INCIDENCE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _diode_incidence(circuit):
+    """``(edges, B_D, B_D^T in the resistor envelope's order)``: the diode edges, their
+    columns of ``B_F`` (sparse) and those columns dense, transposed, rows of the envelope's
+    order (cached per circuit: they do not depend on the conductances)."""
+    if circuit not in _INCIDENCE:
+        edges = np.flatnonzero(circuit.elements.kinds == "diode")
+        BD = sp.csr_array(circuit._B_free[:, edges])
+        PT0 = np.ascontiguousarray(BD.toarray()[resistor_envelope(circuit).perm].T)
+        PT0.setflags(write=False)
+        _INCIDENCE[circuit] = (edges, BD, PT0)
+    return _INCIDENCE[circuit]
+
+
 _ELIGIBLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -126,18 +142,17 @@ class PortReduction:
 
     def __init__(self, circuit, g):
         c = circuit
-        kind = c.elements.kinds
         self.circuit = c
-        self.edges = np.flatnonzero(kind == "diode")
-        self.g_resistors = gR = np.where(kind == "resistor", g, 0.0)
+        self.edges, BD, PT = _diode_incidence(c)
+        self.g_resistors = gR = np.array(g, dtype=float)
+        gR[self.edges] = 0.0  # resistors and diodes only (eligible)
         env = self.envelope = resistor_envelope(c)
         ok, self.env_factor = _jit_nonlinear.envelope_factor(gR, env.fa, env.fb, env.first, env.rowptr)
         if not ok:
             raise IllConditionedError("the resistors' Laplacian L_R is not numerically positive definite")
         # P and Z enter only Newton steps (checked by the stopping rule) and tangent solves
         # (certified by their residual), never a result directly
-        BD = c._B_free[:, self.edges]
-        PT = np.ascontiguousarray(BD.toarray()[env.perm].T)  # B_D^T, envelope order
+        PT = PT.copy()  # B_D^T, envelope order
         _jit_nonlinear.envelope_solve_rows(self.env_factor, env.first, env.rowptr, PT)
         self.PT_env = PT
         self.P = np.empty((c.n_free, self.edges.size))
