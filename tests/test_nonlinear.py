@@ -1301,3 +1301,25 @@ def test_compiled_final_check_agrees_with_the_numpy_test(monkeypatch):
     np.testing.assert_allclose(out["1"][0], out["0"][0], rtol=0, atol=nl.ROUNDING * np.abs(state.currents).max())
     np.testing.assert_allclose(out["1"][1], out["0"][1], rtol=1e-12)  # tangent weights
     assert errors["1"] == errors["0"]
+
+
+@pytest.mark.skipif(not _jit_nl.AVAILABLE, reason="compared with the compiled iteration")
+def test_dense_steps_of_leakage_held_clusters_are_deflated_after_a_failure(monkeypatch, count_calls):
+    """The sweep's seed 102 on the numpy (dense LAPACK) path: a cluster held only by 6e-17 S
+    diodes, whose common mode LAPACK's pivots resolve to cancellation noise; the plain
+    iteration fails, and before source stepping the batch is solved again with those
+    samples' dense steps by the two-level scheme: the compiled iteration's equilibrium
+    (both certified to 1e-8 of the voltage scale)."""
+    import kirchnet.nonlinear as nl
+
+    c, g, X, J = _fuzz_circuit(102)
+    monkeypatch.setenv("KIRCHNET_JIT", "1")
+    ref = c.factorize(g).solve(X, currents=J).potentials
+    monkeypatch.setenv("KIRCHNET_JIT", "0")
+    fac = c.factorize(g)
+    with pytest.raises(ConvergenceError):
+        nl.equilibrium(fac, X, currents=J)
+    stepping = count_calls(nl, "_source_stepping")
+    state = fac.solve(X, currents=J)
+    assert stepping["n"] == 0
+    np.testing.assert_allclose(state.potentials, ref, rtol=0, atol=2e-8 * np.abs(ref).max())

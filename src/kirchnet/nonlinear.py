@@ -357,13 +357,17 @@ class TangentSystem:
     """
 
     def __init__(self, circuit, weights: np.ndarray, active: np.ndarray, dense: bool, backend: str,
-                 ports=None):
+                 ports=None, deflate: bool = False):
         self.circuit = circuit
         self.asm = _assembly(circuit)
         self.weights = weights
         self.active = active
         self.dense = dense
         self.backend = backend
+        #: dense tangents with floating clusters solved by the two-level scheme (LAPACK's
+        #: pivots on their common modes are cancellation noise; sparse backends do this
+        #: wherever their factorization fails, :meth:`_factor_one`)
+        self.deflate = deflate and not self.asm.nc
         #: a :class:`kirchnet.ports.PortReduction` of the circuit: Woodbury solves (no ideal diodes)
         self.ports = ports if not self.asm.nc else None
         self._factors = None
@@ -446,7 +450,25 @@ class TangentSystem:
 
     def _solve_dense(self, rhs):
         """Batched LAPACK solves of the stacked systems, in chunks of at most
-        ``DENSE_STACK_BYTES`` (a big batch never allocates a (b, N, N) stack at once)."""
+        ``DENSE_STACK_BYTES`` (a big batch never allocates a (b, N, N) stack at once); with
+        :attr:`deflate`, the samples whose tangent has floating clusters again by the
+        two-level solve (:mod:`kirchnet.solvers.deflated`)."""
+        out = self._solve_stacked(rhs)
+        if self.deflate:
+            asm, pat = self.asm, self.circuit._pattern
+            for smp in range(rhs.shape[0]):
+                d = self.weights[smp]
+                scales = node_scales(asm.BF, d)
+                labels, k = floating_clusters(asm.nf, pat.free_tails, pat.free_heads, d, s=scales)
+                if k:
+                    try:
+                        out[smp] = DeflatedLaplacian(asm.nf, pat.free_tails, pat.free_heads, d, None, labels, k,
+                                                     B=asm.BF, s=scales).solve(rhs[smp])
+                    except SolverError:
+                        pass  # keep LAPACK's step
+        return out
+
+    def _solve_stacked(self, rhs):
         N = rhs.shape[1]
         chunk = max(1, int(DENSE_STACK_BYTES // (8 * max(N, 1) ** 2)))
         out = np.empty_like(rhs)
@@ -736,9 +758,10 @@ def _kcl_test(fac, uu, ss, mm, JJ, act, settled=None):
 
 
 def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
-                warm_multipliers: bool = False) -> NonlinearState:
+                warm_multipliers: bool = False, deflate: bool = False) -> NonlinearState:
     """The exact equilibrium of a nonlinear circuit (module docstring); see
-    :meth:`NonlinearFactorization.solve`."""
+    :meth:`NonlinearFactorization.solve`. ``deflate``: the damped iteration's dense steps
+    of tangents with floating clusters by the two-level solve (:class:`TangentSystem`)."""
     c = fac.circuit
     g = fac.conductances
     el = c.elements
@@ -868,7 +891,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                 rhs[:, nf:, 0] = -ww[:, asm.ci] * act
             fl = floored[todo]
             ts = TangentSystem(c, np.where(fl[:, None], np.maximum(weights, wfloor), weights), act, dense,
-                               fac.backend)
+                               fac.backend, deflate=deflate)
             try:
                 sol = ts.solve(rhs)[:, :, 0]
             except _Singular:
@@ -891,7 +914,8 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                         du, dw, lin = du.copy(), dw.copy(), lin.copy()
                         try:
                             du[retry] = TangentSystem(c, np.maximum(weights[retry], wfloor), act[retry],
-                                                      dense, fac.backend).solve(rhs[retry])[:, :nf, 0]
+                                                      dense, fac.backend, deflate=deflate
+                                                      ).solve(rhs[retry])[:, :nf, 0]
                         except _Singular:
                             du[retry] = np.nan
                         dw[retry] = np.asarray((c._BT_free @ du[retry].T).T)
@@ -1608,9 +1632,18 @@ class NonlinearFactorization:
                 return equilibrium(self, x, warm_start=layered, warm_multipliers=True)
         try:
             return equilibrium(self, x, currents=currents, clamp=clamp, warm_start=warm_start)
-        except ConvergenceError as exc:  # SPICE's fallback: source stepping, sample by sample
+        except ConvergenceError as exc:
             if currents is not None:
                 _refuse_undrainable(self, currents, exc)
+            if self.dense and not _assembly(self.circuit).nc:
+                # the dense steps of clusters held only by leakage, by the two-level solve
+                # (costly per step: only once the plain iteration failed)
+                try:
+                    return equilibrium(self, x, currents=currents, clamp=clamp, warm_start=warm_start,
+                                       deflate=True)
+                except ConvergenceError:
+                    pass
+            # SPICE's fallback: source stepping, sample by sample
             return _source_stepping(self, x, currents, clamp, warm_start, exc)
 
     def _layered(self, x) -> "NonlinearState | None":
