@@ -1323,3 +1323,6 @@ def test_dense_steps_of_leakage_held_clusters_are_deflated_after_a_failure(monke
     state = fac.solve(X, currents=J)
     assert stepping["n"] == 0
     np.testing.assert_allclose(state.potentials, ref, rtol=0, atol=2e-8 * np.abs(ref).max())
+    # warm-started from another sample's equilibrium: source stepping, its steps deflated too
+    warm = fac.solve(X, currents=J, warm_start=np.roll(state.potentials, 1, axis=0))
+    np.testing.assert_allclose(warm.potentials, ref, rtol=0, atol=2e-8 * np.abs(ref).max())

@@ -1498,7 +1498,7 @@ def _source_stepping(fac, x, currents, clamp, warm_start, error: ConvergenceErro
             nxt = min(1.0, lam + step)
             try:
                 state = equilibrium(fac, nxt * xk, currents=scaled(jk, nxt), clamp=scaled(ck, nxt),
-                                    warm_start=state)
+                                    warm_start=state, deflate=True)  # dense steps: two-level where clusters float
             except ConvergenceError:
                 step /= 4.0
                 if step < SOURCE_STEP_MIN:
