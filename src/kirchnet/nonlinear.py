@@ -210,6 +210,8 @@ LOWRANK_MAX = 32
 #: ... each by less than this factor (a downdate of a large weight to a tiny one loses the
 #: tiny one to cancellation)
 LOWRANK_RANGE = 1e3
+#: where at most LOWRANK_MAX weights moved by more than this (relative) at all, the update
+#: covers every one of them: the factorization is then exact and the step Newton's
 LOWRANK_EXACT = 1e-3
 #: the tangent factorizations a returned state keeps for warm starts from it, at most
 #: (:meth:`NonlinearFactorization._keep_tangents`)

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from ..errors import SolverError
 from ._fpmode import flush_subnormals
 from .base import Factorization, not_positive_definite
-from .symbolic import column_counts
+from . import symbolic as _counts
 
 try:  # pragma: no cover - exercised when the extra is installed
     from sksparse import cholmod as _cholmod
@@ -89,14 +89,15 @@ class CholmodSymbolic:
         if not AVAILABLE:
             raise SolverError(_MISSING)
         A = _csc(matrix)
-        guess = "supernodal" if A.shape[0] > _SUPERNODAL_GUESS else "simplicial"
-        self._symbolic = _analyze(A, guess)
-        counts = column_counts(A, self._symbolic.P())
         #: entries of the Cholesky factor (``None`` without numba)
-        self.lnz = None if counts is None else int(counts.sum())
-        if counts is None:  # no numba: CHOLMOD's own rule
+        self.lnz = None
+        if not _counts.AVAILABLE:  # no numba: CHOLMOD's own rule
             self._symbolic, self.mode = _analyze(A, "auto"), "auto"
             return
+        guess = "supernodal" if A.shape[0] > _SUPERNODAL_GUESS else "simplicial"
+        self._symbolic = _analyze(A, guess)
+        counts = _counts.column_counts(A, self._symbolic.P())
+        self.lnz = int(counts.sum())
         c = counts.astype(float)
         self.mode = "supernodal" if c @ c >= SUPERNODAL_SWITCH * c.sum() else "simplicial"
         if self.mode != guess:
