@@ -1308,7 +1308,7 @@ def test_dense_steps_of_leakage_held_clusters_are_deflated_after_a_failure(monke
     """The sweep's seed 102 on the numpy (dense LAPACK) path: a cluster held only by 6e-17 S
     diodes, whose common mode LAPACK's pivots resolve to cancellation noise; the plain
     iteration fails, and before source stepping the batch is solved again with those
-    samples' dense steps by the two-level scheme: the compiled iteration's equilibrium
+    samples' dense steps by the subtraction-free elimination: the compiled iteration's equilibrium
     (both certified to 1e-8 of the voltage scale)."""
     import kirchnet.nonlinear as nl
 

@@ -175,7 +175,7 @@ from .gradient import GradientResult
 from .losses import get_loss
 from . import ports as _ports
 from .ports import PORT_FULL, PORT_STIFF, PORT_TAU, PortReduction
-from .solvers.deflated import DeflatedLaplacian, floating_clusters, node_scales
+from .solvers.deflated import DeflatedLaplacian, SubtractionFreeElimination, floating_clusters, node_scales
 
 #: stacked dense solves up to this many unknowns (free nodes + ideal diodes)
 DENSE_MAX = solvers.DENSE_MAX
@@ -366,9 +366,9 @@ class TangentSystem:
         self.active = active
         self.dense = dense
         self.backend = backend
-        #: dense tangents with floating clusters solved by the two-level scheme (LAPACK's
-        #: pivots on their common modes are cancellation noise; sparse backends do this
-        #: wherever their factorization fails, :meth:`_factor_one`)
+        #: dense tangents with floating clusters solved by the subtraction-free elimination
+        #: (LAPACK's pivots on their common modes are cancellation noise; sparse backends
+        #: take the two-level solve wherever their factorization fails, :meth:`_factor_one`)
         self.deflate = deflate and not self.asm.nc
         #: a :class:`kirchnet.ports.PortReduction` of the circuit: Woodbury solves (no ideal diodes)
         self.ports = ports if not self.asm.nc else None
@@ -454,7 +454,8 @@ class TangentSystem:
         """Batched LAPACK solves of the stacked systems, in chunks of at most
         ``DENSE_STACK_BYTES`` (a big batch never allocates a (b, N, N) stack at once); with
         :attr:`deflate`, the samples whose tangent has floating clusters again by the
-        two-level solve (:mod:`kirchnet.solvers.deflated`)."""
+        subtraction-free elimination (:class:`~kirchnet.solvers.deflated.SubtractionFreeElimination`:
+        componentwise accurate, no cycles; dense systems are small)."""
         out = self._solve_stacked(rhs)
         if self.deflate:
             asm, pat = self.asm, self.circuit._pattern
@@ -464,8 +465,8 @@ class TangentSystem:
                 labels, k = floating_clusters(asm.nf, pat.free_tails, pat.free_heads, d, s=scales)
                 if k:
                     try:
-                        out[smp] = DeflatedLaplacian(asm.nf, pat.free_tails, pat.free_heads, d, None, labels, k,
-                                                     B=asm.BF, s=scales).solve(rhs[smp])
+                        out[smp] = SubtractionFreeElimination(asm.nf, pat.free_tails, pat.free_heads,
+                                                              d).solve(rhs[smp])
                     except SolverError:
                         pass  # keep LAPACK's step
         return out
@@ -763,7 +764,8 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                 warm_multipliers: bool = False, deflate: bool = False) -> NonlinearState:
     """The exact equilibrium of a nonlinear circuit (module docstring); see
     :meth:`NonlinearFactorization.solve`. ``deflate``: the damped iteration's dense steps
-    of tangents with floating clusters by the two-level solve (:class:`TangentSystem`)."""
+    of tangents with floating clusters by the subtraction-free elimination
+    (:class:`TangentSystem`)."""
     c = fac.circuit
     g = fac.conductances
     el = c.elements
@@ -1500,7 +1502,7 @@ def _source_stepping(fac, x, currents, clamp, warm_start, error: ConvergenceErro
             nxt = min(1.0, lam + step)
             try:
                 state = equilibrium(fac, nxt * xk, currents=scaled(jk, nxt), clamp=scaled(ck, nxt),
-                                    warm_start=state, deflate=True)  # dense steps: two-level where clusters float
+                                    warm_start=state, deflate=True)  # dense steps where clusters float: GTH
             except ConvergenceError:
                 step /= 4.0
                 if step < SOURCE_STEP_MIN:
@@ -1638,7 +1640,7 @@ class NonlinearFactorization:
             if currents is not None:
                 _refuse_undrainable(self, currents, exc)
             if self.dense and not _assembly(self.circuit).nc:
-                # the dense steps of clusters held only by leakage, by the two-level solve
+                # the dense steps of clusters held only by leakage, by the subtraction-free elimination
                 # (costly per step: only once the plain iteration failed)
                 try:
                     return equilibrium(self, x, currents=currents, clamp=clamp, warm_start=warm_start,

@@ -40,6 +40,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
+from .. import _jit
 from ..errors import SolverError
 
 #: an edge is weak where its weight is below this fraction of the largest weight at its ends
@@ -109,6 +110,31 @@ def grounded_laplacian(n: int, ea: np.ndarray, eb: np.ndarray, d: np.ndarray) ->
     return sp.csc_array(B @ sp.diags_array(np.asarray(d, dtype=float)) @ B.T)
 
 
+if _jit.AVAILABLE:
+    import numba as _nb
+
+    @_nb.njit(cache=True, nogil=True)  # no fastmath: the elimination's rounding is its point
+    def _eliminate(A, g0, piv):
+        """:class:`SubtractionFreeElimination`'s loop in place (compiled); returns the first
+        pivot without weight to the ground, or -1."""
+        n = A.shape[0]
+        for k in range(n):
+            p = g0[k]
+            for j in range(k + 1, n):
+                p += A[k, j]
+            if not p > 0.0:
+                return k
+            piv[k] = p
+            for i in range(k + 1, n):
+                f = A[i, k] / p
+                A[i, k] = f
+                if f != 0.0:
+                    for j in range(k + 1, n):
+                        A[i, j] += f * A[k, j]
+                    g0[i] += f * g0[k]
+        return -1
+
+
 class SubtractionFreeElimination:
     """``H x = b`` for a small grounded Laplacian by Gaussian elimination without
     subtractions (Grassmann, Taksar and Heyman's form): each pivot is recomputed as the
@@ -127,7 +153,11 @@ class SubtractionFreeElimination:
         grounded = (ea >= 0) != (eb >= 0)
         g0 = np.bincount(np.maximum(ea, eb)[grounded], weights=d[grounded], minlength=n)  # to the ground
         piv = np.zeros(n)
-        for k in range(n):
+        if _jit.enabled():  # the same loop compiled (5x faster at 190 nodes)
+            k = _eliminate(A, g0, piv)
+            if k >= 0:
+                raise SolverError(f"the Laplacian is singular: node {k} has no weight left to the ground")
+        for k in range(n if not _jit.enabled() else 0):
             piv[k] = g0[k] + A[k, k + 1:].sum()
             if not piv[k] > 0:
                 raise SolverError(f"the Laplacian is singular: node {k} has no weight left to the ground")
@@ -193,9 +223,9 @@ class DeflatedLaplacian:
         kb = np.where(eb >= 0, labels[np.maximum(eb, 0)], -1)
         self._cut = np.flatnonzero(ka != kb)
         self._ka, self._kb = ka[self._cut], kb[self._cut]
-        self._B = B
+        self._B, self._BT = B, sp.csr_array(B.T)  # transposed once (scipy's .T builds a new array per use)
         self._Bc = incidence(self.k, self._ka, self._kb)  # the cut edges between clusters
-        self._Bc_x = incidence(n, ea[self._cut], eb[self._cut])  # ... and between nodes
+        self._Bc_xT = sp.csr_array(incidence(n, ea[self._cut], eb[self._cut]).T)  # ... and between nodes
         if self.k <= EXACT_COARSE:  # exact to a few ulps whatever the weights: no recursion
             self._coarse = SubtractionFreeElimination(self.k, self._ka, self._kb, d[self._cut])
         else:
@@ -203,11 +233,11 @@ class DeflatedLaplacian:
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         """``H x`` in edge form (x (n, r))."""
-        return self._B @ (self.d[:, None] * (self._B.T @ x))
+        return self._B @ (self.d[:, None] * (self._BT @ x))
 
     def _coarse_residual(self, Pb: np.ndarray, x: np.ndarray) -> np.ndarray:
         """``P^T (b - H x)`` from the cut edges' currents (``Pb = P^T b``)."""
-        return Pb - self._Bc @ (self.d[self._cut, None] * (self._Bc_x.T @ x))
+        return Pb - self._Bc @ (self.d[self._cut, None] * (self._Bc_xT @ x))
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         """``H^-1 b`` for ``b`` (n,) or (n, r): the coarse solution, then fine/coarse cycles
