@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg as sla
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kirchnet.errors import SolverError
@@ -107,12 +107,15 @@ def _exact_solve(n, ea, eb, d, b):
     return np.array([float(v) for v in x])
 
 
-@settings(max_examples=40, deadline=None)
+@pytest.mark.parametrize("jit", ["1", "0"], ids=["compiled", "numpy"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2 ** 31 - 1))
-def test_subtraction_free_elimination_is_exact_to_ulps(seed):
+def test_subtraction_free_elimination_is_exact_to_ulps(monkeypatch, jit, seed):
     """Against exact rational arithmetic, on 3-9 nodes with weights 1e-300 .. 1 (b >= 0 and
     mixed signs): componentwise to 1e-12 for b >= 0, where no cancellation is left in the
-    data; where b has mixed signs LAPACK-like accuracy relative to max |x| is all there is."""
+    data; where b has mixed signs LAPACK-like accuracy relative to max |x| is all there is.
+    The elimination compiled (numba, where installed) and numpy's."""
+    monkeypatch.setenv("KIRCHNET_JIT", jit)
     rng = np.random.default_rng(seed)
     n = int(rng.integers(3, 10))
     ea = np.r_[rng.integers(-1, n, 3 * n), np.arange(n)]
