@@ -1166,6 +1166,7 @@ def test_sparse_compiled_iteration_takes_the_numpy_iterations_steps(monkeypatch,
         monkeypatch.setenv("KIRCHNET_JIT", jit)
         calls = count_calls(nl, "_sparse_newton")
         factored = count_calls(nl.TangentSystem, "_factor_one")
+        fac = c.factorize(g, backend=backend, port_reduction=False)  # its own kept first tangent
         states[jit] = fac.solve(X, currents=J)
         assert calls["n"] == (1 if jit == "1" else 0)
         factorized[jit] = factored["n"]
@@ -1326,3 +1327,31 @@ def test_dense_steps_of_leakage_held_clusters_are_deflated_after_a_failure(monke
     # warm-started from another sample's equilibrium: source stepping, its steps deflated too
     warm = fac.solve(X, currents=J, warm_start=np.roll(state.potentials, 1, axis=0))
     np.testing.assert_allclose(warm.potentials, ref, rtol=0, atol=2e-8 * np.abs(ref).max())
+
+
+@needs_cholmod
+def test_cold_starts_share_the_first_tangent(monkeypatch, count_calls):
+    """A cold start's first tangent differs between samples only at the diodes touching driven
+    nodes: the factorization keeps it (_cold_tangent) and later cold starts take their first
+    step as a chord step or a low-rank update on it, to the same equilibria as fresh
+    factorizations, with fewer factorizations."""
+    import pickle
+
+    import kirchnet.nonlinear as nl
+
+    monkeypatch.setattr(nl, "_sparse_step_flops", lambda circuit, backend: 0.0)  # the sparse steps
+    c, g, X = _diode_lattice_every_third(30, seed=2, batch=5)
+    counts, states = {}, {}
+    for shared in (True, False):
+        factored = count_calls(nl.TangentSystem, "_factor_one")
+        fac = c.factorize(g, backend="cholmod", port_reduction=False)
+        out = []
+        for k in range(X.shape[0]):
+            if not shared:
+                fac = c.factorize(g, backend="cholmod", port_reduction=False)
+            out.append(fac.solve(X[k:k + 1]).potentials)
+        counts[shared], states[shared] = factored["n"], np.concatenate(out)
+    assert counts[True] < counts[False]
+    vs = np.abs(states[False]).max()
+    np.testing.assert_allclose(states[True], states[False], rtol=0, atol=1e-9 * vs)
+    assert fac._cold is not None and pickle.loads(pickle.dumps(fac))._cold is None

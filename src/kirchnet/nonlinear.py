@@ -827,6 +827,10 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     prior = fac._tangents.get(warm_start) if isinstance(warm_start, NonlinearState) else None
     if prior is not None and len(prior[0]) == b:  # the start's own last factorizations (chord steps)
         cache["factors"] = (list(prior[0]), prior[1].copy())
+    elif limited and warm_start is None and not fac.dense and fac.plan[0] == "numpy":  # cold: a shared first tangent
+        first_tangent = fac._cold_tangent(w0[0])
+        if first_tangent is not None:
+            cache["factors"] = ([first_tangent[0]] * b, np.tile(first_tangent[1], (b, 1)))
     todo = np.arange(b)
     if limited:  # the limited Newton iteration's first step is the cold-start solve
         first = el.initial_voltages if warm_start is None else None  # cold: then min(w, vcrit)
@@ -1572,6 +1576,28 @@ class NonlinearFactorization:
         #: each returned state's last tangent factorizations (sparse backends), while the
         #: state lives: a warm start from it begins with chord steps on them
         self._tangents = weakref.WeakKeyDictionary()
+        self._cold = None  # the cold start's first tangent (_cold_tangent)
+
+    def _cold_tangent(self, v0):
+        """``(factorization, weights)`` of the tangent a cold start's first step linearizes
+        at (the voltages ``v0`` (m,) of the first sample that needed it: interior diodes at 0
+        V, diodes at driven nodes at ``min(w, vcrit)``), kept (CHOLMOD, within
+        ``WARM_FACTOR_BYTES``): other samples' first tangents differ only at the diodes that
+        touch driven nodes or carry sources, so their first step is a chord step or a
+        low-rank update on it (:func:`_refreshed`) instead of a factorization. ``None``
+        where not kept."""
+        if self._cold is None:
+            lnz = getattr(self.circuit._symbolic, "lnz", None) if self.backend == "cholmod" else None
+            if lnz is None or 16.0 * lnz > WARM_FACTOR_BYTES:
+                return None
+            weights = self.conductances * self.circuit.elements.dphi(np.asarray(v0, dtype=float))
+            try:
+                factor = TangentSystem(self.circuit, weights[None], np.zeros((1, 0), dtype=bool), False,
+                                       self.backend)._factor_one(0)
+            except _Singular:
+                return None
+            self._cold = (factor, weights)
+        return self._cold
 
     def _keep_tangents(self, state, factors) -> None:
         """Keep ``factors`` (the limited iteration's ``(factorizations, weights)``) for warm
@@ -1614,7 +1640,7 @@ class NonlinearFactorization:
         use) and without the kept tangent factorizations."""
         state = self.__dict__.copy()
         state.pop("plan", None)
-        state["_tangents"] = None
+        state["_tangents"], state["_cold"] = None, None
         return state
 
     def __setstate__(self, state):
