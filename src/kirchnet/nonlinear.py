@@ -320,7 +320,10 @@ def _sparse_step_flops(circuit, backend: str) -> float:
     Measured crossovers: envelope steps win on lattices to a few 10^3 nodes and lose at
     10^4 (1.6x slower), the port reduction wins on random graphs of 10^3 edges."""
     cache = _SPARSE_FLOPS.setdefault(circuit, {})
-    if backend not in cache:
+    counted = circuit._symbolic.flops if backend == "cholmod" else None  # the analysis's column counts
+    if backend not in cache and counted is not None:
+        cache[backend] = counted + min(counted, 1e6) + SPARSE_STEP_OVERHEAD
+    if backend not in cache:  # SuperLU, or no numba: count the factor itself
         L = circuit._pattern.laplacian(np.ones(circuit.network.n_edges))
         try:
             f = solvers.factorize(L, backend, symbolic=circuit._symbolic if backend == "cholmod" else None,
@@ -1587,8 +1590,7 @@ class NonlinearFactorization:
         low-rank update on it (:func:`_refreshed`) instead of a factorization. ``None``
         where not kept."""
         if self._cold is None:
-            lnz = getattr(self.circuit._symbolic, "lnz", None) if self.backend == "cholmod" else None
-            if lnz is None or 16.0 * lnz > WARM_FACTOR_BYTES:
+            if not self._keepable(1):
                 return None
             weights = self.conductances * self.circuit.elements.dphi(np.asarray(v0, dtype=float))
             try:
@@ -1599,14 +1601,16 @@ class NonlinearFactorization:
             self._cold = (factor, weights)
         return self._cold
 
+    def _keepable(self, count: int) -> bool:
+        """``count`` CHOLMOD tangent factors of this circuit take at most ``WARM_FACTOR_BYTES``
+        (16 bytes per factor entry; False on other backends or without the factor's size)."""
+        lnz = self.circuit._symbolic.lnz if self.backend == "cholmod" else None
+        return lnz is not None and 16.0 * lnz * count <= WARM_FACTOR_BYTES
+
     def _keep_tangents(self, state, factors) -> None:
         """Keep ``factors`` (the limited iteration's ``(factorizations, weights)``) for warm
-        starts from ``state``, where CHOLMOD's factors of the batch take at most
-        ``WARM_FACTOR_BYTES`` (16 bytes per factor entry)."""
-        if factors is None or self.backend != "cholmod" or any(f is None for f in factors[0]):
-            return
-        lnz = getattr(self.circuit._symbolic, "lnz", None)
-        if lnz is not None and 16.0 * lnz * len(factors[0]) <= WARM_FACTOR_BYTES:
+        starts from ``state`` (:meth:`_keepable`)."""
+        if factors is not None and all(f is not None for f in factors[0]) and self._keepable(len(factors[0])):
             self._tangents[state] = factors
 
     @cached_property

@@ -89,17 +89,17 @@ class CholmodSymbolic:
         if not AVAILABLE:
             raise SolverError(_MISSING)
         A = _csc(matrix)
-        #: entries of the Cholesky factor (``None`` without numba)
-        self.lnz = None
+        #: entries of the Cholesky factor and the flops of a numeric factorization,
+        #: ``sum_j c_j^2`` (``None`` without numba)
+        self.lnz = self.flops = None
         if not _counts.AVAILABLE:  # no numba: CHOLMOD's own rule
             self._symbolic, self.mode = _analyze(A, "auto"), "auto"
             return
         guess = "supernodal" if A.shape[0] > _SUPERNODAL_GUESS else "simplicial"
         self._symbolic = _analyze(A, guess)
-        counts = _counts.column_counts(A, self._symbolic.P())
-        self.lnz = int(counts.sum())
-        c = counts.astype(float)
-        self.mode = "supernodal" if c @ c >= SUPERNODAL_SWITCH * c.sum() else "simplicial"
+        c = _counts.column_counts(A, self._symbolic.P()).astype(float)
+        self.lnz, self.flops = int(c.sum()), float(c @ c)
+        self.mode = "supernodal" if self.flops >= SUPERNODAL_SWITCH * self.lnz else "simplicial"
         if self.mode != guess:
             self._symbolic = _analyze(A, self.mode)
 

@@ -115,8 +115,9 @@ if _jit.AVAILABLE:
 
     @_nb.njit(cache=True, nogil=True)  # no fastmath: the elimination's rounding is its point
     def _eliminate(A, g0, piv):
-        """:class:`SubtractionFreeElimination`'s loop in place (compiled); returns the first
-        pivot without weight to the ground, or -1."""
+        """:class:`SubtractionFreeElimination`'s elimination in place (compiled; 5x
+        :func:`_eliminate_numpy` at 190 nodes): the multipliers into ``A``'s lower triangle,
+        the pivots into ``piv``; returns the first pivot without weight to the ground, or -1."""
         n = A.shape[0]
         for k in range(n):
             p = g0[k]
@@ -133,6 +134,19 @@ if _jit.AVAILABLE:
                         A[i, j] += f * A[k, j]
                     g0[i] += f * g0[k]
         return -1
+
+
+def _eliminate_numpy(A, g0, piv) -> int:
+    """:func:`_eliminate` without numba: the same elimination, a pivot's Schur update at a time."""
+    for k in range(A.shape[0]):
+        piv[k] = g0[k] + A[k, k + 1:].sum()
+        if not piv[k] > 0:
+            return k
+        f = A[k + 1:, k] / piv[k]
+        A[k + 1:, k] = f
+        A[k + 1:, k + 1:] += np.outer(f, A[k, k + 1:])
+        g0[k + 1:] += f * g0[k]
+    return -1
 
 
 class SubtractionFreeElimination:
@@ -153,18 +167,9 @@ class SubtractionFreeElimination:
         grounded = (ea >= 0) != (eb >= 0)
         g0 = np.bincount(np.maximum(ea, eb)[grounded], weights=d[grounded], minlength=n)  # to the ground
         piv = np.zeros(n)
-        if _jit.enabled():  # the same loop compiled (5x faster at 190 nodes)
-            k = _eliminate(A, g0, piv)
-            if k >= 0:
-                raise SolverError(f"the Laplacian is singular: node {k} has no weight left to the ground")
-        for k in range(n if not _jit.enabled() else 0):
-            piv[k] = g0[k] + A[k, k + 1:].sum()
-            if not piv[k] > 0:
-                raise SolverError(f"the Laplacian is singular: node {k} has no weight left to the ground")
-            f = A[k + 1:, k] / piv[k]
-            A[k + 1:, k] = f
-            A[k + 1:, k + 1:] += np.outer(f, A[k, k + 1:])
-            g0[k + 1:] += f * g0[k]
+        singular = (_eliminate if _jit.enabled() else _eliminate_numpy)(A, g0, piv)
+        if singular >= 0:
+            raise SolverError(f"the Laplacian is singular: node {singular} has no weight left to the ground")
         np.fill_diagonal(A, 0.0)
         self.lower = np.eye(n) - np.tril(A, -1)
         self.upper = np.diag(piv) - np.triu(A, 1)

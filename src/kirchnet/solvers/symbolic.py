@@ -47,7 +47,7 @@ if AVAILABLE:
             mark[i] = i
             for q in range(indptr[perm[i]], indptr[perm[i] + 1]):
                 j = inv[indices[q]]
-                while j < i and mark[j] != i:
+                while 0 <= j < i and mark[j] != i:  # (-1: a root, only for a non-symmetric pattern)
                     mark[j] = i
                     count[j] += 1
                     j = parent[j]
