@@ -75,3 +75,12 @@ def count_calls(monkeypatch):
         return calls
 
     return wrap
+
+
+@pytest.fixture
+def no_lanes(monkeypatch):
+    """Batches take the limited iteration's other paths (Woodbury, envelope, sparse numpy),
+    not the lane iteration (:func:`kirchnet.nonlinear._lanes_newton`), for tests of those."""
+    import kirchnet.nonlinear as nl
+
+    monkeypatch.setattr(nl, "LANES_MIN_BATCH", 10 ** 9)

@@ -665,8 +665,9 @@ def test_tangent_solves_are_certified_refined_and_refused(monkeypatch):
 
 
 # ----------------------------------------------------------------- honest stopping rule (issue 12)
-def _bench_diode_circuit(k, law, seed=0, batch=64):
-    """benchmarks/bench_spice.py's ``diode_task`` on a k x k lattice with the law ``law``."""
+def _bench_diode_circuit(k, law, seed=0, batch=64, outputs=None):
+    """benchmarks/bench_spice.py's ``diode_task`` on a k x k lattice with the law ``law``
+    (and the output nodes ``outputs``)."""
     from _reference import _resistor_tree
 
     net = kn.topologies.lattice(k, k)
@@ -676,7 +677,7 @@ def _bench_diode_circuit(k, law, seed=0, batch=64):
     diodes = np.sort(rng.choice(rest, min(rest.size, net.n_edges // 3), replace=False))
     nodes = rng.choice(np.arange(1, net.n_nodes), size=n_inputs - 1, replace=False)
     c = kn.Circuit(net, ground=0, inputs=[*(int(v) for v in nodes), Edge(int(diodes[0]))],
-                   elements={law: diodes})
+                   outputs=outputs or [], elements={law: diodes})
     g = rng.uniform(0.5e-3, 2e-3, net.n_edges)
     g[diodes] = rng.uniform(0.5, 2.0, diodes.size)
     return c, g, rng.uniform(-2.0, 2.0, (batch, n_inputs))
@@ -964,16 +965,18 @@ def test_limited_and_damped_newton_reach_the_same_equilibrium(backend):
 
 @pytest.mark.parametrize("jit", ["1", "0"], ids=["compiled", "python"])
 def test_limited_newton_hands_unconverged_samples_to_the_damped_iteration(monkeypatch, jit):
-    """A sample that stalls in the limited iteration (compiled or Python; port-reduced or on
-    the full network), or whose tangent is singular there, goes on with the damped iteration
-    from its best iterate: same equilibrium."""
+    """A sample that stalls in the limited iteration (compiled or Python; port-reduced, on
+    the full network or in lanes), or whose tangent is singular there, goes on with the
+    damped iteration from its best iterate: same equilibrium."""
     import kirchnet.nonlinear as nl
 
     monkeypatch.setenv("KIRCHNET_JIT", jit)
     c, g, x = _bench_diode_circuit(6, Diode(), seed=1, batch=5)
     expected = c.factorize(g).solve(x).potentials
     monkeypatch.setattr(nl, "LIMITED_STALL", -1)  # every sample leaves after its first test
-    for ports in (True, False):
+    for ports, lanes in ((True, 4), (False, 10 ** 9), ("auto", 4)):
+        monkeypatch.setattr(nl, "LANES_MIN_BATCH", lanes)
+        assert nl._lanes(c.factorize(g, port_reduction=ports), x.shape[0]) == (jit == "1" and ports == "auto")
         handed = c.factorize(g, port_reduction=ports).solve(x)
         np.testing.assert_allclose(handed.potentials, expected, rtol=0, atol=1e-10)
         assert np.all(handed.iterations > 1)  # the damped iteration's steps
@@ -996,7 +999,7 @@ def test_limited_newton_hands_unconverged_samples_to_the_damped_iteration(monkey
     assert calls["n"] > 2
 
 
-def test_warm_start_takes_chord_steps_on_one_factorization(monkeypatch):
+def test_warm_start_takes_chord_steps_on_one_factorization(no_lanes, monkeypatch):
     """Sparse backends reuse a sample's tangent factorization while no tangent weight
     drifted more than CHORD_DRIFT: a warm start after a 1 % input change takes several
     steps on fewer factorizations, to the same equilibrium as a cold solve."""
@@ -1141,7 +1144,7 @@ def test_diode_lattice_clusters_are_solved_to_the_reference(monkeypatch, limitin
 @pytest.mark.skipif(not _jit_nl.AVAILABLE, reason="the compiled sparse iteration needs numba")
 @pytest.mark.parametrize("backend", backend_params(["cholmod", "splu"]))
 @pytest.mark.parametrize("case", ["lattice", 3, 17, 40, 22])
-def test_sparse_compiled_iteration_takes_the_numpy_iterations_steps(monkeypatch, count_calls, backend, case):
+def test_sparse_compiled_iteration_takes_the_numpy_iterations_steps(no_lanes, monkeypatch, count_calls, backend, case):
     """On sparse backends the limited iteration's edge work is compiled (_sparse_newton): the
     same iterations, chord steps and equilibrium as the numpy iteration (_limited_newton), on
     the spice benchmark's lattice and on random graphs of the robustness sweep (mixed laws,
@@ -1178,7 +1181,7 @@ def test_sparse_compiled_iteration_takes_the_numpy_iterations_steps(monkeypatch,
 
 
 @pytest.mark.skipif(not _jit_nl.AVAILABLE, reason="the sparse iteration's kernels need numba")
-def test_certification_takes_newton_steps_before_the_damped_iteration(monkeypatch, count_calls):
+def test_certification_takes_newton_steps_before_the_damped_iteration(no_lanes, monkeypatch, count_calls):
     """Where the stopping rule passed but Newton's error estimate is not yet within
     CERTIFY_RTOL (clusters held by reverse diodes on the 40 x 40 diode lattice), the
     estimate's own Newton step is taken (NEWTON_POLISH rounds) before the damped iteration:
@@ -1241,7 +1244,7 @@ def test_refreshed_factorization_is_a_chord_a_low_rank_update_or_new(monkeypatch
 
 
 @needs_cholmod
-def test_warm_start_from_a_state_reuses_its_tangent_factorizations(monkeypatch, count_calls):
+def test_warm_start_from_a_state_reuses_its_tangent_factorizations(no_lanes, monkeypatch, count_calls):
     """A state keeps its last CHOLMOD tangent factorizations (while it lives, within
     WARM_FACTOR_BYTES): a warm start from it begins with chord steps or low-rank updates on
     them, so it factorizes less than a warm start from the same potentials, and reaches the
@@ -1330,7 +1333,7 @@ def test_dense_steps_of_leakage_held_clusters_are_deflated_after_a_failure(monke
 
 
 @needs_cholmod
-def test_cold_starts_share_the_first_tangent(monkeypatch, count_calls):
+def test_cold_starts_share_the_first_tangent(no_lanes, monkeypatch, count_calls):
     """A cold start's first tangent differs between samples only at the diodes touching driven
     nodes: the factorization keeps it (_cold_tangent) and later cold starts take their first
     step as a chord step or a low-rank update on it, to the same equilibria as fresh

@@ -20,7 +20,9 @@ from test_nonlinear import (D1, D2, _bench_diode_circuit, nl_problems, ref_loss,
 jit = pytest.importorskip("numba", reason="the port reduction is compiled with numba (the `jit` extra)")
 from kirchnet import _jit_nonlinear  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not _jit_nonlinear.enabled(), reason="KIRCHNET_JIT=0")
+#: the port reduction's and the envelope's steps, not the lane iteration's (tests/test_lanes.py)
+pytestmark = [pytest.mark.skipif(not _jit_nonlinear.enabled(), reason="KIRCHNET_JIT=0"),
+              pytest.mark.usefixtures("no_lanes")]
 
 
 def _solve_both(c, g, x, **kw):

@@ -35,7 +35,7 @@ import numpy as np
 from ._jit import AVAILABLE, enabled
 
 __all__ = ["AVAILABLE", "enabled", "port_correction", "nodal_newton", "envelope_factor", "envelope_solve_rows",
-           "evaluate", "evaluate_batch", "companion_rhs"]
+           "evaluate", "evaluate_batch", "companion_rhs", "lanes_newton", "LANES"]
 
 if AVAILABLE:
     import numba as _nb
@@ -553,4 +553,240 @@ if AVAILABLE:
             if not done[smp]:
                 for k in range(n):
                     uu[k] = best_u[k]
+        return iters, done, settled, est
+
+#: samples :func:`lanes_newton` solves side by side (the innermost, vectorized dimension of
+#: its factorizations: one AVX-512 register of doubles, two AVX2 ones)
+LANES = 8
+
+if AVAILABLE:
+
+    @_njit
+    def _lane_factor(Lx, colptr, rowidx, rowptr, rowcol, rowpos, kptr, kedge, klo, fa, fb, D, shift, dg, x, d,
+                     lkj, bad):
+        """Up-looking Cholesky (Davis, *Direct Methods for Sparse Linear Systems*, 4.8) of every
+        lane's tangent ``H = B_F diag(D) B_F^T + diag(shift)`` (``D`` (m, LANES)) into ``Lx``
+        (lnz, LANES) on the factor's fixed pattern (:class:`kirchnet.assembly.FactorPattern`,
+        the unknowns in its fill-reducing order; the lanes innermost: the index arithmetic
+        of the sparse rows is paid once for all lanes and the multiply-adds are vector
+        operations). Row ``k``: ``H[:k, k]`` (the edges whose later end is ``k``) scattered
+        into ``x``, then ``L[k, :k]`` by the sparse triangular solve over the row's pattern in
+        ascending order; the diagonal is stored as its reciprocal. ``bad[l]`` True where lane
+        ``l`` is not positive definite (its pivots are then set to 1)."""
+        n = colptr.shape[0] - 1
+        for ln in range(LANES):
+            bad[ln] = False
+        for j in range(n):
+            for ln in range(LANES):
+                dg[j, ln] = shift[ln]
+                x[j, ln] = 0.0
+        for e in range(D.shape[0]):
+            a = fa[e]
+            c = fb[e]
+            if a >= 0:
+                for ln in range(LANES):
+                    dg[a, ln] += D[e, ln]
+            if c >= 0:
+                for ln in range(LANES):
+                    dg[c, ln] += D[e, ln]
+        for k in range(n):
+            for q in range(kptr[k], kptr[k + 1]):
+                e = kedge[q]
+                lo = klo[q]
+                for ln in range(LANES):
+                    x[lo, ln] -= D[e, ln]
+            for ln in range(LANES):
+                d[ln] = dg[k, ln]
+            for r in range(rowptr[k], rowptr[k + 1]):
+                j = rowcol[r]
+                pk = rowpos[r]
+                dj = colptr[j]
+                for ln in range(LANES):
+                    lkj[ln] = x[j, ln] * Lx[dj, ln]
+                    x[j, ln] = 0.0
+                for p in range(dj + 1, pk):
+                    i = rowidx[p]
+                    for ln in range(LANES):
+                        x[i, ln] -= Lx[p, ln] * lkj[ln]
+                for ln in range(LANES):
+                    d[ln] -= lkj[ln] * lkj[ln]
+                    Lx[pk, ln] = lkj[ln]
+            dk = colptr[k]
+            for ln in range(LANES):
+                if d[ln] > 0.0:
+                    Lx[dk, ln] = 1.0 / math.sqrt(d[ln])
+                else:
+                    Lx[dk, ln] = 1.0
+                    bad[ln] = True
+
+    @_njit
+    def _lane_solve(Lx, colptr, rowidx, X, t):
+        """``X`` (n, LANES) <- ``H^-1 X`` per lane with the factor of :func:`_lane_factor`."""
+        n = colptr.shape[0] - 1
+        for j in range(n):
+            dj = colptr[j]
+            for ln in range(LANES):
+                X[j, ln] *= Lx[dj, ln]
+            for p in range(dj + 1, colptr[j + 1]):
+                i = rowidx[p]
+                for ln in range(LANES):
+                    X[i, ln] -= Lx[p, ln] * X[j, ln]
+        for j in range(n - 1, -1, -1):
+            dj = colptr[j]
+            for ln in range(LANES):
+                t[ln] = X[j, ln]
+            for p in range(dj + 1, colptr[j + 1]):
+                i = rowidx[p]
+                for ln in range(LANES):
+                    t[ln] -= Lx[p, ln] * X[i, ln]
+            for ln in range(LANES):
+                X[j, ln] = t[ln] * Lx[dj, ln]
+
+    @_njit
+    def lanes_newton(u, s, JF, v0, cold, first, free, fa, fb, ta, hb, code, g, Is, nvt, vcrit, xmax,
+                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, colptr, rowidx, rowptr, rowcol,
+                     rowpos, kptr, kedge, klo):
+        """:func:`nodal_newton` with every step a new factorization of the full tangent (no
+        chord steps, no port reduction; same arguments up to ``stall``, same result), on the
+        tangent's sparse Cholesky factor in a fill-reducing order (``colptr`` .. ``klo``:
+        :class:`kirchnet.assembly.FactorPattern`; the free positions in ``fa``/``fb``/
+        ``free``/``JF`` in its order) and :data:`LANES` samples at a time: each lane holds a
+        sample at its own iteration (:func:`evaluate` and :func:`companion` per lane: the
+        same linearization, limiting, stopping rule, stall test and best iterate), and the
+        lanes' tangents are factorized and solved together (:func:`_lane_factor`). A lane
+        whose sample stops takes the next one. A lane whose tangent is not positive definite
+        is factorized again with the shift ``1e-12 max diag`` (as :func:`_envelope_step`);
+        where that fails too, its sample stops (not converged). The error estimate at a
+        converged state is the lane's last solve: ``|H^-1 r|`` with the tangent there."""
+        b, n = u.shape
+        m = g.shape[0]
+        nf = free.shape[0]
+        iters = np.zeros(b, dtype=np.int64)
+        done = np.zeros(b, dtype=np.bool_)
+        settled = np.zeros(b, dtype=np.bool_)
+        est = np.full((b, nf), np.nan)
+        U = np.zeros((LANES, n))
+        best_u = np.zeros((LANES, n))
+        SS = np.zeros((LANES, m))
+        V = np.zeros((LANES, m))
+        W = np.zeros((LANES, m))
+        CUR = np.zeros((LANES, m))
+        D = np.zeros((LANES, m))
+        IC = np.zeros((LANES, m))
+        JFL = np.zeros((LANES, nf))
+        R = np.zeros((LANES, nf))
+        SC = np.zeros((LANES, nf))
+        RHO = np.zeros((LANES, nf))
+        X = np.zeros((nf, LANES))  # the lanes innermost: the factorization's layout
+        DT = np.zeros((m, LANES))
+        RHS = np.zeros((LANES, nf))
+        Lx = np.empty((colptr[-1], LANES))
+        dg = np.empty((nf, LANES))
+        xw = np.empty((nf, LANES))
+        t = np.empty(LANES)
+        lkj = np.empty(LANES)
+        bad = np.zeros(LANES, dtype=np.bool_)
+        shift = np.zeros(LANES)
+        lane = np.full(LANES, -1)  # the sample in each lane (-1: none)
+        it = np.zeros(LANES, dtype=np.int64)
+        best = np.zeros(LANES)
+        since = np.zeros(LANES, dtype=np.int64)
+        sett = np.zeros(LANES, dtype=np.bool_)
+        newton = np.zeros(LANES, dtype=np.bool_)
+        smax = np.zeros(LANES)
+        uinf = np.zeros(LANES)
+        mode = np.zeros(LANES, dtype=np.int64)  # 0 idle, 1 a Newton step, 2 the error estimate
+        nxt = 0
+        while True:
+            live = False
+            for ln in range(LANES):
+                if lane[ln] < 0 and nxt < b:  # an idle lane takes the next sample
+                    U[ln] = u[nxt]
+                    SS[ln] = s[nxt]
+                    V[ln] = v0[nxt]
+                    JFL[ln] = JF[nxt]
+                    smax[ln] = np.max(np.abs(s[nxt])) if m else 0.0
+                    lane[ln], it[ln], best[ln], since[ln], sett[ln] = nxt, 0, np.inf, 0, False
+                    nxt += 1
+                mode[ln] = 0
+                smp = lane[ln]
+                if smp < 0:
+                    continue
+                live = True
+                worst, ui = evaluate(U[ln], SS[ln], JFL[ln], ta, hb, fa, fb, code, g, Is, nvt, xmax,
+                                     rounding, W[ln], CUR[ln], D[ln], R[ln], SC[ln], RHO[ln])
+                uinf[ln] = ui
+                iters[smp] = it[ln]
+                if worst < best[ln]:
+                    best[ln] = worst
+                    since[ln] = 0
+                    for k in range(n):
+                        best_u[ln, k] = U[ln, k]
+                else:
+                    since[ln] += 1
+                if worst <= rtol or (sett[ln] and worst <= settled_rtol):
+                    done[smp] = True
+                    settled[smp] = sett[ln]
+                    mode[ln] = 2  # |H^-1 r| at the state: the right-hand side J - B_F i = -r
+                    _rhs(RHS[ln], JFL[ln], CUR[ln], fa, fb)
+                elif since[ln] > stall or it[ln] == max_iter:
+                    for k in range(n):
+                        u[smp, k] = best_u[ln, k]
+                    lane[ln] = -1
+                else:
+                    newton[ln] = companion(it[ln], cold, first, V[ln], W[ln], CUR[ln], D[ln], IC[ln],
+                                           code, g, Is, nvt, vcrit, xmax, dmax, dmin)
+                    _rhs(RHS[ln], JFL[ln], IC[ln], fa, fb)
+                    mode[ln] = 1
+            if not live:
+                break
+            for ln in range(LANES):
+                shift[ln] = 0.0
+                for e in range(m):  # an idle lane: unit weights (a connected Laplacian)
+                    DT[e, ln] = D[ln, e] if mode[ln] != 0 else 1.0
+            for attempt in range(2):
+                _lane_factor(Lx, colptr, rowidx, rowptr, rowcol, rowpos, kptr, kedge, klo, fa, fb, DT, shift, dg,
+                             xw, t, lkj, bad)
+                if attempt == 0:
+                    retry = False
+                    for ln in range(LANES):
+                        if bad[ln] and mode[ln] != 0:  # singular: the shifted tangent
+                            retry = True
+                            top = 0.0
+                            for f in range(nf):
+                                top = max(top, dg[f, ln])
+                            shift[ln] = 1e-12 * top + 1e-300
+                    if not retry:
+                        break
+            for f in range(nf):
+                for ln in range(LANES):
+                    X[f, ln] = RHS[ln, f]
+            _lane_solve(Lx, colptr, rowidx, X, t)
+            for ln in range(LANES):
+                smp = lane[ln]
+                if mode[ln] == 0:
+                    continue
+                ok = not bad[ln]
+                if mode[ln] == 2:
+                    if ok:
+                        for f in range(nf):
+                            est[smp, f] = abs(X[f, ln])
+                    for k in range(n):
+                        u[smp, k] = U[ln, k]
+                    lane[ln] = -1
+                    continue
+                step = 0.0
+                for f in range(nf):
+                    if not math.isfinite(X[f, ln]):
+                        ok = False
+                    step = max(step, abs(X[f, ln]))
+                if not ok:
+                    for k in range(n):
+                        u[smp, k] = best_u[ln, k]
+                    lane[ln] = -1
+                    continue
+                sett[ln] = newton[ln] and step <= rtol * (uinf[ln] + smax[ln])
+                for f in range(nf):
+                    U[ln, free[f]] += X[f, ln]
+                it[ln] += 1
         return iters, done, settled, est

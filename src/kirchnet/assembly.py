@@ -108,6 +108,11 @@ class Pattern:
         by default)."""
         return Envelope(self, np.ones(self.n_edges, dtype=bool) if edges is None else np.asarray(edges, bool))
 
+    def factor_pattern(self, perm) -> "FactorPattern":
+        """:class:`FactorPattern` of ``L_FF``'s Cholesky factor in the order ``perm`` (the free
+        positions; a fill-reducing one, e.g. CHOLMOD's)."""
+        return FactorPattern(self, perm)
+
     def laplacian_dense(self, weights) -> np.ndarray:
         """Dense ``L_FF(d)`` (small networks)."""
         nf = self.n_free
@@ -156,3 +161,50 @@ class Envelope:
         """About the flops of a Cholesky factorization in the envelope (``sum_i w_i^2 / 2``,
         ``w_i`` the row widths)."""
         return float(np.sum(np.diff(self.rowptr).astype(float) ** 2) / 2)
+
+
+class FactorPattern:
+    """The pattern of the Cholesky factor of ``L_FF`` in the order ``perm`` (the free
+    positions in that order; a fill-reducing one), for the compiled up-looking
+    factorization (:func:`kirchnet._jit_nonlinear._lane_factor`): ``fa``/``fb`` (m,) each
+    edge's ends in that order (-1 where driven); the factor's pattern and each row's entries
+    (``colptr``, ``rowidx``, ``rowptr``, ``rowcol``, ``rowpos``:
+    :func:`kirchnet.solvers.symbolic.factor_pattern`); the edges stamped into each column
+    above the diagonal (``kedge[kptr[k]:kptr[k + 1]]``: the edges whose later end is ``k``,
+    ``klo`` their earlier end). Needs numba (the pattern is computed compiled)."""
+
+    def __init__(self, pattern: Pattern, perm):
+        from .solvers.symbolic import factor_pattern
+
+        nf, m = pattern.n_free, pattern.n_edges
+        self.perm = np.asarray(perm, dtype=np.int64)
+        inv = np.empty(nf, dtype=np.int64)
+        inv[self.perm] = np.arange(nf)
+        fa, fb = pattern.free_tails, pattern.free_heads
+        self.fa = np.where(fa >= 0, inv[np.maximum(fa, 0)], -1)
+        self.fb = np.where(fb >= 0, inv[np.maximum(fb, 0)], -1)
+        self.colptr, self.rowidx, self.rowptr, self.rowcol, self.rowpos = factor_pattern(
+            pattern.laplacian(np.ones(m)), self.perm)
+        both = np.flatnonzero((self.fa >= 0) & (self.fb >= 0))
+        hi = np.maximum(self.fa[both], self.fb[both])
+        order = np.argsort(hi, kind="stable")
+        self.kedge = both[order].astype(np.int64)
+        self.klo = np.minimum(self.fa, self.fb)[self.kedge].astype(np.int64)
+        self.kptr = np.searchsorted(hi[order], np.arange(nf + 1)).astype(np.int64)
+
+    @property
+    def arrays(self) -> tuple:
+        """``(colptr, rowidx, rowptr, rowcol, rowpos, kptr, kedge, klo)``: the kernel's arguments."""
+        return self.colptr, self.rowidx, self.rowptr, self.rowcol, self.rowpos, self.kptr, self.kedge, self.klo
+
+    @property
+    def nnz(self) -> int:
+        """Entries of the factor."""
+        return int(self.colptr[-1])
+
+    @property
+    def factor_flops(self) -> float:
+        """Multiply-adds of an up-looking factorization, ``sum_j c_j (c_j - 1) / 2`` (``c_j``
+        the column counts)."""
+        c = np.diff(self.colptr).astype(float)
+        return float(np.sum(c * (c - 1)) / 2)

@@ -236,6 +236,16 @@ SETTLED_RTOL = 1e-6
 #: to a Woodbury step on the port reduction (short envelope rows, the stamping; measured
 #: on 10^2-10^3-edge lattices, random and Delaunay graphs)
 ENVELOPE_WEIGHT = 4.0
+#: batches of at least this many samples take the lane iteration (:func:`_lanes_newton`;
+#: below, most of its lanes would idle)
+LANES_MIN_BATCH = 4
+#: largest factorization (multiply-adds, :attr:`kirchnet.assembly.FactorPattern.factor_flops`)
+#: of the lane iteration: beyond, CHOLMOD's supernodal factorizations with chord steps win
+#: (batch 64: a 10^4-node lattice, 2.7e6, 1.7x faster in lanes; a 1500-node random graph,
+#: 3.6e6, even; a 5000-node one, 1.3e8, 3.4x slower)
+LANES_MAX_FLOPS = 2e6
+#: memory of the lanes' factors (bytes)
+LANES_BYTES = 64 * 2 ** 20
 #: the Python overhead of a sparse numpy Newton step per sample, in flops of a compiled
 #: step (about 100 us; :attr:`NonlinearFactorization.plan`)
 SPARSE_STEP_OVERHEAD = 5e5
@@ -304,7 +314,20 @@ class _KernelEdges(tuple):
         self.params = tuple(np.where(code == 1, el.per_edge(name), 0.0) for name in names)
         self.envelope = p.envelope()
         self.flops = self.envelope.factor_flops + 4.0 * self.envelope.nnz
+        self._circuit = weakref.ref(c)
         return self
+
+    @cached_property
+    def factor(self):
+        """The tangent's :class:`kirchnet.assembly.FactorPattern` of
+        :func:`kirchnet._jit_nonlinear.lanes_newton`, in CHOLMOD's fill-reducing order where
+        CHOLMOD is installed, else in the envelope's (reverse Cuthill-McKee)."""
+        c = self._circuit()
+        try:
+            perm = np.asarray(c._symbolic._symbolic.P(), dtype=np.int64)
+        except SolverError:
+            perm = self.envelope.perm
+        return c._pattern.factor_pattern(perm)
 
 
 _ASSEMBLY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -828,7 +851,10 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     settled = np.zeros(b, dtype=bool)  # the last full Newton step was at the rounding level
     cache = {}  # the limited iteration's last tangent factorizations (sparse backends)
     prior = fac._tangents.get(warm_start) if isinstance(warm_start, NonlinearState) else None
-    if prior is not None and len(prior[0]) == b:  # the start's own last factorizations (chord steps)
+    lanes = limited and _jit_nonlinear.enabled() and _lanes(fac, b)
+    if lanes:
+        pass  # every step a new factorization: nothing to reuse
+    elif prior is not None and len(prior[0]) == b:  # the start's own last factorizations (chord steps)
         cache["factors"] = (list(prior[0]), prior[1].copy())
     elif limited and warm_start is None and not fac.dense and fac.plan[0] == "numpy":  # cold: a shared first tangent
         first_tangent = fac._cold_tangent(w0[0])
@@ -838,7 +864,9 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     if limited:  # the limited Newton iteration's first step is the cold-start solve
         first = el.initial_voltages if warm_start is None else None  # cold: then min(w, vcrit)
         limited_newton = _limited_newton
-        if _jit_nonlinear.enabled():
+        if lanes:
+            limited_newton = _lanes_newton
+        elif _jit_nonlinear.enabled():
             if fac.plan[0] != "numpy":
                 limited_newton = _compiled_newton
             elif not fac.dense and asm.kernel is not None:
@@ -1122,6 +1150,43 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
         first if cold else np.zeros(c.network.n_edges), free, *ends, *k[2:],
         np.ascontiguousarray(fac.conductances), *k.params, fac.rtol, SETTLED_RTOL, ROUNDING, fac.max_iter,
         LIMITED_STALL, tangent.first, tangent.rowptr, 0.0 if fac.dense else CHORD_DRIFT, *wood)
+    iters[:] = its
+    settled[:] = sett
+    if cache is not None:
+        step = np.empty_like(est)  # the error estimate's step at each converged state (NaN elsewhere)
+        step[:, perm] = est
+        cache["estimate"] = step
+    return done
+
+
+def _lanes(fac, b: int) -> bool:
+    """Whether the limited iteration of a batch of ``b`` samples runs in lanes
+    (:func:`_lanes_newton`): resistors and diodes, numba enabled, at least
+    :data:`LANES_MIN_BATCH` samples, no port reduction asked for, and the tangent's sparse
+    factor within :data:`LANES_MAX_FLOPS` and :data:`LANES_BYTES`."""
+    k = _assembly(fac.circuit).kernel
+    if b < LANES_MIN_BATCH or k is None or fac.port_reduction is True or not _jit_nonlinear.enabled():
+        return False
+    pattern = k.factor
+    return pattern.factor_flops <= LANES_MAX_FLOPS and pattern.nnz * _jit_nonlinear.LANES * 8 <= LANES_BYTES
+
+
+def _lanes_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> np.ndarray:
+    """:func:`_limited_newton` compiled, :data:`kirchnet._jit_nonlinear.LANES` samples side by
+    side (:func:`kirchnet._jit_nonlinear.lanes_newton`): the same iterates, stopping rule and
+    stall test, each step a new factorization of the full tangent on its sparse factor in
+    CHOLMOD's fill-reducing order (no chord steps), the lanes' factorizations and solves
+    vectorized together. Same arguments and result; ``cache`` receives ``"estimate"`` (as
+    :func:`_compiled_newton`)."""
+    c, k = fac.circuit, _assembly(fac.circuit).kernel
+    pattern = k.factor
+    perm = pattern.perm
+    cold = first is not None
+    its, done, sett, est = _jit_nonlinear.lanes_newton(
+        u, np.ascontiguousarray(s, dtype=float), np.ascontiguousarray(JF[:, perm], dtype=float),
+        np.ascontiguousarray(v, dtype=float), cold, first if cold else np.zeros(c.network.n_edges),
+        c.free_nodes[perm], pattern.fa, pattern.fb, *k[2:], np.ascontiguousarray(fac.conductances, dtype=float),
+        *k.params, fac.rtol, SETTLED_RTOL, ROUNDING, fac.max_iter, LIMITED_STALL, *pattern.arrays)
     iters[:] = its
     settled[:] = sett
     if cache is not None:

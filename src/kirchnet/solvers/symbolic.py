@@ -19,20 +19,20 @@ import scipy.sparse as sp
 
 from .._jit import AVAILABLE
 
-__all__ = ["column_counts", "AVAILABLE"]
+__all__ = ["column_counts", "factor_pattern", "AVAILABLE"]
 
 if AVAILABLE:
     import numba as _nb
 
     @_nb.njit(cache=True, nogil=True)
-    def _counts(indptr, indices, perm, inv):
-        """Column counts of the Cholesky factor of the symmetric pattern (CSC, both triangles)
-        permuted: position ``i`` is column ``perm[i]``, ``inv`` the inverse permutation (the
-        entries ``k < i`` of permuted column ``i`` are permuted row ``i``'s)."""
+    def _etree(indptr, indices, perm, inv):
+        """Elimination tree (Liu, path compression through ``ancestor``) of the symmetric
+        pattern (CSC, both triangles) permuted: position ``i`` is column ``perm[i]``, ``inv``
+        the inverse permutation; ``parent[i]`` (-1: a root)."""
         n = indptr.shape[0] - 1
         parent = np.full(n, -1, dtype=np.int64)
         ancestor = np.full(n, -1, dtype=np.int64)
-        for i in range(n):  # elimination tree (Liu), path compression through `ancestor`
+        for i in range(n):
             for q in range(indptr[perm[i]], indptr[perm[i] + 1]):
                 r = inv[indices[q]]
                 while r != -1 and r < i:
@@ -41,17 +41,48 @@ if AVAILABLE:
                     if nxt == -1:
                         parent[r] = i
                     r = nxt
-        count = np.ones(n, dtype=np.int64)  # the diagonal
+        return parent
+
+    @_nb.njit(cache=True, nogil=True)
+    def _row_subtrees(indptr, indices, perm, inv, parent, colptr, rowidx, rowcol, rowpos):
+        """Walks every row subtree (the entries ``k < i`` of permuted column ``i`` are permuted
+        row ``i``'s; from each up the tree until a node already marked for row ``i``: each
+        node ``j`` visited is a nonzero ``L_ij``). ``colptr`` empty: returns the column
+        counts (diagonal included). Else fills the pattern of ``L`` (CSC ``colptr``,
+        ``rowidx``, ascending rows, the diagonal first) and each row's off-diagonal entries
+        in visiting order, row after row (``rowcol``: their columns, ``rowpos``: their
+        positions in ``rowidx``) and returns the column counts."""
+        n = indptr.shape[0] - 1
+        fill = np.ones(n, dtype=np.int64)  # the diagonal
+        record = colptr.shape[0] > 0
+        if record:
+            for j in range(n):
+                rowidx[colptr[j]] = j
         mark = np.full(n, -1, dtype=np.int64)
-        for i in range(n):  # row subtrees: L_ij != 0 for every j on a path k -> ... below i
+        q_row = 0
+        for i in range(n):
             mark[i] = i
             for q in range(indptr[perm[i]], indptr[perm[i] + 1]):
                 j = inv[indices[q]]
                 while 0 <= j < i and mark[j] != i:  # (-1: a root, only for a non-symmetric pattern)
                     mark[j] = i
-                    count[j] += 1
+                    if record:
+                        p = colptr[j] + fill[j]
+                        rowidx[p] = i
+                        rowcol[q_row] = j
+                        rowpos[q_row] = p
+                        q_row += 1
+                    fill[j] += 1
                     j = parent[j]
-        return count
+        return fill
+
+    @_nb.njit(cache=True, nogil=True)
+    def _counts(indptr, indices, perm, inv):
+        """Column counts of the Cholesky factor of the symmetric pattern permuted
+        (:func:`_etree`, :func:`_row_subtrees`)."""
+        parent = _etree(indptr, indices, perm, inv)
+        empty = np.zeros(0, dtype=np.int64)
+        return _row_subtrees(indptr, indices, perm, inv, parent, empty, empty, empty, empty)
 
 
 def column_counts(matrix, perm=None) -> np.ndarray | None:
@@ -65,3 +96,32 @@ def column_counts(matrix, perm=None) -> np.ndarray | None:
     inv = np.empty(n, dtype=np.int64)
     inv[perm] = np.arange(n)
     return _counts(A.indptr.astype(np.int64), A.indices.astype(np.int64), perm, inv)
+
+
+def factor_pattern(matrix, perm=None):
+    """The pattern of the Cholesky factor ``L`` of ``A[perm][:, perm]`` (``matrix`` symmetric,
+    only its pattern read): ``(colptr, rowidx, rowptr, rowcol, rowpos)``, ``L`` in CSC with
+    ascending rows and the diagonal first in each column, and each row's off-diagonal
+    entries by ascending column (``rowcol``: the columns, ``rowpos``: their positions in
+    ``rowidx``; row ``i``'s at ``rowptr[i]:rowptr[i + 1]``), the order an up-looking
+    factorization visits them. ``None`` without numba."""
+    if not AVAILABLE:
+        return None
+    A = sp.csc_matrix(matrix)
+    n = A.shape[0]
+    perm = np.arange(n, dtype=np.int64) if perm is None else np.asarray(perm, dtype=np.int64)
+    inv = np.empty(n, dtype=np.int64)
+    inv[perm] = np.arange(n)
+    indptr, indices = A.indptr.astype(np.int64), A.indices.astype(np.int64)
+    parent = _etree(indptr, indices, perm, inv)
+    counts = _counts(indptr, indices, perm, inv)
+    colptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    lnz = int(colptr[-1])
+    rowidx = np.empty(lnz, dtype=np.int64)
+    rowcol, rowpos = np.empty(lnz - n, dtype=np.int64), np.empty(lnz - n, dtype=np.int64)
+    _row_subtrees(indptr, indices, perm, inv, parent, colptr, rowidx, rowcol, rowpos)
+    rowptr = np.concatenate([[0], np.cumsum(np.bincount(rowidx[np.setdiff1d(np.arange(lnz), colptr[:-1])],
+                                                        minlength=n))]).astype(np.int64)
+    rows = np.repeat(np.arange(n), np.diff(rowptr))
+    order = np.lexsort((rowcol, rows))  # rows were visited in order; within a row by column
+    return colptr, rowidx, rowptr, rowcol[order], rowpos[order]

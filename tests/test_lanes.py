@@ -1,0 +1,211 @@
+"""The lane iteration of resistor-diode batches (kirchnet._jit_nonlinear.lanes_newton,
+kirchnet.nonlinear._lanes_newton): the sparse factor's pattern against the elimination
+game, the lanes' factorizations against numpy, and the iteration step for step against
+the numpy limited iteration, cold and warm, on lattices and random graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kirchnet as kn
+from kirchnet.elements import Diode, Rectifier
+from test_nonlinear import D2, _bench_diode_circuit, _fuzz_circuit
+
+pytest.importorskip("numba", reason="the lane iteration is compiled with numba (the `jit` extra)")
+from kirchnet import _jit_nonlinear  # noqa: E402
+from kirchnet import nonlinear as nl  # noqa: E402
+from kirchnet.solvers.symbolic import factor_pattern  # noqa: E402
+from test_ports import _eligible_circuit  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not _jit_nonlinear.enabled(), reason="KIRCHNET_JIT=0")
+LANES = _jit_nonlinear.LANES
+
+
+def _elimination_game(A, perm):
+    """The lower pattern of the Cholesky factor of ``A[perm][:, perm]`` by eliminating the
+    nodes of its graph one at a time (dense booleans: each step joins the later neighbours)."""
+    M = A.toarray()[np.ix_(perm, perm)] != 0
+    for k in range(M.shape[0]):
+        later = np.flatnonzero(M[k + 1:, k]) + k + 1
+        M[np.ix_(later, later)] = True
+    return np.tril(M)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), density=st.floats(0.02, 0.3), seed=st.integers(0, 2 ** 31))
+def test_factor_pattern_is_the_elimination_games(n, density, seed):
+    rng = np.random.default_rng(seed)
+    A = sp.random(n, n, density=density, random_state=seed)
+    A = ((A + A.T) != 0).astype(float) + sp.eye(n)
+    perm = rng.permutation(n)
+    colptr, rowidx, rowptr, rowcol, rowpos = factor_pattern(A, perm)
+    expected = sp.csc_matrix(_elimination_game(A, perm).astype(float))
+    np.testing.assert_array_equal(colptr, expected.indptr)
+    np.testing.assert_array_equal(rowidx, expected.indices)  # ascending rows, the diagonal first
+    for i in range(n):
+        cols, pos = rowcol[rowptr[i]:rowptr[i + 1]], rowpos[rowptr[i]:rowptr[i + 1]]
+        np.testing.assert_array_equal(cols, np.flatnonzero(expected.toarray()[i, :i]))  # ascending
+        assert np.all(rowidx[pos] == i) and np.all((pos > colptr[cols]) & (pos < colptr[cols + 1]))
+
+
+def _lane_factor_solve(pattern, D, rhs, shift=None):
+    """``H_l^-1 rhs_l`` per lane by the compiled factorization and solve (``D`` (m, LANES))."""
+    nf = pattern.colptr.size - 1
+    Lx = np.empty((pattern.nnz, LANES))
+    bad = np.zeros(LANES, dtype=bool)
+    work = [np.empty((nf, LANES)) for _ in range(2)] + [np.empty(LANES) for _ in range(2)]
+    _jit_nonlinear._lane_factor(Lx, *pattern.arrays, pattern.fa, pattern.fb, np.ascontiguousarray(D),
+                                np.zeros(LANES) if shift is None else shift, *work, bad)
+    X = np.ascontiguousarray(rhs.copy())
+    _jit_nonlinear._lane_solve(Lx, pattern.colptr, pattern.rowidx, X, np.empty(LANES))
+    return X, bad
+
+
+@pytest.mark.parametrize("order", ["cholmod", "envelope", "identity"])
+def test_lane_factorization_solves_every_lanes_tangent(order):
+    """Each lane's weights over six decades: the lanes' factorization and solve give numpy's
+    solution of that lane's tangent, in CHOLMOD's order, the envelope's (the fallback without
+    CHOLMOD) and the natural one; a lane with an isolated node is reported, the others not."""
+    c, g, _ = _eligible_circuit(seed=3, n=40)
+    p = c._pattern
+    if order == "cholmod":
+        perm = nl._assembly(c).kernel.factor.perm
+    elif order == "envelope":
+        perm = p.envelope().perm
+    else:
+        perm = np.arange(c.n_free)
+    pattern = p.factor_pattern(perm)
+    rng = np.random.default_rng(0)
+    D = g[:, None] * 10 ** rng.uniform(-3, 3, (g.size, LANES))
+    rhs = rng.standard_normal((c.n_free, LANES))
+    X, bad = _lane_factor_solve(pattern, D, rhs)
+    assert not bad.any()
+    for ln in range(LANES):
+        H = p.laplacian(D[:, ln]).toarray()[np.ix_(perm, perm)]
+        np.testing.assert_allclose(H @ X[:, ln], rhs[:, ln], rtol=0, atol=1e-9 * np.abs(rhs[:, ln]).max())
+    node = pattern.fa[0] if pattern.fa[0] >= 0 else pattern.fb[0]
+    cut = D.copy()
+    cut[(pattern.fa == node) | (pattern.fb == node), 2] = 0.0  # lane 2: the node has no edge left
+    _, bad = _lane_factor_solve(pattern, cut, rhs)
+    np.testing.assert_array_equal(bad, np.arange(LANES) == 2)
+    shift = np.where(np.arange(LANES) == 2, 1e-6, 0.0)  # the shifted retry of lanes_newton
+    X, bad = _lane_factor_solve(pattern, cut, rhs, shift)
+    assert not bad.any()
+    H = p.laplacian(cut[:, 2]).toarray()[np.ix_(perm, perm)] + 1e-6 * np.eye(c.n_free)
+    np.testing.assert_allclose(X[:, 2], np.linalg.solve(H, rhs[:, 2]), rtol=1e-8)
+
+
+@pytest.mark.parametrize("make", [lambda: _bench_diode_circuit(7, Diode(), seed=2, batch=13),
+                                  lambda: _bench_diode_circuit(5, D2, seed=5, batch=13),
+                                  lambda: _eligible_circuit(seed=4, batch=13),
+                                  lambda: _eligible_circuit(seed=9, n=60, batch=LANES)],
+                         ids=["lattice", "lattice-D2", "random", "random-one-round"])
+def test_lanes_take_the_python_iterations_steps(monkeypatch, count_calls, make):
+    """The lane iteration is the numpy limited iteration of dense circuits (every step a new
+    factorization) with the samples side by side: the same iteration counts and equilibria,
+    cold and warm, for batches that fill the lanes several times over or once."""
+    c, g, X = make()
+    calls = count_calls(nl, "_lanes_newton")
+    fac = c.factorize(g)
+    assert fac.dense and nl._lanes(fac, X.shape[0])
+    cold = fac.solve(X)
+    warm = fac.solve(X * 1.01, warm_start=cold)
+    assert calls["n"] == 2
+    monkeypatch.setenv("KIRCHNET_JIT", "0")
+    py_cold = fac.solve(X)
+    py_warm = fac.solve(X * 1.01, warm_start=py_cold)
+    assert calls["n"] == 2
+    np.testing.assert_array_equal(cold.iterations, py_cold.iterations)
+    np.testing.assert_array_equal(warm.iterations, py_warm.iterations)
+    vs = np.abs(cold.potentials).max()
+    np.testing.assert_allclose(cold.potentials, py_cold.potentials, rtol=0, atol=1e-10 * vs)
+    np.testing.assert_allclose(warm.potentials, py_warm.potentials, rtol=0, atol=1e-10 * vs)
+
+
+def test_lanes_on_a_sparse_backend_reach_the_other_paths_equilibria(monkeypatch, count_calls):
+    """A 30 x 30 lattice (sparse backend: chord steps and kept factorizations elsewhere):
+    the lanes reach the same equilibria, cold, warm from a state and with injected
+    currents, and the gradient through them is the other path's."""
+    c, g, X = _bench_diode_circuit(30, Diode(), seed=3, batch=10, outputs=[5, 400])
+    J = np.zeros((1, c.network.n_nodes))
+    J[0, 17] = 2e-4
+    y = np.random.default_rng(1).uniform(-1, 1, (X.shape[0], 2))
+    calls = count_calls(nl, "_lanes_newton")
+    results = []
+    for lanes in (True, False):
+        monkeypatch.setattr(nl, "LANES_MIN_BATCH", 4 if lanes else 10 ** 9)
+        fac = c.factorize(g)
+        assert not fac.dense and nl._lanes(fac, X.shape[0]) == lanes
+        cold = fac.solve(X)
+        warm = fac.solve(X * 0.98, warm_start=cold)
+        fed = fac.solve(X, currents=J)
+        loss, grad = c.loss_and_grad(g, X, y)
+        results.append((cold.potentials, warm.potentials, fed.potentials, loss, grad))
+    assert calls["n"] >= 3
+    vs = np.abs(results[0][0]).max()
+    for a, b in zip(results[0][:3], results[1][:3]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9 * vs)
+    np.testing.assert_allclose(results[0][3], results[1][3], rtol=1e-9)
+    np.testing.assert_allclose(results[0][4], results[1][4], rtol=1e-6, atol=1e-9 * np.abs(results[1][4]).max())
+
+
+@pytest.mark.parametrize("seed", [3, 22, 72, 102, 115])
+def test_lanes_on_random_graphs_reach_the_other_paths_equilibria(monkeypatch, seed):
+    """Random resistor-diode graphs of the robustness sweep (conductances over five decades,
+    injected currents, series sources), cold and warm from another sample's equilibrium:
+    the lanes' equilibria are the other compiled paths'."""
+    c, g, X, J = _fuzz_circuit(seed)
+    out = []
+    for lanes in (4, 10 ** 9):
+        monkeypatch.setattr(nl, "LANES_MIN_BATCH", lanes)
+        fac = c.factorize(g)
+        cold = fac.solve(X, currents=J)
+        warm = fac.solve(X, currents=J, warm_start=np.roll(cold.potentials, 1, axis=0))
+        out.append((cold.potentials, warm.potentials))
+    vs = np.abs(out[1][0]).max()
+    for a, b in zip(out[0], out[1]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-8 * vs)
+
+
+def test_a_node_held_by_cut_off_diodes_takes_the_shifted_step():
+    """A free node tied to the network only by two diodes 40 V reverse-biased (their
+    tangent weights underflow to 0: its lane's tangent is singular at every step): the
+    lane is factorized again with the shift, and the batch reaches the numpy iteration's
+    equilibrium (the node at 0 V by symmetry)."""
+    net = kn.Network(6, [[1, 3], [3, 2], [1, 4], [4, 5], [5, 0], [4, 0], [2, 5]])
+    c = kn.Circuit(net, ground=0, inputs=[1, 2], elements={Diode(): [0, 1]})
+    g = np.array([1.0, 1.0, 1e-3, 2e-3, 1e-3, 1.5e-3, 1e-3])
+    X = np.column_stack([np.linspace(-40, -35, 9), np.linspace(40, 35, 9)])
+    fac = c.factorize(g)
+    assert nl._lanes(fac, X.shape[0])
+    st_ = fac.solve(X)
+    np.testing.assert_allclose(st_.potentials[:, 3], 0.0, atol=1e-12)
+    import os
+    os.environ["KIRCHNET_JIT"] = "0"
+    try:
+        ref = c.factorize(g).solve(X)
+    finally:
+        os.environ.pop("KIRCHNET_JIT")
+    np.testing.assert_allclose(st_.potentials, ref.potentials, rtol=0, atol=1e-10 * np.abs(X).max())
+
+
+def test_which_batches_take_the_lanes(monkeypatch):
+    """Lanes for batches of at least LANES_MIN_BATCH samples of resistor-diode circuits whose
+    factor is within LANES_MAX_FLOPS; not where the port reduction is asked for, not for
+    other laws, not with KIRCHNET_JIT=0."""
+    c, g, X = _bench_diode_circuit(6, Diode(), seed=1, batch=8)
+    fac = c.factorize(g)
+    assert nl._lanes(fac, nl.LANES_MIN_BATCH) and not nl._lanes(fac, nl.LANES_MIN_BATCH - 1)
+    assert not nl._lanes(c.factorize(g, port_reduction=True), 8)
+    assert nl._lanes(c.factorize(g, port_reduction=False), 8)
+    rect, g_rect, _ = _bench_diode_circuit(6, Rectifier(), seed=1, batch=8)
+    assert not nl._lanes(rect.factorize(g_rect), 8)
+    monkeypatch.setattr(nl, "LANES_MAX_FLOPS", 0.0)
+    assert not nl._lanes(fac, 8)
+    monkeypatch.undo()
+    monkeypatch.setenv("KIRCHNET_JIT", "0")
+    assert not nl._lanes(fac, 8)
