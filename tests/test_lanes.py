@@ -5,6 +5,8 @@ the numpy limited iteration, cold and warm, on lattices and random graphs."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 
 import kirchnet as kn
 from kirchnet.elements import Diode, Rectifier
-from test_nonlinear import D2, _bench_diode_circuit, _fuzz_circuit
+from test_nonlinear import LD, D2, _bench_diode_circuit, _fuzz_circuit, nl_problems, ref_loss, ref_solve
 
 pytest.importorskip("numba", reason="the lane iteration is compiled with numba (the `jit` extra)")
 from kirchnet import _jit_nonlinear  # noqa: E402
@@ -209,3 +211,75 @@ def test_which_batches_take_the_lanes(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("KIRCHNET_JIT", "0")
     assert not nl._lanes(fac, 8)
+
+
+def test_lanes_solve_is_each_samples_tangent_solve():
+    """The adjoint's batched tangent solves in lanes: numpy's solution of each sample's
+    tangent for several right-hand sides, a batch that is no multiple of LANES; a sample
+    whose tangent is not positive definite is reported (and TangentSystem solves it by the
+    other path: the same solution as without lanes)."""
+    c, g, X = _eligible_circuit(seed=5, n=45, batch=11)
+    fac = c.factorize(g)
+    state = fac.solve(X)
+    pattern = nl._assembly(c).kernel.factor
+    perm, p = pattern.perm, c._pattern
+    rng = np.random.default_rng(2)
+    W = np.array(state.tangent_weights)
+    rhs = rng.standard_normal((X.shape[0], c.n_free, 3))
+    W[4, (pattern.fa == 0) | (pattern.fb == 0)] = 0.0  # sample 4: free position perm[0] cut off
+    sol, ok = _jit_nonlinear.lanes_solve(W, np.ascontiguousarray(rhs[:, perm]), pattern.fa, pattern.fb,
+                                         *pattern.arrays)
+    np.testing.assert_array_equal(ok, np.arange(X.shape[0]) != 4)
+    for s in np.flatnonzero(ok):
+        H = p.laplacian(W[s]).toarray()[np.ix_(perm, perm)]
+        np.testing.assert_allclose(H @ sol[s], rhs[s, perm], rtol=0, atol=1e-9 * np.abs(rhs[s]).max())
+    active = np.zeros((X.shape[0], 0), dtype=bool)
+    lanes = nl.TangentSystem(c, W, active, fac.dense, fac.backend, lanes=True).solve(rhs)
+    other = nl.TangentSystem(c, W, active, fac.dense, fac.backend).solve(rhs)
+    np.testing.assert_allclose(lanes, other, rtol=1e-9, atol=1e-12 * np.abs(other).max())
+
+
+def test_gradients_through_the_lanes_are_the_other_paths(monkeypatch, count_calls):
+    """loss_and_grad (per sample) and the output compliance of a batch: the lanes' forward
+    solves and tangent solves give the other paths' values."""
+    c, g, X = _bench_diode_circuit(8, Diode(), seed=4, batch=12, outputs=[9, 30, 50])
+    y = np.random.default_rng(3).uniform(-1, 1, (X.shape[0], 3))
+    calls = count_calls(_jit_nonlinear, "lanes_solve")
+    out = []
+    for lanes in (4, 10 ** 9):
+        monkeypatch.setattr(nl, "LANES_MIN_BATCH", lanes)
+        fac = c.factorize(g)
+        loss, grad, per = c.loss_and_grad(g, X, y, per_sample=True)
+        out.append((loss, per, fac.compliance(fac.solve(X))))
+    assert calls["n"] >= 2
+    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-10)
+    for a, b in zip(out[0][1:], out[1][1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10 * np.abs(b).max())
+
+
+@settings(max_examples=40, deadline=None)
+@given(nl_problems(laws=("R", "D1", "D2")), st.integers(5, 11))
+def test_lanes_match_the_long_double_reference(p, batch):
+    """Random resistor-diode graphs (conductance ratios to 1e4, both diode laws), the inputs
+    scaled into a batch that takes the lanes: the equilibria are the long-double
+    reference's, the batch-mean gradient its central differences."""
+    rng = np.random.default_rng(batch)
+    rows = rng.integers(0, p.x.shape[0], batch)
+    p = dataclasses.replace(p, x=p.x[rows] * rng.uniform(0.5, 2.0, (batch, 1)), y=p.y[rows])
+    c = p.circuit()
+    fac = c.factorize(p.g)
+    assert nl._lanes(fac, batch)
+    ref = ref_solve(p)[0]
+    vscale = float(np.abs(ref).max()) + 1.0
+    np.testing.assert_allclose(fac.solve(p.x).potentials, ref.astype(float), rtol=0, atol=1e-8 * vscale)
+    loss, grad = c.loss_and_grad(p.g, p.x, p.y, factorization=fac)
+    assert loss == pytest.approx(float(ref_loss(p, ref[None])[0]), rel=1e-7, abs=1e-14)
+    edges = rng.choice(p.g.size, size=min(3, p.g.size), replace=False)
+    h = 1e-5 * p.g[edges]
+    G = np.tile(p.g, (2 * edges.size, 1)).astype(LD)
+    G[np.arange(edges.size), edges] += h
+    G[edges.size + np.arange(edges.size), edges] -= h
+    L = ref_loss(p, ref_solve(p, G, u0=ref))
+    fd = ((L[:edges.size] - L[edges.size:]) / LD(2 * h)).astype(float)
+    floor = 1e-12 * np.sqrt(2 * loss) * vscale / p.g[edges]
+    np.testing.assert_allclose(grad[edges], fd, rtol=1e-5, atol=1e-6 * np.abs(grad).max() + floor.max())

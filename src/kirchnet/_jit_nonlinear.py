@@ -35,7 +35,7 @@ import numpy as np
 from ._jit import AVAILABLE, enabled
 
 __all__ = ["AVAILABLE", "enabled", "port_correction", "nodal_newton", "envelope_factor", "envelope_solve_rows",
-           "evaluate", "evaluate_batch", "companion_rhs", "lanes_newton", "LANES"]
+           "evaluate", "evaluate_batch", "companion_rhs", "lanes_newton", "lanes_solve", "LANES"]
 
 if AVAILABLE:
     import numba as _nb
@@ -790,3 +790,41 @@ if AVAILABLE:
                     U[ln, free[f]] += X[f, ln]
                 it[ln] += 1
         return iters, done, settled, est
+
+    @_njit
+    def lanes_solve(D, RHS, fa, fb, colptr, rowidx, rowptr, rowcol, rowpos, kptr, kedge, klo):
+        """``X[s] = H_s^-1 RHS[s]`` (b, nf, r) for the tangents ``H_s = B_F diag(D[s]) B_F^T``
+        (``D`` (b, m); the unknowns in the :class:`kirchnet.assembly.FactorPattern`'s order),
+        :data:`LANES` samples at a time (:func:`_lane_factor`, :func:`_lane_solve`). Returns
+        ``(X, ok)``: ``ok[s]`` False where ``H_s`` is not positive definite (``X[s]`` then 0)."""
+        b, m = D.shape
+        nf, r = RHS.shape[1], RHS.shape[2]
+        X = np.zeros((b, nf, r))
+        ok = np.ones(b, dtype=np.bool_)
+        DT = np.empty((m, LANES))
+        Lx = np.empty((colptr[-1], LANES))
+        dg = np.empty((nf, LANES))
+        xw = np.empty((nf, LANES))
+        Y = np.empty((nf, LANES))
+        t = np.empty(LANES)
+        lkj = np.empty(LANES)
+        bad = np.zeros(LANES, dtype=np.bool_)
+        shift = np.zeros(LANES)
+        for s0 in range(0, b, LANES):
+            for e in range(m):
+                for ln in range(LANES):
+                    DT[e, ln] = D[s0 + ln, e] if s0 + ln < b else 1.0  # past the batch: unit weights
+            _lane_factor(Lx, colptr, rowidx, rowptr, rowcol, rowpos, kptr, kedge, klo, fa, fb, DT, shift, dg, xw, t,
+                         lkj, bad)
+            for c in range(r):
+                for f in range(nf):
+                    for ln in range(LANES):
+                        Y[f, ln] = RHS[s0 + ln, f, c] if s0 + ln < b else 0.0
+                _lane_solve(Lx, colptr, rowidx, Y, t)
+                for ln in range(min(LANES, b - s0)):
+                    if not bad[ln]:
+                        for f in range(nf):
+                            X[s0 + ln, f, c] = Y[f, ln]
+            for ln in range(min(LANES, b - s0)):
+                ok[s0 + ln] = not bad[ln]
+        return X, ok

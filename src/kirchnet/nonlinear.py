@@ -385,7 +385,7 @@ class TangentSystem:
     """
 
     def __init__(self, circuit, weights: np.ndarray, active: np.ndarray, dense: bool, backend: str,
-                 ports=None, deflate: bool = False):
+                 ports=None, deflate: bool = False, lanes: bool = False):
         self.circuit = circuit
         self.asm = _assembly(circuit)
         self.weights = weights
@@ -398,6 +398,10 @@ class TangentSystem:
         self.deflate = deflate and not self.asm.nc
         #: a :class:`kirchnet.ports.PortReduction` of the circuit: Woodbury solves (no ideal diodes)
         self.ports = ports if not self.asm.nc else None
+        #: solved in lanes (:func:`kirchnet._jit_nonlinear.lanes_solve`; resistor-diode
+        #: circuits, :func:`_lanes`), the samples whose tangent is not positive definite there
+        #: by the other path
+        self.lanes = lanes and not self.asm.nc and not self.deflate
         self._factors = None
 
     def _dense_stack(self, rows: slice, shift: np.ndarray | None = None) -> np.ndarray:
@@ -422,6 +426,8 @@ class TangentSystem:
         return 1e-12 * d.max(axis=1, initial=0.0) + 1e-300
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
+        if self.lanes:
+            return self._solve_lanes(rhs)
         if self.ports is not None:
             try:
                 return self.ports.tangent_solve(self.weights[:, self.ports.edges], rhs)
@@ -475,6 +481,23 @@ class TangentSystem:
             return None
         smp, v, _ = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
         return int(smp), int(v), float(ratio[smp, v].max())
+
+    def _solve_lanes(self, rhs):
+        """:func:`kirchnet._jit_nonlinear.lanes_solve` on the tangent's sparse factor
+        (CHOLMOD's order); the samples not positive definite there by the dense or sparse
+        path (a shift, or the two-level solve of floating clusters)."""
+        pattern = self.asm.kernel.factor
+        perm = pattern.perm
+        X, ok = _jit_nonlinear.lanes_solve(np.ascontiguousarray(self.weights, dtype=float),
+                                           np.ascontiguousarray(rhs[:, perm], dtype=float), pattern.fa, pattern.fb,
+                                           *pattern.arrays)
+        out = np.empty_like(X)
+        out[:, perm] = X
+        if not ok.all():
+            rest = np.flatnonzero(~ok)
+            out[rest] = TangentSystem(self.circuit, self.weights[rest], self.active[rest], self.dense,
+                                      self.backend).solve(rhs[rest])
+        return out
 
     def _solve_dense(self, rhs):
         """Batched LAPACK solves of the stacked systems, in chunks of at most
@@ -1783,6 +1806,9 @@ class NonlinearFactorization:
     # ---------------------------------------------------------- linearization
     def tangent(self, state: NonlinearState) -> TangentSystem:
         """The tangent (KKT) system at an equilibrium, the active set frozen."""
+        if _lanes(self, state.batch_size) and not _assembly(self.circuit).nc:
+            return TangentSystem(self.circuit, state.tangent_weights, state.active, self.dense, self.backend,
+                                 lanes=True)
         return TangentSystem(self.circuit, state.tangent_weights, state.active, self.dense,
                              self.backend, self.ports)
 
@@ -1805,7 +1831,7 @@ class NonlinearFactorization:
 
         try:
             X, bad = certified(ts)
-            if bad is not None and ts.ports is not None:  # Woodbury not accurate enough: the full tangent
+            if bad is not None and (ts.ports is not None or ts.lanes):  # not accurate enough: the full tangent's own solve
                 X, bad = certified(TangentSystem(self.circuit, ts.weights, ts.active, self.dense, self.backend))
         except _Singular:
             raise SolverError("the tangent system at this equilibrium is singular") from None
