@@ -283,3 +283,23 @@ def test_lanes_match_the_long_double_reference(p, batch):
     fd = ((L[:edges.size] - L[edges.size:]) / LD(2 * h)).astype(float)
     floor = 1e-12 * np.sqrt(2 * loss) * vscale / p.g[edges]
     np.testing.assert_allclose(grad[edges], fd, rtol=1e-5, atol=1e-6 * np.abs(grad).max() + floor.max())
+
+
+def test_a_converged_lane_estimates_with_its_last_factorization(monkeypatch, count_calls):
+    """Newton's error estimate at a converged state reuses the lane's last factorization
+    where no tangent weight drifted more than CHORD_DRIFT (the lane takes its next sample in
+    the same round): fewer rounds of factorizations than with an estimate of its own
+    (CHORD_DRIFT = 0), same iterations and equilibria (run interpreted, so that the rounds
+    can be counted)."""
+    c, g, X = _bench_diode_circuit(5, Diode(), seed=7, batch=10)
+    monkeypatch.setattr(_jit_nonlinear, "lanes_newton", _jit_nonlinear.lanes_newton.py_func)
+    runs = []
+    for drift in (nl.CHORD_DRIFT, 0.0):
+        monkeypatch.setattr(nl, "CHORD_DRIFT", drift)
+        rounds = count_calls(_jit_nonlinear, "_lane_factor")
+        reused = count_calls(_jit_nonlinear, "_lane_solve_one")
+        runs.append((c.factorize(g).solve(X), rounds["n"], reused["n"]))
+    (a, rounds_a, reused_a), (b, rounds_b, reused_b) = runs
+    assert reused_a > 0 and reused_b == 0 and rounds_a < rounds_b
+    np.testing.assert_array_equal(a.iterations, b.iterations)
+    np.testing.assert_allclose(a.potentials, b.potentials, rtol=0, atol=1e-12 * np.abs(b.potentials).max())

@@ -644,8 +644,8 @@ if AVAILABLE:
 
     @_njit
     def lanes_newton(u, s, JF, v0, cold, first, free, fa, fb, ta, hb, code, g, Is, nvt, vcrit, xmax,
-                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, colptr, rowidx, rowptr, rowcol,
-                     rowpos, kptr, kedge, klo):
+                     dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, chord, colptr, rowidx, rowptr,
+                     rowcol, rowpos, kptr, kedge, klo):
         """:func:`nodal_newton` with every step a new factorization of the full tangent (no
         chord steps, no port reduction; same arguments up to ``stall``, same result), on the
         tangent's sparse Cholesky factor in a fill-reducing order (``colptr`` .. ``klo``:
@@ -657,7 +657,10 @@ if AVAILABLE:
         whose sample stops takes the next one. A lane whose tangent is not positive definite
         is factorized again with the shift ``1e-12 max diag`` (as :func:`_envelope_step`);
         where that fails too, its sample stops (not converged). The error estimate at a
-        converged state is the lane's last solve: ``|H^-1 r|`` with the tangent there."""
+        converged state, ``|H^-1 r|``: with the lane's last factorization, inflated by ``1 /
+        (1 - chord)``, where no tangent weight drifted more than ``chord`` from it (the lane
+        then takes its next sample in the same round; as :func:`_envelope_estimate`), else
+        with the tangent there in the next round."""
         b, n = u.shape
         m = g.shape[0]
         nf = free.shape[0]
@@ -696,48 +699,59 @@ if AVAILABLE:
         smax = np.zeros(LANES)
         uinf = np.zeros(LANES)
         mode = np.zeros(LANES, dtype=np.int64)  # 0 idle, 1 a Newton step, 2 the error estimate
+        factored = np.zeros(LANES, dtype=np.bool_)  # Lx[:, ln] (from DT[:, ln]) is the lane's sample's
         nxt = 0
         while True:
             live = False
             for ln in range(LANES):
-                if lane[ln] < 0 and nxt < b:  # an idle lane takes the next sample
-                    U[ln] = u[nxt]
-                    SS[ln] = s[nxt]
-                    V[ln] = v0[nxt]
-                    JFL[ln] = JF[nxt]
-                    smax[ln] = np.max(np.abs(s[nxt])) if m else 0.0
-                    lane[ln], it[ln], best[ln], since[ln], sett[ln] = nxt, 0, np.inf, 0, False
-                    nxt += 1
                 mode[ln] = 0
-                smp = lane[ln]
-                if smp < 0:
-                    continue
-                live = True
-                worst, ui = evaluate(U[ln], SS[ln], JFL[ln], ta, hb, fa, fb, code, g, Is, nvt, xmax,
-                                     rounding, W[ln], CUR[ln], D[ln], R[ln], SC[ln], RHO[ln])
-                uinf[ln] = ui
-                iters[smp] = it[ln]
-                if worst < best[ln]:
-                    best[ln] = worst
-                    since[ln] = 0
-                    for k in range(n):
-                        best_u[ln, k] = U[ln, k]
-                else:
-                    since[ln] += 1
-                if worst <= rtol or (sett[ln] and worst <= settled_rtol):
-                    done[smp] = True
-                    settled[smp] = sett[ln]
-                    mode[ln] = 2  # |H^-1 r| at the state: the right-hand side J - B_F i = -r
-                    _rhs(RHS[ln], JFL[ln], CUR[ln], fa, fb)
-                elif since[ln] > stall or it[ln] == max_iter:
-                    for k in range(n):
-                        u[smp, k] = best_u[ln, k]
-                    lane[ln] = -1
-                else:
-                    newton[ln] = companion(it[ln], cold, first, V[ln], W[ln], CUR[ln], D[ln], IC[ln],
-                                           code, g, Is, nvt, vcrit, xmax, dmax, dmin)
-                    _rhs(RHS[ln], JFL[ln], IC[ln], fa, fb)
-                    mode[ln] = 1
+                while mode[ln] == 0:  # until the lane has a step to take or no sample is left
+                    if lane[ln] < 0:
+                        if nxt == b:
+                            break
+                        U[ln] = u[nxt]  # an idle lane takes the next sample
+                        SS[ln] = s[nxt]
+                        V[ln] = v0[nxt]
+                        JFL[ln] = JF[nxt]
+                        smax[ln] = np.max(np.abs(s[nxt])) if m else 0.0
+                        lane[ln], it[ln], best[ln], since[ln], sett[ln] = nxt, 0, np.inf, 0, False
+                        factored[ln] = False
+                        nxt += 1
+                    smp = lane[ln]
+                    live = True
+                    worst, ui = evaluate(U[ln], SS[ln], JFL[ln], ta, hb, fa, fb, code, g, Is, nvt, xmax,
+                                         rounding, W[ln], CUR[ln], D[ln], R[ln], SC[ln], RHO[ln])
+                    uinf[ln] = ui
+                    iters[smp] = it[ln]
+                    if worst < best[ln]:
+                        best[ln] = worst
+                        since[ln] = 0
+                        for k in range(n):
+                            best_u[ln, k] = U[ln, k]
+                    else:
+                        since[ln] += 1
+                    if worst <= rtol or (sett[ln] and worst <= settled_rtol):
+                        done[smp] = True
+                        settled[smp] = sett[ln]
+                        _rhs(RHS[ln], JFL[ln], CUR[ln], fa, fb)  # |H^-1 r|: the right-hand side J - B_F i = -r
+                        if factored[ln] and chord > 0.0 and not _drifted(D[ln], DT[:, ln], chord):
+                            _lane_solve_one(Lx, colptr, rowidx, ln, RHS[ln])  # the last factorization
+                            for f in range(nf):
+                                est[smp, f] = abs(RHS[ln, f]) / (1.0 - chord)
+                            for k in range(n):
+                                u[smp, k] = U[ln, k]
+                            lane[ln] = -1
+                        else:
+                            mode[ln] = 2  # with the tangent at the state, in this round
+                    elif since[ln] > stall or it[ln] == max_iter:
+                        for k in range(n):
+                            u[smp, k] = best_u[ln, k]
+                        lane[ln] = -1
+                    else:
+                        newton[ln] = companion(it[ln], cold, first, V[ln], W[ln], CUR[ln], D[ln], IC[ln],
+                                               code, g, Is, nvt, vcrit, xmax, dmax, dmin)
+                        _rhs(RHS[ln], JFL[ln], IC[ln], fa, fb)
+                        mode[ln] = 1
             if not live:
                 break
             for ln in range(LANES):
@@ -767,6 +781,7 @@ if AVAILABLE:
                 if mode[ln] == 0:
                     continue
                 ok = not bad[ln]
+                factored[ln] = ok and shift[ln] == 0.0
                 if mode[ln] == 2:
                     if ok:
                         for f in range(nf):
@@ -790,6 +805,22 @@ if AVAILABLE:
                     U[ln, free[f]] += X[f, ln]
                 it[ln] += 1
         return iters, done, settled, est
+
+    @_njit
+    def _lane_solve_one(Lx, colptr, rowidx, ln, x):
+        """``x <- H^-1 x`` with lane ``ln``'s factor alone (:func:`_lane_solve`)."""
+        n = colptr.shape[0] - 1
+        for j in range(n):
+            dj = colptr[j]
+            x[j] *= Lx[dj, ln]
+            for p in range(dj + 1, colptr[j + 1]):
+                x[rowidx[p]] -= Lx[p, ln] * x[j]
+        for j in range(n - 1, -1, -1):
+            dj = colptr[j]
+            t = x[j]
+            for p in range(dj + 1, colptr[j + 1]):
+                t -= Lx[p, ln] * x[rowidx[p]]
+            x[j] = t * Lx[dj, ln]
 
     @_njit
     def lanes_solve(D, RHS, fa, fb, colptr, rowidx, rowptr, rowcol, rowpos, kptr, kedge, klo):

@@ -1209,7 +1209,7 @@ def _lanes_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> n
         u, np.ascontiguousarray(s, dtype=float), np.ascontiguousarray(JF[:, perm], dtype=float),
         np.ascontiguousarray(v, dtype=float), cold, first if cold else np.zeros(c.network.n_edges),
         c.free_nodes[perm], pattern.fa, pattern.fb, *k[2:], np.ascontiguousarray(fac.conductances, dtype=float),
-        *k.params, fac.rtol, SETTLED_RTOL, ROUNDING, fac.max_iter, LIMITED_STALL, *pattern.arrays)
+        *k.params, fac.rtol, SETTLED_RTOL, ROUNDING, fac.max_iter, LIMITED_STALL, CHORD_DRIFT, *pattern.arrays)
     iters[:] = its
     settled[:] = sett
     if cache is not None:
