@@ -13,7 +13,9 @@ the potentials is printed as a by-product of the cross-validation.
 The second table does the same on resistor-diode networks (:func:`diode_task`: kirchnet's
 Newton equilibria from a cold start against ngspice's ``op``, same netlists as
 :func:`kirchnet.spice.ngspice_potentials` writes: ``.options gmin=0`` and tight
-tolerances). Goal: kirchnet at least 50x faster on the 64-sample batch.
+tolerances). Goal: kirchnet at least 50x faster on the 64-sample batch. "steps": how
+kirchnet's Newton steps are taken (``lanes``: :func:`kirchnet.nonlinear._lanes_newton`,
+else :attr:`kirchnet.nonlinear.NonlinearFactorization.plan`).
 
     python benchmarks/bench_spice.py            # lattice, delaunay, random; 1e2..1e4 edges
     python benchmarks/bench_spice.py --quick    # 1e2..1e3 edges only
@@ -29,6 +31,7 @@ import argparse
 import numpy as np
 
 from kirchnet import Circuit, Edge
+from kirchnet import nonlinear
 from kirchnet.elements import Diode
 from kirchnet.errors import KirchnetError
 from kirchnet.spice import ngspice_available, ngspice_potentials
@@ -108,7 +111,7 @@ def diode_rows(quick: bool):
             except KirchnetError as exc:  # a failure is a result: report it, go on
                 rows.append([family, net.n_nodes, net.n_edges, diodes.size, circuit.n_inputs,
                              f"kirchnet failed: {type(exc).__name__}: {str(exc)[:90]}",
-                             "", "", "", "", "", ""])
+                             "", "", "", "", "", "", ""])
                 print(" ".join(str(v) for v in rows[-1]), flush=True)
                 continue
             t_k = best_time(lambda: circuit.factorize(g).solve(X), repeat=3, budget=5.0)
@@ -116,8 +119,10 @@ def diode_rows(quick: bool):
             t_ng, k, u = ngspice_time(circuit, g, X)
             err = float(np.max(np.abs(u - ref[:k])) / np.max(np.abs(ref[:k])))
             w = ref[:, net.tails[diodes]] - ref[:, net.heads[diodes]]
+            fac = circuit.factorize(g)  # how its Newton steps are taken
+            steps = "lanes" if nonlinear._lanes(fac, X.shape[0]) else fac.plan[0]
             rows.append([family, net.n_nodes, net.n_edges, diodes.size, circuit.n_inputs,
-                         f"{np.mean(w > 0.3):.2f} / {np.mean(w < -0.1):.2f}",
+                         f"{np.mean(w > 0.3):.2f} / {np.mean(w < -0.1):.2f}", steps,
                          f"{np.mean(st.iterations):.1f}", t_k * 1e3,
                          f"{t_ng:.3g}{'' if k == BATCH else '*'}", k, f"{t_ng / t_k:.0f}x",
                          f"{err:.1e}"])
@@ -137,7 +142,7 @@ def main(argv=None):
         print_table(f"Resistor-diode networks, forward batch {BATCH} (inputs at one node in 16, "
                     f"cold-start Newton): "
                     f"kirchnet vs ngspice (one process, alter + op).",
-                    ["graph", "nodes", "edges", "diodes", "inputs", "forward / reverse", "Newton iterations",
+                    ["graph", "nodes", "edges", "diodes", "inputs", "forward / reverse", "steps", "Newton iterations",
                      "kirchnet (ms)", "ngspice (s)", "ngspice ops run", "speed-up",
                      "max rel. diff"], rows)
         print("\n* extrapolated to 64 operating points from the ops run (t(1) + 63 per-op time).")

@@ -63,7 +63,7 @@ def _lane_factor_solve(pattern, D, rhs, shift=None):
     _jit_nonlinear._lane_factor(Lx, *pattern.arrays, pattern.fa, pattern.fb, np.ascontiguousarray(D),
                                 np.zeros(LANES) if shift is None else shift, *work, bad)
     X = np.ascontiguousarray(rhs.copy())
-    _jit_nonlinear._lane_solve(Lx, pattern.colptr, pattern.rowidx, X, np.empty(LANES))
+    _jit_nonlinear._lane_solve(Lx, pattern.colptr, pattern.rowidx, X)
     return X, bad
 
 

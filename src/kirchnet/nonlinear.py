@@ -45,6 +45,23 @@ at each state it converged (from its last factorization). Tangent solves (adjoin
 compliance) of a port-reduced circuit use Woodbury's identity and fall back to the full
 tangent where their residual certificate fails.
 
+**Lanes** (numba; :func:`_lanes_newton`, :func:`_lanes`). Batches of at least
+``LANES_MIN_BATCH`` samples of resistor-diode circuits whose tangent has a sparse
+Cholesky factor of at most ``LANES_MAX_FLOPS`` multiply-adds run the same iteration
+eight samples at a time (:func:`kirchnet._jit_nonlinear.lanes_newton`): each lane holds
+a sample at its own iteration and takes the next sample when its own stops, and the
+lanes' tangents are factorized together on the factor's fixed pattern in CHOLMOD's
+fill-reducing order (an up-looking Cholesky with the lanes innermost: the sparse index
+arithmetic is paid once per eight samples and the multiply-adds are vector operations).
+Every step is a new factorization (no chord steps: the lanes' factorizations cost less
+than the chord steps save); a converged lane's error estimate reuses its last
+factorization where no weight drifted more than ``CHORD_DRIFT``. The same batches' tangent
+solves (adjoint, compliance) are factorized in lanes too
+(:func:`kirchnet._jit_nonlinear.lanes_solve`; where a sample's tangent is not positive
+definite there or the solve is not certified, the other path). Batch 64, measured
+against the paths above: 1.2x on 10^2-node networks, 2.4-2.9x on 10^3-edge lattices and
+random graphs, 2.4x on a 5000-node lattice.
+
 **Damped Newton: one iteration for every law** (primal-dual active set = semismooth
 Newton on the complementarity ``min(mu_e, -c w_e) = 0``). Each step solves, per sample,
 
