@@ -14,6 +14,8 @@ symbolic analysis).
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
@@ -202,7 +204,7 @@ class FactorPattern:
         """Entries of the factor."""
         return int(self.colptr[-1])
 
-    @property
+    @cached_property
     def factor_flops(self) -> float:
         """Multiply-adds of an up-looking factorization, ``sum_j c_j (c_j - 1) / 2`` (``c_j``
         the column counts)."""
