@@ -1358,3 +1358,22 @@ def test_cold_starts_share_the_first_tangent(no_lanes, monkeypatch, count_calls)
     vs = np.abs(states[False]).max()
     np.testing.assert_allclose(states[True], states[False], rtol=0, atol=1e-9 * vs)
     assert fac._cold is not None and pickle.loads(pickle.dumps(fac))._cold is None
+
+
+@pytest.mark.parametrize("jit", ["1", "0"])
+@pytest.mark.parametrize("batch", [1, 9])
+def test_a_diode_circuit_with_every_node_driven(monkeypatch, jit, batch):
+    """No free node (every node a driver or the ground): the equilibrium is the inputs, the
+    diodes' currents follow from their drops, the gradient is defined (it once failed
+    building the compiled kernels' orderings of zero unknowns)."""
+    monkeypatch.setenv("KIRCHNET_JIT", jit)
+    net = kn.Network(3, [[0, 1], [1, 2], [0, 2]])
+    c = kn.Circuit(net, ground=0, inputs=[1, 2], outputs=[Pair(1, 2)], elements={Diode(): [0, 1]})
+    g = np.array([1.0, 2.0, 1e-3])
+    X = np.random.default_rng(0).uniform(-1, 1, (batch, 2))
+    state = c.factorize(g).solve(X)
+    np.testing.assert_array_equal(state.potentials, np.column_stack([np.zeros(batch), X]))
+    w = np.column_stack([-X[:, 0], X[:, 0] - X[:, 1], -X[:, 1]])
+    np.testing.assert_allclose(state.currents[:, :2], g[:2] * Diode().phi(w[:, :2]), rtol=1e-12)
+    loss, grad = c.loss_and_grad(g, X, np.zeros((batch, 1)))
+    np.testing.assert_array_equal(grad, 0.0)  # the outputs do not depend on the conductances

@@ -128,6 +128,15 @@ class Pattern:
                            minlength=nf * D).reshape(nf, D)
 
 
+def _positions(ends, inv) -> np.ndarray:
+    """Each edge end's position in a new order of the free nodes (``inv``: the position of
+    each free node), -1 where driven."""
+    out = np.full(ends.size, -1, dtype=np.int64)
+    free = ends >= 0
+    out[free] = inv[ends[free]]
+    return out
+
+
 class Envelope:
     """The envelope (profile) of ``L_FF`` over some of the edges, in reverse Cuthill-McKee
     order: ``perm`` (the free positions in that order), ``fa``/``fb`` (m,) each edge's ends
@@ -141,12 +150,11 @@ class Envelope:
         nf = pattern.n_free
         L = sp.csr_matrix(pattern.laplacian(mask.astype(float)))
         L.eliminate_zeros()
-        self.perm = csgraph.reverse_cuthill_mckee(L, symmetric_mode=True).astype(np.int64)
+        self.perm = (csgraph.reverse_cuthill_mckee(L, symmetric_mode=True).astype(np.int64) if nf
+                     else np.zeros(0, dtype=np.int64))  # (scipy's ordering fails on an empty matrix)
         inv = np.empty(nf, dtype=np.int64)
         inv[self.perm] = np.arange(nf)
-        fa, fb = pattern.free_tails, pattern.free_heads
-        self.fa = np.where(fa >= 0, inv[np.maximum(fa, 0)], -1)
-        self.fb = np.where(fb >= 0, inv[np.maximum(fb, 0)], -1)
+        self.fa, self.fb = _positions(pattern.free_tails, inv), _positions(pattern.free_heads, inv)
         first = np.arange(nf)
         both = mask & (self.fa >= 0) & (self.fb >= 0)
         np.minimum.at(first, np.maximum(self.fa[both], self.fb[both]), np.minimum(self.fa[both], self.fb[both]))
@@ -182,9 +190,7 @@ class FactorPattern:
         self.perm = np.asarray(perm, dtype=np.int64)
         inv = np.empty(nf, dtype=np.int64)
         inv[self.perm] = np.arange(nf)
-        fa, fb = pattern.free_tails, pattern.free_heads
-        self.fa = np.where(fa >= 0, inv[np.maximum(fa, 0)], -1)
-        self.fb = np.where(fb >= 0, inv[np.maximum(fb, 0)], -1)
+        self.fa, self.fb = _positions(pattern.free_tails, inv), _positions(pattern.free_heads, inv)
         self.colptr, self.rowidx, self.rowptr, self.rowcol, self.rowpos = factor_pattern(
             pattern.laplacian(np.ones(m)), self.perm)
         both = np.flatnonzero((self.fa >= 0) & (self.fb >= 0))

@@ -1834,6 +1834,8 @@ class NonlinearFactorization:
         """``H^{-1} rhs`` on the free nodes (active set frozen): rhs (b, nf, r) -> (b, nf, r)."""
         asm = _assembly(self.circuit)
         b, nf, r = rhs_free.shape
+        if nf + asm.nc == 0:  # every node driven: nothing to solve
+            return np.zeros((b, 0, r))
         rhs = np.zeros((b, nf + asm.nc, r))
         rhs[:, :nf] = rhs_free
         ts = tangent or self.tangent(state)
