@@ -976,7 +976,7 @@ def test_limited_newton_hands_unconverged_samples_to_the_damped_iteration(monkey
     monkeypatch.setattr(nl, "LIMITED_STALL", -1)  # every sample leaves after its first test
     for ports, lanes in ((True, 4), (False, 10 ** 9), ("auto", 4)):
         monkeypatch.setattr(nl, "LANES_MIN_BATCH", lanes)
-        assert nl._lanes(c.factorize(g, port_reduction=ports), x.shape[0]) == (jit == "1" and ports == "auto")
+        assert nl._lanes(c.factorize(g, port_reduction=ports), x.shape[0]) == (_jit_nl.enabled() and ports == "auto")
         handed = c.factorize(g, port_reduction=ports).solve(x)
         np.testing.assert_allclose(handed.potentials, expected, rtol=0, atol=1e-10)
         assert np.all(handed.iterations > 1)  # the damped iteration's steps
