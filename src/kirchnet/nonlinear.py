@@ -60,7 +60,8 @@ solves (adjoint, compliance) are factorized in lanes too
 (:func:`kirchnet._jit_nonlinear.lanes_solve`; where a sample's tangent is not positive
 definite there or the solve is not certified, the other path). Batch 64, measured
 against the paths above: 1.2x on 10^2-node networks, 2.4-2.9x on 10^3-edge lattices and
-random graphs, 2.4x on a 5000-node lattice.
+random graphs, 2.1-2.5x on lattices of 5000-20000 nodes, 1.5x on a 1500-node random graph
+(``LANES_MAX_FLOPS`` has the crossover).
 
 **Damped Newton: one iteration for every law** (primal-dual active set = semismooth
 Newton on the complementarity ``min(mu_e, -c w_e) = 0``). Each step solves, per sample,
@@ -257,10 +258,12 @@ ENVELOPE_WEIGHT = 4.0
 #: below, most of its lanes would idle)
 LANES_MIN_BATCH = 4
 #: largest factorization (multiply-adds, :attr:`kirchnet.assembly.FactorPattern.factor_flops`)
-#: of the lane iteration: beyond, CHOLMOD's supernodal factorizations with chord steps win
-#: (batch 64: a 10^4-node lattice, 2.7e6, 1.7x faster in lanes; a 1500-node random graph,
-#: 3.6e6, even; a 5000-node one, 1.3e8, 3.4x slower)
-LANES_MAX_FLOPS = 2e6
+#: of the lane iteration: beyond, CHOLMOD's factorizations with chord steps and low-rank
+#: updates win (bench_spice's batch of 64, lanes against the sparse iteration: lattices of
+#: 5000 / 10^4 / 2x10^4 nodes, 8.3e5 / 2.7e6 / 7.7e6, 2.1x / 2.5x / 1.9x faster in lanes;
+#: random graphs of 1500 / 2500 / 5000 nodes, 3.6e6 / 1.6e7 / 1.3e8, 1.5x faster / 1.4x /
+#: 3.4x slower)
+LANES_MAX_FLOPS = 8e6
 #: memory of the lanes' factors (bytes)
 LANES_BYTES = 64 * 2 ** 20
 #: the Python overhead of a sparse numpy Newton step per sample, in flops of a compiled
@@ -891,9 +894,9 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     settled = np.zeros(b, dtype=bool)  # the last full Newton step was at the rounding level
     cache = {}  # the limited iteration's last tangent factorizations (sparse backends)
     prior = fac._tangents.get(warm_start) if isinstance(warm_start, NonlinearState) else None
-    lanes = limited and _jit_nonlinear.enabled() and _lanes(fac, b)
+    lanes = limited and _lanes(fac, b)  # every step a new factorization: nothing kept to reuse
     if lanes:
-        pass  # every step a new factorization: nothing to reuse
+        pass
     elif prior is not None and len(prior[0]) == b:  # the start's own last factorizations (chord steps)
         cache["factors"] = (list(prior[0]), prior[1].copy())
     elif limited and warm_start is None and not fac.dense and fac.plan[0] == "numpy":  # cold: a shared first tangent
