@@ -1208,8 +1208,10 @@ def test_certification_takes_newton_steps_before_the_damped_iteration(no_lanes, 
 def test_refreshed_factorization_is_a_chord_a_low_rank_update_or_new(monkeypatch):
     """_refreshed keeps the factorization while no weight drifted beyond CHORD_DRIFT, updates
     it (CHOLMOD up/downdate) over a few drifted weights, which then solves like a fresh
-    factorization of those weights, and factorizes anew where many drifted or a weight moved
-    by more than LOWRANK_RANGE (or the downdate fails)."""
+    factorization of those weights, also where a weight switches by more than
+    LOWRANK_RANGE but stays within LOWRANK_DOMINANCE of its nodes' other conductance (a
+    diode switching between reverse and forward, both ways), and factorizes anew where many
+    drifted or a switching weight dominates its nodes (or the downdate fails)."""
     import kirchnet.nonlinear as nl
     from kirchnet.errors import SolverError
 
@@ -1233,8 +1235,17 @@ def test_refreshed_factorization_is_a_chord_a_low_rank_update_or_new(monkeypatch
     exact = system(few)._factor_one(0).solve(b)
     np.testing.assert_allclose(f.solve(b), exact, rtol=1e-9, atol=1e-12 * np.abs(exact).max())
 
+    for switched in (d0 * np.where(np.arange(g.size) == 5, 1e4, 1.0),  # up by more than LOWRANK_RANGE
+                     d0 * np.where(np.arange(g.size) == 5, 1e-20, 1.0)):  # down to a leakage
+        sw_start = d0 if switched[5] > d0[5] else d0 * np.where(np.arange(g.size) == 5, 1e3, 1.0)
+        f_sw = system(sw_start)._factor_one(0)
+        f, w, chord = nl._refreshed(system(switched), 0, f_sw, sw_start)
+        assert chord and f is not f_sw and np.array_equal(w, switched)
+        exact = system(switched)._factor_one(0).solve(b)
+        np.testing.assert_allclose(f.solve(b), exact, rtol=1e-9, atol=1e-12 * np.abs(exact).max())
+
     for d in (d0 * rng.uniform(1.5, 2.0, g.size),  # all drifted
-              np.where(np.arange(g.size) == 5, d0 * 1e4, d0)):  # one by more than LOWRANK_RANGE
+              np.where(np.arange(g.size) == 5, d0 * 1e9, d0)):  # one dominating its nodes 1e9 to 1
         f, w, chord = nl._refreshed(system(d), 0, f0, d0)
         assert not chord and np.array_equal(w, d)
 

@@ -228,6 +228,9 @@ LOWRANK_MAX = 32
 #: ... each by less than this factor (a downdate of a large weight to a tiny one loses the
 #: tiny one to cancellation)
 LOWRANK_RANGE = 1e3
+#: ... or, changing by more, at most this many times the conductance its nodes keep
+#: otherwise (the change's rounding is then 1e-12 of what holds them)
+LOWRANK_DOMINANCE = 1e4
 #: where at most LOWRANK_MAX weights moved by more than this (relative) at all, the update
 #: covers every one of them: the factorization is then exact and the step Newton's
 LOWRANK_EXACT = 1e-3
@@ -296,6 +299,12 @@ class _Assembly:
         self._scatter = (c._scatter_sign, c._dense_slot, c._scatter_edge)
         self._laws = {law.kind for law in c.elements.laws}
         self._circuit = weakref.ref(c)
+
+    @cached_property
+    def kernel_ends(self) -> tuple:
+        """``(fa, fb)`` (m,): each edge's ends among the free nodes (-1 where driven)."""
+        c = self._circuit()
+        return c._pattern.free_tails, c._pattern.free_heads
 
     @cached_property
     def BF_columns(self) -> sp.csc_array:
@@ -1307,6 +1316,26 @@ def _sparse_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> 
     return done
 
 
+def _updatable(asm, edges, old, new, factored, d) -> bool:
+    """Whether an up/downdate of ``edges`` from weights ``old`` to ``new`` keeps the factor
+    accurate: each changes by less than ``LOWRANK_RANGE``, or (a diode switching between
+    reverse and forward) its larger weight is at most ``LOWRANK_DOMINANCE`` times the other
+    conductance at each of its free ends, so that the rounding of the change,
+    ``eps max(old, new)``, stays far below what holds those nodes."""
+    ok = np.minimum(old, new) * LOWRANK_RANGE >= np.maximum(old, new)
+    if ok.all():
+        return True
+    e = edges[~ok]
+    fa, fb = asm.kernel_ends
+    lo = np.minimum(factored, d)  # the weights both the old and the new matrix hold at least
+    other = np.asarray(asm.absBF @ lo)  # each free node's conductance common to both
+    rest = np.full(e.size, np.inf)
+    for end in (fa[e], fb[e]):
+        free = end >= 0
+        rest[free] = np.minimum(rest[free], other[end[free]] - lo[e][free])
+    return bool(np.all(np.maximum(old, new)[~ok] <= LOWRANK_DOMINANCE * rest))
+
+
 def _refreshed(ts, k, factor, factored):
     """A factorization for row ``k`` of ``ts`` from the sample's last one, ``factor`` (or
     ``None``), built from the tangent weights ``factored``: returns ``(factor, weights it
@@ -1327,7 +1356,7 @@ def _refreshed(ts, k, factor, factored):
             edges = near
         old, new = factored[edges], d[edges]
         if edges.size <= LOWRANK_MAX and isinstance(factor, solvers.CholmodCholesky) \
-                and np.all(np.minimum(old, new) * LOWRANK_RANGE >= np.maximum(old, new)):
+                and _updatable(ts.asm, edges, old, new, factored, d):
             weights = factored.copy()
             weights[edges] = new
             try:
