@@ -1341,7 +1341,7 @@ def _refreshed(ts, k, factor, factored):
     ``None``), built from the tangent weights ``factored``: returns ``(factor, weights it
     stands for, chord)``. While every weight is within ``CHORD_DRIFT`` of ``factored`` it is
     ``factor`` itself (a chord step, ``chord`` True); where at most ``LOWRANK_MAX`` weights
-    drifted further, each by less than a factor ``LOWRANK_RANGE``, and ``factor`` is
+    drifted further, each accurately updatable (:func:`_updatable`), and ``factor`` is
     CHOLMOD's, it is updated over those edges, ``H_old + B_k diag(d_k - d_old,k) B_k^T``
     (CHOLMOD's up/downdate; about 2 ms for 12 edges on a 10^4-node lattice where a numeric
     factorization takes 7-8 ms); otherwise a new factorization (``chord`` False)."""
