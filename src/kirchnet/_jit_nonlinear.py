@@ -18,7 +18,11 @@ the reference (the tests compare both step for step).
   diag`` where singular). ``bench_nonlinear.py``'s 96-node lattice at batch 1: about 1 ms
   for 12 iterations where the numpy path takes 4.8 ms;
 * :func:`port_correction`: ``S (I + S Z_AA S)^-1 S Y_A`` per sample, the Woodbury term of
-  a tangent solve ``H^-1 R = L_R^-1 R - P S (I + S Z S)^-1 S P^T R``.
+  a tangent solve ``H^-1 R = L_R^-1 R - P S (I + S Z S)^-1 S P^T R``;
+* :func:`lanes_newton` and :func:`lanes_solve`: the same iteration, and tangent solves,
+  :data:`LANES` samples side by side, their tangents factorized together on the sparse
+  factor's fixed pattern (:func:`_lane_factor`: an up-looking Cholesky with the lanes
+  innermost; :class:`kirchnet.assembly.FactorPattern`).
 
 The diodes left out of ``A`` (``D_k Z_kk <= tau``: reverse-biased) are left out of the
 step's matrix, not of the residual: their neglected coupling slows Newton's quadratic
@@ -689,7 +693,7 @@ if AVAILABLE:
         converged state, ``|H^-1 r|``: with the lane's last factorization, inflated by ``1 /
         (1 - chord)``, where no tangent weight drifted more than ``chord`` from it (the lane
         then takes its next sample in the same round; as :func:`_envelope_estimate`), else
-        with the tangent there in the next round."""
+        with a factorization of the tangent at the state, the lane's last."""
         b, n = u.shape
         m = g.shape[0]
         nf = free.shape[0]
