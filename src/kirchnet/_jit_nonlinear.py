@@ -735,7 +735,6 @@ if AVAILABLE:
         factored = np.zeros(LANES, dtype=np.bool_)  # Lx[:, ln] (from DT[:, ln]) is the lane's sample's
         nxt = 0
         while True:
-            live = False
             for ln in range(LANES):
                 mode[ln] = 0
                 while mode[ln] == 0:  # until the lane has a step to take or no sample is left
@@ -751,7 +750,6 @@ if AVAILABLE:
                         factored[ln] = False
                         nxt += 1
                     smp = lane[ln]
-                    live = True
                     worst, ui = evaluate(U[ln], SS[ln], JFL[ln], ta, hb, fa, fb, code, g, Is, nvt, xmax,
                                          rounding, W[ln], CUR[ln], D[ln], R[ln], SC[ln], RHO[ln])
                     uinf[ln] = ui
@@ -785,7 +783,7 @@ if AVAILABLE:
                                                code, g, Is, nvt, vcrit, xmax, dmax, dmin)
                         _rhs(RHS[ln], JFL[ln], IC[ln], fa, fb)
                         mode[ln] = 1
-            if not live:
+            if not np.any(mode != 0):  # (a lane without a step has no sample left: all done)
                 break
             for ln in range(LANES):
                 shift[ln] = 0.0

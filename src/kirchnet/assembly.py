@@ -128,13 +128,18 @@ class Pattern:
                            minlength=nf * D).reshape(nf, D)
 
 
-def _positions(ends, inv) -> np.ndarray:
-    """Each edge end's position in a new order of the free nodes (``inv``: the position of
-    each free node), -1 where driven."""
-    out = np.full(ends.size, -1, dtype=np.int64)
-    free = ends >= 0
-    out[free] = inv[ends[free]]
-    return out
+def _ends_in_order(pattern: Pattern, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(fa, fb)`` (m,): each edge's ends as positions in the order ``perm`` of the free
+    nodes, -1 where driven."""
+    inv = np.empty(pattern.n_free, dtype=np.int64)
+    inv[perm] = np.arange(pattern.n_free)
+    out = []
+    for ends in (pattern.free_tails, pattern.free_heads):
+        pos = np.full(ends.size, -1, dtype=np.int64)
+        free = ends >= 0
+        pos[free] = inv[ends[free]]
+        out.append(pos)
+    return out[0], out[1]
 
 
 class Envelope:
@@ -152,9 +157,7 @@ class Envelope:
         L.eliminate_zeros()
         self.perm = (csgraph.reverse_cuthill_mckee(L, symmetric_mode=True).astype(np.int64) if nf
                      else np.zeros(0, dtype=np.int64))  # (scipy's ordering fails on an empty matrix)
-        inv = np.empty(nf, dtype=np.int64)
-        inv[self.perm] = np.arange(nf)
-        self.fa, self.fb = _positions(pattern.free_tails, inv), _positions(pattern.free_heads, inv)
+        self.fa, self.fb = _ends_in_order(pattern, self.perm)
         first = np.arange(nf)
         both = mask & (self.fa >= 0) & (self.fb >= 0)
         np.minimum.at(first, np.maximum(self.fa[both], self.fb[both]), np.minimum(self.fa[both], self.fb[both]))
@@ -188,9 +191,7 @@ class FactorPattern:
 
         nf, m = pattern.n_free, pattern.n_edges
         self.perm = np.asarray(perm, dtype=np.int64)
-        inv = np.empty(nf, dtype=np.int64)
-        inv[self.perm] = np.arange(nf)
-        self.fa, self.fb = _positions(pattern.free_tails, inv), _positions(pattern.free_heads, inv)
+        self.fa, self.fb = _ends_in_order(pattern, self.perm)
         self.colptr, self.rowidx, self.rowptr, self.rowcol, self.rowpos = factor_pattern(
             pattern.laplacian(np.ones(m)), self.perm)
         both = np.flatnonzero((self.fa >= 0) & (self.fb >= 0))

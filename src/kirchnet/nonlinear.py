@@ -301,12 +301,6 @@ class _Assembly:
         self._circuit = weakref.ref(c)
 
     @cached_property
-    def kernel_ends(self) -> tuple:
-        """``(fa, fb)`` (m,): each edge's ends among the free nodes (-1 where driven)."""
-        c = self._circuit()
-        return c._pattern.free_tails, c._pattern.free_heads
-
-    @cached_property
     def BF_columns(self) -> sp.csc_array:
         """``B_F`` (nf, m) in CSC: the columns of a low-rank update (:func:`_refreshed`)."""
         return sp.csc_array(self.BF)
@@ -903,13 +897,11 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     settled = np.zeros(b, dtype=bool)  # the last full Newton step was at the rounding level
     cache = {}  # the limited iteration's last tangent factorizations (sparse backends)
     prior = fac._tangents.get(warm_start) if isinstance(warm_start, NonlinearState) else None
-    lanes = limited and _lanes(fac, b)  # every step a new factorization: nothing kept to reuse
-    if lanes:
-        pass
-    elif prior is not None and len(prior[0]) == b:  # the start's own last factorizations (chord steps)
+    lanes = limited and _lanes(fac, b)  # lanes: every step a new factorization, nothing kept to reuse
+    if not lanes and prior is not None and len(prior[0]) == b:  # the start's own last factorizations (chord steps)
         cache["factors"] = (list(prior[0]), prior[1].copy())
-    elif limited and warm_start is None and not fac.dense and fac.plan[0] == "numpy":  # cold: a shared first tangent
-        first_tangent = fac._cold_tangent(w0[0])
+    elif not lanes and limited and warm_start is None and not fac.dense and fac.plan[0] == "numpy":
+        first_tangent = fac._cold_tangent(w0[0])  # cold: a shared first tangent
         if first_tangent is not None:
             cache["factors"] = ([first_tangent[0]] * b, np.tile(first_tangent[1], (b, 1)))
     todo = np.arange(b)
@@ -1170,6 +1162,30 @@ def _limited_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) ->
     return done
 
 
+def _run_kernel(kernel, fac, u, s, JF, v, iters, settled, first, cache, order, *extra) -> np.ndarray:
+    """Runs a compiled limited iteration (:func:`kirchnet._jit_nonlinear.nodal_newton`,
+    :func:`~kirchnet._jit_nonlinear.lanes_newton`) with the free positions in ``order``'s
+    (``perm``, and ``fa``/``fb`` the edge ends in it): their common arguments, then
+    ``extra``. Writes ``iters`` and ``settled``, puts the kernel's error estimate ``|H^-1 r|``
+    at each converged state (b, nf; NaN elsewhere) back in the free nodes' order into
+    ``cache["estimate"]`` and returns ``done``."""
+    c, k = fac.circuit, _assembly(fac.circuit).kernel
+    perm = order.perm
+    cold = first is not None
+    its, done, sett, est = kernel(
+        u, np.ascontiguousarray(s, dtype=float), np.ascontiguousarray(JF[:, perm], dtype=float),
+        np.ascontiguousarray(v, dtype=float), cold, first if cold else np.zeros(c.network.n_edges),
+        c.free_nodes[perm], order.fa, order.fb, *k[2:], np.ascontiguousarray(fac.conductances, dtype=float),
+        *k.params, fac.rtol, SETTLED_RTOL, ROUNDING, fac.max_iter, LIMITED_STALL, *extra)
+    iters[:] = its
+    settled[:] = sett
+    if cache is not None:
+        step = np.empty_like(est)
+        step[:, perm] = est
+        cache["estimate"] = step
+    return done
+
+
 def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> np.ndarray:
     """:func:`_limited_newton` compiled (:func:`kirchnet._jit_nonlinear.nodal_newton`: the
     same iterates, stopping rule and stall test, a sample at a time, no Python per
@@ -1179,36 +1195,21 @@ def _compiled_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -
     numpy iteration there (the last envelope or capacitance factorization reused while no
     tangent weight drifted more than ``CHORD_DRIFT``). Same arguments and result; ``cache``
     receives ``"estimate"`` (b, nf): Newton's error estimate ``|H^-1 r|`` at each converged
-    state (NaN elsewhere), from the kernel's last factorization."""
-    c, k, red = fac.circuit, _assembly(fac.circuit).kernel, fac.ports
-    cold = first is not None
-    JF = np.ascontiguousarray(JF, dtype=float)
-    tangent = k.envelope
+    state (NaN elsewhere), from the kernel's last factorization (:func:`_run_kernel`)."""
+    red = fac.ports
+    tangent = _assembly(fac.circuit).kernel.envelope
     if red is not None:  # steps by Woodbury on the port reduction: the free positions in L_R's envelope order
-        env = red.envelope
-        perm, ends = env.perm, (env.fa, env.fb)
-        inv = np.empty_like(perm)
-        inv[perm] = np.arange(perm.size)
-        wood = (red.env_factor, env.first, env.rowptr, red.PT_env, red.Z, red.edges, PORT_TAU, PORT_STIFF, PORT_FULL,
-                tangent.fa, tangent.fb, inv[tangent.perm])  # stiff steps: on the tangent's envelope
+        order = red.envelope
+        inv = np.empty_like(order.perm)
+        inv[order.perm] = np.arange(order.perm.size)
+        wood = (red.env_factor, order.first, order.rowptr, red.PT_env, red.Z, red.edges, PORT_TAU, PORT_STIFF,
+                PORT_FULL, tangent.fa, tangent.fb, inv[tangent.perm])  # stiff steps: on the tangent's envelope
     else:  # steps on the tangent's envelope: the free positions in its order
-        env = tangent
-        perm, ends = env.perm, (env.fa, env.fb)
+        order = tangent
         empty = np.zeros(0, dtype=np.int64)
         wood = (np.zeros(0), empty, empty, np.zeros((0, 0)), np.zeros((0, 0)), empty, 0.0, 0.0, 0.0, empty, empty, empty)
-    free, JF = c.free_nodes[perm], np.ascontiguousarray(JF[:, perm])
-    its, done, sett, est = _jit_nonlinear.nodal_newton(
-        u, np.ascontiguousarray(s, dtype=float), JF, np.ascontiguousarray(v, dtype=float), cold,
-        first if cold else np.zeros(c.network.n_edges), free, *ends, *k[2:],
-        np.ascontiguousarray(fac.conductances), *k.params, fac.rtol, SETTLED_RTOL, ROUNDING, fac.max_iter,
-        LIMITED_STALL, tangent.first, tangent.rowptr, 0.0 if fac.dense else CHORD_DRIFT, *wood)
-    iters[:] = its
-    settled[:] = sett
-    if cache is not None:
-        step = np.empty_like(est)  # the error estimate's step at each converged state (NaN elsewhere)
-        step[:, perm] = est
-        cache["estimate"] = step
-    return done
+    return _run_kernel(_jit_nonlinear.nodal_newton, fac, u, s, JF, v, iters, settled, first, cache, order,
+                       tangent.first, tangent.rowptr, 0.0 if fac.dense else CHORD_DRIFT, *wood)
 
 
 def _lanes(fac, b: int) -> bool:
@@ -1230,22 +1231,9 @@ def _lanes_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> n
     CHOLMOD's fill-reducing order (no chord steps), the lanes' factorizations and solves
     vectorized together. Same arguments and result; ``cache`` receives ``"estimate"`` (as
     :func:`_compiled_newton`)."""
-    c, k = fac.circuit, _assembly(fac.circuit).kernel
-    pattern = k.factor
-    perm = pattern.perm
-    cold = first is not None
-    its, done, sett, est = _jit_nonlinear.lanes_newton(
-        u, np.ascontiguousarray(s, dtype=float), np.ascontiguousarray(JF[:, perm], dtype=float),
-        np.ascontiguousarray(v, dtype=float), cold, first if cold else np.zeros(c.network.n_edges),
-        c.free_nodes[perm], pattern.fa, pattern.fb, *k[2:], np.ascontiguousarray(fac.conductances, dtype=float),
-        *k.params, fac.rtol, SETTLED_RTOL, ROUNDING, fac.max_iter, LIMITED_STALL, CHORD_DRIFT, *pattern.arrays)
-    iters[:] = its
-    settled[:] = sett
-    if cache is not None:
-        step = np.empty_like(est)  # the error estimate's step at each converged state (NaN elsewhere)
-        step[:, perm] = est
-        cache["estimate"] = step
-    return done
+    pattern = _assembly(fac.circuit).kernel.factor
+    return _run_kernel(_jit_nonlinear.lanes_newton, fac, u, s, JF, v, iters, settled, first, cache, pattern,
+                       CHORD_DRIFT, *pattern.arrays)
 
 
 def _sparse_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> np.ndarray:
@@ -1316,7 +1304,7 @@ def _sparse_newton(fac, u, s, JF, v, iters, settled, first=None, cache=None) -> 
     return done
 
 
-def _updatable(asm, edges, old, new, factored, d) -> bool:
+def _updatable(asm, pat, edges, old, new, factored, d) -> bool:
     """Whether an up/downdate of ``edges`` from weights ``old`` to ``new`` keeps the factor
     accurate: each changes by less than ``LOWRANK_RANGE``, or (a diode switching between
     reverse and forward) its larger weight is at most ``LOWRANK_DOMINANCE`` times the other
@@ -1326,7 +1314,7 @@ def _updatable(asm, edges, old, new, factored, d) -> bool:
     if ok.all():
         return True
     e = edges[~ok]
-    fa, fb = asm.kernel_ends
+    fa, fb = pat.free_tails, pat.free_heads
     lo = np.minimum(factored, d)  # the weights both the old and the new matrix hold at least
     other = np.asarray(asm.absBF @ lo)  # each free node's conductance common to both
     rest = np.full(e.size, np.inf)
@@ -1356,7 +1344,7 @@ def _refreshed(ts, k, factor, factored):
             edges = near
         old, new = factored[edges], d[edges]
         if edges.size <= LOWRANK_MAX and isinstance(factor, solvers.CholmodCholesky) \
-                and _updatable(ts.asm, edges, old, new, factored, d):
+                and _updatable(ts.asm, ts.circuit._pattern, edges, old, new, factored, d):
             weights = factored.copy()
             weights[edges] = new
             try:
@@ -1855,11 +1843,9 @@ class NonlinearFactorization:
     # ---------------------------------------------------------- linearization
     def tangent(self, state: NonlinearState) -> TangentSystem:
         """The tangent (KKT) system at an equilibrium, the active set frozen."""
-        if _lanes(self, state.batch_size) and not _assembly(self.circuit).nc:
-            return TangentSystem(self.circuit, state.tangent_weights, state.active, self.dense, self.backend,
-                                 lanes=True)
-        return TangentSystem(self.circuit, state.tangent_weights, state.active, self.dense,
-                             self.backend, self.ports)
+        lanes = _lanes(self, state.batch_size)  # (resistors and diodes: no ideal diodes)
+        return TangentSystem(self.circuit, state.tangent_weights, state.active, self.dense, self.backend,
+                             None if lanes else self.ports, lanes=lanes)
 
     def tangent_solve(self, state: NonlinearState, rhs_free: np.ndarray,
                       tangent: TangentSystem | None = None) -> np.ndarray:

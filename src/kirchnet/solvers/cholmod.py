@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from ..errors import SolverError
 from ._fpmode import flush_subnormals
 from .base import Factorization, not_positive_definite
-from . import symbolic as _counts
+from . import symbolic
 
 try:  # pragma: no cover - exercised when the extra is installed
     from sksparse import cholmod as _cholmod
@@ -92,12 +92,12 @@ class CholmodSymbolic:
         #: entries of the Cholesky factor and the flops of a numeric factorization,
         #: ``sum_j c_j^2`` (``None`` without numba)
         self.lnz = self.flops = None
-        if not _counts.AVAILABLE:  # no numba: CHOLMOD's own rule
+        if not symbolic.AVAILABLE:  # no numba: CHOLMOD's own rule
             self._symbolic, self.mode = _analyze(A, "auto"), "auto"
             return
         guess = "supernodal" if A.shape[0] > _SUPERNODAL_GUESS else "simplicial"
         self._symbolic = _analyze(A, guess)
-        c = _counts.column_counts(A, self._symbolic.P()).astype(float)
+        c = symbolic.column_counts(A, self._symbolic.P()).astype(float)
         self.lnz, self.flops = int(c.sum()), float(c @ c)
         self.mode = "supernodal" if self.flops >= SUPERNODAL_SWITCH * self.lnz else "simplicial"
         if self.mode != guess:

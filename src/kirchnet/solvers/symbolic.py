@@ -85,17 +85,23 @@ if AVAILABLE:
         return _row_subtrees(indptr, indices, perm, inv, parent, empty, empty, empty, empty)
 
 
-def column_counts(matrix, perm=None) -> np.ndarray | None:
-    """``nnz(L[:, j])`` (diagonal included) of the Cholesky factor of ``A[perm][:, perm]``
-    (``matrix`` a symmetric sparse matrix; only its pattern is read); ``None`` without numba."""
-    if not AVAILABLE:
-        return None
+def _permuted(matrix, perm):
+    """``(indptr, indices, perm, inv)`` of the symmetric ``matrix``'s pattern (CSC, int64) and
+    the ordering ``perm`` (identity by default) with its inverse."""
     A = sp.csc_matrix(matrix)
     n = A.shape[0]
     perm = np.arange(n, dtype=np.int64) if perm is None else np.asarray(perm, dtype=np.int64)
     inv = np.empty(n, dtype=np.int64)
     inv[perm] = np.arange(n)
-    return _counts(A.indptr.astype(np.int64), A.indices.astype(np.int64), perm, inv)
+    return A.indptr.astype(np.int64), A.indices.astype(np.int64), perm, inv
+
+
+def column_counts(matrix, perm=None) -> np.ndarray | None:
+    """``nnz(L[:, j])`` (diagonal included) of the Cholesky factor of ``A[perm][:, perm]``
+    (``matrix`` a symmetric sparse matrix; only its pattern is read); ``None`` without numba."""
+    if not AVAILABLE:
+        return None
+    return _counts(*_permuted(matrix, perm))
 
 
 def factor_pattern(matrix, perm=None):
@@ -107,21 +113,18 @@ def factor_pattern(matrix, perm=None):
     factorization visits them. ``None`` without numba."""
     if not AVAILABLE:
         return None
-    A = sp.csc_matrix(matrix)
-    n = A.shape[0]
-    perm = np.arange(n, dtype=np.int64) if perm is None else np.asarray(perm, dtype=np.int64)
-    inv = np.empty(n, dtype=np.int64)
-    inv[perm] = np.arange(n)
-    indptr, indices = A.indptr.astype(np.int64), A.indices.astype(np.int64)
+    indptr, indices, perm, inv = _permuted(matrix, perm)
+    n = perm.size
     parent = _etree(indptr, indices, perm, inv)
-    counts = _counts(indptr, indices, perm, inv)
+    none = np.zeros(0, dtype=np.int64)
+    counts = _row_subtrees(indptr, indices, perm, inv, parent, none, none, none, none)  # the column counts
     colptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     lnz = int(colptr[-1])
     rowidx = np.empty(lnz, dtype=np.int64)
     rowcol, rowpos = np.empty(lnz - n, dtype=np.int64), np.empty(lnz - n, dtype=np.int64)
     _row_subtrees(indptr, indices, perm, inv, parent, colptr, rowidx, rowcol, rowpos)
-    rowptr = np.concatenate([[0], np.cumsum(np.bincount(rowidx[np.setdiff1d(np.arange(lnz), colptr[:-1])],
-                                                        minlength=n))]).astype(np.int64)
+    # each row's off-diagonal entries: its entries in L but the diagonal
+    rowptr = np.concatenate([[0], np.cumsum(np.bincount(rowidx, minlength=n) - 1)]).astype(np.int64)
     rows = np.repeat(np.arange(n), np.diff(rowptr))
     order = np.lexsort((rowcol, rows))  # rows were visited in order; within a row by column
     return colptr, rowidx, rowptr, rowcol[order], rowpos[order]
