@@ -560,11 +560,34 @@ if AVAILABLE:
         return iters, done, settled, est
 
 #: samples :func:`lanes_newton` solves side by side (the innermost, vectorized dimension of
-#: its factorizations: one AVX-512 register of doubles, two AVX2 ones; :func:`_lane_factor`'s
-#: hot loop spells the eight out)
+#: its factorizations: one AVX-512 register of doubles, two AVX2 ones; :func:`_axpy8` and
+#: :func:`_dot8` spell the eight out)
 LANES = 8
 
 if AVAILABLE:
+
+    # the lanes' hot loops with their eight lanes spelled out: the multipliers stay in
+    # registers (a loop over an array of them reloads them, LLVM cannot rule out aliasing):
+    # 20-25 % per factorization
+    _inline = _nb.njit(inline="always", boundscheck=False, fastmath={"reassoc", "contract"})
+
+    @_inline
+    def _axpy8(X, i, Lx, p, y0, y1, y2, y3, y4, y5, y6, y7):
+        """``X[i, l] -= Lx[p, l] y_l`` for the eight lanes."""
+        X[i, 0] -= Lx[p, 0] * y0
+        X[i, 1] -= Lx[p, 1] * y1
+        X[i, 2] -= Lx[p, 2] * y2
+        X[i, 3] -= Lx[p, 3] * y3
+        X[i, 4] -= Lx[p, 4] * y4
+        X[i, 5] -= Lx[p, 5] * y5
+        X[i, 6] -= Lx[p, 6] * y6
+        X[i, 7] -= Lx[p, 7] * y7
+
+    @_inline
+    def _dot8(X, i, Lx, p, t0, t1, t2, t3, t4, t5, t6, t7):
+        """``t_l - Lx[p, l] X[i, l]`` for the eight lanes."""
+        return (t0 - Lx[p, 0] * X[i, 0], t1 - Lx[p, 1] * X[i, 1], t2 - Lx[p, 2] * X[i, 2], t3 - Lx[p, 3] * X[i, 3],
+                t4 - Lx[p, 4] * X[i, 4], t5 - Lx[p, 5] * X[i, 5], t6 - Lx[p, 6] * X[i, 6], t7 - Lx[p, 7] * X[i, 7])
 
     @_njit
     def _lane_factor(Lx, colptr, rowidx, rowptr, rowcol, rowpos, kptr, kedge, klo, fa, fb, D, shift, dg, x, d,
@@ -609,19 +632,9 @@ if AVAILABLE:
                 for ln in range(LANES):
                     lkj[ln] = x[j, ln] * Lx[dj, ln]
                     x[j, ln] = 0.0
-                # the hot loop, its eight lanes spelled out: in registers (a loop over an array
-                # of multipliers reloads them, LLVM cannot rule out aliasing), 20-25 % faster
                 k0, k1, k2, k3, k4, k5, k6, k7 = lkj[0], lkj[1], lkj[2], lkj[3], lkj[4], lkj[5], lkj[6], lkj[7]
-                for p in range(dj + 1, pk):
-                    i = rowidx[p]
-                    x[i, 0] -= Lx[p, 0] * k0
-                    x[i, 1] -= Lx[p, 1] * k1
-                    x[i, 2] -= Lx[p, 2] * k2
-                    x[i, 3] -= Lx[p, 3] * k3
-                    x[i, 4] -= Lx[p, 4] * k4
-                    x[i, 5] -= Lx[p, 5] * k5
-                    x[i, 6] -= Lx[p, 6] * k6
-                    x[i, 7] -= Lx[p, 7] * k7
+                for p in range(dj + 1, pk):  # the hot loop
+                    _axpy8(x, rowidx[p], Lx, p, k0, k1, k2, k3, k4, k5, k6, k7)
                 for ln in range(LANES):
                     d[ln] -= lkj[ln] * lkj[ln]
                     Lx[pk, ln] = lkj[ln]
@@ -636,7 +649,7 @@ if AVAILABLE:
     @_njit
     def _lane_solve(Lx, colptr, rowidx, X):
         """``X`` (n, LANES) <- ``H^-1 X`` per lane with the factor of :func:`_lane_factor`
-        (its eight lanes spelled out, as its hot loop)."""
+        (the eight lanes spelled out: :func:`_axpy8`, :func:`_dot8`)."""
         n = colptr.shape[0] - 1
         for j in range(n):
             dj = colptr[j]
@@ -644,36 +657,14 @@ if AVAILABLE:
                 X[j, ln] *= Lx[dj, ln]
             y0, y1, y2, y3, y4, y5, y6, y7 = X[j, 0], X[j, 1], X[j, 2], X[j, 3], X[j, 4], X[j, 5], X[j, 6], X[j, 7]
             for p in range(dj + 1, colptr[j + 1]):
-                i = rowidx[p]
-                X[i, 0] -= Lx[p, 0] * y0
-                X[i, 1] -= Lx[p, 1] * y1
-                X[i, 2] -= Lx[p, 2] * y2
-                X[i, 3] -= Lx[p, 3] * y3
-                X[i, 4] -= Lx[p, 4] * y4
-                X[i, 5] -= Lx[p, 5] * y5
-                X[i, 6] -= Lx[p, 6] * y6
-                X[i, 7] -= Lx[p, 7] * y7
+                _axpy8(X, rowidx[p], Lx, p, y0, y1, y2, y3, y4, y5, y6, y7)
         for j in range(n - 1, -1, -1):
             dj = colptr[j]
             t0, t1, t2, t3, t4, t5, t6, t7 = X[j, 0], X[j, 1], X[j, 2], X[j, 3], X[j, 4], X[j, 5], X[j, 6], X[j, 7]
             for p in range(dj + 1, colptr[j + 1]):
-                i = rowidx[p]
-                t0 -= Lx[p, 0] * X[i, 0]
-                t1 -= Lx[p, 1] * X[i, 1]
-                t2 -= Lx[p, 2] * X[i, 2]
-                t3 -= Lx[p, 3] * X[i, 3]
-                t4 -= Lx[p, 4] * X[i, 4]
-                t5 -= Lx[p, 5] * X[i, 5]
-                t6 -= Lx[p, 6] * X[i, 6]
-                t7 -= Lx[p, 7] * X[i, 7]
-            X[j, 0] = t0 * Lx[dj, 0]
-            X[j, 1] = t1 * Lx[dj, 1]
-            X[j, 2] = t2 * Lx[dj, 2]
-            X[j, 3] = t3 * Lx[dj, 3]
-            X[j, 4] = t4 * Lx[dj, 4]
-            X[j, 5] = t5 * Lx[dj, 5]
-            X[j, 6] = t6 * Lx[dj, 6]
-            X[j, 7] = t7 * Lx[dj, 7]
+                t0, t1, t2, t3, t4, t5, t6, t7 = _dot8(X, rowidx[p], Lx, p, t0, t1, t2, t3, t4, t5, t6, t7)
+            X[j, 0], X[j, 1], X[j, 2], X[j, 3] = t0 * Lx[dj, 0], t1 * Lx[dj, 1], t2 * Lx[dj, 2], t3 * Lx[dj, 3]
+            X[j, 4], X[j, 5], X[j, 6], X[j, 7] = t4 * Lx[dj, 4], t5 * Lx[dj, 5], t6 * Lx[dj, 6], t7 * Lx[dj, 7]
 
     @_njit
     def lanes_newton(u, s, JF, v0, cold, first, free, fa, fb, ta, hb, code, g, Is, nvt, vcrit, xmax,
