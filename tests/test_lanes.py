@@ -21,20 +21,11 @@ pytest.importorskip("numba", reason="the lane iteration is compiled with numba (
 from kirchnet import _jit_nonlinear  # noqa: E402
 from kirchnet import nonlinear as nl  # noqa: E402
 from kirchnet.solvers.symbolic import factor_pattern  # noqa: E402
-from test_ports import _eligible_circuit  # noqa: E402
+from test_ports import _eligible_circuit, assert_numpy_steps  # noqa: E402
+from test_solvers import _elimination_game  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not _jit_nonlinear.enabled(), reason="KIRCHNET_JIT=0")
 LANES = _jit_nonlinear.LANES
-
-
-def _elimination_game(A, perm):
-    """The lower pattern of the Cholesky factor of ``A[perm][:, perm]`` by eliminating the
-    nodes of its graph one at a time (dense booleans: each step joins the later neighbours)."""
-    M = A.toarray()[np.ix_(perm, perm)] != 0
-    for k in range(M.shape[0]):
-        later = np.flatnonzero(M[k + 1:, k]) + k + 1
-        M[np.ix_(later, later)] = True
-    return np.tril(M)
 
 
 @settings(max_examples=60, deadline=None)
@@ -114,18 +105,7 @@ def test_lanes_take_the_python_iterations_steps(monkeypatch, count_calls, make):
     calls = count_calls(nl, "_lanes_newton")
     fac = c.factorize(g)
     assert fac.dense and nl._lanes(fac, X.shape[0])
-    cold = fac.solve(X)
-    warm = fac.solve(X * 1.01, warm_start=cold)
-    assert calls["n"] == 2
-    monkeypatch.setenv("KIRCHNET_JIT", "0")
-    py_cold = fac.solve(X)
-    py_warm = fac.solve(X * 1.01, warm_start=py_cold)
-    assert calls["n"] == 2
-    np.testing.assert_array_equal(cold.iterations, py_cold.iterations)
-    np.testing.assert_array_equal(warm.iterations, py_warm.iterations)
-    vs = np.abs(cold.potentials).max()
-    np.testing.assert_allclose(cold.potentials, py_cold.potentials, rtol=0, atol=1e-10 * vs)
-    np.testing.assert_allclose(warm.potentials, py_warm.potentials, rtol=0, atol=1e-10 * vs)
+    assert_numpy_steps(monkeypatch, calls, fac, X)
 
 
 def test_lanes_on_a_sparse_backend_reach_the_other_paths_equilibria(monkeypatch, count_calls):
@@ -309,3 +289,24 @@ def test_a_converged_lane_estimates_with_its_last_factorization(monkeypatch, cou
     assert reused_a > 0 and reused_b == 0 and rounds_a < rounds_b
     np.testing.assert_array_equal(a.iterations, b.iterations)
     np.testing.assert_allclose(a.potentials, b.potentials, rtol=0, atol=1e-12 * np.abs(b.potentials).max())
+
+
+def test_lanes_without_cholmod_order_the_factor_as_the_envelope(monkeypatch):
+    """Where CHOLMOD is not installed (numba without scikit-sparse), the lanes' factor takes
+    the envelope's reverse Cuthill-McKee order, and the batch reaches the other path's
+    equilibria."""
+    from kirchnet.errors import SolverError
+
+    def no_cholmod(self):
+        raise SolverError("CHOLMOD is not installed")
+
+    monkeypatch.setattr(kn.Circuit, "_symbolic", property(no_cholmod))
+    c, g, X = _bench_diode_circuit(6, Diode(), seed=3, batch=9)
+    fac = c.factorize(g, backend="splu")
+    assert nl._lanes(fac, X.shape[0])
+    kernel = nl._assembly(c).kernel
+    np.testing.assert_array_equal(kernel.factor.perm, kernel.envelope.perm)
+    lanes = fac.solve(X)
+    monkeypatch.setattr(nl, "LANES_MIN_BATCH", 10 ** 9)
+    other = c.factorize(g, backend="splu").solve(X)
+    np.testing.assert_allclose(lanes.potentials, other.potentials, rtol=0, atol=1e-10 * np.abs(X).max())

@@ -205,6 +205,13 @@ def test_compiled_limited_newton_takes_the_python_iterations_steps(monkeypatch, 
     calls = count_calls(nl, "_compiled_newton")
     fac = c.factorize(g, port_reduction=False)
     assert fac.dense
+    assert_numpy_steps(monkeypatch, calls, fac, X)
+
+
+def assert_numpy_steps(monkeypatch, calls, fac, X):
+    """A cold and a warm solve of ``X`` take the compiled path whose calls ``calls`` counts,
+    and the numpy iteration (``KIRCHNET_JIT=0``) takes the same number of iterations to the
+    same equilibria (to 1e-10 of the voltage scale)."""
     cold = fac.solve(X)
     warm = fac.solve(X * 1.01, warm_start=cold)
     assert calls["n"] == 2

@@ -622,17 +622,20 @@ def test_ill_conditioned_error_is_exported():
 # ---------------------------------------------------------------- factorization mode
 
 
-def _elimination_counts(A, perm) -> np.ndarray:
-    """Column counts of the Cholesky factor by the elimination game on the dense pattern
-    (eliminating a vertex joins its later neighbours pairwise): the reference."""
+def _elimination_game(A, perm) -> np.ndarray:
+    """The lower pattern (bool, diagonal included) of the Cholesky factor of
+    ``A[perm][:, perm]`` by the elimination game on the dense pattern (eliminating a vertex
+    joins its later neighbours pairwise): the reference."""
     P = sp.csr_matrix(A)[perm][:, perm].toarray() != 0
-    n = P.shape[0]
-    counts = np.ones(n, dtype=np.int64)
-    for k in range(n):
+    for k in range(P.shape[0]):
         later = np.flatnonzero(P[k + 1:, k]) + k + 1
-        counts[k] += later.size
         P[np.ix_(later, later)] = True
-    return counts
+    return np.tril(P | np.eye(P.shape[0], dtype=bool))
+
+
+def _elimination_counts(A, perm) -> np.ndarray:
+    """Column counts (diagonal included) of :func:`_elimination_game`."""
+    return _elimination_game(A, perm).sum(axis=0).astype(np.int64)
 
 
 @pytest.mark.skipif(not symbolic_mod.AVAILABLE, reason="column counts are compiled (numba, the jit extra)")
