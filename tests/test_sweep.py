@@ -480,6 +480,89 @@ def test_cli_entry_point_runs_and_resumes(tmp_path):
     assert res.exit_code == 2 and "reportt: unknown key" in res.output
 
 
+def _swallowed_ctrl_c():
+    """SIGINT to this process, its KeyboardInterrupt caught and dropped (as Python drops one
+    raised inside a garbage-collector callback)."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1.0)  # (delivered here)
+    except KeyboardInterrupt:
+        pass
+
+
+def test_sigint_is_recorded_even_where_its_exception_is_swallowed():
+    from kirchnet.sweep.execute import _sigint_recorded
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+    before = signal.getsignal(signal.SIGINT)
+    with _sigint_recorded() as seen:
+        assert not seen.is_set()
+        _swallowed_ctrl_c()
+        assert seen.is_set()
+    assert signal.getsignal(signal.SIGINT) is before
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored SIGINT stays ignored
+    try:
+        with _sigint_recorded() as seen:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            assert not seen.is_set()
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_inside_a_gc_callback_is_raised_after_it(capfd):
+    """A Ctrl-C that lands in a garbage-collector callback (distributed's GC diagnosis) is
+    raised again outside it, not printed and dropped."""
+    import gc
+
+    from kirchnet.sweep.execute import _sigint_recorded
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+    fired = []
+
+    def callback(phase, info):
+        if phase == "start" and not fired:
+            fired.append(phase)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # (delivered here, inside the callback)
+
+    with _sigint_recorded() as seen:
+        gc.callbacks.append(callback)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                gc.collect()
+                time.sleep(5.0)  # the interrupt comes again here
+        finally:
+            gc.callbacks.remove(callback)
+    assert fired and seen.is_set()
+    assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_a_swallowed_ctrl_c_still_stops_the_sweep(tmp_path, client):
+    """A Ctrl-C whose KeyboardInterrupt is lost (distributed's gc callback) stops the sweep
+    at the next finished run: interrupted, the finished runs kept, KeyboardInterrupt raised."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+    spec = SweepSpec.from_dict({"sweep": {"name": "toy", "seeds": [0, 1, 2, 3]},
+                                "base": {"x": 0.0, "seed": 0, "sleep": 0.3}, "grid": {"x": [1.0, 2.0, 3.0]}})
+    out = tmp_path / "out"
+    seen = []
+
+    def ctrl_c_after_2(rec):
+        seen.append(rec["run_id"])
+        if len(seen) == 2:
+            _swallowed_ctrl_c()
+        return True
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, client=client, runner=toy_runner, progress=False, on_result=ctrl_c_after_2)
+    assert 2 <= len(seen) < 12
+    assert len(list((out / "runs").glob("*.json"))) == len(seen)
+    assert "interrupted" in (out / "report.md").read_text()
+
+
 SLOW_RUNNER = """
 import os, time
 def run(config, out_dir=None):
@@ -503,7 +586,7 @@ runner = "slowrun:run"
 [base]
 x = 0
 seed = 0
-sleep = 0.25
+sleep = 0.5
 [grid]
 x = [1, 2, 3]
 """)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import gc
 import importlib
 import logging
 import math
@@ -450,7 +452,8 @@ def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retrie
             logging.getLogger(__name__).warning("%s", line)
 
     if todo:
-        with _client(scheduler, workers, client, len(todo)) as (c, where), _make_progress(progress) as bar:
+        with _client(scheduler, workers, client, len(todo)) as (c, where), _make_progress(progress) as bar, \
+                _sigint_recorded() as ctrl_c:
             info["cluster"] = where
             task = None
             if bar is not None:
@@ -509,6 +512,8 @@ def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retrie
             try:
                 pending = as_completed(futures)
                 for fut in pending:
+                    if ctrl_c.is_set():  # a Ctrl-C whose KeyboardInterrupt was swallowed
+                        raise KeyboardInterrupt
                     _, r = by_key[fut.key]
                     if (_killed_worker(fut) and r.run_id not in timed_out and
                             resubmitted.get(r.run_id, 0) < worker_loss_resubmits):
@@ -574,6 +579,51 @@ def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retrie
                        n_ok=tracker.ok, n_failed=tracker.failed, wall_s=wall,
                        interrupted=interrupted, report=(out / "report.md") if report else None,
                        records=in_grid)
+
+
+def _swallowing(frame) -> bool:
+    """Whether ``frame`` runs inside a garbage-collector callback or a finalizer
+    (``__del__``), where Python prints an exception and drops it ("Exception ignored in")."""
+    codes = {getattr(getattr(cb, "__func__", cb), "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in codes or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextlib.contextmanager
+def _sigint_recorded():
+    """Within: SIGINT (Ctrl-C) is recorded in the yielded ``threading.Event`` before the
+    handler in place (Python's: ``KeyboardInterrupt``) runs. Python drops an exception
+    raised inside a garbage-collector callback, and distributed installs one (its GC
+    diagnosis, on every full collection): a Ctrl-C that landed there was lost and the sweep
+    ran to its end. There it is delivered again 50 ms later, outside; the sweep loop also
+    checks the event after every run. Outside the main thread (no signal handlers there)
+    the event is never set."""
+    seen = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def record(signum, frame):
+        if previous == signal.SIG_IGN:
+            return
+        seen.set()
+        if _swallowing(frame):  # raised here it would be lost: again in a moment, outside
+            threading.Timer(0.05, _thread.interrupt_main).start()
+            return
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL, or a handler not installed from Python
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, record)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _timeout_record(run: RunSpec, limit: float) -> dict:
