@@ -50,7 +50,7 @@ def _lane_factor_solve(pattern, D, rhs, shift=None):
     nf = pattern.colptr.size - 1
     Lx = np.empty((pattern.nnz, LANES))
     bad = np.zeros(LANES, dtype=bool)
-    work = [np.empty((nf, LANES)) for _ in range(2)] + [np.empty(LANES) for _ in range(2)]
+    work = [np.empty((nf, LANES)) for _ in range(2)] + [np.empty(LANES)]
     _jit_nonlinear._lane_factor(Lx, *pattern.arrays, pattern.fa, pattern.fb, np.ascontiguousarray(D),
                                 np.zeros(LANES) if shift is None else shift, *work, bad)
     X = np.ascontiguousarray(rhs.copy())
