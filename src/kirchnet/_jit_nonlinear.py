@@ -566,11 +566,6 @@ LANES = 8
 
 if AVAILABLE:
 
-    # the lanes' hot loops with their eight lanes spelled out: the multipliers stay in
-    # registers (a loop over an array of them reloads them, LLVM cannot rule out aliasing):
-    # 20-25 % per factorization
-    _inline = _nb.njit(inline="always", boundscheck=False, fastmath={"reassoc", "contract"})
-
     from llvmlite import ir as _ir
     from numba.core import cgutils as _cgutils
     from numba.extending import intrinsic as _intrinsic
@@ -580,6 +575,12 @@ if AVAILABLE:
     # factorization at 1.4e5 multiply-adds); the arrays C-contiguous with LANES columns
     _VEC = _ir.VectorType(_ir.DoubleType(), LANES)
     _TUPLE = _nb.types.UniTuple(_nb.types.float64, LANES)
+
+    def _contiguous(*arrays):
+        """(typing) The row operations load a row as one vector: C-contiguous arrays only."""
+        for a in arrays:
+            if a.layout != "C":
+                raise _nb.core.errors.TypingError(f"lane row operation on a non-contiguous array ({a})")
 
     def _row(context, builder, aryty, ary, index=None):
         """``&A[index, 0]`` (``&A[0]`` for a 1-D ``A``) as a pointer to a vector."""
@@ -605,6 +606,8 @@ if AVAILABLE:
     @_intrinsic
     def _axpy8(typingctx, X, i, Lx, p, y0, y1, y2, y3, y4, y5, y6, y7):
         """``X[i, l] -= Lx[p, l] y_l`` for the eight lanes (one vector multiply-add)."""
+        _contiguous(X, Lx)
+
         def codegen(context, builder, sig, args):
             px = _row(context, builder, sig.args[0], args[0], args[1])
             lv = builder.load(_row(context, builder, sig.args[2], args[2], args[3]), align=8)
@@ -616,6 +619,8 @@ if AVAILABLE:
     @_intrinsic
     def _dot8(typingctx, X, i, Lx, p, t0, t1, t2, t3, t4, t5, t6, t7):
         """``t_l - Lx[p, l] X[i, l]`` for the eight lanes."""
+        _contiguous(X, Lx)
+
         def codegen(context, builder, sig, args):
             xv = builder.load(_row(context, builder, sig.args[0], args[0], args[1]), align=8)
             lv = builder.load(_row(context, builder, sig.args[2], args[2], args[3]), align=8)
@@ -626,6 +631,8 @@ if AVAILABLE:
     @_intrinsic
     def _add8(typingctx, A, i, B, j, c):
         """``A[i, l] += c B[j, l]`` for the eight lanes."""
+        _contiguous(A, B)
+
         def codegen(context, builder, sig, args):
             pa = _row(context, builder, sig.args[0], args[0], args[1])
             bv = builder.load(_row(context, builder, sig.args[2], args[2], args[3]), align=8)
@@ -640,6 +647,8 @@ if AVAILABLE:
         """An entry of the factor in the eight lanes: ``l = x[j] Lx[dj]`` (the row's solved
         value times the column's reciprocal pivot), ``x[j] <- 0``, ``Lx[pk] <- l``, ``d -= l^2``;
         returns ``l``."""
+        _contiguous(x, Lx, d)
+
         def codegen(context, builder, sig, args):
             px = _row(context, builder, sig.args[0], args[0], args[1])
             lv = builder.fmul(builder.load(px, align=8),
@@ -709,7 +718,7 @@ if AVAILABLE:
     @_njit
     def _lane_solve(Lx, colptr, rowidx, X):
         """``X`` (n, LANES) <- ``H^-1 X`` per lane with the factor of :func:`_lane_factor`
-        (the eight lanes spelled out: :func:`_axpy8`, :func:`_dot8`)."""
+        (:func:`_axpy8`, :func:`_dot8`)."""
         n = colptr.shape[0] - 1
         for j in range(n):
             dj = colptr[j]

@@ -246,7 +246,11 @@ CERTIFY_RTOL = 1e-8
 POLISH_STEPS = 10
 #: ... of which the first rounds are the estimate's own Newton steps (sparse backends: the
 #: chord step on the last factorization the estimate solved), without the damped iteration
-NEWTON_POLISH = 2
+#: (a step that fails the stopping rule goes to the damped iteration at once). On the
+#: 10^4-node diode lattice half the cold starts take 2-4 such rounds (each gains about
+#: three digits); 4 rather than 2: 5 % of the cold start, the damped rounds' fresh
+#: factorizations and two-level solves saved
+NEWTON_POLISH = 4
 #: source stepping (:func:`_source_stepping`) gives up when its step in lambda falls below this
 SOURCE_STEP_MIN = 1e-3
 #: rounding of a computed edge voltage, in units of its scale (:func:`_edge_scale`)
@@ -261,12 +265,12 @@ ENVELOPE_WEIGHT = 4.0
 #: below, most of its lanes would idle)
 LANES_MIN_BATCH = 4
 #: largest factorization (multiply-adds, :attr:`kirchnet.assembly.FactorPattern.factor_flops`)
-#: of the lane iteration: beyond, CHOLMOD's factorizations with chord steps and low-rank
-#: updates win (bench_spice's batch of 64, lanes against the sparse iteration: lattices of
-#: 5000 / 10^4 / 2x10^4 nodes, 8.3e5 / 2.7e6 / 7.7e6, 2.1x / 2.5x / 1.9x faster in lanes;
-#: random graphs of 1500 / 2500 / 5000 nodes, 3.6e6 / 1.6e7 / 1.3e8, 1.5x faster / 1.4x /
-#: 3.4x slower)
-LANES_MAX_FLOPS = 8e6
+#: of the lane iteration: beyond, CHOLMOD's supernodal factorizations with chord steps and
+#: low-rank updates win (bench_spice's batch of 64, lanes against the sparse iteration, one
+#: process: lattices of 10^4 / 2x10^4 / 4x10^4 nodes, 2.7e6 / 7.8e6 / 2.3e7 multiply-adds,
+#: 3.9x / 3.3x / 2.7x faster in lanes; random graphs of 1500 / 2500 / 3500 / 5000 nodes,
+#: 3.6e6 / 1.6e7 / 4.6e7 / 1.3e8, 3.3x / 1.1x faster, 1.5x / 2.0x slower)
+LANES_MAX_FLOPS = 2.5e7
 #: memory of the lanes' factors (bytes)
 LANES_BYTES = 64 * 2 ** 20
 #: the Python overhead of a sparse numpy Newton step per sample, in flops of a compiled
