@@ -45,6 +45,47 @@ def test_factor_pattern_is_the_elimination_games(n, density, seed):
         assert np.all(rowidx[pos] == i) and np.all((pos > colptr[cols]) & (pos < colptr[cols + 1]))
 
 
+def test_lane_row_operations_are_the_numpy_ones():
+    """The vector intrinsics against their numpy meaning, on rows of 64-byte-aligned
+    (_lane_rows) and plain numpy arrays; a non-contiguous array is refused at typing time."""
+    import numba
+
+    J = _jit_nonlinear
+
+    @numba.njit
+    def ops(X, Lx, d, i, p):
+        y = J._dot8(X, i, Lx, p, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
+        J._axpy8(X, i, Lx, p, 1.0, -2.0, 3.0, -4.0, 5.0, -6.0, 7.0, -8.0)
+        J._add8(X, 0, Lx, p, -0.5)
+        piv = J._pivot8(X, 1, Lx, 0, 2, d)
+        return y, piv
+
+    rng = np.random.default_rng(5)
+    for rows in (1, 3, 17):
+        aligned = J._lane_rows(rows)
+        assert aligned.shape == (rows, LANES) and aligned.flags.c_contiguous and aligned.ctypes.data % 64 == 0
+    for X, Lx in ((J._lane_rows(4), J._lane_rows(5)), (np.empty((4, LANES)), np.empty((5, LANES)))):
+        X[:] = rng.normal(size=X.shape)
+        Lx[:] = rng.normal(size=Lx.shape)
+        d = rng.normal(size=LANES)
+        X0, Lx0, d0 = X.copy(), Lx.copy(), d.copy()
+        t, y = np.arange(1.0, 9.0), np.array([1.0, -2, 3, -4, 5, -6, 7, -8])
+        dot, piv = ops(X, Lx, d, 3, 4)
+        np.testing.assert_allclose(dot, t - Lx0[4] * X0[3], rtol=1e-15, atol=1e-15)
+        expected = X0.copy()
+        expected[3] -= Lx0[4] * y
+        expected[0] += -0.5 * Lx0[4]
+        lkj = expected[1] * Lx0[0]
+        expected[1] = 0.0
+        np.testing.assert_allclose(X, expected, rtol=1e-15, atol=1e-15)
+        np.testing.assert_allclose(piv, lkj, rtol=1e-15)
+        np.testing.assert_array_equal(Lx[2], np.array(piv))
+        np.testing.assert_allclose(d, d0 - lkj * lkj, rtol=1e-14, atol=1e-15)
+        np.testing.assert_array_equal(np.delete(Lx, 2, axis=0), np.delete(Lx0, 2, axis=0))
+    with pytest.raises(numba.core.errors.TypingError, match="non-contiguous"):
+        ops(np.zeros((4, 2 * LANES))[:, ::2], np.zeros((5, LANES)), np.zeros(LANES), 0, 0)
+
+
 def _lane_factor_solve(pattern, D, rhs, shift=None):
     """``H_l^-1 rhs_l`` per lane by the compiled factorization and solve (``D`` (m, LANES))."""
     nf = pattern.colptr.size - 1

@@ -22,7 +22,11 @@ the reference (the tests compare both step for step).
 * :func:`lanes_newton` and :func:`lanes_solve`: the same iteration, and tangent solves,
   :data:`LANES` samples side by side, their tangents factorized together on the sparse
   factor's fixed pattern (:func:`_lane_factor`: an up-looking Cholesky with the lanes
-  innermost; :class:`kirchnet.assembly.FactorPattern`).
+  innermost; :class:`kirchnet.assembly.FactorPattern`). Its row operations are LLVM
+  vector code on ``<8 x double>`` (numba intrinsics :func:`_axpy8`, :func:`_dot8`,
+  :func:`_pivot8`, :func:`_add8`: numba runs LLVM without its superword vectorizer, which
+  left eight scalar multiply-adds) on rows aligned to cache lines (:func:`_lane_rows`):
+  3.5x per factorization against the scalar code at 1.4e5 multiply-adds.
 
 The diodes left out of ``A`` (``D_k Z_kk <= tau``: reverse-biased) are left out of the
 step's matrix, not of the residual: their neglected coupling slows Newton's quadratic
