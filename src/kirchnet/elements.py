@@ -475,12 +475,19 @@ class ElementMap:
     @property
     def initial_voltages(self) -> np.ndarray:
         """(m,) the voltage each law is linearized at by a cold start (0 except diodes)."""
-        return self.per_edge("initial_voltage")
+        return self._per_edge_once("initial_voltage").copy()
 
     @property
     def max_start_voltages(self) -> np.ndarray:
         """(m,) :attr:`Law.max_start_voltage` per edge (inf except diodes)."""
-        return self.per_edge("max_start_voltage", np.inf)
+        return self._per_edge_once("max_start_voltage", np.inf).copy()
+
+    def _per_edge_once(self, name: str, default: float = 0.0) -> np.ndarray:
+        """:meth:`per_edge`, computed once per map (the laws are immutable; every solve asks)."""
+        cache = self.__dict__.setdefault("_per_edge_cache", {})
+        if name not in cache:
+            cache[name] = self.per_edge(name, default)
+        return cache[name]
 
     def max_step(self, w, dw) -> np.ndarray:
         """Per sample (leading axes) the smallest :meth:`Law.max_step` over all edges (inf: none)."""

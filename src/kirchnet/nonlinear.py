@@ -935,8 +935,8 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     # STEP_FLOOR g phi'(0) (diodes: 1e-2 g Is / n Vt; resistors and rectifiers unchanged): a
     # deep-reverse diode's g phi'(w) underflows, and a cluster of nodes tied to the rest only
     # through such diodes makes the factorization pivot on cancellation noise. Only the step
-    # changes, not the residual: the equilibrium is the same
-    wfloor = STEP_FLOOR * g * el.dphi(np.zeros((1, asm.m)))
+    # changes, not the residual: the equilibrium is the same (computed where first needed)
+    wfloor = None
     floored = np.zeros(b, dtype=bool)
     dense = fac.dense
     seen = [dict() for _ in range(b)] if el.piecewise_linear else None  # active sets visited
@@ -968,6 +968,8 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                     f"(relative {relk[smp, v]:.3e} > rtol={fac.rtol:g}){hint}. Check for unbounded "
                     f"or infeasible circuits, or raise max_iter")
             uu, ww, ii, r, JJ, weights = uu[keep], ww[keep], ii[keep], r[keep], JJ[keep], weights[keep]
+            if wfloor is None:
+                wfloor = STEP_FLOOR * g * el.dphi(np.zeros((1, asm.m)))
             act = active[todo]
             if asm.loops:  # dependent constraints (loops of conducting ideal diodes): keep a forest
                 act, dropped = _independent(c, asm, act)
@@ -1478,7 +1480,8 @@ def _newton_estimate(fac, u, s, r, weights, factors=None, step=None):
                 step[reused] /= 1.0 - CHORD_DRIFT
         except _Singular:
             step = np.full((b, nf), np.inf)
-    edges = ROUNDING * _edge_scale(asm, u, s).max(axis=1, initial=0.0)  # (b,): one edge's rounding
+    au, net = np.abs(u), c.network  # (b,): one edge's rounding, the largest _edge_scale
+    edges = ROUNDING * ((au[:, net.tails] + au[:, net.heads] + np.abs(s)).max(axis=1, initial=0.0) + au.max(axis=1))
     bound = np.where(np.isfinite(step), np.abs(step), np.inf) + edges[:, None]
     vs = np.abs(u).max(axis=1) + np.abs(s).max(axis=1, initial=0.0)
     return bound, vs, newton
