@@ -59,9 +59,9 @@ factorization where no weight drifted more than ``CHORD_DRIFT``. The same batche
 solves (adjoint, compliance) are factorized in lanes too
 (:func:`kirchnet._jit_nonlinear.lanes_solve`; where a sample's tangent is not positive
 definite there or the solve is not certified, the other path). Batch 64, measured
-against the paths above: 1.2x on 10^2-node networks, 2.4-2.9x on 10^3-edge lattices and
-random graphs, 2.1-2.5x on lattices of 5000-20000 nodes, 1.5x on a 1500-node random graph
-(``LANES_MAX_FLOPS`` has the crossover).
+against the paths above (bench_spice's circuits, one run): 1.4x at 10^2 edges, 3.2x on a
+10^3-edge lattice, 6.5x on a 10^3-edge random graph, 4.3x on a 10^4-edge lattice, 3.3x on a
+1500-node random graph (``LANES_MAX_FLOPS`` has the crossover).
 
 **Damped Newton: one iteration for every law** (primal-dual active set = semismooth
 Newton on the complementarity ``min(mu_e, -c w_e) = 0``). Each step solves, per sample,
