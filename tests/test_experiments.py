@@ -206,6 +206,23 @@ def test_output_dir_lock_names_the_holder_and_stale_locks_are_taken_over(tmp_pat
         assert io.lock_holder(out)["command"] == "third"
 
 
+def test_a_lock_taken_a_moment_ago_still_names_its_holder(tmp_path):
+    """Between a holder's lock and its writing who it is, a second writer waits for the
+    name (a concurrent `kirchnet train` once reported "in use by another process")."""
+    import threading
+
+    lock = tmp_path / io.LOCK_NAME
+    lock.write_text("")
+    late = threading.Timer(0.1, lambda: lock.write_text(json.dumps({"pid": 12345, "host": "h"})))
+    late.start()
+    try:
+        assert io._holder_of(lock)["pid"] == 12345
+    finally:
+        late.cancel()
+    lock.write_text("")  # nobody ever writes it: "another process" after the wait
+    assert io._holder_of(lock, wait=0.05) == {}
+
+
 def test_output_dir_refusal_touches_nothing_and_completion_marker(tmp_path):
     out = tmp_path / "o"
     out.mkdir()

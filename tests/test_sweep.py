@@ -491,53 +491,88 @@ def _swallowed_ctrl_c():
 
 
 def test_sigint_is_recorded_even_where_its_exception_is_swallowed():
-    from kirchnet.sweep.execute import _sigint_recorded
+    import gc
+
+    from kirchnet.sweep.execute import _CtrlC
 
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers need the main thread")
-    before = signal.getsignal(signal.SIGINT)
-    with _sigint_recorded() as seen:
-        assert not seen.is_set()
+    before, callbacks = signal.getsignal(signal.SIGINT), list(gc.callbacks)
+    with _CtrlC() as ctrl_c:
+        assert not ctrl_c.is_set()
         _swallowed_ctrl_c()
-        assert seen.is_set()
-    assert signal.getsignal(signal.SIGINT) is before
+        assert ctrl_c.is_set()
+    assert signal.getsignal(signal.SIGINT) is before and gc.callbacks == callbacks
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored SIGINT stays ignored
     try:
-        with _sigint_recorded() as seen:
+        with _CtrlC() as ctrl_c:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.2)
-            assert not seen.is_set()
+            assert not ctrl_c.is_set()
     finally:
         signal.signal(signal.SIGINT, before)
 
 
-def test_ctrl_c_inside_a_gc_callback_is_raised_after_it(capfd):
-    """A Ctrl-C that lands in a garbage-collector callback (distributed's GC diagnosis) is
-    raised again outside it, not printed and dropped."""
+@pytest.mark.parametrize("where", ["gc callback", "weakref callback"])
+def test_ctrl_c_inside_the_garbage_collector_is_raised_after_it(capfd, where):
+    """A Ctrl-C that lands where the garbage collector runs code (a gc callback as
+    distributed's GC diagnosis, a weakref callback of a collected object) is raised again
+    outside it, not printed and dropped."""
     import gc
+    import weakref
 
-    from kirchnet.sweep.execute import _sigint_recorded
+    from kirchnet.sweep.execute import _CtrlC
 
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers need the main thread")
     fired = []
 
-    def callback(phase, info):
-        if phase == "start" and not fired:
-            fired.append(phase)
+    def interrupt(*args):
+        if not fired:
+            fired.append(where)
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.2)  # (delivered here, inside the callback)
+            time.sleep(0.2)  # (delivered here, inside the collector's call)
 
-    with _sigint_recorded() as seen:
-        gc.callbacks.append(callback)
+    class Node:
+        pass
+
+    def on_gc(phase, info):
+        if phase == "start":
+            interrupt()
+
+    with _CtrlC() as ctrl_c:
+        if where == "gc callback":
+            gc.callbacks.append(on_gc)
         try:
             with pytest.raises(KeyboardInterrupt):
+                if where == "weakref callback":
+                    cycle = Node()
+                    cycle.self = cycle  # freed only by a collection
+                    ref = weakref.ref(cycle, interrupt)  # noqa: F841
+                    del cycle
                 gc.collect()
                 time.sleep(5.0)  # the interrupt comes again here
         finally:
-            gc.callbacks.remove(callback)
-    assert fired and seen.is_set()
+            if on_gc in gc.callbacks:
+                gc.callbacks.remove(on_gc)
+    assert fired and ctrl_c.is_set()
     assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_a_dropped_ctrl_c_is_delivered_again():
+    """(the sweep's watchdog) A recorded Ctrl-C whose KeyboardInterrupt was dropped where
+    _CtrlC cannot see it comes again after a second."""
+    from kirchnet.sweep.execute import _CtrlC
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+    with _CtrlC() as ctrl_c:
+        _swallowed_ctrl_c()
+        ctrl_c.redeliver(after=10.0)  # too early: nothing
+        time.sleep(0.1)
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.redeliver(after=0.0)
+            time.sleep(5.0)
 
 
 def test_a_swallowed_ctrl_c_still_stops_the_sweep(tmp_path, client):

@@ -28,6 +28,7 @@ import secrets
 import socket
 import stat
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -274,6 +275,16 @@ def _read_holder(path: Path) -> dict:
         return {}
 
 
+def _holder_of(lock_path: Path, wait: float = 0.5) -> dict:
+    """:func:`_read_holder` of a lock that another process holds: it writes who it is just
+    after it locks, so an empty file is read again for up to ``wait`` seconds (a message
+    naming the pid rather than "another process")."""
+    deadline = time.monotonic() + wait
+    while not (holder := _read_holder(lock_path)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return holder
+
+
 def _holder_text(h: dict) -> str:
     if not h:
         return "another process"
@@ -394,8 +405,7 @@ def open_output_dir(out=None, *, base="results", prefix="run", force: bool = Fal
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                    holder = _read_holder(lock_path)
-                    raise OutputLockedError(_lock_message(path, holder), holder) from None
+                    raise OutputLockedError(_lock_message(path, holder := _holder_of(lock_path)), holder) from None
                 raise
             try:  # the file we locked is still the lock file (not unlinked by a releasing holder)
                 same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino

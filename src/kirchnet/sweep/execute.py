@@ -453,7 +453,7 @@ def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retrie
 
     if todo:
         with _client(scheduler, workers, client, len(todo)) as (c, where), _make_progress(progress) as bar, \
-                _sigint_recorded() as ctrl_c:
+                _CtrlC() as ctrl_c:
             info["cluster"] = where
             task = None
             if bar is not None:
@@ -487,8 +487,9 @@ def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retrie
             futures = [submit(r) for r in todo]
             stop_watch = threading.Event()
 
-            def watchdog():  # per-run timeout: cancel the run, kill its worker
+            def watchdog():  # per-run timeout: cancel the run, kill its worker; a dropped Ctrl-C again
                 while not stop_watch.wait(0.2):
+                    ctrl_c.redeliver()
                     lim = limit()
                     if lim <= 0:
                         continue
@@ -581,49 +582,83 @@ def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retrie
                        records=in_grid)
 
 
-def _swallowing(frame) -> bool:
-    """Whether ``frame`` runs inside a garbage-collector callback or a finalizer
-    (``__del__``), where Python prints an exception and drops it ("Exception ignored in")."""
-    codes = {getattr(getattr(cb, "__func__", cb), "__code__", None) for cb in gc.callbacks}
-    while frame is not None:
-        if frame.f_code in codes or frame.f_code.co_name == "__del__":
+class _CtrlC:
+    """``with _CtrlC() as ctrl_c``: within, SIGINT (Ctrl-C) is recorded (``ctrl_c.is_set()``)
+    before the handler in place (Python's: ``KeyboardInterrupt``) runs.
+
+    Python prints and drops an exception raised where the garbage collector runs code (its
+    callbacks, finalizers, weakref callbacks: "Exception ignored in"), and distributed runs
+    such code on every full collection (its GC diagnosis): a Ctrl-C that landed there was
+    lost and the sweep ran to its end. So: during a collection (tracked by a gc callback
+    first and one last in ``gc.callbacks``) or in a ``__del__``, the interrupt is delivered
+    again 50 ms later; :meth:`redeliver` (the sweep's watchdog thread) delivers it again
+    while the loop still runs a second after it; and the loop checks :meth:`is_set` after
+    every run. Outside the main thread (no signal handlers there) nothing is installed."""
+
+    def __init__(self):
+        self._seen = threading.Event()
+        self._at = 0.0
+        self._collecting = False
+        self._previous = None
+        self._installed = False
+
+    def is_set(self) -> bool:
+        return self._seen.is_set()
+
+    def _gc_start(self, phase, info):
+        if phase == "start":
+            self._collecting = True
+
+    def _gc_stop(self, phase, info):
+        if phase == "stop":
+            self._collecting = False
+
+    def _swallowing(self, frame) -> bool:
+        if self._collecting:
             return True
-        frame = frame.f_back
-    return False
+        while frame is not None:
+            if frame.f_code.co_name == "__del__":
+                return True
+            frame = frame.f_back
+        return False
 
-
-@contextlib.contextmanager
-def _sigint_recorded():
-    """Within: SIGINT (Ctrl-C) is recorded in the yielded ``threading.Event`` before the
-    handler in place (Python's: ``KeyboardInterrupt``) runs. Python drops an exception
-    raised inside a garbage-collector callback, and distributed installs one (its GC
-    diagnosis, on every full collection): a Ctrl-C that landed there was lost and the sweep
-    ran to its end. There it is delivered again 50 ms later, outside; the sweep loop also
-    checks the event after every run. Outside the main thread (no signal handlers there)
-    the event is never set."""
-    seen = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield seen
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def record(signum, frame):
-        if previous == signal.SIG_IGN:
+    def _handler(self, signum, frame):
+        if self._previous == signal.SIG_IGN:
             return
-        seen.set()
-        if _swallowing(frame):  # raised here it would be lost: again in a moment, outside
+        self._seen.set()
+        self._at = time.monotonic()
+        if self._swallowing(frame):  # raised here it would be lost: again in a moment, outside
             threading.Timer(0.05, _thread.interrupt_main).start()
             return
-        if callable(previous):
-            previous(signum, frame)
+        if callable(self._previous):
+            self._previous(signum, frame)
         else:  # SIG_DFL, or a handler not installed from Python
             raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, record)
-    try:
-        yield seen
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    def redeliver(self, after: float = 1.0) -> None:
+        """(Another thread.) Deliver a recorded Ctrl-C again where it came more than
+        ``after`` seconds ago and the loop still runs: its KeyboardInterrupt was dropped
+        somewhere this class does not see."""
+        if self._seen.is_set() and time.monotonic() - self._at > after:
+            self._at = time.monotonic()
+            _thread.interrupt_main()
+
+    def __enter__(self) -> "_CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            gc.callbacks.insert(0, self._gc_start)
+            gc.callbacks.append(self._gc_stop)
+            signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            for cb in (self._gc_start, self._gc_stop):
+                with contextlib.suppress(ValueError):
+                    gc.callbacks.remove(cb)
+            self._installed = False
 
 
 def _timeout_record(run: RunSpec, limit: float) -> dict:
