@@ -1180,6 +1180,38 @@ def test_sparse_compiled_iteration_takes_the_numpy_iterations_steps(no_lanes, mo
     np.testing.assert_allclose(states["1"].potentials, states["0"].potentials, rtol=0, atol=1e-11 * vs)
 
 
+@pytest.mark.parametrize("backend", [None, "splu"], ids=["dense", "sparse"])
+def test_the_error_estimate_solves_only_the_samples_it_was_not_given(monkeypatch, backend):
+    """The compiled iterations hand Newton's error estimate |H^-1 r| of the samples they
+    certified (NaN for those handed to the damped iteration): only the missing samples' tangent
+    systems are solved, to the estimate a full solve gives them."""
+    import kirchnet.nonlinear as nl
+
+    c, g, X = _bench_diode_circuit(5, Diode(), seed=2, batch=5)
+    fac = c.factorize(g, backend=backend)
+    state = fac.solve(X)
+    b, nf = X.shape[0], c.n_free
+    u, s = state.potentials, c.edge_sources(c.driver_values(X, None)[1])  # (a series source on a diode)
+    r, weights = nl._final_checks(fac, u, s, np.zeros((b, 0)), np.zeros((b, nf)), np.zeros(b, bool), True)
+    full, vs, _ = nl._newton_estimate(fac, u, s, r, weights)
+    rows = []
+    real = nl.TangentSystem.__init__
+
+    def init(self, circuit, weights, *args, **kw):
+        rows.append(weights.shape[0])
+        real(self, circuit, weights, *args, **kw)
+
+    monkeypatch.setattr(nl.TangentSystem, "__init__", init)
+    given = np.full((b, nf), 7.0)
+    given[2] = np.nan
+    bound, vs2, _ = nl._newton_estimate(fac, u, s, r, weights, step=given)
+    assert rows == [1]  # the one sample without a finite estimate
+    np.testing.assert_allclose(bound[2], full[2], rtol=1e-12)
+    rounding = np.delete(bound, 2, axis=0) - 7.0  # the given ones: as given, plus one edge's rounding
+    assert np.all((rounding >= 0) & (rounding < 1e-9))
+    np.testing.assert_array_equal(vs2, vs)
+
+
 @pytest.mark.skipif(not _jit_nl.AVAILABLE, reason="the sparse iteration's kernels need numba")
 def test_certification_takes_newton_steps_before_the_damped_iteration(no_lanes, monkeypatch, count_calls):
     """Where the stopping rule passed but Newton's error estimate is not yet within

@@ -1462,26 +1462,33 @@ def _newton_estimate(fac, u, s, r, weights, factors=None, step=None):
     tangent factorization and its weights, reused (the step inflated by ``1 / (1 -
     CHORD_DRIFT)``) while no weight drifted more than ``CHORD_DRIFT``; ``step`` (b, nf):
     ``|H^-1 r|`` already computed at these states (the compiled iteration's, from the same
-    potentials), used where every entry is finite."""
+    potentials), used for the samples whose entries are all finite (the others, e.g. handed
+    to the damped iteration, are solved here; ``newton`` NaN for the given ones)."""
     c = fac.circuit
     asm = _assembly(c)
     b, nf = u.shape[0], asm.nf
     newton = None
-    if step is None or step.shape != (b, nf) or not np.all(np.isfinite(step)):  # not given: solve it
-        ts = TangentSystem(c, weights, np.zeros((b, 0), dtype=bool), fac.dense, fac.backend)
+    given = step is not None and step.shape == (b, nf)
+    todo = np.flatnonzero(~np.isfinite(step).all(axis=1)) if given else np.arange(b)
+    if todo.size:  # not given, or not finite for some samples: solved for those
+        step = step.copy() if given else np.empty((b, nf))
+        ts = TangentSystem(c, weights[todo], np.zeros((todo.size, 0), dtype=bool), fac.dense, fac.backend)
+        rt = r[todo]
         try:
             if fac.dense:
-                step = ts.solve(r[:, :, None])[:, :nf, 0]
+                step[todo] = ts.solve(rt[:, :, None])[:, :nf, 0]
             elif factors is None:
-                step = _chord_solve(ts, r, np.arange(b), [None] * b, np.zeros_like(weights))[0]
+                step[todo] = _chord_solve(ts, rt, np.arange(todo.size), [None] * todo.size,
+                                          np.zeros((todo.size, weights.shape[1])))[0]
             else:
-                step, reused = _chord_solve(ts, r, np.arange(b), *factors)
-                newton = step.copy()
-                step[reused] /= 1.0 - CHORD_DRIFT
+                part, reused = _chord_solve(ts, rt, todo, *factors)
+                newton = np.full((b, nf), np.nan)
+                newton[todo] = part
+                part[reused] /= 1.0 - CHORD_DRIFT
+                step[todo] = part
         except _Singular:
-            step = np.full((b, nf), np.inf)
-    au, net = np.abs(u), c.network  # (b,): one edge's rounding, the largest _edge_scale
-    edges = ROUNDING * ((au[:, net.tails] + au[:, net.heads] + np.abs(s)).max(axis=1, initial=0.0) + au.max(axis=1))
+            step[todo] = np.inf
+    edges = ROUNDING * _edge_scale(asm, u, s).max(axis=1, initial=0.0)  # (b,): one edge's rounding
     bound = np.where(np.isfinite(step), np.abs(step), np.inf) + edges[:, None]
     vs = np.abs(u).max(axis=1) + np.abs(s).max(axis=1, initial=0.0)
     return bound, vs, newton
