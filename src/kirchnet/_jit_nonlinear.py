@@ -398,6 +398,26 @@ if AVAILABLE:
         return newton
 
     @_njit
+    def _best_iterate(worst, best, since, u, best_u):
+        """The stall test's bookkeeping after an iterate whose worst KCL ratio is ``worst``:
+        ``(best, since)``, and ``best_u <- u`` where it is the best so far."""
+        if worst < best:
+            for k in range(u.shape[0]):
+                best_u[k] = u[k]
+            return worst, 0
+        return best, since + 1
+
+    @_njit
+    def _step_size(du):
+        """``max |du|`` of a Newton step, inf where an entry is not finite."""
+        step = 0.0
+        for f in range(du.shape[0]):
+            if not math.isfinite(du[f]):
+                return np.inf
+            step = max(step, abs(du[f]))
+        return step
+
+    @_njit
     def nodal_newton(u, s, JF, v0, cold, first, free, fa, fb, ta, hb, code, g, Is, nvt, vcrit, xmax,
                      dmax, dmin, rtol, settled_rtol, rounding, max_iter, stall, first_env, rowptr, chord, LR, firstR, rowptrR, PT, Z, dk, tau, stiff_max, stiff_full, faT, fbT, pmap):
         """:func:`kirchnet.nonlinear._limited_newton` for resistors (code 0) and diodes (code 1)
@@ -480,13 +500,7 @@ if AVAILABLE:
                 worst, uinf = evaluate(uu, ss, JF[smp], ta, hb, fa, fb, code, g, Is, nvt, xmax, rounding,
                                        w, cur, D, r, sc, rho)
                 iters[smp] = it
-                if worst < best:
-                    best = worst
-                    since = 0
-                    for k in range(n):
-                        best_u[k] = uu[k]
-                else:
-                    since += 1
+                best, since = _best_iterate(worst, best, since, uu, best_u)
                 if worst <= rtol or (sett and worst <= settled_rtol):
                     done[smp] = True
                     settled[smp] = sett
@@ -547,13 +561,8 @@ if AVAILABLE:
                             break
                         factored = chord > 0.0
                         Dfac[:] = D
-                step = 0.0
-                finite = True
-                for f in range(nf):
-                    if not math.isfinite(du[f]):
-                        finite = False
-                    step = max(step, abs(du[f]))
-                if not finite:
+                step = _step_size(du)
+                if not math.isfinite(step):
                     break
                 sett = newton and step <= rtol * (uinf + smax)
                 for f in range(nf):
@@ -818,13 +827,7 @@ if AVAILABLE:
                                          rounding, W[ln], CUR[ln], D[ln], R[ln], SC[ln], RHO[ln])
                     uinf[ln] = ui
                     iters[smp] = it[ln]
-                    if worst < best[ln]:
-                        best[ln] = worst
-                        since[ln] = 0
-                        for k in range(n):
-                            best_u[ln, k] = U[ln, k]
-                    else:
-                        since[ln] += 1
+                    best[ln], since[ln] = _best_iterate(worst, best[ln], since[ln], U[ln], best_u[ln])
                     if worst <= rtol or (sett[ln] and worst <= settled_rtol):
                         done[smp] = True
                         settled[smp] = sett[ln]
@@ -833,14 +836,12 @@ if AVAILABLE:
                             _lane_solve_one(Lx, colptr, rowidx, ln, RHS[ln])  # the last factorization
                             for f in range(nf):
                                 est[smp, f] = abs(RHS[ln, f]) / (1.0 - chord)
-                            for k in range(n):
-                                u[smp, k] = U[ln, k]
+                            u[smp] = U[ln]
                             lane[ln] = -1
                         else:
                             mode[ln] = 2  # with the tangent at the state, in this round
                     elif since[ln] > stall or it[ln] == max_iter:
-                        for k in range(n):
-                            u[smp, k] = best_u[ln, k]
+                        u[smp] = best_u[ln]
                         lane[ln] = -1
                     else:
                         newton[ln] = companion(it[ln], cold, first, V[ln], W[ln], CUR[ln], D[ln], IC[ln],
@@ -881,18 +882,12 @@ if AVAILABLE:
                     if ok:
                         for f in range(nf):
                             est[smp, f] = abs(X[f, ln])
-                    for k in range(n):
-                        u[smp, k] = U[ln, k]
+                    u[smp] = U[ln]
                     lane[ln] = -1
                     continue
-                step = 0.0
-                for f in range(nf):
-                    if not math.isfinite(X[f, ln]):
-                        ok = False
-                    step = max(step, abs(X[f, ln]))
-                if not ok:
-                    for k in range(n):
-                        u[smp, k] = best_u[ln, k]
+                step = _step_size(X[:, ln])
+                if not (ok and math.isfinite(step)):
+                    u[smp] = best_u[ln]
                     lane[ln] = -1
                     continue
                 sett[ln] = newton[ln] and step <= rtol * (uinf[ln] + smax[ln])
