@@ -679,3 +679,18 @@ def test_cholmod_mode_without_numba_is_cholmods_own(monkeypatch):
     c = Circuit(L, ground=0, inputs=[1], outputs=[2])
     sym = cholmod_mod.CholmodSymbolic(c.reduced_laplacian(np.ones(L.n_edges)))
     assert sym.mode == "auto"
+
+
+def test_cholmod_scaled_columns_match_scipy():
+    """The update's ``C[:, keep] diag(scale)``, gathered from the CSC arrays, is scipy's
+    product exactly (empty columns, one- and two-entry columns, nothing kept)."""
+    rng = np.random.default_rng(5)
+    C = sp.random(30, 40, density=0.06, format="csc", random_state=6)
+    C.sort_indices()
+    for keep in (rng.random(40) < 0.5, np.zeros(40, dtype=bool), np.ones(40, dtype=bool)):
+        scale = rng.uniform(0.1, 3.0, int(keep.sum()))
+        got = cholmod_mod._scaled_columns(C, keep, scale)
+        want = sp.csc_matrix(C[:, keep] @ sp.diags(scale)) if keep.any() else sp.csc_matrix((30, 0))
+        assert got.shape == want.shape
+        assert np.array_equal(got.toarray(), want.toarray())
+        assert got.has_sorted_indices or got.nnz == 0

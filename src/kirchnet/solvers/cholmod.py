@@ -33,6 +33,16 @@ def _csc(matrix) -> sp.csc_matrix:
     return A
 
 
+def _scaled_columns(C: sp.csc_matrix, keep: np.ndarray, scale: np.ndarray) -> sp.csc_matrix:
+    """``C[:, keep] diag(scale)`` of a CSC matrix with sorted indices, gathered from its
+    arrays (scipy's column slicing and product cost ~0.2 ms per update on a 10^4-node tangent)."""
+    starts, counts = C.indptr[:-1][keep], np.diff(C.indptr)[keep]
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    take = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
+    data = C.data[take] * np.repeat(scale, counts)
+    return sp.csc_matrix((data, C.indices[take], indptr), shape=(C.shape[0], counts.size))
+
+
 def _library_error(exc: Exception, n: int) -> SolverError:
     """A CHOLMOD library error (too large, out of memory, ...) as a kirchnet error with advice."""
     kind = type(exc).__name__
@@ -140,14 +150,14 @@ class CholmodCholesky(Factorization):
         fresh factorization (:attr:`derived`).
         """
         d = np.asarray(d, dtype=float)
-        C = sp.csc_matrix(C)
+        C = _csc(C)
         new = self._factor.copy()
         pos, neg = d > 0, d < 0
         try:
             if pos.any():
-                new.update_inplace(sp.csc_matrix(C[:, pos] @ sp.diags(np.sqrt(d[pos]))), subtract=False)
+                new.update_inplace(_scaled_columns(C, pos, np.sqrt(d[pos])), subtract=False)
             if neg.any():
-                new.update_inplace(sp.csc_matrix(C[:, neg] @ sp.diags(np.sqrt(-d[neg]))), subtract=True)
+                new.update_inplace(_scaled_columns(C, neg, np.sqrt(-d[neg])), subtract=True)
         except _cholmod_errors() as exc:
             raise SolverError(f"CHOLMOD up/downdate failed ({exc}); refactorize") from exc
         if not np.all(new.D() > 0):
