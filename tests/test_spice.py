@@ -600,3 +600,50 @@ def test_ideal_import_inverts_the_export_of_ideal_elements():
     assert sc.circuit.elements == c.elements  # the same laws on the same edges
     np.testing.assert_array_equal(sc.circuit.source_edges, [src])
     np.testing.assert_allclose(sc.solve().potentials, c.solve(g, x).potentials, rtol=1e-12, atol=1e-14)
+
+
+def _fake_ngspice(monkeypatch, circuit, converges_with):
+    """Replace ngspice by a fake that 'converges' (returns every operating point of
+    ``circuit``, zeros) only where the deck's .options hold ``converges_with``, else misses
+    the last one; returns the list of decks it is given."""
+    from kirchnet import spice as spice_mod
+    decks, zeros = [], {f"v({nm})": 0.0 for nm in spice_node_names(circuit)}
+
+    def run(netlist, **kwargs):
+        decks.append(netlist)
+        ops = netlist.count("\nop\n")
+        done = ops if converges_with in netlist.splitlines()[1] else ops - 1
+        return [dict(zeros) for _ in range(done)], "Supplies reduced to 66.4%\n"
+
+    monkeypatch.setattr(spice_mod, "run_ngspice", run)
+    return decks
+
+
+def test_ngspice_potentials_retries_looser_tolerances_where_ngspice_does_not_converge(monkeypatch):
+    """With the default tolerances, an ngspice run that misses operating points is run again
+    with NGSPICE_RETRY_TOLERANCES (a RuntimeWarning names them); explicit tolerances are not
+    retried, and the error suggests looser ones; linear circuits (no tolerances) raise at once."""
+    from kirchnet import spice as spice_mod
+    c, g, diodes, rng = _diode_circuit(10, seed=3)
+    X = rng.uniform(-2, 2, (3, c.n_inputs))
+    loose = spice_mod.NGSPICE_RETRY_TOLERANCES[0]
+    decks = _fake_ngspice(monkeypatch, c, loose)
+    with pytest.warns(RuntimeWarning, match="did not converge with tolerances"):
+        u = ngspice_potentials(c, g, X)
+    assert u.shape == (3, c.network.n_nodes)
+    assert len(decks) == 2
+    assert spice_mod.NGSPICE_TOLERANCES in decks[0].splitlines()[1] and loose in decks[1].splitlines()[1]
+    assert decks[0].splitlines()[2:] == decks[1].splitlines()[2:]  # only the options differ
+    decks.clear()
+    with pytest.raises(SimulatorError, match="looser ones may converge"):
+        ngspice_potentials(c, g, X, tolerances="reltol=1e-12 vntol=1e-14 abstol=1e-18")
+    assert len(decks) == 1
+    decks = _fake_ngspice(monkeypatch, c, "never")
+    with pytest.raises(SimulatorError, match="tolerances tried"):
+        ngspice_potentials(c, g, X)
+    assert len(decks) == 1 + len(spice_mod.NGSPICE_RETRY_TOLERANCES)
+    lin = Circuit(topologies.lattice(3, 3), ground=0, inputs=[8], outputs=[4])
+    decks = _fake_ngspice(monkeypatch, lin, "never")
+    with pytest.raises(SimulatorError, match="expected 2") as info:
+        ngspice_potentials(lin, np.ones(lin.network.n_edges), [[1.0], [2.0]])
+    assert len(decks) == 1 and "tolerances tried" not in str(info.value)
