@@ -1236,6 +1236,33 @@ def test_certification_takes_newton_steps_before_the_damped_iteration(no_lanes, 
     np.testing.assert_allclose(out[2][0], out[0][0], rtol=0, atol=1e-8 * vs)
 
 
+
+@pytest.mark.skipif(not _jit_nl.AVAILABLE, reason="the sparse iteration's kernels need numba")
+def test_after_a_certification_newton_step_the_stopping_rule_is_compiled(no_lanes, monkeypatch, count_calls):
+    """After the estimate's Newton step the stopping rule is checked by the compiled test
+    (the iterations' own evaluate): on the 40 x 40 diode lattice no numpy test runs at all
+    (it would only where the compiled one fails: its quantities are the damped step's).
+    Without it (numpy tests only), the same iterations and equilibria."""
+    import kirchnet.nonlinear as nl
+
+    monkeypatch.setattr(nl, "_sparse_step_flops", lambda circuit, backend: 0.0)  # the sparse steps
+    c, g, X = _diode_lattice_every_third(40, seed=3, batch=8)
+    fac = c.factorize(g, backend="splu", port_reduction=False)
+    out = {}
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(nl, "_compiled_kcl_test", lambda *args: (None, None, None))
+        checks = count_calls(nl, "_final_checks")
+        numpy_tests = count_calls(nl, "_kcl_test")
+        states = [fac.solve(X[k:k + 1]) for k in range(X.shape[0])]
+        out[compiled] = (np.concatenate([st.potentials for st in states]),
+                         np.concatenate([st.iterations for st in states]), checks["n"], numpy_tests["n"])
+    assert out[True][2] > X.shape[0]  # some samples took certification rounds
+    assert out[True][3] == 0 and out[False][3] > out[False][2]  # numpy: each final check and more
+    np.testing.assert_array_equal(out[True][1], out[False][1])
+    np.testing.assert_allclose(out[True][0], out[False][0], rtol=0, atol=1e-12 * np.abs(out[False][0]).max())
+
+
 @needs_cholmod
 def test_refreshed_factorization_is_a_chord_a_low_rank_update_or_new(monkeypatch):
     """_refreshed keeps the factorization while no weight drifted beyond CHORD_DRIFT, updates

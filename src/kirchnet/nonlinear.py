@@ -944,6 +944,12 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     smooth = nf > 0 and all(law.kind in ("resistor", "diode") for law in el.laws)
     for polish in range(POLISH_STEPS + 1):
         start = iters.copy()  # iterations already spent (limited Newton) by the samples left
+        if polish and todo.size and not force[todo].any():
+            # after the estimate's Newton step: the compiled stopping rule first (most pass it;
+            # the numpy test below computes what a damped step needs)
+            ok = _compiled_kcl_test(fac, u[todo], s[todo], mu[todo], JF[todo], settled[todo])[2]
+            if ok is not None and ok.all():
+                todo = todo[:0]
         for it in range(fac.max_iter + 1 if todo.size else 0):
             uu = u[todo]
             mm = mu[todo]
@@ -1379,6 +1385,24 @@ def _chord_solve(ts, rhs, samples, factors, factored):
     return x, reused
 
 
+def _compiled_kcl_test(fac, u, s, mu, JF, settled):
+    """:func:`_kcl_test`'s stopping rule, compiled (:func:`kirchnet._jit_nonlinear.evaluate`,
+    the iterations' own) for circuits of resistors and diodes: ``(r, weights, ok)``, or
+    ``(None, None, None)`` where it is not available (ideal elements, other laws, no numba)."""
+    k = _assembly(fac.circuit).kernel
+    if k is None or mu.shape[1] != 0 or not _jit_nonlinear.enabled():
+        return None, None, None
+    b, nf = JF.shape
+    m = fac.circuit.network.n_edges
+    r, weights = np.empty((b, nf)), np.empty((b, m))
+    worst = _jit_nonlinear.evaluate_batch(
+        np.ascontiguousarray(u, dtype=float), np.ascontiguousarray(np.broadcast_to(s, (b, m))),
+        np.ascontiguousarray(JF, dtype=float), k[2], k[3], k[0], k[1], k[4],
+        np.ascontiguousarray(fac.conductances, dtype=float), k.params[0], k.params[1], k.params[3],
+        ROUNDING, r, weights)
+    return r, weights, (worst <= fac.rtol) | (settled & (worst <= SETTLED_RTOL))
+
+
 def _final_checks(fac, u, s, mu, JF, settled, passive: bool):
     """The stopping rule applied once more to the returned state, recomputed from its
     potentials, not from the iterate's bookkeeping (:class:`~kirchnet.errors.ConvergenceError`
@@ -1390,16 +1414,7 @@ def _final_checks(fac, u, s, mu, JF, settled, passive: bool):
     # certify the returned state itself (recomputed from its potentials, not the iterate's
     # bookkeeping): compiled for resistors and diodes (the iteration's own evaluate), the
     # numpy test where that is not there or something fails (it names the worst node)
-    k, ok = _assembly(c).kernel, None
-    if k is not None and mu.shape[1] == 0 and _jit_nonlinear.enabled():
-        b, nf = JF.shape
-        r, weights = np.empty((b, nf)), np.empty((b, c.network.n_edges))
-        worst = _jit_nonlinear.evaluate_batch(
-            np.ascontiguousarray(u, dtype=float), np.ascontiguousarray(np.broadcast_to(s, (b, weights.shape[1]))),
-            np.ascontiguousarray(JF, dtype=float), k[2], k[3], k[0], k[1], k[4],
-            np.ascontiguousarray(fac.conductances, dtype=float), k.params[0], k.params[1], k.params[3],
-            ROUNDING, r, weights)
-        ok = (worst <= fac.rtol) | (settled & (worst <= SETTLED_RTOL))
+    r, weights, ok = _compiled_kcl_test(fac, u, s, mu, JF, settled)
     if ok is None or not ok.all():
         _, _, r, weights, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
     if not ok.all():
