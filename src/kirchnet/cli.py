@@ -30,7 +30,8 @@ from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(name="kirchnet", add_completion=False, no_args_is_help=True,
-                  help="Simulate and train linear resistor networks: exact gradients, EP, CL, partial updates.")
+                  help="Simulate and train resistive networks (resistors, diodes, deep resistive networks, "
+                       "memristive devices): exact gradients, EP, CL, partial updates.")
 console = Console()
 err_console = Console(stderr=True)
 
