@@ -1236,12 +1236,12 @@ def test_certification_takes_newton_steps_before_the_damped_iteration(no_lanes, 
     np.testing.assert_allclose(out[2][0], out[0][0], rtol=0, atol=1e-8 * vs)
 
 
-
 @pytest.mark.skipif(not _jit_nl.AVAILABLE, reason="the sparse iteration's kernels need numba")
 def test_after_a_certification_newton_step_the_stopping_rule_is_compiled(no_lanes, monkeypatch, count_calls):
     """After the estimate's Newton step the stopping rule is checked by the compiled test
     (the iterations' own evaluate): on the 40 x 40 diode lattice no numpy test runs at all
-    (it would only where the compiled one fails: its quantities are the damped step's).
+    (it would only where the compiled one fails: its quantities are the damped step's), and
+    the final check takes that test's result (one compiled test per round, not two).
     Without it (numpy tests only), the same iterations and equilibria."""
     import kirchnet.nonlinear as nl
 
@@ -1254,9 +1254,12 @@ def test_after_a_certification_newton_step_the_stopping_rule_is_compiled(no_lane
             monkeypatch.setattr(nl, "_compiled_kcl_test", lambda *args: (None, None, None))
         checks = count_calls(nl, "_final_checks")
         numpy_tests = count_calls(nl, "_kcl_test")
+        compiled_tests = count_calls(nl, "_compiled_kcl_test")
         states = [fac.solve(X[k:k + 1]) for k in range(X.shape[0])]
         out[compiled] = (np.concatenate([st.potentials for st in states]),
                          np.concatenate([st.iterations for st in states]), checks["n"], numpy_tests["n"])
+        if compiled:
+            assert compiled_tests["n"] == checks["n"]
     assert out[True][2] > X.shape[0]  # some samples took certification rounds
     assert out[True][3] == 0 and out[False][3] > out[False][2]  # numpy: each final check and more
     np.testing.assert_array_equal(out[True][1], out[False][1])

@@ -944,12 +944,16 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
     smooth = nf > 0 and all(law.kind in ("resistor", "diode") for law in el.laws)
     for polish in range(POLISH_STEPS + 1):
         start = iters.copy()  # iterations already spent (limited Newton) by the samples left
+        checked = None  # the compiled stopping rule at every sample's state, where nothing moved since
         if polish and todo.size and not force[todo].any():
-            # after the estimate's Newton step: the compiled stopping rule first (most pass it;
-            # the numpy test below computes what a damped step needs)
-            ok = _compiled_kcl_test(fac, u[todo], s[todo], mu[todo], JF[todo], settled[todo])[2]
-            if ok is not None and ok.all():
+            # after the estimate's Newton step: the compiled stopping rule first, at every
+            # sample (most pass it; the numpy test below computes what a damped step needs);
+            # where all of them pass, it is also the final check's
+            checked = _compiled_kcl_test(fac, u, s, mu, JF, settled)
+            if checked[2] is not None and checked[2][todo].all():
                 todo = todo[:0]
+            else:
+                checked = None
         for it in range(fac.max_iter + 1 if todo.size else 0):
             uu = u[todo]
             mm = mu[todo]
@@ -1050,7 +1054,7 @@ def equilibrium(fac, x, currents=None, clamp=None, warm_start=None,
                 for smp in todo[~full]:
                     seen[smp].clear()  # a partial step: what follows is not a function of the set
                 _check_cycle(seen, todo[full], act[full], weights[full] > 0, it, asm)
-        r, weights = _final_checks(fac, u, s, mu, JF, settled, passive=smooth)
+        r, weights = _final_checks(fac, u, s, mu, JF, settled, passive=smooth, checked=checked)
         if not smooth:
             break
         # Newton's error estimate (_newton_estimate): samples the damped iteration finished
@@ -1403,18 +1407,19 @@ def _compiled_kcl_test(fac, u, s, mu, JF, settled):
     return r, weights, (worst <= fac.rtol) | (settled & (worst <= SETTLED_RTOL))
 
 
-def _final_checks(fac, u, s, mu, JF, settled, passive: bool):
+def _final_checks(fac, u, s, mu, JF, settled, passive: bool, checked=None):
     """The stopping rule applied once more to the returned state, recomputed from its
     potentials, not from the iterate's bookkeeping (:class:`~kirchnet.errors.ConvergenceError`
     naming the worst sample and node otherwise); for ``passive`` circuits (resistors and
     diodes) also the maximum principle, the nodes fed by injected currents counted as
-    driven. Returns the state's KCL residual ``r`` (b, nf) and tangent weights ``g phi'(w)``
-    (b, m)."""
+    driven. ``checked``: :func:`_compiled_kcl_test` already run at exactly these potentials
+    (not run again). Returns the state's KCL residual ``r`` (b, nf) and tangent weights
+    ``g phi'(w)`` (b, m)."""
     c = fac.circuit
     # certify the returned state itself (recomputed from its potentials, not the iterate's
     # bookkeeping): compiled for resistors and diodes (the iteration's own evaluate), the
     # numpy test where that is not there or something fails (it names the worst node)
-    r, weights, ok = _compiled_kcl_test(fac, u, s, mu, JF, settled)
+    r, weights, ok = checked or _compiled_kcl_test(fac, u, s, mu, JF, settled)
     if ok is None or not ok.all():
         _, _, r, weights, rel, ok = _kcl_test(fac, u, s, mu, JF, mu > 0, settled)
     if not ok.all():
