@@ -561,7 +561,7 @@ def test_ctrl_c_inside_the_garbage_collector_is_raised_after_it(capfd, where):
 
 def test_a_dropped_ctrl_c_is_delivered_again():
     """(the sweep's watchdog) A recorded Ctrl-C whose KeyboardInterrupt was dropped where
-    _CtrlC cannot see it comes again after a second."""
+    _CtrlC cannot see it comes again after a second, but not once the loop has stopped."""
     from kirchnet.sweep.execute import _CtrlC
 
     if threading.current_thread() is not threading.main_thread():
@@ -573,6 +573,9 @@ def test_a_dropped_ctrl_c_is_delivered_again():
         with pytest.raises(KeyboardInterrupt):
             ctrl_c.redeliver(after=0.0)
             time.sleep(5.0)
+        ctrl_c.disarm()  # the loop has stopped: its cleanup is not interrupted
+        ctrl_c.redeliver(after=0.0)
+        time.sleep(0.2)
 
 
 def test_a_swallowed_ctrl_c_still_stops_the_sweep(tmp_path, client):

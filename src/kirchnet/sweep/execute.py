@@ -556,6 +556,7 @@ def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retrie
                 clean = True
             finally:
                 stop_watch.set()
+                ctrl_c.disarm()
                 if not clean:  # KeyboardInterrupt or a lost scheduler: stop what is left
                     interrupted = True
                 if interrupted:
@@ -601,6 +602,8 @@ class _CtrlC:
         self._collecting = False
         self._previous = None
         self._installed = False
+        self._lock = threading.Lock()
+        self._disarmed = False
 
     def is_set(self) -> bool:
         return self._seen.is_set()
@@ -639,9 +642,16 @@ class _CtrlC:
         """(Another thread.) Deliver a recorded Ctrl-C again where it came more than
         ``after`` seconds ago and the loop still runs: its KeyboardInterrupt was dropped
         somewhere this class does not see."""
-        if self._seen.is_set() and time.monotonic() - self._at > after:
-            self._at = time.monotonic()
-            _thread.interrupt_main()
+        with self._lock:
+            if not self._disarmed and self._seen.is_set() and time.monotonic() - self._at > after:
+                self._at = time.monotonic()
+                _thread.interrupt_main()
+
+    def disarm(self) -> None:
+        """The loop has stopped: no redelivery from now on (one would interrupt the cleanup
+        that writes what finished)."""
+        with self._lock:
+            self._disarmed = True
 
     def __enter__(self) -> "_CtrlC":
         if threading.current_thread() is threading.main_thread():
