@@ -602,12 +602,12 @@ def test_ideal_import_inverts_the_export_of_ideal_elements():
     np.testing.assert_allclose(sc.solve().potentials, c.solve(g, x).potentials, rtol=1e-12, atol=1e-14)
 
 
-def _fake_ngspice(monkeypatch, circuit, converges_with):
+def _fake_ngspice(monkeypatch, circuit, converges_with, value=0.0):
     """Replace ngspice by a fake that 'converges' (returns every operating point of
-    ``circuit``, zeros) only where the deck's .options hold ``converges_with``, else misses
-    the last one; returns the list of decks it is given."""
+    ``circuit``, every potential ``value``) only where the deck's .options hold
+    ``converges_with``, else misses the last one; returns the list of decks it is given."""
     from kirchnet import spice as spice_mod
-    decks, zeros = [], {f"v({nm})": 0.0 for nm in spice_node_names(circuit)}
+    decks, zeros = [], {f"v({nm})": value for nm in spice_node_names(circuit)}
 
     def run(netlist, **kwargs):
         decks.append(netlist)
@@ -622,7 +622,8 @@ def _fake_ngspice(monkeypatch, circuit, converges_with):
 def test_ngspice_potentials_retries_looser_tolerances_where_ngspice_does_not_converge(monkeypatch):
     """With the default tolerances, an ngspice run that misses operating points is run again
     with NGSPICE_RETRY_TOLERANCES (a RuntimeWarning names them); explicit tolerances are not
-    retried, and the error suggests looser ones; linear circuits (no tolerances) raise at once."""
+    retried, and the error suggests looser ones; linear circuits (no tolerances) raise at once;
+    a non-finite potential is an error, not a result."""
     from kirchnet import spice as spice_mod
     c, g, diodes, rng = _diode_circuit(10, seed=3)
     X = rng.uniform(-2, 2, (3, c.n_inputs))
@@ -647,3 +648,6 @@ def test_ngspice_potentials_retries_looser_tolerances_where_ngspice_does_not_con
     with pytest.raises(SimulatorError, match="expected 2") as info:
         ngspice_potentials(lin, np.ones(lin.network.n_edges), [[1.0], [2.0]])
     assert len(decks) == 1 and "tolerances tried" not in str(info.value)
+    _fake_ngspice(monkeypatch, lin, "", value=float("nan"))  # a solve that failed inside ngspice
+    with pytest.raises(SimulatorError, match="non-finite potential"):
+        ngspice_potentials(lin, np.ones(lin.network.n_edges), [[1.0], [2.0]])

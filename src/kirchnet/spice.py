@@ -879,4 +879,8 @@ def ngspice_potentials(circuit: Circuit, conductances, x, *, currents=None, clam
                     for nm, k in zip(names, keys)]
         except KeyError as exc:
             raise SimulatorError(f"ngspice output lacks node {exc.args[0]!r}") from None
+    if not np.isfinite(u).all():
+        smp, v = np.argwhere(~np.isfinite(u))[0]
+        raise SimulatorError(f"ngspice returned a non-finite potential ({u[smp, v]}) at node {names[v]!r} "
+                             f"of operating point {smp}: its solve failed there")
     return u
