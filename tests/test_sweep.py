@@ -559,6 +559,30 @@ def test_ctrl_c_inside_the_garbage_collector_is_raised_after_it(capfd, where):
     assert "Exception ignored" not in capfd.readouterr().err
 
 
+def test_a_ctrl_c_pending_when_the_loop_stops_does_not_interrupt_the_cleanup():
+    """A Ctrl-C that landed in the collector is delivered again 50 ms later; where the loop
+    has stopped meanwhile (disarm: its cleanup writes the report) it is not, and stays
+    recorded (the sweep raises KeyboardInterrupt after its outputs)."""
+    import gc
+
+    from kirchnet.sweep.execute import _CtrlC
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+
+    def on_gc(phase, info):
+        if phase == "start" and on_gc in gc.callbacks:
+            gc.callbacks.remove(on_gc)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # (delivered here, inside the collector's call)
+
+    with _CtrlC() as ctrl_c:
+        gc.callbacks.append(on_gc)
+        gc.collect()
+        ctrl_c.disarm()  # within the 50 ms
+        time.sleep(0.3)  # no KeyboardInterrupt
+        assert ctrl_c.is_set()
+
 def test_a_dropped_ctrl_c_is_delivered_again():
     """(the sweep's watchdog) A recorded Ctrl-C whose KeyboardInterrupt was dropped where
     _CtrlC cannot see it comes again after a second, but not once the loop has stopped."""

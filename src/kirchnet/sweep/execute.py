@@ -572,6 +572,8 @@ def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retrie
                     if clean:
                         raise
                     logging.getLogger(__name__).exception("could not write the sweep report")
+            if ctrl_c.is_set():  # a Ctrl-C whose redelivery the loop's end disarmed: raised after the outputs
+                raise KeyboardInterrupt
     else:
         info.update(_invocation_info(0, tracker, n_skipped, 0.0, False))
         _finish_outputs(out, spec, runs, records, info, report)
@@ -631,7 +633,7 @@ class _CtrlC:
         self._seen.set()
         self._at = time.monotonic()
         if self._swallowing(frame):  # raised here it would be lost: again in a moment, outside
-            threading.Timer(0.05, _thread.interrupt_main).start()
+            threading.Timer(0.05, self._deliver).start()
             return
         if callable(self._previous):
             self._previous(signum, frame)
@@ -642,14 +644,20 @@ class _CtrlC:
         """(Another thread.) Deliver a recorded Ctrl-C again where it came more than
         ``after`` seconds ago and the loop still runs: its KeyboardInterrupt was dropped
         somewhere this class does not see."""
+        if self._seen.is_set() and time.monotonic() - self._at > after:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """The recorded Ctrl-C again (a timer's or the watchdog's thread), unless disarmed."""
         with self._lock:
-            if not self._disarmed and self._seen.is_set() and time.monotonic() - self._at > after:
+            if not self._disarmed:
                 self._at = time.monotonic()
                 _thread.interrupt_main()
 
     def disarm(self) -> None:
-        """The loop has stopped: no redelivery from now on (one would interrupt the cleanup
-        that writes what finished)."""
+        """The loop has stopped: no redelivery from now on, neither the watchdog's nor a
+        pending 50 ms one (it would interrupt the cleanup that writes what finished; a
+        KeyboardInterrupt is already on its way). A new Ctrl-C still interrupts."""
         with self._lock:
             self._disarmed = True
 
