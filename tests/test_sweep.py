@@ -602,6 +602,61 @@ def test_a_dropped_ctrl_c_is_delivered_again():
         time.sleep(0.2)
 
 
+PRELOAD_PROBE = """
+import sys
+from distributed import Client
+from kirchnet.sweep import SweepSpec, run_sweep
+
+LIBS = ("pandas", "pandas.io.parquet", "pyarrow", "matplotlib.pyplot")
+
+
+def runner(config, out_dir=None):
+    return {"loss": float(config["x"])}
+
+
+def first_result(rec, seen=[]):
+    if not seen:
+        seen.append(1)
+        print("at the first result:", sorted(m for m in LIBS if m in sys.modules))
+    return True
+
+
+spec = SweepSpec.from_dict({"sweep": {"name": "p"}, "base": {"x": 0.0, "seed": 0},
+                            "grid": {"x": [1.0, 2.0]}})
+print("before:", sorted(m for m in LIBS if m in sys.modules))
+with Client(processes=False, dashboard_address=":0") as c:
+    run_sweep(spec, sys.argv[1], client=c, runner=runner, progress=False,
+              report=sys.argv[2] == "report", on_result=first_result)
+"""
+
+
+@pytest.mark.parametrize("report", ["report", "tables"])
+def test_output_libraries_are_imported_before_the_loop(tmp_path, report):
+    """A Ctrl-C in the middle of a first ``import pandas`` (the loop's periodic table write)
+    left a half-initialized pandas, and the report after it failed with a traceback (seen in
+    CI): the libraries the outputs need are imported before the first run is collected."""
+    import subprocess
+
+    pytest.importorskip("matplotlib")
+    script = tmp_path / "probe.py"
+    script.write_text(PRELOAD_PROBE)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), report],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "before: []" in done.stdout
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("at the first result:"))
+    expected = ["pandas"]
+    try:
+        import pyarrow  # noqa: F401
+
+        expected += ["pandas.io.parquet", "pyarrow"]
+    except ImportError:
+        pass
+    if report == "report":
+        expected.append("matplotlib.pyplot")
+    assert line == f"at the first result: {sorted(expected)}"
+
+
 def test_a_swallowed_ctrl_c_still_stops_the_sweep(tmp_path, client):
     """A Ctrl-C whose KeyboardInterrupt is lost (distributed's gc callback) stops the sweep
     at the next finished run: interrupted, the finished runs kept, KeyboardInterrupt raised."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .report import write_report
+from .report import preload_report_libraries, write_report
 from .spec import (
     RunSpec,
     SweepError,
@@ -33,7 +33,8 @@ from .spec import (
     expand,
     load_sweep,
 )
-from .store import _atomic_write_json, _iso, _write_tables, build_table, trusted_records
+from .store import (_atomic_write_json, _iso, _write_tables, build_table, preload_table_libraries,
+                    trusted_records)
 
 __all__ = ["RunFailed", "SweepResult", "run_sweep", "train_runner", "default_run_timeout"]
 
@@ -452,6 +453,12 @@ def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retrie
             logging.getLogger(__name__).warning("%s", line)
 
     if todo:
+        # what the tables and the report import, imported before the loop, where a Ctrl-C in
+        # a first import would leave a half-initialized module and no report could be written
+        if report:
+            preload_report_libraries()
+        else:
+            preload_table_libraries()
         with _client(scheduler, workers, client, len(todo)) as (c, where), _make_progress(progress) as bar, \
                 _CtrlC() as ctrl_c:
             info["cluster"] = where

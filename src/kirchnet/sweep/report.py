@@ -13,7 +13,7 @@ from typing import Any
 
 from .spec import _RESERVED_COLUMNS, RunSpec, SweepSpec, _canonical_json, _label_text
 from ..experiments.io import write_bytes, write_text
-from .store import _iso, _write_tables, build_table
+from .store import _iso, _write_tables, build_table, preload_table_libraries
 
 __all__ = ["summarize", "write_report"]
 
@@ -69,6 +69,18 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def preload_report_libraries() -> None:
+    """Import now what the report imports on first use: the table libraries
+    (:func:`preload_table_libraries`) and matplotlib's pyplot on the Agg backend, as
+    :func:`_plot_metric` does. A sweep calls this before its loop, where a Ctrl-C would leave
+    a half-imported module behind and the report that follows could not be written."""
+    preload_table_libraries()
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot  # noqa: F401
 
 
 def _plot_metric(summary, metric: str, x: str | None, hue: Sequence[str], facet: Sequence[str],

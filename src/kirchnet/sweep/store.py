@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -114,6 +115,24 @@ def build_table(records: Mapping[str, dict] | Sequence[dict], axes: Sequence[str
     if df.empty:
         return pd.DataFrame(columns=["run_id", "status", *axes, *_RESERVED_COLUMNS[2:]])
     return df
+
+
+def preload_table_libraries() -> None:
+    """Import now what writing ``results.csv``/``.parquet`` imports on first use (pandas, its
+    CSV writer, pyarrow and pandas' Parquet module where pyarrow is installed), by writing a
+    one-row table to memory. A sweep calls this before its loop: a Ctrl-C that lands in the
+    middle of a first import leaves a half-initialized module in ``sys.modules``, and every
+    later import of it fails (pandas: "partially initialized module"), the report included."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"run_id": ["r"], "loss": [0.0]})
+    frame.to_csv(index=False)
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return
+    with contextlib.suppress(Exception):  # as _write_tables: Parquet is a convenience
+        frame.to_parquet(io.BytesIO(), index=False)
 
 
 def _write_tables(out: Path, df) -> list[Path]:
