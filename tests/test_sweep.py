@@ -513,6 +513,114 @@ def test_sigint_is_recorded_even_where_its_exception_is_swallowed():
         signal.signal(signal.SIGINT, before)
 
 
+class _FakeCluster:
+    """A LocalCluster stand-in that takes a Ctrl-C at start (``at_start`` of them) or close."""
+
+    def __init__(self, log, at_start=0, at_close=0):
+        self.log, self.at_close = log, at_close
+        for _ in range(at_start):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a signal interrupts the sleep: its handler has run after it
+        log.append("started")
+
+    def close(self):
+        for _ in range(self.at_close):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        self.log.append("cluster closed")
+
+
+class _FakeClient:
+    def __init__(self, cluster):
+        self.log = cluster.log
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.log.append("client closed")
+
+
+@pytest.mark.parametrize("at_start,at_close,body_raises", [(1, 0, False), (0, 1, False), (2, 0, False),
+                                                            (0, 1, True)])
+def test_ctrl_c_while_the_local_cluster_starts_or_closes(monkeypatch, at_start, at_close, body_raises):
+    """A Ctrl-C in the middle of LocalCluster's start or close left workers that
+    distributed's exit handler could not close (a traceback after "interrupted"): one Ctrl-C
+    there is held until the cluster is up (then closed) or closed, and raised after; a
+    second one raises at once."""
+    import distributed
+
+    from kirchnet.sweep.execute import _client
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+    before = signal.getsignal(signal.SIGINT)
+    log: list[str] = []
+    monkeypatch.setattr(distributed, "LocalCluster",
+                        lambda **kw: _FakeCluster(log, at_start=at_start, at_close=at_close))
+    monkeypatch.setattr(distributed, "Client", _FakeClient)
+    body = []
+    with pytest.raises(ValueError if body_raises else KeyboardInterrupt):  # an error in flight wins
+        with _client(None, 1, None, 1) as (c, where):
+            body.append(where)
+            if body_raises:
+                raise ValueError("the body's error")
+    assert signal.getsignal(signal.SIGINT) is before
+    if at_start == 2:  # insisted: raised in the middle of the start, nothing to close
+        assert log == [] and body == []
+    elif at_start == 1:  # the start completed, the body never ran, all closed
+        assert log == ["started", "client closed", "cluster closed"] and body == []
+    else:  # the close completed, then the Ctrl-C
+        assert log == ["started", "client closed", "cluster closed"] and len(body) == 1
+
+
+def test_ctrl_c_during_the_imports_before_the_loop_is_held_then_raised(monkeypatch, tmp_path):
+    """The imports before the loop (distributed, pandas, pyplot) are not interrupted half-way
+    (a half-imported distributed or C extension crashed the interpreter at exit): a Ctrl-C
+    there is raised once they are done, before any cluster starts."""
+    import kirchnet.sweep.execute as ex
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+    log: list[str] = []
+
+    def preload_with_ctrl_c():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        log.append("imported")
+
+    def no_cluster(*args):
+        log.append("cluster started")
+        raise AssertionError("no cluster after a Ctrl-C")
+
+    monkeypatch.setattr(ex, "preload_report_libraries", preload_with_ctrl_c)
+    monkeypatch.setattr(ex, "_client", no_cluster)
+    spec = SweepSpec.from_dict({"sweep": {"name": "toy"}, "base": {"x": 0.0, "seed": 0},
+                                "grid": {"x": [1.0]}})
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, tmp_path / "out", runner=toy_runner, progress=False)
+    assert log == ["imported"]
+
+
+def test_held_ctrl_c_leaves_an_ignored_sigint_ignored():
+    from kirchnet.sweep.execute import _HeldCtrlC
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _HeldCtrlC() as held:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        assert not held.seen and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("where", ["gc callback", "weakref callback"])
 def test_ctrl_c_inside_the_garbage_collector_is_raised_after_it(capfd, where):
     """A Ctrl-C that lands where the garbage collector runs code (a gc callback as

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback as _traceback
@@ -241,16 +242,23 @@ class _Tracker:
             return sum(1 for c in self.started.values() if c > 1)
 
 
-@contextlib.contextmanager
-def _client(scheduler: str | None, workers: int | None, client, n_tasks: int):
-    if client is not None:
-        yield client, f"{client.scheduler.address} (given client)"
-        return
+def _distributed():
+    """``(Client, LocalCluster)`` from Dask's distributed, or a :class:`SweepError` saying
+    how to install it."""
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:
         raise SweepError("sweeps need Dask: pip install 'kirchnet[dist]' "
                          "(dask[distributed], pandas, pyarrow)") from exc
+    return Client, LocalCluster
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None, workers: int | None, client, n_tasks: int):
+    if client is not None:
+        yield client, f"{client.scheduler.address} (given client)"
+        return
+    Client, LocalCluster = _distributed()
 
     if scheduler is not None:
         try:
@@ -265,14 +273,63 @@ def _client(scheduler: str | None, workers: int | None, client, n_tasks: int):
     import dask
 
     n = workers or max(1, min(os.cpu_count() or 1, n_tasks))
-    with dask.config.set(LOCAL_DASK_CONFIG):  # read when the scheduler starts
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.CRITICAL)
+    # a Ctrl-C in the middle of LocalCluster's start or close leaves workers that distributed's
+    # own exit handler cannot close ("Exception ignored in atexit callback ... AssertionError:
+    # Status.init"): it is held there and acted on once the cluster is up or closed
+    with _HeldCtrlC() as held:
+        with dask.config.set(LOCAL_DASK_CONFIG):  # read when the scheduler starts
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0", silence_logs=logging.CRITICAL)
+        try:
+            c = Client(cluster)
+        except BaseException:
+            cluster.close()
+            raise
     try:
-        with Client(cluster) as c:
+        with c:
+            if held.seen:
+                raise KeyboardInterrupt
             yield c, f"LocalCluster, {n} worker process(es)"
     finally:
-        cluster.close()
+        with _HeldCtrlC() as held_in_close:
+            cluster.close()
+        if held_in_close.seen and sys.exc_info()[0] is None:
+            raise KeyboardInterrupt
+
+
+class _HeldCtrlC:
+    """``with _HeldCtrlC() as held``: a first SIGINT (Ctrl-C) within is recorded
+    (``held.seen``) instead of raised, for the caller to act on after; a second one raises
+    ``KeyboardInterrupt`` at once (the user insists). Outside the main thread, and where
+    SIGINT is ignored, nothing changes."""
+
+    def __init__(self):
+        self.seen = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if not self.seen:
+            self.seen = True
+            return
+        previous, self._previous = self._previous, None
+        signal.signal(signal.SIGINT, previous)
+        if callable(previous):  # Python's handler raises KeyboardInterrupt
+            previous(signum, frame)
+        else:  # SIG_DFL, or a handler not installed from Python
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_HeldCtrlC":
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not signal.SIG_IGN:
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _make_progress(enabled: bool):
@@ -453,12 +510,19 @@ def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retrie
             logging.getLogger(__name__).warning("%s", line)
 
     if todo:
-        # what the tables and the report import, imported before the loop, where a Ctrl-C in
-        # a first import would leave a half-initialized module and no report could be written
-        if report:
-            preload_report_libraries()
-        else:
-            preload_table_libraries()
+        # Dask and what the tables and the report import, imported before the loop (where a
+        # Ctrl-C in a first import would leave a half-initialized module, and no report could
+        # be written after it) with a Ctrl-C held, then raised: one that interrupts an import
+        # of distributed or of a C extension can crash the interpreter at its exit
+        with _HeldCtrlC() as held:
+            if client is None:
+                _distributed()
+            if report:
+                preload_report_libraries()
+            else:
+                preload_table_libraries()
+        if held.seen:
+            raise KeyboardInterrupt
         with _client(scheduler, workers, client, len(todo)) as (c, where), _make_progress(progress) as bar, \
                 _CtrlC() as ctrl_c:
             info["cluster"] = where
