@@ -66,6 +66,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import ConvergenceError, ParameterError, ShapeError
+from ._interrupt import reraises_ctrl_c
 
 __all__ = ["DRNSpec", "DRN", "DRNState", "DRNClassifier", "hebbian", "fit_drn", "layered_spec",
            "deep_resistive_circuit"]
@@ -846,6 +847,7 @@ class FitHistory:
     seconds: list = field(default_factory=list)
 
 
+@reraises_ctrl_c
 def fit_drn(drn: DRN, x, y, epochs: int = 10, batch_size: int = 32, lr: float = 0.01,
             method: str = "ep", beta: float = 1.0, variant: str = "centered",
             optimizer=None, seed: int = 0, x_val=None, labels_val=None,
@@ -928,6 +930,7 @@ class DRNClassifier:
     def _targets(self, labels):
         return self.target * (labels[:, None] == np.arange(self.classes_.size)[None, :])
 
+    @reraises_ctrl_c
     def fit(self, X, labels, X_val=None, labels_val=None):
         X = np.asarray(X, dtype=float)
         self.classes_, enc = np.unique(np.asarray(labels), return_inverse=True)

@@ -78,6 +78,7 @@ from .losses import CrossEntropy, Loss, SquaredError
 from .rules.base import Analytical, Rule
 from .topologies import layered
 from .training import Trainer
+from ._interrupt import reraises_ctrl_c
 
 __all__ = ["ResistiveRegressor", "ResistiveClassifier", "default_circuit", "augment_inputs"]
 
@@ -362,6 +363,7 @@ class ResistiveRegressor(RegressorMixin, _ResistiveBase):
         tags.target_tags.multi_output = True
         return tags
 
+    @reraises_ctrl_c
     def fit(self, X, y):
         """Train on ``X`` (n, d) and ``y`` (n,) or (n, n_targets)."""
         self._check_params()
@@ -458,6 +460,7 @@ class ResistiveClassifier(ClassifierMixin, _ResistiveBase):
             return SquaredError()
         raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {self.loss!r}")
 
+    @reraises_ctrl_c
     def fit(self, X, y):
         """Train on ``X`` (n, d) and class labels ``y`` (n,)."""
         self._check_params()

@@ -68,6 +68,7 @@ from .optim import Optimizer, get_optimizer, get_schedule
 from .partial import next_factorization, resolve_mask
 from .rules.base import Analytical, Rule
 from . import small as _small
+from ._interrupt import reraises_ctrl_c
 
 __all__ = ["Trainer", "TrainResult", "History", "Callback", "EarlyStopping", "LambdaCallback",
            "evaluate", "conductance_bounds", "saturation_counts", "CheckpointError", "CheckpointMismatchError"]
@@ -723,6 +724,7 @@ class Trainer:
 
         return fit_ensemble(self, circuit, g0, x, y, x_val, y_val, lr=lr, seeds=seeds)
 
+    @reraises_ctrl_c
     def fit(self, circuit: Circuit, g0, x, y, x_val=None, y_val=None, resume: bool = False) -> TrainResult:
         """Train from conductances ``g0`` (m,) on ``x`` (n, n_inputs), ``y`` (targets of the
         rule's loss); with ``resume=True`` continue from the checkpoint in ``checkpoint_dir``
@@ -769,7 +771,8 @@ class Trainer:
                     f"bound ({counts['n_at_lower']} at the lower bound {bounds[0]:.3g} S, {counts['n_at_upper']} at "
                     f"the upper bound {bounds[1]:.3g} S): the targets may be out of reach within these bounds, or "
                     f"the learning rate too large. The counts are in history['n_at_lower'] / ['n_at_upper']; "
-                    f"Trainer(saturation_warning=None) silences this warning"), stacklevel=3)
+                    f"Trainer(saturation_warning=None) silences this warning"),
+                    stacklevel=4)  # fit's caller: saturation <- fit <- reraises_ctrl_c's wrapper
             return counts
 
         if loaded is not None:

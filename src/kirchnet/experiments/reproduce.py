@@ -20,6 +20,7 @@ from .e6_nonlinear import table_markdown as e6_table
 from .e7_devices import e7_devices
 from .e7_devices import headline_rows as e7_headline
 from .e7_devices import report_section as e7_section
+from .._interrupt import reraises_ctrl_c
 
 EXPERIMENTS = {"e1": e1_gradient, "e2": e2_training, "e3": e3_insitu, "e4": e4_partial, "e5": e5_device,
                "e6": e6_nonlinear, "e7": e7_devices}
@@ -186,6 +187,7 @@ def render_report(results: dict, meta: dict) -> str:
     return "\n".join(L)
 
 
+@reraises_ctrl_c
 def reproduce(out_dir, quick: bool = False, seed: int = 0, experiments=None, progress=None,
               command: str = "kirchnet reproduce") -> dict:
     """Run the selected experiments (default all of E1-E7) into ``out_dir`` and write

@@ -27,6 +27,7 @@ from ..network import Network
 from ..rules import Analytical, Rule
 from ..tasks import Task, make_task
 from . import io
+from .._interrupt import reraises_ctrl_c
 
 CHECKPOINT_SUBDIR = "checkpoint"
 
@@ -188,6 +189,7 @@ class FitResult:
     wall_time: float
 
 
+@reraises_ctrl_c
 def fit(task: Task, circuit: Circuit, rule: Rule, g0, epochs: int, optimizer, *, schedule=None,
         constraints=(), mask=None, batch_size: int | None = None, seed: int = 0,
         parametrization: str = "conductance", eval_every: int = 1,
@@ -341,6 +343,7 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict], None] | No
     return metrics, res, {"network": net, "task": task, "circuit": circuit, "mask": mask, "config": config}
 
 
+@reraises_ctrl_c
 def run_training(config: TrainConfig | dict, out_dir: Path | None = None, progress: bool = False,
                  resume: bool = False, checkpoint: bool | None = None) -> dict:
     """Run one training described by ``config``; return a flat dict of final metrics.
