@@ -84,3 +84,27 @@ def no_lanes(monkeypatch):
     import kirchnet.nonlinear as nl
 
     monkeypatch.setattr(nl, "LANES_MIN_BATCH", 10 ** 9)
+
+
+def numba_like_ctrl_c() -> SystemError:
+    """What CPython raises where numba's dispatcher returns with a Ctrl-C's KeyboardInterrupt
+    set (kirchnet._interrupt): a SystemError caused by the KeyboardInterrupt."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as ki:
+            raise SystemError("CPUDispatcher(<function step>) returned a result with an "
+                              "exception set") from ki
+    except SystemError as exc:
+        return exc
+
+
+@pytest.fixture
+def ctrl_c_in_a_training_step(monkeypatch):
+    """Every ``Trainer._step`` raises :func:`numba_like_ctrl_c`'s error."""
+    from kirchnet import Trainer
+
+    def step(self, *args, **kwargs):
+        raise numba_like_ctrl_c()
+
+    monkeypatch.setattr(Trainer, "_step", step)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kirchnet.cli import EXIT_CONFIG, EXIT_EXISTS, app
+from kirchnet.cli import EXIT_CONFIG, EXIT_EXISTS, EXIT_INTERRUPTED, app
 
 TINY = """
 name = "tiny"
@@ -95,6 +95,17 @@ def test_malformed_config_gives_clear_error_and_exit_code(tmp_path, text, expect
     assert expect in " ".join(err.split())
     assert "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_train_ctrl_c_reported_by_numba_exits_130(tmp_path, ctrl_c_in_a_training_step):
+    """A Ctrl-C that numba's dispatcher reports as a SystemError (kirchnet._interrupt): exit
+    130 and the resume line, as for any Ctrl-C (was: exit 1 with a traceback, seen in a
+    Ctrl-C stress of ``kirchnet reproduce``)."""
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    r = CliRunner().invoke(app, ["train", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert r.exit_code == EXIT_INTERRUPTED, r.output
+    assert "--resume" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_missing_config_file(tmp_path):
