@@ -7,6 +7,7 @@ closed form, so tables and aggregates are checked against independently computed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -516,11 +517,13 @@ def test_sigint_is_recorded_even_where_its_exception_is_swallowed():
 class _FakeCluster:
     """A LocalCluster stand-in that takes a Ctrl-C at start (``at_start`` of them) or close."""
 
-    def __init__(self, log, at_start=0, at_close=0):
+    def __init__(self, log, at_start=0, at_close=0, fail_start=False):
         self.log, self.at_close = log, at_close
         for _ in range(at_start):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)  # a signal interrupts the sleep: its handler has run after it
+        if fail_start:  # a worker took the same Ctrl-C in the middle of its start
+            raise RuntimeError("Nanny failed to start.")
         log.append("started")
 
     def close(self):
@@ -544,9 +547,11 @@ class _FakeClient:
         self.log.append("client closed")
 
 
-@pytest.mark.parametrize("at_start,at_close,body_raises", [(1, 0, False), (0, 1, False), (2, 0, False),
-                                                            (0, 1, True)])
-def test_ctrl_c_while_the_local_cluster_starts_or_closes(monkeypatch, at_start, at_close, body_raises):
+@pytest.mark.parametrize("at_start,at_close,body_raises,fail_start", [
+    (1, 0, False, False), (0, 1, False, False), (2, 0, False, False), (0, 1, True, False),
+    (1, 0, False, True), (0, 0, False, True)])
+def test_ctrl_c_while_the_local_cluster_starts_or_closes(monkeypatch, at_start, at_close, body_raises,
+                                                         fail_start):
     """A Ctrl-C in the middle of LocalCluster's start or close left workers that
     distributed's exit handler could not close (a traceback after "interrupted"): one Ctrl-C
     there is held until the cluster is up (then closed) or closed, and raised after; a
@@ -560,16 +565,21 @@ def test_ctrl_c_while_the_local_cluster_starts_or_closes(monkeypatch, at_start, 
     before = signal.getsignal(signal.SIGINT)
     log: list[str] = []
     monkeypatch.setattr(distributed, "LocalCluster",
-                        lambda **kw: _FakeCluster(log, at_start=at_start, at_close=at_close))
+                        lambda **kw: _FakeCluster(log, at_start, at_close, fail_start))
     monkeypatch.setattr(distributed, "Client", _FakeClient)
     body = []
+    if fail_start and not at_start:  # a failed start without a Ctrl-C is the error it is
+        with pytest.raises(RuntimeError, match="Nanny failed to start"):
+            with _client(None, 1, None, 1):
+                pass
+        return
     with pytest.raises(ValueError if body_raises else KeyboardInterrupt):  # an error in flight wins
         with _client(None, 1, None, 1) as (c, where):
             body.append(where)
             if body_raises:
                 raise ValueError("the body's error")
     assert signal.getsignal(signal.SIGINT) is before
-    if at_start == 2:  # insisted: raised in the middle of the start, nothing to close
+    if at_start == 2 or fail_start:  # insisted, or the start failed: nothing to close
         assert log == [] and body == []
     elif at_start == 1:  # the start completed, the body never ran, all closed
         assert log == ["started", "client closed", "cluster closed"] and body == []
@@ -603,6 +613,24 @@ def test_ctrl_c_during_the_imports_before_the_loop_is_held_then_raised(monkeypat
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, tmp_path / "out", runner=toy_runner, progress=False)
     assert log == ["imported"]
+
+
+def test_local_cluster_workers_ignore_ctrl_c():
+    """A terminal's Ctrl-C reaches the whole process group: the sweep's own workers ignore it
+    (worker_setup, Dask's preload), the command stops the sweep. Before, each worker died
+    with a KeyboardInterrupt traceback on the console."""
+    from kirchnet.sweep.execute import _client
+    from kirchnet.sweep.worker_setup import ignore_ctrl_c
+
+    with _client(None, 1, None, 1) as (c, where):
+        ignored = c.run(lambda: signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+    assert list(ignored.values()) == [True], ignored
+    done = []  # outside the main thread nothing changes
+    t = threading.Thread(target=lambda: done.append(ignore_ctrl_c()))
+    before = signal.getsignal(signal.SIGINT)
+    t.start()
+    t.join()
+    assert signal.getsignal(signal.SIGINT) is before and done == [before is signal.SIG_IGN]
 
 
 def test_held_ctrl_c_leaves_an_ignored_sigint_ignored():
@@ -798,7 +826,8 @@ def run(config, out_dir=None):
 
 @pytest.mark.slow
 def test_cli_ctrl_c_then_resume(tmp_path):
-    """SIGINT the real command mid-sweep: exit 130, finished runs kept, the rerun does the rest."""
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) mid-sweep: exit 130, no
+    traceback (the workers ignore it), finished runs kept, the rerun does the rest."""
     import subprocess
 
     (tmp_path / "mod").mkdir()
@@ -819,16 +848,18 @@ x = [1, 2, 3]
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "mod"), "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "kirchnet", "sweep", str(sweep_file), "--out", str(out),
            "--workers", "1", "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         deadline = time.time() + 90
         while time.time() < deadline and len(list(out.glob("runs/*.json"))) < 3:
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the command and its workers
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
     assert f"rerun with --out {out} --resume" in err and "Traceback" not in err
     kept = {p.name: p.read_bytes() for p in out.glob("runs/*.json")}

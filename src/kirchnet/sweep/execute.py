@@ -242,6 +242,10 @@ class _Tracker:
             return sum(1 for c in self.started.values() if c > 1)
 
 
+#: imported by every worker of the local cluster (Dask's ``preload``): see its docstring
+WORKER_SETUP = "kirchnet.sweep.worker_setup"
+
+
 def _distributed():
     """``(Client, LocalCluster)`` from Dask's distributed, or a :class:`SweepError` saying
     how to install it."""
@@ -277,9 +281,15 @@ def _client(scheduler: str | None, workers: int | None, client, n_tasks: int):
     # own exit handler cannot close ("Exception ignored in atexit callback ... AssertionError:
     # Status.init"): it is held there and acted on once the cluster is up or closed
     with _HeldCtrlC() as held:
-        with dask.config.set(LOCAL_DASK_CONFIG):  # read when the scheduler starts
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", silence_logs=logging.CRITICAL)
+        try:
+            with dask.config.set(LOCAL_DASK_CONFIG):  # read when the scheduler starts
+                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                       dashboard_address=":0", silence_logs=logging.CRITICAL,
+                                       preload=[WORKER_SETUP])  # workers ignore a terminal's Ctrl-C
+        except Exception:
+            if held.seen:  # a worker took the terminal's Ctrl-C before its preload: "Nanny failed to start"
+                raise KeyboardInterrupt from None
+            raise
         try:
             c = Client(cluster)
         except BaseException:
