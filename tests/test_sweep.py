@@ -587,6 +587,27 @@ def test_ctrl_c_while_the_local_cluster_starts_or_closes(monkeypatch, at_start, 
         assert log == ["started", "client closed", "cluster closed"] and len(body) == 1
 
 
+def test_ctrl_c_while_the_local_cluster_closes_inside_a_callers_except_block(monkeypatch):
+    """A Ctrl-C held during the close is raised after it also where the sweep runs inside a
+    caller's ``except`` block (the exception it handles is not one on its way out)."""
+    import distributed
+
+    from kirchnet.sweep.execute import _client
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+    log: list[str] = []
+    monkeypatch.setattr(distributed, "LocalCluster", lambda **kw: _FakeCluster(log, at_close=1))
+    monkeypatch.setattr(distributed, "Client", _FakeClient)
+    try:
+        raise LookupError("handled by the caller")
+    except LookupError:
+        with pytest.raises(KeyboardInterrupt):
+            with _client(None, 1, None, 1):
+                pass
+    assert log == ["started", "client closed", "cluster closed"]
+
+
 def test_ctrl_c_during_the_imports_before_the_loop_is_held_then_raised(monkeypatch, tmp_path):
     """The imports before the loop (distributed, pandas, pyplot) are not interrupted half-way
     (a half-imported distributed or C extension crashed the interpreter at exit): a Ctrl-C

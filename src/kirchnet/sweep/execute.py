@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback as _traceback
@@ -279,67 +278,97 @@ def _client(scheduler: str | None, workers: int | None, client, n_tasks: int):
     n = workers or max(1, min(os.cpu_count() or 1, n_tasks))
     # a Ctrl-C in the middle of LocalCluster's start or close leaves workers that distributed's
     # own exit handler cannot close ("Exception ignored in atexit callback ... AssertionError:
-    # Status.init"): it is held there and acted on once the cluster is up or closed
-    with _HeldCtrlC() as held:
-        try:
-            with dask.config.set(LOCAL_DASK_CONFIG):  # read when the scheduler starts
-                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0", silence_logs=logging.CRITICAL,
-                                       preload=[WORKER_SETUP])  # workers ignore a terminal's Ctrl-C
-        except Exception:
-            if held.seen:  # a worker took the terminal's Ctrl-C before its preload: "Nanny failed to start"
-                raise KeyboardInterrupt from None
-            raise
-        try:
-            c = Client(cluster)
-        except BaseException:
-            cluster.close()
-            raise
+    # Status.init"): it is held there and raised once the cluster is up (then closed) or closed
+    cluster = c = None
     try:
-        with c:
-            if held.seen:
-                raise KeyboardInterrupt
-            yield c, f"LocalCluster, {n} worker process(es)"
-    finally:
-        with _HeldCtrlC() as held_in_close:
+        with _HeldCtrlC() as held:
+            try:
+                with dask.config.set(LOCAL_DASK_CONFIG):  # read when the scheduler starts
+                    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                           dashboard_address=":0", silence_logs=logging.CRITICAL,
+                                           preload=[WORKER_SETUP])  # workers ignore a terminal's Ctrl-C
+            except Exception:
+                if held.seen:  # a worker took the terminal's Ctrl-C before its preload: "Nanny failed to start"
+                    raise KeyboardInterrupt from None
+                raise
+            c = Client(cluster)
+        yield c, f"LocalCluster, {n} worker process(es)"
+    except BaseException:
+        _close_local(c, cluster, raise_held=False)  # an error is on its way: a held Ctrl-C adds nothing
+        raise
+    _close_local(c, cluster)
+
+
+def _close_local(c, cluster, raise_held: bool = True) -> None:
+    """Close the client, then its local cluster, a Ctrl-C held meanwhile (:class:`_HeldCtrlC`)."""
+    with _HeldCtrlC(raise_held):
+        if c is not None:
+            c.close()
+        if cluster is not None:
             cluster.close()
-        if held_in_close.seen and sys.exc_info()[0] is None:
-            raise KeyboardInterrupt
 
 
-class _HeldCtrlC:
-    """``with _HeldCtrlC() as held``: a first SIGINT (Ctrl-C) within is recorded
-    (``held.seen``) instead of raised, for the caller to act on after; a second one raises
-    ``KeyboardInterrupt`` at once (the user insists). Outside the main thread, and where
-    SIGINT is ignored, nothing changes."""
+def _call_previous(previous, signum, frame) -> None:
+    """What the SIGINT handler ``previous`` does (Python's raises ``KeyboardInterrupt``)."""
+    if callable(previous):
+        previous(signum, frame)
+    else:  # SIG_DFL, or a handler not installed from Python
+        raise KeyboardInterrupt
+
+
+class _SigintHook:
+    """Within ``with``, SIGINT goes to ``self._handler``, and the handler it replaced is
+    restored on exit. Only in the main thread (no signal handlers elsewhere), and not where
+    SIGINT is ignored or its handler was not installed from Python (nothing to restore)."""
 
     def __init__(self):
-        self.seen = False
         self._previous = None
+
+    def _handler(self, signum, frame):  # pragma: no cover - each subclass has its own
+        raise NotImplementedError
+
+    def _install(self) -> bool:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not signal.SIG_IGN and previous is not None:
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._handler)
+                return True
+        return False
+
+    def _restore(self):
+        """The replaced handler back; returns it (None: none was replaced)."""
+        previous, self._previous = self._previous, None
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        return previous
+
+
+class _HeldCtrlC(_SigintHook):
+    """``with _HeldCtrlC() as held``: a first SIGINT (Ctrl-C) within is recorded
+    (``held.seen``) instead of raised, and raised as ``KeyboardInterrupt`` when the block
+    ends without an error (``raise_held``; False: only recorded); a second one raises at
+    once (the user insists)."""
+
+    def __init__(self, raise_held: bool = True):
+        super().__init__()
+        self.seen = False
+        self._raise_held = raise_held
 
     def _handler(self, signum, frame):
         if not self.seen:
             self.seen = True
             return
-        previous, self._previous = self._previous, None
-        signal.signal(signal.SIGINT, previous)
-        if callable(previous):  # Python's handler raises KeyboardInterrupt
-            previous(signum, frame)
-        else:  # SIG_DFL, or a handler not installed from Python
-            raise KeyboardInterrupt
+        _call_previous(self._restore(), signum, frame)
 
     def __enter__(self) -> "_HeldCtrlC":
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.getsignal(signal.SIGINT)
-            if previous is not signal.SIG_IGN:
-                self._previous = previous
-                signal.signal(signal.SIGINT, self._handler)
+        self._install()
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._restore()
+        if self.seen and self._raise_held and exc_type is None:
+            raise KeyboardInterrupt
 
 
 def _make_progress(enabled: bool):
@@ -524,15 +553,13 @@ def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retrie
         # Ctrl-C in a first import would leave a half-initialized module, and no report could
         # be written after it) with a Ctrl-C held, then raised: one that interrupts an import
         # of distributed or of a C extension can crash the interpreter at its exit
-        with _HeldCtrlC() as held:
+        with _HeldCtrlC():
             if client is None:
                 _distributed()
             if report:
                 preload_report_libraries()
             else:
                 preload_table_libraries()
-        if held.seen:
-            raise KeyboardInterrupt
         with _client(scheduler, workers, client, len(todo)) as (c, where), _make_progress(progress) as bar, \
                 _CtrlC() as ctrl_c:
             info["cluster"] = where
@@ -666,7 +693,7 @@ def _run_in(out: Path, spec, runs, *, scheduler, workers, client, runner, retrie
                        records=in_grid)
 
 
-class _CtrlC:
+class _CtrlC(_SigintHook):
     """``with _CtrlC() as ctrl_c``: within, SIGINT (Ctrl-C) is recorded (``ctrl_c.is_set()``)
     before the handler in place (Python's: ``KeyboardInterrupt``) runs.
 
@@ -680,11 +707,10 @@ class _CtrlC:
     every run. Outside the main thread (no signal handlers there) nothing is installed."""
 
     def __init__(self):
+        super().__init__()
         self._seen = threading.Event()
         self._at = 0.0
         self._collecting = False
-        self._previous = None
-        self._installed = False
         self._lock = threading.Lock()
         self._disarmed = False
 
@@ -709,17 +735,12 @@ class _CtrlC:
         return False
 
     def _handler(self, signum, frame):
-        if self._previous == signal.SIG_IGN:
-            return
         self._seen.set()
         self._at = time.monotonic()
         if self._swallowing(frame):  # raised here it would be lost: again in a moment, outside
             threading.Timer(0.05, self._deliver).start()
             return
-        if callable(self._previous):
-            self._previous(signum, frame)
-        else:  # SIG_DFL, or a handler not installed from Python
-            raise KeyboardInterrupt
+        _call_previous(self._previous, signum, frame)
 
     def redeliver(self, after: float = 1.0) -> None:
         """(Another thread.) Deliver a recorded Ctrl-C again where it came more than
@@ -743,21 +764,16 @@ class _CtrlC:
             self._disarmed = True
 
     def __enter__(self) -> "_CtrlC":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
+        if self._install():
             gc.callbacks.insert(0, self._gc_start)
             gc.callbacks.append(self._gc_stop)
-            signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._restore() is not None:
             for cb in (self._gc_start, self._gc_stop):
                 with contextlib.suppress(ValueError):
                     gc.callbacks.remove(cb)
-            self._installed = False
 
 
 def _timeout_record(run: RunSpec, limit: float) -> dict:
