@@ -77,23 +77,27 @@ def preload_report_libraries() -> None:
     :func:`_plot_metric` does. A sweep calls this before its loop, where a Ctrl-C would leave
     a half-imported module behind and the report that follows could not be written."""
     preload_table_libraries()
+    _pyplot()
+
+
+def _pyplot():
+    """matplotlib's pyplot, on the Agg backend where none is chosen yet (files, no screen)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _plot_metric(summary, metric: str, x: str | None, hue: Sequence[str], facet: Sequence[str],
                  logx: bool | None, path: Path) -> None:
     """One PNG: mean +- std of ``metric`` vs ``x``, a line per ``hue`` combination,
     a panel per ``facet`` combination."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import numpy as np
     import pandas as pd
 
+    plt = _pyplot()
     panels = (list(summary.groupby(list(facet), dropna=False, sort=False)) if facet
               else [((), summary)])
     ncols = min(len(panels), math.ceil(math.sqrt(len(panels))))
