@@ -651,3 +651,27 @@ def test_ngspice_potentials_retries_looser_tolerances_where_ngspice_does_not_con
     _fake_ngspice(monkeypatch, lin, "", value=float("nan"))  # a solve that failed inside ngspice
     with pytest.raises(SimulatorError, match="non-finite potential"):
         ngspice_potentials(lin, np.ones(lin.network.n_edges), [[1.0], [2.0]])
+
+
+def test_run_ngspice_reports_a_failed_or_silent_ngspice(tmp_path):
+    """run_ngspice with a stand-in executable (no ngspice needed): a nonzero exit is a
+    failure naming its code and output; exit 0 without the raw file is a run that did not
+    converge, which ngspice_potentials retries at looser tolerances before it gives up."""
+    from kirchnet import spice as spice_mod
+
+    def stand_in(name, code):
+        exe = tmp_path / name
+        exe.write_text(f"#!/bin/sh\necho 'doAnalyses: TRAN:  Timestep too small'\nexit {code}\n")
+        exe.chmod(0o755)
+        return str(exe)
+
+    with pytest.raises(SimulatorError, match=r"failed \(exit code 3\)[\s\S]*Timestep too small"):
+        spice_mod.run_ngspice("* deck\n.end\n", executable=stand_in("crashes", 3))
+    silent = stand_in("silent", 0)
+    with pytest.raises(spice_mod._NoConvergence, match="wrote no operating point[\\s\\S]*Timestep"):
+        spice_mod.run_ngspice("* deck\n.end\n", executable=silent)
+    c, g, diodes, rng = _diode_circuit(10, seed=3)
+    with pytest.raises(SimulatorError, match="tolerances tried") as info:
+        ngspice_potentials(c, g, rng.uniform(-2, 2, (2, c.n_inputs)), executable=silent)
+    assert all(t in str(info.value) for t in (spice_mod.NGSPICE_TOLERANCES, *spice_mod.NGSPICE_RETRY_TOLERANCES))
+

@@ -763,6 +763,11 @@ class _NoConvergence(SimulatorError):
     """ngspice ran but returned fewer operating points than asked for."""
 
 
+def _tail(log: str, lines: int = 15) -> str:
+    """The last ``lines`` lines of ngspice's output, for an error message."""
+    return "\n".join(log.strip().splitlines()[-lines:])
+
+
 def run_ngspice(netlist: str, *, executable: str | None = None, timeout: float | None = None,
                 raw_name: str = "out.raw") -> tuple[list[dict[str, float]], str]:
     """Run ``ngspice -b`` on ``netlist`` in a temporary directory.
@@ -785,12 +790,11 @@ def run_ngspice(netlist: str, *, executable: str | None = None, timeout: float |
             raise SimulatorError(f"ngspice did not finish within {timeout} s") from None
         log = proc.stdout + proc.stderr
         raw = Path(tmp) / raw_name
-        tail = "\n".join(log.strip().splitlines()[-15:])
-        if proc.returncode == 0 and not raw.exists():
-            raise _NoConvergence(f"ngspice wrote no operating point (it did not converge); last "
-                                 f"output:\n{tail}")
         if proc.returncode != 0:
-            raise SimulatorError(f"ngspice failed (exit code {proc.returncode}); last output:\n{tail}")
+            raise SimulatorError(f"ngspice failed (exit code {proc.returncode}); last output:\n{_tail(log)}")
+        if not raw.exists():
+            raise _NoConvergence(f"ngspice wrote no operating point (it did not converge); last "
+                                 f"output:\n{_tail(log)}")
         return _read_raw(raw.read_bytes()), log
 
 
@@ -855,9 +859,8 @@ def ngspice_potentials(circuit: Circuit, conductances, x, *, currents=None, clam
             plots, log = run_ngspice("\n".join(head + el.lines + drive) + "\n", executable=executable,
                                      timeout=timeout)
             if len(plots) != b:
-                tail = "\n".join(log.strip().splitlines()[-15:])
                 raise _NoConvergence(f"ngspice returned {len(plots)} operating points, expected {b} (it "
-                                     f"did not converge at every one); last output:\n{tail}")
+                                     f"did not converge at every one); last output:\n{_tail(log)}")
         except _NoConvergence as exc:
             if not el.options:  # linear: no tolerances to loosen
                 raise SimulatorError(str(exc)) from None
