@@ -55,3 +55,29 @@ def test_trainer_fit_raises_keyboard_interrupt(ctrl_c_in_a_training_step):
     x, y = np.ones((4, 2)), np.zeros((4, 1))
     with pytest.raises(KeyboardInterrupt):
         Trainer(epochs=2, batch_size=2).fit(c, np.ones(net.n_edges), x, y)
+
+
+def test_trainer_fit_ensemble_raises_keyboard_interrupt(monkeypatch):
+    """The ensemble's compiled steps (kirchnet.ensemble) too; its saturation warning still
+    points at the caller."""
+    import warnings
+
+    from kirchnet import ensemble
+    from kirchnet.errors import SaturationWarning
+
+    net = lattice(3, 3)
+    c = Circuit(net, ground=0, inputs=[1, 2], outputs=[8])
+    x, y = np.ones((4, 2)), 5.0 * np.ones((4, 1))  # out of reach: conductances saturate
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(epochs=20, batch_size=2, lr=1.0).fit_ensemble(c, np.ones((2, net.n_edges)), x, y)
+    sat = [w for w in caught if issubclass(w.category, SaturationWarning)]
+    assert sat and all(w.filename == __file__ for w in sat)
+
+    def stopped(*args, **kwargs):
+        raise numba_like_ctrl_c()
+
+    monkeypatch.setattr(ensemble, "fit_ensemble", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(epochs=2, batch_size=2).fit_ensemble(c, np.ones((2, net.n_edges)), x, y)
+

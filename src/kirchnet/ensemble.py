@@ -385,7 +385,8 @@ def fit_ensemble(trainer, circuit, G0, x, y, x_val=None, y_val=None, lr=None, se
                 warned[i] = True
                 warnings.warn(SaturationWarning(
                     f"ensemble member {i}, epoch {base[i]['epoch']}: {n_sat} of {n_tun} tunable edges sit at a "
-                    f"conductance bound; Trainer(saturation_warning=None) silences this warning"), stacklevel=3)
+                    f"conductance bound; Trainer(saturation_warning=None) silences this warning"),
+                    stacklevel=5)  # the caller: here <- fit_ensemble <- Trainer.fit_ensemble <- its wrapper
             out.append({**base[i], **ev[i], "low_rank_updates": 0,
                         "n_at_lower": int(n_low[i]), "n_at_upper": int(n_up[i])})
         return out

@@ -715,6 +715,7 @@ class Trainer:
         return g_new, batch_loss, cos
 
     # ------------------------------------------------------------------ fit
+    @reraises_ctrl_c
     def fit_ensemble(self, circuit: Circuit, g0, x, y, x_val=None, y_val=None, lr=None, seeds=None
                      ) -> list[TrainResult]:
         """Train K networks of this circuit at once from ``g0`` (K, m), with per-member
